@@ -1,0 +1,241 @@
+//! The memcached wire protocol: bytes in, typed requests out; replies composed into buffers.
+//!
+//! PURE: no storage, no sockets, no clock. Everything here is a function of its inputs, so it
+//! can be fuzzed and unit-tested byte by byte.
+//!
+//! Invariants:
+//! * [`parse::parse`] never panics on any input. On success `0 < consumed <= buf.len()`, every
+//!   key is 1..=`key_len_max` bytes with no space or control byte, and a storage request's value
+//!   is exactly its declared length.
+//! * A request borrows from the read buffer ([`Request<'a>`]); nothing is copied while parsing.
+//! * A rejected request says exactly how many bytes to drop ([`Rejection::consumed`]) and how many
+//!   more to discard as they arrive ([`Rejection::swallow`]), so an oversized data block is never
+//!   buffered.
+//!
+//! Must not touch: storage, runtime, clocks, threads.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod client;
+pub mod compose;
+pub mod parse;
+
+/// Bounds the parser enforces. Built once from the validated config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key in bytes (memcached: 250).
+    pub key_len_max: usize,
+    /// Largest item (`-I`), counted as memcached counts it: item header, key, value and CRLF.
+    pub item_size_max: usize,
+    /// Whether items carry a cas value (`-C` turns it off); memcached counts 8 bytes for it.
+    pub cas_enabled: bool,
+    /// A command line (other than `get`/`gets`/`gat`/`gats`) longer than this without a newline
+    /// closes the connection, as memcached does (2048).
+    pub line_len_max: usize,
+    /// Bound on a retrieval line with many keys (memcached leaves it unbounded; we do not).
+    pub get_line_len_max: usize,
+}
+
+impl Limits {
+    /// memcached's defaults: 250-byte keys, 1 MiB items, cas on.
+    pub const DEFAULT: Limits = Limits {
+        key_len_max: 250,
+        item_size_max: 1024 * 1024,
+        cas_enabled: true,
+        line_len_max: 2048,
+        get_line_len_max: 1024 * 1024,
+    };
+
+    /// Bytes memcached charges against `item_size_max` for an item with these lengths: its
+    /// 48-byte item header, 8 bytes of cas when enabled, the key and its NUL, the value and CRLF.
+    pub fn item_total_size(&self, key_len: usize, value_len: usize) -> usize {
+        let cas = if self.cas_enabled { 8 } else { 0 };
+        48usize
+            .saturating_add(cas)
+            .saturating_add(key_len)
+            .saturating_add(1)
+            .saturating_add(value_len)
+            .saturating_add(2)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// The storage commands; they share one line format and a data block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreVerb {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+/// The retrieval commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GetVerb {
+    /// `get <key>*`
+    Get,
+    /// `gets <key>*`: like get, with the cas value.
+    Gets,
+    /// `gat <exptime> <key>*`: get and touch.
+    Gat,
+    /// `gats <exptime> <key>*`: get and touch, with the cas value.
+    Gats,
+}
+
+impl GetVerb {
+    /// Whether replies carry the cas value.
+    pub fn with_cas(self) -> bool {
+        matches!(self, GetVerb::Gets | GetVerb::Gats)
+    }
+    /// Whether the command also touches.
+    pub fn touches(self) -> bool {
+        matches!(self, GetVerb::Gat | GetVerb::Gats)
+    }
+}
+
+/// The keys of a retrieval line: a validated, space-separated run of keys, borrowed from the
+/// read buffer. Iterating allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Keys<'a> {
+    /// Wraps bytes the parser has already validated: keys separated by one or more spaces.
+    pub fn new(raw: &'a [u8]) -> Keys<'a> {
+        Keys { raw }
+    }
+    /// The raw run of keys.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+    /// Each key, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+/// What `stats` was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsGroup<'a> {
+    /// `stats`
+    General,
+    /// `stats settings`
+    Settings,
+    /// `stats items`
+    Items,
+    /// `stats slabs`
+    Slabs,
+    /// `stats sizes`
+    Sizes,
+    /// `stats conns`
+    Conns,
+    /// `stats reset`
+    Reset,
+    /// `stats detail on|off|dump`
+    Detail(&'a [u8]),
+    /// Any other argument; memcached answers these with an error or an empty list.
+    Other(&'a [u8]),
+}
+
+/// One parsed request. Borrows keys and values from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `get`, `gets`, `gat`, `gats`. `exptime` is 0 unless the verb touches.
+    Get {
+        verb: GetVerb,
+        exptime: i64,
+        keys: Keys<'a>,
+    },
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas` with their complete data block.
+    Store {
+        verb: StoreVerb,
+        key: &'a [u8],
+        client_flags: u32,
+        exptime: i64,
+        value: &'a [u8],
+        /// The client's cas value; 0 unless `verb` is `Cas`.
+        cas_expected: u64,
+        noreply: bool,
+    },
+    /// A storage command whose item would exceed `item_size_max`. The reply is
+    /// `SERVER_ERROR object too large for cache`, `swallow` more bytes (the data block and its
+    /// CRLF) must be discarded, and a `set` also removes the key's old item (as memcached does).
+    TooLarge {
+        verb: StoreVerb,
+        key: &'a [u8],
+        noreply: bool,
+        swallow: usize,
+    },
+    /// `delete <key> [0] [noreply]`
+    Delete { key: &'a [u8], noreply: bool },
+    /// `incr`/`decr <key> <delta> [noreply]`
+    Arith {
+        incr: bool,
+        key: &'a [u8],
+        delta: u64,
+        noreply: bool,
+    },
+    /// `touch <key> <exptime> [noreply]`
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    /// `flush_all [delay] [noreply]`
+    FlushAll { delay: i64, noreply: bool },
+    /// `version`
+    Version,
+    /// `verbosity <level> [noreply]`
+    Verbosity { level: u32, noreply: bool },
+    /// `stats [group]`
+    Stats { group: StatsGroup<'a> },
+    /// `quit`: close after the replies before it are written.
+    Quit,
+    /// `debug_time advance <secs>`: moves the server clock (feature `test-hooks` only; without
+    /// the feature the parser answers `ERROR` as for any unknown command).
+    DebugTimeAdvance { secs: u32 },
+}
+
+impl<'a> Request<'a> {
+    /// The single key this request addresses, if it addresses exactly one.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Request::Store { key, .. }
+            | Request::TooLarge { key, .. }
+            | Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request could not be parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not a whole request yet: read more and try again with the same buffer start.
+    Incomplete,
+    /// A bad request: send the reply, drop `consumed` bytes, then discard `swallow` more.
+    Invalid(Rejection),
+}
+
+/// How to answer and skip a bad request, exactly as memcached does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The whole reply, CRLF included (e.g. `b"CLIENT_ERROR bad command line format\r\n"`);
+    /// empty when memcached sends nothing.
+    pub reply: &'static [u8],
+    /// Bytes of the buffer that belong to the bad request (at least 1 unless `close`).
+    pub consumed: usize,
+    /// Further bytes to discard as they arrive (a rejected data block), beyond `consumed`.
+    pub swallow: usize,
+    /// Close the connection after sending `reply` (memcached does this for over-long lines).
+    pub close: bool,
+}

@@ -1,0 +1,1 @@
+//! Shard glue (being written).
