@@ -309,9 +309,11 @@ mod tests {
 
     #[test]
     fn parses_every_simple_reply() {
-        let replies = all(b"END\r\nSTORED\r\nNOT_STORED\r\nEXISTS\r\nNOT_FOUND\r\nDELETED\r\n\
+        let replies = all(
+            b"END\r\nSTORED\r\nNOT_STORED\r\nEXISTS\r\nNOT_FOUND\r\nDELETED\r\n\
 TOUCHED\r\nOK\r\n42\r\nERROR\r\nCLIENT_ERROR bad data chunk\r\nSERVER_ERROR out of memory\r\n\
-VERSION 1.6.18\r\nSTAT pid 7\r\n");
+VERSION 1.6.18\r\nSTAT pid 7\r\n",
+        );
         assert_eq!(
             replies,
             vec![
@@ -366,7 +368,11 @@ VERSION 1.6.18\r\nSTAT pid 7\r\n");
         let stream: &[u8] = b"VALUE key:0000001 0 10\r\n0123456789\r\nEND\r\nSTORED\r\n";
         let first = parse_reply(stream).unwrap().1;
         for cut in 0..first {
-            assert_eq!(parse_reply(&stream[..cut]), Err(ReplyError::Incomplete), "{cut}");
+            assert_eq!(
+                parse_reply(&stream[..cut]),
+                Err(ReplyError::Incomplete),
+                "{cut}"
+            );
         }
         // Split the stream at every point: feeding it in two reads yields the same elements.
         let whole = all(stream);

@@ -1,1 +1,381 @@
-fn main() {}
+//! corecache-bench: a load generator for memcached-protocol servers (corecache, memcached).
+//!
+//! Closed loop (maximum throughput) or open loop (`--rate`, latency measured from each request's
+//! scheduled send time, so a stalled server cannot hide its stalls). See `--help`.
+
+mod engine;
+mod report;
+mod workload;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use engine::{Client, Plan, Progress};
+use report::{json_string, Stats};
+use workload::{KeyDist, KeyFormat, Mix, ValueSize};
+
+/// Load generator for memcached text-protocol servers.
+#[derive(Parser, Debug)]
+#[command(name = "corecache-bench", version)]
+struct Args {
+    /// Server address host:port; repeat (or comma-separate) for several, keys are spread by hash.
+    #[arg(
+        long = "server",
+        short = 's',
+        default_value = "127.0.0.1:11211",
+        value_delimiter = ','
+    )]
+    servers: Vec<String>,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Connections per thread (to each server).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// CPUs to pin client threads to, e.g. `0,2-3` (thread i gets the i-th, round robin).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Open loop: total requests per second over all threads. 0 = closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Key prefix; keys are `<prefix><number>` with the number zero-padded to 7 digits.
+    #[arg(long, default_value = "key:")]
+    key_prefix: String,
+    /// Zipf exponent for key popularity; 0 = uniform.
+    #[arg(long, default_value_t = 0.0)]
+    zipf: f64,
+    /// Value size in bytes: `64` or a uniform range `64-1024`.
+    #[arg(long, default_value = "64")]
+    value_size: String,
+    /// Weight of gets in the mix.
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Weight of sets in the mix.
+    #[arg(long, default_value_t = 0.1)]
+    set_ratio: f64,
+    /// Keys per get (more than 1 makes every get a multi-get).
+    #[arg(long, default_value_t = 1)]
+    multiget: usize,
+    /// Set every key once before measuring.
+    #[arg(long)]
+    prefill: bool,
+    /// Seconds of load before measuring starts (excluded from the results).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// On a get miss, set the missing key (cache-aside read-through).
+    #[arg(long)]
+    read_through: bool,
+    /// Print the results as JSON on stdout (the table then goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// A request without a reply after this many milliseconds is a timeout; its connection is
+    /// dropped and reopened.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Open loop: most requests queued per thread and server while the pipeline is full;
+    /// beyond it requests are dropped and counted.
+    #[arg(long, default_value_t = 10_000)]
+    backlog: usize,
+    /// Seed for key, mix and size choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(errors) => std::process::exit(if errors { 2 } else { 0 }),
+        Err(message) => {
+            eprintln!("corecache-bench: {message}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the benchmark; Ok(true) when any error was counted.
+fn run(args: &Args) -> Result<bool, String> {
+    let plan = Arc::new(plan_of(args)?);
+    let cpus = match &args.cpus {
+        Some(list) => parse_cpus(list)?,
+        None => Vec::new(),
+    };
+    let progress = Arc::new(Progress::default());
+    let barrier = Arc::new(Barrier::new(args.threads + 1));
+    let mut handles = Vec::with_capacity(args.threads);
+    for index in 0..args.threads {
+        let client = Client::new(
+            Arc::clone(&plan),
+            index,
+            args.threads,
+            Arc::clone(&progress),
+        );
+        let barrier = Arc::clone(&barrier);
+        let cpu = cpus.get(index % cpus.len().max(1)).copied();
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{index}"))
+            .spawn(move || {
+                if let Some(id) = cpu {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                        eprintln!("corecache-bench: could not pin thread {index} to cpu {id}");
+                    }
+                }
+                client.run(&barrier)
+            })
+            .map_err(|e| format!("spawning thread: {e}"))?;
+        handles.push(handle);
+    }
+    if plan.prefill && !args.quiet {
+        eprintln!("prefill: setting {} keys", plan.keys);
+    }
+    let prefill_start = Instant::now();
+    barrier.wait();
+    if plan.prefill && !args.quiet {
+        eprintln!(
+            "prefill: done in {:.2} s",
+            prefill_start.elapsed().as_secs_f64()
+        );
+    }
+    report_progress(args, &plan, &progress, &handles);
+    let mut total = Stats::new();
+    for handle in handles {
+        let stats = handle
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())?;
+        total.merge(&stats);
+    }
+    let header = format!(
+        "corecache-bench: {} ({} thread(s) x {} conn(s) x pipeline {}, {})",
+        args.servers.join(","),
+        args.threads,
+        args.connections,
+        args.pipeline,
+        if args.rate > 0.0 {
+            format!("open loop {} req/s", args.rate)
+        } else {
+            "closed loop".to_string()
+        }
+    );
+    let table = report::table(&total, &header);
+    if args.json {
+        eprint!("{table}");
+        println!("{}", report::json(&total, &config_json(args)));
+    } else {
+        print!("{table}");
+    }
+    Ok(total.error_total() > 0 || total.drops > 0)
+}
+
+/// Prints one line per second on stderr until the threads finish.
+fn report_progress(
+    args: &Args,
+    plan: &Plan,
+    progress: &Progress,
+    handles: &[std::thread::JoinHandle<Stats>],
+) {
+    let start = Instant::now();
+    let mut last = (0u64, 0u64, 0u64);
+    let mut tick = 1u32;
+    while handles.iter().any(|h| !h.is_finished()) {
+        let next = start + Duration::from_secs(u64::from(tick));
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        tick += 1;
+        let ops = progress.ops.load(Ordering::Relaxed);
+        let keys = progress.keys.load(Ordering::Relaxed);
+        let hits = progress.hits.load(Ordering::Relaxed);
+        let (d_keys, d_hits) = (keys - last.1, hits - last.2);
+        let elapsed = start.elapsed();
+        let phase = if elapsed < plan.warmup {
+            "warmup"
+        } else if elapsed < plan.warmup + plan.duration {
+            "run"
+        } else {
+            "drain"
+        };
+        if !args.quiet {
+            eprintln!(
+                "[{:>4.0}s] {:<6} {:>10} ops/s  hit {:.3}  errors {}  drops {}",
+                elapsed.as_secs_f64(),
+                phase,
+                ops - last.0,
+                if d_keys > 0 {
+                    d_hits as f64 / d_keys as f64
+                } else {
+                    0.0
+                },
+                progress.errors.load(Ordering::Relaxed),
+                progress.drops.load(Ordering::Relaxed)
+            );
+        }
+        last = (ops, keys, hits);
+    }
+}
+
+fn plan_of(args: &Args) -> Result<Plan, String> {
+    let mut servers = Vec::new();
+    for text in &args.servers {
+        let addr: SocketAddr = text
+            .to_socket_addrs()
+            .map_err(|e| format!("bad --server {text:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--server {text:?} resolves to nothing"))?;
+        servers.push(addr);
+    }
+    let positive = |name: &str, n: usize| {
+        if n == 0 {
+            Err(format!("--{name} must be at least 1"))
+        } else {
+            Ok(())
+        }
+    };
+    positive("threads", args.threads)?;
+    positive("connections", args.connections)?;
+    positive("pipeline", args.pipeline)?;
+    positive("multiget", args.multiget)?;
+    positive("backlog", args.backlog)?;
+    if args.keys == 0 {
+        return Err("--keys must be at least 1".into());
+    }
+    if !(args.zipf >= 0.0 && args.zipf.is_finite()) {
+        return Err("--zipf must be >= 0".into());
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err("--rate must be >= 0".into());
+    }
+    if !(args.duration > 0.0 && args.warmup >= 0.0) {
+        return Err("--duration must be > 0 and --warmup >= 0".into());
+    }
+    if args.key_prefix.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("--key-prefix must not contain spaces or control bytes".into());
+    }
+    let key_format = KeyFormat::new(&args.key_prefix, args.keys);
+    if key_format.prefix.len() + key_format.width > 250 {
+        return Err("keys would be longer than 250 bytes".into());
+    }
+    Ok(Plan {
+        servers,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        rate_per_thread: args.rate / args.threads as f64,
+        keys: args.keys,
+        key_format,
+        key_dist: KeyDist::new(args.keys, args.zipf),
+        value_size: ValueSize::parse(&args.value_size)?,
+        mix: Mix::new(args.get_ratio, args.set_ratio)?,
+        multiget: args.multiget,
+        read_through: args.read_through,
+        prefill: args.prefill,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        backlog_max: args.backlog,
+        seed: args.seed,
+    })
+}
+
+/// Parses `0,2-3` into `[0, 2, 3]`.
+fn parse_cpus(list: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("bad cpu {t:?} in --cpus: {e}"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b || b - a > 4096 {
+                    return Err(format!("bad cpu range {part:?}"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(number(part)?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err("--cpus is empty".into());
+    }
+    Ok(cpus)
+}
+
+fn config_json(args: &Args) -> String {
+    let servers: Vec<String> = args.servers.iter().map(|s| json_string(s)).collect();
+    format!(
+        "{{\"servers\":[{}],\"threads\":{},\"connections\":{},\"pipeline\":{},\"rate\":{},\
+         \"keys\":{},\"key_prefix\":{},\"zipf\":{},\"value_size\":{},\"get_ratio\":{},\
+         \"set_ratio\":{},\"multiget\":{},\"prefill\":{},\"warmup_s\":{},\"duration_s\":{},\
+         \"read_through\":{},\"seed\":{}}}",
+        servers.join(","),
+        args.threads,
+        args.connections,
+        args.pipeline,
+        args.rate,
+        args.keys,
+        json_string(&args.key_prefix),
+        args.zipf,
+        json_string(&args.value_size),
+        args.get_ratio,
+        args.set_ratio,
+        args.multiget,
+        args.prefill,
+        args.warmup,
+        args.duration,
+        args.read_through,
+        args.seed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert_eq!(parse_cpus(" 1 ").unwrap(), vec![1]);
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let args = Args::try_parse_from([
+            "corecache-bench",
+            "--server",
+            "127.0.0.1:1",
+            "--server",
+            "127.0.0.1:2",
+            "--zipf",
+            "0.99",
+            "--value-size",
+            "64-1024",
+            "--multiget",
+            "10",
+        ])
+        .unwrap();
+        let plan = plan_of(&args).unwrap();
+        assert_eq!(plan.servers.len(), 2);
+        assert_eq!(plan.value_size.max, 1024);
+    }
+}

@@ -1,0 +1,817 @@
+//! One client thread: its connections, the request schedule, and the poll loop.
+//!
+//! Each thread owns `connections` nonblocking TCP connections to every server and drives them
+//! with `ppoll`. A request is generated, routed to its key's server, and queued in that server's
+//! backlog; from there it goes to the connection with the fewest requests in flight, which never
+//! has more than `pipeline` of them.
+//!
+//! * Closed loop: a new request is generated whenever a connection has room.
+//! * Open loop: requests are generated on a fixed schedule (`rate` per second for this thread).
+//!   Latency is measured from the *scheduled* time, so time spent waiting in the backlog (because
+//!   the server stalled and the pipeline is full) is part of the latency. The backlog is bounded;
+//!   a request that finds it full is dropped and counted.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use corecache::protocol::client::{encode_get, encode_set, parse_reply, Reply, ReplyError};
+
+use crate::report::{Op, Stats};
+use crate::workload::{KeyDist, KeyFormat, Mix, Rng, ValueSize};
+
+/// Everything a client thread needs to know; shared read-only by all threads.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub servers: Vec<SocketAddr>,
+    pub connections: usize,
+    pub pipeline: usize,
+    /// Requests per second for this thread; 0 means closed loop.
+    pub rate_per_thread: f64,
+    pub keys: u64,
+    pub key_format: KeyFormat,
+    pub key_dist: KeyDist,
+    pub value_size: ValueSize,
+    pub mix: Mix,
+    pub multiget: usize,
+    pub read_through: bool,
+    pub prefill: bool,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub timeout: Duration,
+    /// Bound on queued, not yet sent requests per server (open loop).
+    pub backlog_max: usize,
+    pub seed: u64,
+}
+
+/// Counters the main thread reads once a second for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub ops: AtomicU64,
+    pub errors: AtomicU64,
+    pub drops: AtomicU64,
+    pub keys: AtomicU64,
+    pub hits: AtomicU64,
+    pub prefill_done: AtomicU64,
+}
+
+/// A request that has been generated but not sent.
+#[derive(Debug)]
+struct Pending {
+    op: Op,
+    keys: Vec<u64>,
+    value_len: usize,
+    scheduled_ns: u64,
+    measured: bool,
+    prefill: bool,
+    read_through: bool,
+}
+
+/// A request on the wire, waiting for its reply.
+#[derive(Debug)]
+struct InFlight {
+    req: Pending,
+    sent_ns: u64,
+    /// Keys of a get already accounted for (found or passed over).
+    matched: usize,
+    hits: u64,
+}
+
+struct Conn {
+    server: usize,
+    stream: Option<TcpStream>,
+    retry_at_ns: u64,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    inflight: VecDeque<InFlight>,
+}
+
+/// Why a connection was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Disconnect,
+    Timeout,
+    Protocol,
+}
+
+const READ_BUF_LEN_MIN: usize = 64 * 1024;
+const READ_BUF_LEN_MAX: usize = 64 * 1024 * 1024;
+const POLL_WAIT_MAX: Duration = Duration::from_millis(50);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// Reads per connection per loop turn, so one busy connection cannot starve the others.
+const READS_PER_TURN_MAX: usize = 16;
+
+/// Where requests come from in one run of the loop.
+enum Source {
+    /// Set every key in `next..=last` once.
+    Prefill { next: u64, last: u64 },
+    /// A new request whenever there is room.
+    Closed,
+    /// One request every `interval_ns`, starting at `next_ns`.
+    Open {
+        next_ns: u64,
+        interval_ns: f64,
+        count: u64,
+    },
+}
+
+pub struct Client {
+    plan: Arc<Plan>,
+    index: usize,
+    threads: usize,
+    conns: Vec<Conn>,
+    by_server: Vec<Vec<usize>>,
+    backlog: Vec<VecDeque<Pending>>,
+    rng: Rng,
+    value: Vec<u8>,
+    key_scratch: Vec<u8>,
+    base: Instant,
+    depth: usize,
+    warmup_end_ns: u64,
+    pub stats: Stats,
+    progress: Arc<Progress>,
+    flushed: (u64, u64, u64, u64, u64),
+}
+
+impl Client {
+    pub fn new(plan: Arc<Plan>, index: usize, threads: usize, progress: Arc<Progress>) -> Client {
+        let rbuf_len = (2 * (plan.value_size.max + 512)).max(READ_BUF_LEN_MIN);
+        let mut conns = Vec::new();
+        let mut by_server = vec![Vec::new(); plan.servers.len()];
+        for (server, list) in by_server.iter_mut().enumerate() {
+            for _ in 0..plan.connections {
+                list.push(conns.len());
+                conns.push(Conn {
+                    server,
+                    stream: None,
+                    retry_at_ns: 0,
+                    wbuf: Vec::with_capacity(4096),
+                    wpos: 0,
+                    rbuf: vec![0; rbuf_len],
+                    rstart: 0,
+                    rend: 0,
+                    inflight: VecDeque::with_capacity(plan.pipeline),
+                });
+            }
+        }
+        let seed = plan.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Client {
+            backlog: (0..plan.servers.len()).map(|_| VecDeque::new()).collect(),
+            value: vec![b'x'; plan.value_size.max],
+            key_scratch: Vec::with_capacity(64),
+            rng: Rng::new(seed),
+            depth: plan.pipeline,
+            warmup_end_ns: 0,
+            base: Instant::now(),
+            stats: Stats::new(),
+            plan,
+            index,
+            threads,
+            conns,
+            by_server,
+            progress,
+            flushed: (0, 0, 0, 0, 0),
+        }
+    }
+
+    /// The whole life of a client thread: connect, prefill its share, wait for the others,
+    /// then warm-up and the measured run, then drain.
+    pub fn run(mut self, barrier: &Barrier) -> Stats {
+        for i in 0..self.conns.len() {
+            self.connect(i);
+        }
+        if self.plan.prefill {
+            let keys = self.plan.keys;
+            let first = keys * self.index as u64 / self.threads as u64 + 1;
+            let last = keys * (self.index as u64 + 1) / self.threads as u64;
+            self.depth = self.plan.pipeline.max(16);
+            self.run_loop(Source::Prefill { next: first, last }, u64::MAX);
+            self.depth = self.plan.pipeline;
+        }
+        barrier.wait();
+        let start_ns = self.now_ns();
+        self.warmup_end_ns = start_ns + self.plan.warmup.as_nanos() as u64;
+        let end_ns = self.warmup_end_ns + self.plan.duration.as_nanos() as u64;
+        let source = if self.plan.rate_per_thread > 0.0 {
+            Source::Open {
+                next_ns: start_ns,
+                interval_ns: 1e9 / self.plan.rate_per_thread,
+                count: 0,
+            }
+        } else {
+            Source::Closed
+        };
+        self.run_loop(source, end_ns);
+        self.stats.measured_ns = self.plan.duration.as_nanos() as u64;
+        self.flush_progress();
+        self.stats
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Generates, sends and completes requests until `end_ns` (or the prefill is done), then
+    /// drains what is in flight.
+    fn run_loop(&mut self, mut source: Source, end_ns: u64) {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.conns.len());
+        loop {
+            let now = self.now_ns();
+            if now >= end_ns {
+                break;
+            }
+            self.reconnect_due(now);
+            let done = self.generate(&mut source, now);
+            if done && self.inflight_total() == 0 {
+                break;
+            }
+            self.flush_writes();
+            let wait = self.wait_ns(&source, now, end_ns);
+            self.poll(&mut fds, wait);
+            self.check_timeouts();
+            self.flush_progress();
+        }
+        self.drain();
+    }
+
+    /// Stop generating; wait (bounded) for the replies to what was sent.
+    fn drain(&mut self) {
+        for queue in &mut self.backlog {
+            self.stats.unsent_at_end += queue.len() as u64;
+            queue.clear();
+        }
+        let deadline = self.now_ns() + self.plan.timeout.as_nanos() as u64;
+        let mut fds = Vec::with_capacity(self.conns.len());
+        while self.inflight_total() > 0 && self.now_ns() < deadline {
+            self.flush_writes();
+            self.poll(&mut fds, POLL_WAIT_MAX.as_nanos() as u64);
+            self.check_timeouts();
+            self.flush_progress();
+        }
+        for i in 0..self.conns.len() {
+            if !self.conns[i].inflight.is_empty() {
+                self.fail(i, Failure::Timeout);
+            }
+        }
+        // Read-through sets queued by the last replies are never sent.
+        for queue in &mut self.backlog {
+            self.stats.unsent_at_end += queue.len() as u64;
+            queue.clear();
+        }
+    }
+
+    fn inflight_total(&self) -> usize {
+        self.conns.iter().map(|c| c.inflight.len()).sum()
+    }
+
+    fn wait_ns(&self, source: &Source, now: u64, end_ns: u64) -> u64 {
+        let mut wait = (POLL_WAIT_MAX.as_nanos() as u64).min(end_ns.saturating_sub(now));
+        if let Source::Open { next_ns, .. } = source {
+            wait = wait.min(next_ns.saturating_sub(now));
+        }
+        wait
+    }
+
+    /// Queues new requests as the source allows and sends what fits. Returns true when the
+    /// source has nothing more to give.
+    fn generate(&mut self, source: &mut Source, now: u64) -> bool {
+        self.dispatch_all(now);
+        match source {
+            Source::Prefill { next, last } => {
+                while *next <= *last && self.backlog_empty() && self.has_room_anywhere() {
+                    let value_len = self.plan.value_size.sample(&mut self.rng);
+                    let req = Pending {
+                        op: Op::Set,
+                        keys: vec![*next],
+                        value_len,
+                        scheduled_ns: now,
+                        measured: false,
+                        prefill: true,
+                        read_through: false,
+                    };
+                    *next += 1;
+                    self.enqueue(req, now);
+                }
+                self.progress
+                    .prefill_done
+                    .store(self.stats.prefill_sets, Ordering::Relaxed);
+                *next > *last
+            }
+            Source::Closed => {
+                // At most one request can be stuck waiting (its server's connections are full).
+                while self.backlog_empty() && self.has_room_anywhere() {
+                    let req = self.new_request(now);
+                    self.enqueue(req, now);
+                }
+                false
+            }
+            Source::Open {
+                next_ns,
+                interval_ns,
+                count,
+            } => {
+                let start = *next_ns as f64 - *count as f64 * *interval_ns;
+                while *next_ns <= now {
+                    let scheduled = *next_ns;
+                    *count += 1;
+                    *next_ns = (start + *count as f64 * *interval_ns) as u64;
+                    let req = self.new_request(scheduled);
+                    let server = self.server_of(&req);
+                    if self.backlog[server].len() >= self.plan.backlog_max {
+                        self.stats.drops += 1;
+                        continue;
+                    }
+                    self.enqueue(req, now);
+                }
+                false
+            }
+        }
+    }
+
+    fn backlog_empty(&self) -> bool {
+        self.backlog.iter().all(|q| q.is_empty())
+    }
+
+    fn has_room_anywhere(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.stream.is_some() && c.inflight.len() < self.depth)
+    }
+
+    /// A fresh get, multi-get or set drawn from the workload.
+    fn new_request(&mut self, scheduled_ns: u64) -> Pending {
+        let plan = Arc::clone(&self.plan);
+        let first = plan.key_dist.sample(&mut self.rng);
+        let measured = scheduled_ns >= self.warmup_end_ns;
+        if plan.mix.is_get(&mut self.rng) {
+            let mut keys = Vec::with_capacity(plan.multiget);
+            keys.push(first);
+            let servers = plan.servers.len();
+            let server = plan
+                .key_format
+                .server_of(&mut self.key_scratch, first, servers);
+            // Every key of one multi-get must live on the same server: draw from the
+            // distribution restricted to that server (bounded tries).
+            let mut tries = 0;
+            while keys.len() < plan.multiget && tries < 64 * plan.multiget * servers {
+                tries += 1;
+                let k = plan.key_dist.sample(&mut self.rng);
+                if plan.key_format.server_of(&mut self.key_scratch, k, servers) == server {
+                    keys.push(k);
+                }
+            }
+            let op = if plan.multiget > 1 {
+                Op::MultiGet
+            } else {
+                Op::Get
+            };
+            Pending {
+                op,
+                keys,
+                value_len: 0,
+                scheduled_ns,
+                measured,
+                prefill: false,
+                read_through: false,
+            }
+        } else {
+            Pending {
+                op: Op::Set,
+                keys: vec![first],
+                value_len: plan.value_size.sample(&mut self.rng),
+                scheduled_ns,
+                measured,
+                prefill: false,
+                read_through: false,
+            }
+        }
+    }
+
+    fn server_of(&mut self, req: &Pending) -> usize {
+        let first = req.keys.first().copied().unwrap_or(1);
+        let servers = self.plan.servers.len();
+        self.plan
+            .key_format
+            .server_of(&mut self.key_scratch, first, servers)
+    }
+
+    fn enqueue(&mut self, req: Pending, now: u64) {
+        let server = self.server_of(&req);
+        self.backlog[server].push_back(req);
+        self.dispatch(server, now);
+    }
+
+    fn dispatch_all(&mut self, now: u64) {
+        for server in 0..self.backlog.len() {
+            self.dispatch(server, now);
+        }
+    }
+
+    /// Moves requests from the server's backlog to its least-loaded connections.
+    fn dispatch(&mut self, server: usize, now: u64) {
+        while !self.backlog[server].is_empty() {
+            let best = self.by_server[server]
+                .iter()
+                .copied()
+                .filter(|&i| self.conns[i].stream.is_some())
+                .min_by_key(|&i| self.conns[i].inflight.len());
+            let Some(i) = best else { return };
+            if self.conns[i].inflight.len() >= self.depth {
+                return;
+            }
+            let Some(req) = self.backlog[server].pop_front() else {
+                return;
+            };
+            self.send(i, req, now);
+        }
+    }
+
+    fn send(&mut self, i: usize, req: Pending, now: u64) {
+        let plan = &self.plan;
+        let conn = &mut self.conns[i];
+        debug_assert!(conn.inflight.len() < self.depth);
+        let mut key = std::mem::take(&mut self.key_scratch);
+        match req.op {
+            Op::Get | Op::MultiGet => {
+                key.clear();
+                let mut starts = Vec::with_capacity(req.keys.len() + 1);
+                for &k in &req.keys {
+                    starts.push(key.len());
+                    plan.key_format.push(&mut key, k);
+                }
+                starts.push(key.len());
+                encode_get(&mut conn.wbuf, starts.windows(2).map(|w| &key[w[0]..w[1]]));
+            }
+            Op::Set => {
+                key.clear();
+                plan.key_format
+                    .push(&mut key, req.keys.first().copied().unwrap_or(1));
+                encode_set(
+                    &mut conn.wbuf,
+                    &key,
+                    0,
+                    0,
+                    &self.value[..req.value_len],
+                    false,
+                );
+            }
+        }
+        self.key_scratch = key;
+        conn.inflight.push_back(InFlight {
+            req,
+            sent_ns: now,
+            matched: 0,
+            hits: 0,
+        });
+    }
+
+    fn flush_writes(&mut self) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].wpos < self.conns[i].wbuf.len() {
+                self.write_some(i);
+            }
+        }
+    }
+
+    fn write_some(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        while conn.wpos < conn.wbuf.len() {
+            match stream.write(&conn.wbuf[conn.wpos..]) {
+                Ok(0) => return self.fail(i, Failure::Disconnect),
+                Ok(n) => conn.wpos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, Failure::Disconnect),
+            }
+        }
+        conn.wbuf.clear();
+        conn.wpos = 0;
+    }
+
+    fn poll(&mut self, fds: &mut Vec<libc::pollfd>, wait_ns: u64) {
+        fds.clear();
+        let mut index = Vec::with_capacity(self.conns.len());
+        for (i, conn) in self.conns.iter().enumerate() {
+            let Some(stream) = conn.stream.as_ref() else {
+                continue;
+            };
+            let mut events = libc::POLLIN;
+            if conn.wpos < conn.wbuf.len() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(libc::pollfd {
+                fd: stream.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+            index.push(i);
+        }
+        let timeout = libc::timespec {
+            tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `fds` is a valid, initialised array of `fds.len()` pollfd structs that lives
+        // across the call; `timeout` is a valid timespec; a null sigmask leaves it unchanged.
+        let ready = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &timeout,
+                std::ptr::null(),
+            )
+        };
+        if ready <= 0 {
+            return;
+        }
+        for (slot, &i) in index.iter().enumerate() {
+            let revents = fds[slot].revents;
+            if revents == 0 {
+                continue;
+            }
+            if revents & libc::POLLOUT != 0 {
+                self.write_some(i);
+            }
+            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                self.read_some(i);
+            }
+        }
+    }
+
+    fn read_some(&mut self, i: usize) {
+        for _ in 0..READS_PER_TURN_MAX {
+            let conn = &mut self.conns[i];
+            let Some(stream) = conn.stream.as_mut() else {
+                return;
+            };
+            if conn.rend == conn.rbuf.len() {
+                if conn.rstart > 0 {
+                    conn.rbuf.copy_within(conn.rstart..conn.rend, 0);
+                    conn.rend -= conn.rstart;
+                    conn.rstart = 0;
+                } else if conn.rbuf.len() < READ_BUF_LEN_MAX {
+                    let len = conn.rbuf.len() * 2;
+                    conn.rbuf.resize(len, 0);
+                } else {
+                    return self.fail(i, Failure::Protocol);
+                }
+            }
+            match stream.read(&mut conn.rbuf[conn.rend..]) {
+                Ok(0) => return self.fail(i, Failure::Disconnect),
+                Ok(n) => {
+                    conn.rend += n;
+                    if !self.parse_replies(i) {
+                        return self.fail(i, Failure::Protocol);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, Failure::Disconnect),
+            }
+        }
+    }
+
+    /// Consumes every complete reply element in the read buffer. False on a protocol error.
+    fn parse_replies(&mut self, i: usize) -> bool {
+        let now = self.now_ns();
+        let mut misses = Vec::new();
+        loop {
+            let conn = &mut self.conns[i];
+            let (done, used) = {
+                let buf = &conn.rbuf[conn.rstart..conn.rend];
+                let (reply, used) = match parse_reply(buf) {
+                    Ok(ok) => ok,
+                    Err(ReplyError::Incomplete) => break,
+                    Err(ReplyError::Invalid) => return false,
+                };
+                let Some(head) = conn.inflight.front_mut() else {
+                    return false;
+                };
+                match apply(
+                    head,
+                    &reply,
+                    &self.plan.key_format,
+                    &mut self.key_scratch,
+                    &mut misses,
+                ) {
+                    Some(done) => (done, used),
+                    None => return false,
+                }
+            };
+            conn.rstart += used;
+            if conn.rstart == conn.rend {
+                conn.rstart = 0;
+                conn.rend = 0;
+            }
+            if let Some(outcome) = done {
+                if let Some(finished) = self.conns[i].inflight.pop_front() {
+                    self.complete(finished, outcome, now, &mut misses);
+                }
+            }
+        }
+        true
+    }
+
+    fn complete(&mut self, f: InFlight, outcome: Outcome, now: u64, misses: &mut Vec<u64>) {
+        let latency = now.saturating_sub(f.req.scheduled_ns);
+        let keys = f.req.keys.len() as u64;
+        match f.req.op {
+            Op::Get | Op::MultiGet => {
+                self.stats.wire_gets += 1;
+                self.stats.wire_keys += keys;
+                self.stats.wire_hits += f.hits;
+            }
+            Op::Set => {
+                self.stats.wire_sets += 1;
+                if f.req.prefill {
+                    self.stats.prefill_sets += 1;
+                }
+                if f.req.read_through {
+                    self.stats.read_through_sets += 1;
+                }
+            }
+        }
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Error => self.stats.error_replies += 1,
+            Outcome::ClientError => self.stats.client_errors += 1,
+            Outcome::ServerError => self.stats.server_errors += 1,
+            Outcome::Unexpected => self.stats.unexpected_replies += 1,
+        }
+        if f.req.measured {
+            let ok = outcome == Outcome::Ok;
+            self.stats.record(f.req.op, latency, ok);
+            if matches!(f.req.op, Op::Get | Op::MultiGet) {
+                self.stats.measured_keys += keys;
+                self.stats.measured_hits += f.hits;
+            }
+        }
+        if self.plan.read_through && outcome == Outcome::Ok {
+            for key in misses.drain(..) {
+                let req = Pending {
+                    op: Op::Set,
+                    keys: vec![key],
+                    value_len: self.plan.value_size.sample(&mut self.rng),
+                    scheduled_ns: now,
+                    measured: f.req.measured,
+                    prefill: false,
+                    read_through: true,
+                };
+                let server = self.server_of(&req);
+                self.backlog[server].push_back(req);
+            }
+        }
+        misses.clear();
+    }
+
+    /// Drops a connection: everything in flight on it counts as failed.
+    fn fail(&mut self, i: usize, why: Failure) {
+        let now = self.now_ns();
+        let conn = &mut self.conns[i];
+        let lost = conn.inflight.len() as u64;
+        for f in conn.inflight.drain(..) {
+            if f.req.measured {
+                self.stats
+                    .record(f.req.op, now.saturating_sub(f.req.scheduled_ns), false);
+            }
+        }
+        match why {
+            Failure::Disconnect => self.stats.disconnects += 1,
+            Failure::Timeout => self.stats.timeouts += lost.max(1),
+            Failure::Protocol => self.stats.protocol_errors += 1,
+        }
+        self.stats.lost_in_flight += lost;
+        conn.stream = None;
+        conn.wbuf.clear();
+        conn.wpos = 0;
+        conn.rstart = 0;
+        conn.rend = 0;
+        conn.retry_at_ns = now + RECONNECT_DELAY.as_nanos() as u64;
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = self.now_ns();
+        let timeout = self.plan.timeout.as_nanos() as u64;
+        for i in 0..self.conns.len() {
+            let expired = self.conns[i]
+                .inflight
+                .front()
+                .is_some_and(|f| now.saturating_sub(f.sent_ns) > timeout);
+            if expired {
+                self.fail(i, Failure::Timeout);
+            }
+        }
+    }
+
+    fn reconnect_due(&mut self, now: u64) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].stream.is_none() && self.conns[i].retry_at_ns <= now {
+                self.connect(i);
+            }
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        let addr = self.plan.servers[self.conns[i].server];
+        let result = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match result {
+            Ok(stream) => self.conns[i].stream = Some(stream),
+            Err(_) => {
+                self.stats.connect_failures += 1;
+                self.conns[i].retry_at_ns = self.now_ns() + RECONNECT_DELAY.as_nanos() as u64;
+            }
+        }
+    }
+
+    /// Publishes this thread's counters for the progress line.
+    fn flush_progress(&mut self) {
+        let s = &self.stats;
+        let now = (
+            s.wire_gets + s.wire_sets,
+            s.error_total(),
+            s.drops,
+            s.measured_keys,
+            s.measured_hits,
+        );
+        let p = &self.progress;
+        p.ops.fetch_add(now.0 - self.flushed.0, Ordering::Relaxed);
+        p.errors
+            .fetch_add(now.1 - self.flushed.1, Ordering::Relaxed);
+        p.drops.fetch_add(now.2 - self.flushed.2, Ordering::Relaxed);
+        p.keys.fetch_add(now.3 - self.flushed.3, Ordering::Relaxed);
+        p.hits.fetch_add(now.4 - self.flushed.4, Ordering::Relaxed);
+        self.flushed = now;
+    }
+}
+
+/// How a finished request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Error,
+    ClientError,
+    ServerError,
+    /// A reply that is valid but not what the request asks for (e.g. NOT_STORED to a set).
+    Unexpected,
+}
+
+/// Applies one reply element to the request at the head of the pipeline. `None`: protocol
+/// error. `Some(None)`: the request needs more elements. `Some(Some(outcome))`: it is complete;
+/// for a get, `misses` then holds the keys that were not found.
+fn apply(
+    head: &mut InFlight,
+    reply: &Reply<'_>,
+    format: &KeyFormat,
+    scratch: &mut Vec<u8>,
+    misses: &mut Vec<u64>,
+) -> Option<Option<Outcome>> {
+    match reply {
+        Reply::Error => return Some(Some(Outcome::Error)),
+        Reply::ClientError(_) => return Some(Some(Outcome::ClientError)),
+        Reply::ServerError(_) => return Some(Some(Outcome::ServerError)),
+        _ => {}
+    }
+    match head.req.op {
+        Op::Get | Op::MultiGet => match reply {
+            Reply::Value { key, .. } => {
+                // Values come back in request order; keys passed over were misses.
+                let keys = &head.req.keys;
+                let at = keys.iter().skip(head.matched).position(|&k| {
+                    scratch.clear();
+                    format.push(scratch, k);
+                    scratch.as_slice() == *key
+                })?;
+                let found = head.matched + at;
+                misses.extend_from_slice(&keys[head.matched..found]);
+                head.matched = found + 1;
+                head.hits += 1;
+                Some(None)
+            }
+            Reply::End => {
+                misses.extend_from_slice(&head.req.keys[head.matched..]);
+                head.matched = head.req.keys.len();
+                Some(Some(Outcome::Ok))
+            }
+            _ => None,
+        },
+        Op::Set => match reply {
+            Reply::Stored => Some(Some(Outcome::Ok)),
+            Reply::NotStored | Reply::Exists | Reply::NotFound => Some(Some(Outcome::Unexpected)),
+            _ => None,
+        },
+    }
+}
