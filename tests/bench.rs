@@ -1,0 +1,351 @@
+//! corecache-bench against a real server: the counts it reports must equal the server's own
+//! `stats` deltas exactly (cmd_get, get_hits, get_misses, cmd_set).
+//!
+//! The server is memcached (`/usr/bin/memcached`, skipped when absent) unless
+//! `BENCH_TEST_SERVER` says otherwise: `corecache` means this package's server binary, and any
+//! other value is the path of a binary that takes `-l 127.0.0.1 -p 0` and prints
+//! `listening 127.0.0.1:PORT` on stdout once it serves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use corecache::protocol::client::{encode_stats, parse_reply, Reply, ReplyError};
+
+const MEMCACHED: &str = "/usr/bin/memcached";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start the server under test.
+#[derive(Clone, Debug)]
+enum ServerCommand {
+    /// memcached on a port we pick; readiness is a successful connect.
+    Memcached(String),
+    /// A binary that takes `-p 0` and prints `listening <addr>`.
+    Corecache(String),
+}
+
+impl ServerCommand {
+    /// From `BENCH_TEST_SERVER`; None when the chosen server is not installed.
+    fn from_env() -> Option<ServerCommand> {
+        match std::env::var("BENCH_TEST_SERVER").ok().as_deref() {
+            None | Some("") | Some("memcached") => {
+                if std::path::Path::new(MEMCACHED).exists() {
+                    Some(ServerCommand::Memcached(MEMCACHED.to_string()))
+                } else {
+                    None
+                }
+            }
+            Some("corecache") => Some(ServerCommand::Corecache(
+                env!("CARGO_BIN_EXE_corecache").to_string(),
+            )),
+            Some(path) => Some(ServerCommand::Corecache(path.to_string())),
+        }
+    }
+}
+
+/// A running server; killed and reaped on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(command: &ServerCommand, memory_mb: u32) -> Server {
+        match command {
+            ServerCommand::Memcached(path) => Self::start_memcached(path, memory_mb),
+            ServerCommand::Corecache(path) => Self::start_corecache(path, memory_mb),
+        }
+    }
+
+    fn start_memcached(path: &str, memory_mb: u32) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(path);
+        cmd.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-t",
+            "1",
+        ])
+        .args(["-m", &memory_mb.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+        // memcached refuses to run as root without -u.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        let child = cmd.spawn().expect("spawn memcached");
+        let server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect(server.addr).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    fn start_corecache(path: &str, memory_mb: u32) -> Server {
+        let mut child = Command::new(path)
+            .args(["-l", "127.0.0.1", "-p", "0", "-m", &memory_mb.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {path}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("listening ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let addr = rx
+            .recv_timeout(READY_TIMEOUT)
+            .expect("server did not print `listening <addr>`");
+        server.addr = addr.parse().expect("listening address");
+        server
+    }
+
+    /// `stats` as (name, value) pairs.
+    fn stats(&self) -> Vec<(String, String)> {
+        let mut stream = TcpStream::connect(self.addr).expect("connect for stats");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut request = Vec::new();
+        encode_stats(&mut request);
+        stream.write_all(&request).unwrap();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match parse_reply(&buf) {
+                Ok((Reply::Stat { name, value }, used)) => {
+                    out.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                    buf.drain(..used);
+                }
+                Ok((Reply::End, _)) => return out,
+                Ok((other, _)) => panic!("unexpected stats element {other:?}"),
+                Err(ReplyError::Invalid) => panic!("invalid stats reply"),
+                Err(ReplyError::Incomplete) => {
+                    let n = stream.read(&mut chunk).expect("read stats");
+                    assert!(n > 0, "server closed during stats");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let stats = self.stats();
+        let get = |name: &str| {
+            stats
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("stat {name} missing"))
+        };
+        Counters {
+            cmd_get: get("cmd_get"),
+            get_hits: get("get_hits"),
+            get_misses: get("get_misses"),
+            cmd_set: get("cmd_set"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now (bind 0, read it, drop the listener).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Counters {
+    cmd_get: u64,
+    get_hits: u64,
+    get_misses: u64,
+    cmd_set: u64,
+}
+
+impl Counters {
+    fn minus(self, before: Counters) -> Counters {
+        Counters {
+            cmd_get: self.cmd_get - before.cmd_get,
+            get_hits: self.get_hits - before.get_hits,
+            get_misses: self.get_misses - before.get_misses,
+            cmd_set: self.cmd_set - before.cmd_set,
+        }
+    }
+}
+
+fn bench(server: &Server, extra: &[&str]) -> Output {
+    let addr = server.addr.to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_corecache-bench"))
+        .args(["--server", &addr, "--json", "--quiet", "--duration", "1"])
+        .args(extra)
+        .output()
+        .expect("run corecache-bench");
+    assert!(
+        output.status.success(),
+        "corecache-bench failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The number after `"name":` inside the `"section":{...}` object of the bench's JSON.
+fn json_number(json: &str, section: &str, name: &str) -> f64 {
+    // An empty section means the top level (names used there only once).
+    let body = if section.is_empty() {
+        json
+    } else {
+        let start = json
+            .find(&format!("\"{section}\":{{"))
+            .unwrap_or_else(|| panic!("no {section} in {json}"));
+        let body = &json[start..];
+        &body[..body.find('}').unwrap()]
+    };
+    let at = body
+        .find(&format!("\"{name}\":"))
+        .unwrap_or_else(|| panic!("no {section}.{name} in {json}"));
+    let rest = &body[at + name.len() + 3..];
+    let end = rest
+        .find(|c: char| c != '.' && c != '-' && !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
+}
+
+fn reported(output: &Output) -> Counters {
+    let json = String::from_utf8_lossy(&output.stdout);
+    let n = |name| json_number(&json, "server_totals", name) as u64;
+    Counters {
+        cmd_get: n("cmd_get"),
+        get_hits: n("get_hits"),
+        get_misses: n("get_misses"),
+        cmd_set: n("cmd_set"),
+    }
+}
+
+/// Runs the bench with `extra` flags and checks its totals against the server's deltas.
+fn check_counts(extra: &[&str]) -> Option<(Counters, String)> {
+    let command = ServerCommand::from_env()?;
+    let server = Server::start(&command, 64);
+    let before = server.counters();
+    let output = bench(&server, extra);
+    let delta = server.counters().minus(before);
+    let bench_counts = reported(&output);
+    let json = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        bench_counts, delta,
+        "bench totals vs server stats deltas for {extra:?}\n{json}"
+    );
+    assert_eq!(json_number(&json, "errors", "total"), 0.0, "{json}");
+    Some((delta, json))
+}
+
+#[test]
+fn closed_loop_counts_match_server_stats() {
+    let Some((delta, json)) = check_counts(&[
+        "--threads",
+        "2",
+        "--connections",
+        "2",
+        "--pipeline",
+        "4",
+        "--keys",
+        "5000",
+        "--prefill",
+        "--warmup",
+        "0.2",
+        "--value-size",
+        "16-200",
+    ]) else {
+        eprintln!("skipped: no server (set BENCH_TEST_SERVER or install memcached)");
+        return;
+    };
+    assert!(delta.cmd_set >= 5000, "prefill sets every key: {delta:?}");
+    assert!(delta.cmd_get > 0);
+    // After a prefill that fits in memory, every get hits.
+    assert_eq!(delta.get_misses, 0, "{json}");
+    assert_eq!(json_number(&json, "server_totals", "prefill_sets"), 5000.0);
+}
+
+#[test]
+fn multiget_read_through_counts_match_server_stats() {
+    let Some((delta, json)) = check_counts(&[
+        "--connections",
+        "3",
+        "--pipeline",
+        "8",
+        "--keys",
+        "50000",
+        "--zipf",
+        "0.99",
+        "--multiget",
+        "10",
+        "--read-through",
+        "--get-ratio",
+        "1",
+        "--set-ratio",
+        "0",
+    ]) else {
+        return;
+    };
+    assert!(delta.get_misses > 0 && delta.get_hits > 0, "{delta:?}");
+    // Every set came from read-through (no prefill, no sets in the mix).
+    assert_eq!(
+        json_number(&json, "server_totals", "read_through_sets") as u64,
+        delta.cmd_set
+    );
+    let ratio = json_number(&json, "", "hit_ratio");
+    assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
+}
+
+#[test]
+fn open_loop_sends_at_the_rate_asked() {
+    let Some((delta, json)) = check_counts(&[
+        "--rate",
+        "2000",
+        "--connections",
+        "2",
+        "--pipeline",
+        "2",
+        "--keys",
+        "1000",
+    ]) else {
+        return;
+    };
+    let ops = delta.cmd_get + delta.cmd_set;
+    assert!(
+        (1900..=2100).contains(&ops),
+        "{ops} ops at 2000/s for 1 s\n{json}"
+    );
+    assert_eq!(json_number(&json, "", "drops"), 0.0);
+}
