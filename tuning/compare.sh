@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of corecache and memcached with corecache-bench.
+#
+# Each scenario runs A B A B A B (A = corecache, B = memcached; 3 repetitions by default), each
+# run on a freshly started server pinned to one core (`taskset -c $SERVER_CPU`, `-t 1`), with
+# the bench pinned to another (`$CLIENT_CPU`). For every run it records throughput, latency
+# percentiles, the server's CPU time per request (utime+stime from /proc/PID/stat), the hit
+# ratio and, for `memory`, resident memory per item. It prints one table of medians with
+# [min-max] ranges and corecache/memcached ratios, and writes one Markdown file per scenario
+# (plus a summary) into tuning/results/.
+#
+# Usage: tuning/compare.sh [--quick] [--scenarios a,b,...] [--duration S] [--warmup S]
+#                          [--reps N] [--out DIR] [--list]
+# Environment: CORECACHE (default target/release/corecache), MEMCACHED (default: found on
+# PATH, installed with apt-get if missing), BENCH (default target/release/corecache-bench),
+# SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2, or 0-1 on a 2-cpu host), MEMORY_MB (1024),
+# CORECACHE_CPUS_FLAG (1: pass `--cpus` to corecache so its executors pin inside the taskset).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ALL_SCENARIOS="get90-p1 get90-p16 multiget10 set1k latency memory hitratio shards2"
+SCENARIOS=$ALL_SCENARIOS
+DURATION=10
+WARMUP=2
+HITRATIO_WARMUP=10
+REPS=3
+OUT_DIR=tuning/results
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) DURATION=1; WARMUP=0.5; HITRATIO_WARMUP=3; shift ;;
+        --scenarios) SCENARIOS=${2//,/ }; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --warmup) WARMUP=$2; HITRATIO_WARMUP=$2; shift 2 ;;
+        --reps) REPS=$2; shift 2 ;;
+        --out) OUT_DIR=$2; shift 2 ;;
+        --list) echo "$ALL_SCENARIOS"; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option $1" >&2; usage >&2; exit 1 ;;
+    esac
+done
+for s in $SCENARIOS; do
+    [[ " $ALL_SCENARIOS " == *" $s "* ]] || { echo "unknown scenario $s (have: $ALL_SCENARIOS)" >&2; exit 1; }
+done
+
+CORECACHE=${CORECACHE:-target/release/corecache}
+BENCH=${BENCH:-target/release/corecache-bench}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+MEMORY_MB=${MEMORY_MB:-1024}
+CORECACHE_CPUS_FLAG=${CORECACHE_CPUS_FLAG:-1}
+if [[ -z ${SHARDS2_CPUS:-} ]]; then
+    if [[ $(nproc) -ge 3 ]]; then SHARDS2_CPUS=1-2; else SHARDS2_CPUS=0-1; fi
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { echo "compare: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- prerequisites -------------------------------------------------------------------------
+if [[ -z ${MEMCACHED:-} ]]; then
+    MEMCACHED=$(command -v memcached || true)
+    if [[ -z $MEMCACHED ]]; then
+        log "memcached not found; installing with apt-get"
+        if [[ $EUID -eq 0 ]]; then SUDO=; else SUDO=sudo; fi
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq memcached >/dev/null
+        MEMCACHED=$(command -v memcached) || die "could not install memcached"
+    fi
+fi
+if [[ ! -x $BENCH ]]; then
+    log "building corecache-bench (release)"
+    cargo build --release --bin corecache-bench >&2
+fi
+[[ -x $CORECACHE ]] || die "corecache binary $CORECACHE not found (build it, or set CORECACHE)"
+command -v taskset >/dev/null || die "taskset (util-linux) is required"
+[[ $(nproc) -ge 2 ]] || log "warning: only $(nproc) cpu: client and server share it"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT_DIR"
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- servers -------------------------------------------------------------------------------
+free_port() {
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+    done
+    die "no free port"
+}
+
+# start_server KIND BIN THREADS MEMORY_MB CPUS: sets SERVER_PID, SERVER_PORT, SERVER_CMD.
+start_server() {
+    local kind=$1 bin=$2 threads=$3 mem=$4 cpus=$5
+    SERVER_PORT=$(free_port)
+    local args=(-l 127.0.0.1 -p "$SERVER_PORT" -m "$mem" -t "$threads" -U 0)
+    if [[ $kind == memcached && $EUID -eq 0 ]]; then args+=(-u root); fi
+    if [[ $kind == corecache && $CORECACHE_CPUS_FLAG == 1 ]]; then args+=(--cpus "$cpus"); fi
+    SERVER_CMD="taskset -c $cpus $bin ${args[*]}"
+    taskset -c "$cpus" "$bin" "${args[@]}" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT") 2>/dev/null; then return; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "server exited: $SERVER_CMD"; }
+        sleep 0.05
+    done
+    die "server did not listen within 10 s: $SERVER_CMD"
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+cpu_ticks() { # utime + stime of a process, in clock ticks
+    local stat rest
+    read -r stat <"/proc/$1/stat"
+    rest=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo $(( ${12} + ${13} ))
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+server_stat() { # server_stat PORT NAME
+    local line value=
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'stats\r\n' >&3
+    while IFS= read -r -t 5 line <&3; do
+        line=${line%$'\r'}
+        [[ $line == END ]] && break
+        [[ $line == "STAT $2 "* ]] && value=${line#"STAT $2 "}
+    done
+    exec 3<&- 3>&-
+    echo "${value:-0}"
+}
+
+# --- JSON fields (the bench's JSON is flat enough for grep) -------------------------------
+json_top() { grep -o "\"$2\":[-0-9.e]*" <<<"$1" | head -n1 | cut -d: -f2; }
+json_op() { # json_op JSON OP FIELD (count, ops_per_sec, p50, p99, p99_9, max)
+    grep -o "\"$2\":{\"count\"[^}]*}[^}]*}" <<<"$1" | grep -o "\"$3\":[-0-9.e]*" | head -n1 | cut -d: -f2
+}
+json_in() { grep -o "\"$2\":{[^}]*}" <<<"$1" | grep -o "\"$3\":[-0-9.e]*" | head -n1 | cut -d: -f2; }
+
+# --- scenarios -----------------------------------------------------------------------------
+# scenario_setup NAME: sets BENCH_ARGS, MAIN_OP, MEM, A/B kinds, binaries and thread counts.
+LATENCY_RATE=
+scenario_setup() {
+    local common=(--threads 1 --connections 50 --pipeline 1 --keys 100000 --value-size 64
+        --get-ratio 0.9 --set-ratio 0.1 --duration "$DURATION" --warmup "$WARMUP")
+    MAIN_OP=get MEM=$MEMORY_MB
+    A_KIND=corecache A_BIN=$CORECACHE A_THREADS=1 A_CPUS=$SERVER_CPU A_LABEL=corecache
+    B_KIND=memcached B_BIN=$MEMCACHED B_THREADS=1 B_CPUS=$SERVER_CPU B_LABEL=memcached
+    case $1 in
+        get90-p1) BENCH_ARGS=("${common[@]}" --prefill) ;;
+        get90-p16) BENCH_ARGS=("${common[@]}" --prefill --pipeline 16) ;;
+        multiget10) BENCH_ARGS=("${common[@]}" --prefill --multiget 10); MAIN_OP=multiget ;;
+        set1k) BENCH_ARGS=("${common[@]}" --get-ratio 0 --set-ratio 1 --value-size 1024); MAIN_OP=set ;;
+        latency) BENCH_ARGS=("${common[@]}" --prefill --rate "$LATENCY_RATE") ;;
+        memory)
+            BENCH_ARGS=(--threads 1 --connections 50 --pipeline 1 --keys 1000000 --value-size 100
+                --get-ratio 1 --set-ratio 0 --prefill --duration 1 --warmup 0) ;;
+        hitratio)
+            # ~140 bytes per 64-byte item in memcached's slabs: 64 MB hold ~470k; 10x that.
+            MEM=64
+            BENCH_ARGS=(--threads 1 --connections 50 --pipeline 1 --keys 4700000 --zipf 0.99
+                --read-through --get-ratio 1 --set-ratio 0 --value-size 64
+                --duration "$DURATION" --warmup "$HITRATIO_WARMUP") ;;
+        shards2)
+            BENCH_ARGS=("${common[@]}" --prefill --pipeline 16)
+            B_KIND=corecache B_BIN=$CORECACHE
+            A_THREADS=2 A_CPUS=$SHARDS2_CPUS A_LABEL="corecache-t2" B_LABEL="corecache-t1" ;;
+    esac
+}
+
+# run_one SCENARIO SIDE REP: one server start, one bench run; appends a row to $WORK/rows.
+run_one() {
+    local scenario=$1 side=$2 rep=$3 kind bin threads cpus label
+    if [[ $side == A ]]; then kind=$A_KIND bin=$A_BIN threads=$A_THREADS cpus=$A_CPUS label=$A_LABEL
+    else kind=$B_KIND bin=$B_BIN threads=$B_THREADS cpus=$B_CPUS label=$B_LABEL; fi
+    start_server "$kind" "$bin" "$threads" "$MEM" "$cpus"
+    local rss0 ticks0 ticks1 json rc=0
+    rss0=$(rss_kb "$SERVER_PID")
+    ticks0=$(cpu_ticks "$SERVER_PID")
+    local cmd=(taskset -c "$CLIENT_CPU" "$BENCH" --server "127.0.0.1:$SERVER_PORT" --json --quiet "${BENCH_ARGS[@]}")
+    json=$("${cmd[@]}" 2>"$WORK/bench.err") || rc=$?
+    ticks1=$(cpu_ticks "$SERVER_PID")
+    local rss1 items
+    rss1=$(rss_kb "$SERVER_PID")
+    items=$(server_stat "$SERVER_PORT" curr_items)
+    stop_server
+    if [[ -z $json ]]; then cat "$WORK/bench.err" >&2; die "bench produced no JSON ($scenario $label)"; fi
+    # Server CPU covers the whole bench invocation, so divide by every request it served.
+    local requests cpu_us_op rss_item ops p50 p99 p999 hit errors
+    requests=$(( $(json_in "$json" server_totals get_commands) + $(json_in "$json" server_totals cmd_set) ))
+    cpu_us_op=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.3f", n ? t * 1e6 / hz / n : 0 }')
+    rss_item=$(awk -v a="$rss0" -v b="$rss1" -v n="$items" 'BEGIN { printf "%.1f", n ? (b - a) * 1024 / n : 0 }')
+    ops=$(json_top "$json" ops_per_sec)
+    p50=$(json_op "$json" "$MAIN_OP" p50); p99=$(json_op "$json" "$MAIN_OP" p99); p999=$(json_op "$json" "$MAIN_OP" p99_9)
+    hit=$(json_top "$json" hit_ratio)
+    errors=$(( $(json_in "$json" errors total) + $(json_top "$json" drops) ))
+    printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$scenario" "$side" "$label" "$ops" "$p50" "$p99" "$p999" \
+        "$cpu_us_op" "$hit" "$rss_item" "$errors" >>"$WORK/rows"
+    {
+        echo "### $label, repetition $rep"
+        echo
+        echo "- server: \`$SERVER_CMD\`"
+        echo "- bench: \`${cmd[*]}\` (exit $rc)"
+        echo "- server CPU: $((ticks1 - ticks0)) ticks at $CLK_TCK Hz over $requests requests = $cpu_us_op µs/request"
+        echo "- VmRSS: idle $rss0 kB, after $rss1 kB; curr_items $items"
+        echo
+        echo '```json'
+        echo "$json"
+        echo '```'
+        echo
+    } >>"$WORK/$scenario.runs.md"
+    log "$scenario rep $rep $label: $ops ops/s, $MAIN_OP p99 ${p99} µs, ${cpu_us_op} µs cpu/req, hit $hit, errors $errors"
+}
+
+# stats over one column for one scenario and side: "median [min-max]"
+summarize() { # summarize SCENARIO SIDE COLUMN
+    awk -v s="$1" -v side="$2" -v c="$3" '$1 == s && $2 == side { print $c }' "$WORK/rows" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+             m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+             printf "%s [%s-%s]", f(m), f(v[1]), f(v[NR]) }
+             function f(x) { return (x >= 100 || x <= -100) ? sprintf("%.0f", x) : sprintf("%.3g", x) }'
+}
+median() { summarize "$@" | awk '{ print $1 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"; else printf "%.2f", a / b }'; }
+
+host_info() {
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "- git: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "- kernel: $(uname -r)"
+    echo "- cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) cpus)"
+    echo "- corecache: $CORECACHE; memcached: $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
+    echo "- server cpu $SERVER_CPU, client cpu $CLIENT_CPU, duration ${DURATION}s, warm-up ${WARMUP}s, $REPS repetitions"
+}
+
+# --- main ----------------------------------------------------------------------------------
+: >"$WORK/rows"
+START=$(date +%s)
+for scenario in $SCENARIOS; do
+    if [[ $scenario == latency ]]; then
+        # Open loop at half of memcached's closed-loop maximum from get90-p1.
+        base=$(median get90-p1 B 4)
+        if [[ $base == - || -z $base ]]; then
+            log "latency: measuring memcached's get90-p1 maximum first"
+            scenario_setup get90-p1
+            run_one get90-p1-calibration B 1
+            base=$(median get90-p1-calibration B 4)
+        fi
+        LATENCY_RATE=$(awk -v b="$base" 'BEGIN { printf "%d", b / 2 }')
+        log "latency: open loop at $LATENCY_RATE req/s"
+    fi
+    scenario_setup "$scenario"
+    : >"$WORK/$scenario.runs.md"
+    for rep in $(seq "$REPS"); do
+        run_one "$scenario" A "$rep"
+        run_one "$scenario" B "$rep"
+    done
+done
+
+header="| scenario | server | ops/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | hit ratio | RSS B/item | errors |"
+rule="|---|---|---|---|---|---|---|---|---|---|"
+table() {
+    echo "$header"
+    echo "$rule"
+    for scenario in $SCENARIOS; do
+        scenario_setup "$scenario"
+        for side in A B; do
+            if [[ $side == A ]]; then label=$A_LABEL; else label=$B_LABEL; fi
+            printf '| %s | %s |' "$scenario" "$label"
+            for col in 4 5 6 7 8 9 10 11; do printf ' %s |' "$(summarize "$scenario" "$side" "$col")"; done
+            echo
+        done
+        printf '| %s | %s/%s |' "$scenario" "$A_LABEL" "$B_LABEL"
+        for col in 4 5 6 7 8 9 10; do
+            printf ' %s |' "$(ratio "$(median "$scenario" A "$col")" "$(median "$scenario" B "$col")")"
+        done
+        echo ' |'
+    done
+}
+TABLE=$(table)
+echo
+echo "$TABLE"
+echo "(medians [min-max] over $REPS runs; latencies of each scenario's main operation; CPU is"
+echo " server utime+stime per request over the whole bench run; ratio rows divide medians)"
+
+for scenario in $SCENARIOS; do
+    {
+        echo "# $scenario ($STAMP)"
+        echo
+        host_info
+        echo
+        echo "$header"
+        echo "$rule"
+        grep -F "| $scenario |" <<<"$TABLE"
+        echo
+        cat "$WORK/$scenario.runs.md"
+    } >"$OUT_DIR/$STAMP-$scenario.md"
+done
+{
+    echo "# compare.sh summary ($STAMP)"
+    echo
+    echo "Command: \`tuning/compare.sh --scenarios ${SCENARIOS// /,} --duration $DURATION --warmup $WARMUP --reps $REPS\`"
+    echo
+    host_info
+    echo
+    echo "$TABLE"
+} >"$OUT_DIR/$STAMP-summary.md"
+log "done in $(( $(date +%s) - START )) s; results in $OUT_DIR/$STAMP-*.md"
