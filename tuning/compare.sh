@@ -158,17 +158,18 @@ json_in() { grep -o "\"$2\":{[^}]*}" <<<"$1" | grep -o "\"$3\":[-0-9.e]*" | head
 # scenario_setup NAME: sets BENCH_ARGS, MAIN_OP, MEM, A/B kinds, binaries and thread counts.
 LATENCY_RATE=
 scenario_setup() {
-    local common=(--threads 1 --connections 50 --pipeline 1 --keys 100000 --value-size 64
-        --get-ratio 0.9 --set-ratio 0.1 --duration "$DURATION" --warmup "$WARMUP")
+    # The bench rejects a repeated flag, so per-scenario differences replace these.
+    local common=(--threads 1 --connections 50 --keys 100000 --duration "$DURATION" --warmup "$WARMUP")
+    local mix=(--get-ratio 0.9 --set-ratio 0.1 --value-size 64)
     MAIN_OP=get MEM=$MEMORY_MB
     A_KIND=corecache A_BIN=$CORECACHE A_THREADS=1 A_CPUS=$SERVER_CPU A_LABEL=corecache
     B_KIND=memcached B_BIN=$MEMCACHED B_THREADS=1 B_CPUS=$SERVER_CPU B_LABEL=memcached
     case $1 in
-        get90-p1) BENCH_ARGS=("${common[@]}" --prefill) ;;
-        get90-p16) BENCH_ARGS=("${common[@]}" --prefill --pipeline 16) ;;
-        multiget10) BENCH_ARGS=("${common[@]}" --prefill --multiget 10); MAIN_OP=multiget ;;
-        set1k) BENCH_ARGS=("${common[@]}" --get-ratio 0 --set-ratio 1 --value-size 1024); MAIN_OP=set ;;
-        latency) BENCH_ARGS=("${common[@]}" --prefill --rate "$LATENCY_RATE") ;;
+        get90-p1) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill) ;;
+        get90-p16) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 16 --prefill) ;;
+        multiget10) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill --multiget 10); MAIN_OP=multiget ;;
+        set1k) BENCH_ARGS=("${common[@]}" --pipeline 1 --get-ratio 0 --set-ratio 1 --value-size 1024); MAIN_OP=set ;;
+        latency) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill --rate "$LATENCY_RATE") ;;
         memory)
             BENCH_ARGS=(--threads 1 --connections 50 --pipeline 1 --keys 1000000 --value-size 100
                 --get-ratio 1 --set-ratio 0 --prefill --duration 1 --warmup 0) ;;
@@ -179,7 +180,7 @@ scenario_setup() {
                 --read-through --get-ratio 1 --set-ratio 0 --value-size 64
                 --duration "$DURATION" --warmup "$HITRATIO_WARMUP") ;;
         shards2)
-            BENCH_ARGS=("${common[@]}" --prefill --pipeline 16)
+            BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 16 --prefill)
             B_KIND=corecache B_BIN=$CORECACHE
             A_THREADS=2 A_CPUS=$SHARDS2_CPUS A_LABEL="corecache-t2" B_LABEL="corecache-t1" ;;
     esac
