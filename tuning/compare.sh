@@ -91,9 +91,10 @@ trap cleanup EXIT
 
 # --- servers -------------------------------------------------------------------------------
 free_port() {
+    # Below the usual ephemeral range (32768-60999), so no client socket holds the port.
     local p
     for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
     done
     die "no free port"
@@ -101,6 +102,16 @@ free_port() {
 
 # start_server KIND BIN THREADS MEMORY_MB CPUS: sets SERVER_PID, SERVER_PORT, SERVER_CMD.
 start_server() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        if start_server_once "$@"; then return; fi
+        log "server did not start (attempt $attempt), retrying on another port"
+    done
+    cat "$WORK/server.log" >&2
+    die "server failed to start: $SERVER_CMD"
+}
+
+start_server_once() {
     local kind=$1 bin=$2 threads=$3 mem=$4 cpus=$5
     SERVER_PORT=$(free_port)
     local args=(-l 127.0.0.1 -p "$SERVER_PORT" -m "$mem" -t "$threads" -U 0)
@@ -110,11 +121,16 @@ start_server() {
     taskset -c "$cpus" "$bin" "${args[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT") 2>/dev/null; then return; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "server exited: $SERVER_CMD"; }
+        if (exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT") 2>/dev/null; then return 0; fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=
+            return 1
+        fi
         sleep 0.05
     done
-    die "server did not listen within 10 s: $SERVER_CMD"
+    stop_server
+    return 1
 }
 
 stop_server() {
