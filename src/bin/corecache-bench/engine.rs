@@ -139,6 +139,8 @@ pub struct Client {
     pub stats: Stats,
     progress: Arc<Progress>,
     flushed: (u64, u64, u64, u64, u64),
+    poll_fds: Vec<libc::pollfd>,
+    poll_index: Vec<usize>,
 }
 
 impl Client {
@@ -179,6 +181,8 @@ impl Client {
             by_server,
             progress,
             flushed: (0, 0, 0, 0, 0),
+            poll_fds: Vec::new(),
+            poll_index: Vec::new(),
         }
     }
 
@@ -222,7 +226,6 @@ impl Client {
     /// Generates, sends and completes requests until `end_ns` (or the prefill is done), then
     /// drains what is in flight.
     fn run_loop(&mut self, mut source: Source, end_ns: u64) {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.conns.len());
         loop {
             let now = self.now_ns();
             if now >= end_ns {
@@ -235,7 +238,7 @@ impl Client {
             }
             self.flush_writes();
             let wait = self.wait_ns(&source, now, end_ns);
-            self.poll(&mut fds, wait);
+            self.poll(wait);
             self.check_timeouts();
             self.flush_progress();
         }
@@ -249,10 +252,9 @@ impl Client {
             queue.clear();
         }
         let deadline = self.now_ns() + self.plan.timeout.as_nanos() as u64;
-        let mut fds = Vec::with_capacity(self.conns.len());
         while self.inflight_total() > 0 && self.now_ns() < deadline {
             self.flush_writes();
-            self.poll(&mut fds, POLL_WAIT_MAX.as_nanos() as u64);
+            self.poll(POLL_WAIT_MAX.as_nanos() as u64);
             self.check_timeouts();
             self.flush_progress();
         }
@@ -499,9 +501,12 @@ impl Client {
         conn.wpos = 0;
     }
 
-    fn poll(&mut self, fds: &mut Vec<libc::pollfd>, wait_ns: u64) {
+    fn poll(&mut self, wait_ns: u64) {
+        // Taken out of `self` for the call so the handlers below can borrow `self`.
+        let mut fds = std::mem::take(&mut self.poll_fds);
+        let mut index = std::mem::take(&mut self.poll_index);
         fds.clear();
-        let mut index = Vec::with_capacity(self.conns.len());
+        index.clear();
         for (i, conn) in self.conns.iter().enumerate() {
             let Some(stream) = conn.stream.as_ref() else {
                 continue;
@@ -531,21 +536,19 @@ impl Client {
                 std::ptr::null(),
             )
         };
-        if ready <= 0 {
-            return;
-        }
-        for (slot, &i) in index.iter().enumerate() {
-            let revents = fds[slot].revents;
-            if revents == 0 {
-                continue;
-            }
-            if revents & libc::POLLOUT != 0 {
-                self.write_some(i);
-            }
-            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read_some(i);
+        if ready > 0 {
+            for (slot, &i) in index.iter().enumerate() {
+                let revents = fds[slot].revents;
+                if revents & libc::POLLOUT != 0 {
+                    self.write_some(i);
+                }
+                if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                    self.read_some(i);
+                }
             }
         }
+        self.poll_fds = fds;
+        self.poll_index = index;
     }
 
     fn read_some(&mut self, i: usize) {
