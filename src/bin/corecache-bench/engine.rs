@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corecache::protocol::client::{encode_get, encode_set, parse_reply, Reply, ReplyError};
@@ -56,7 +56,12 @@ pub struct Progress {
     pub drops: AtomicU64,
     pub keys: AtomicU64,
     pub hits: AtomicU64,
-    pub prefill_done: AtomicU64,
+    /// Prefill sets completed, over all threads.
+    pub prefill_sets: AtomicU64,
+    /// Threads done with their prefill (and connected), waiting for `start`.
+    pub ready_threads: AtomicU64,
+    /// Set by the main thread once every thread is ready: the measured run begins.
+    pub start: AtomicBool,
 }
 
 /// A request that has been generated but not sent.
@@ -138,7 +143,7 @@ pub struct Client {
     warmup_end_ns: u64,
     pub stats: Stats,
     progress: Arc<Progress>,
-    flushed: (u64, u64, u64, u64, u64),
+    flushed: [u64; 6],
     poll_fds: Vec<libc::pollfd>,
     poll_index: Vec<usize>,
 }
@@ -180,7 +185,7 @@ impl Client {
             conns,
             by_server,
             progress,
-            flushed: (0, 0, 0, 0, 0),
+            flushed: [0; 6],
             poll_fds: Vec::new(),
             poll_index: Vec::new(),
         }
@@ -188,7 +193,7 @@ impl Client {
 
     /// The whole life of a client thread: connect, prefill its share, wait for the others,
     /// then warm-up and the measured run, then drain.
-    pub fn run(mut self, barrier: &Barrier) -> Stats {
+    pub fn run(mut self) -> Stats {
         for i in 0..self.conns.len() {
             self.connect(i);
         }
@@ -200,7 +205,11 @@ impl Client {
             self.run_loop(Source::Prefill { next: first, last }, u64::MAX);
             self.depth = self.plan.pipeline;
         }
-        barrier.wait();
+        self.flush_progress();
+        self.progress.ready_threads.fetch_add(1, Ordering::AcqRel);
+        while !self.progress.start.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let start_ns = self.now_ns();
         self.warmup_end_ns = start_ns + self.plan.warmup.as_nanos() as u64;
         let end_ns = self.warmup_end_ns + self.plan.duration.as_nanos() as u64;
@@ -302,9 +311,6 @@ impl Client {
                     *next += 1;
                     self.enqueue(req, now);
                 }
-                self.progress
-                    .prefill_done
-                    .store(self.stats.prefill_sets, Ordering::Relaxed);
                 *next > *last
             }
             Source::Closed => {
@@ -743,20 +749,28 @@ impl Client {
     /// Publishes this thread's counters for the progress line.
     fn flush_progress(&mut self) {
         let s = &self.stats;
-        let now = (
+        let now = [
             s.wire_gets + s.wire_sets,
             s.error_total(),
             s.drops,
             s.measured_keys,
             s.measured_hits,
-        );
+            s.prefill_sets,
+        ];
         let p = &self.progress;
-        p.ops.fetch_add(now.0 - self.flushed.0, Ordering::Relaxed);
-        p.errors
-            .fetch_add(now.1 - self.flushed.1, Ordering::Relaxed);
-        p.drops.fetch_add(now.2 - self.flushed.2, Ordering::Relaxed);
-        p.keys.fetch_add(now.3 - self.flushed.3, Ordering::Relaxed);
-        p.hits.fetch_add(now.4 - self.flushed.4, Ordering::Relaxed);
+        let counters = [
+            &p.ops,
+            &p.errors,
+            &p.drops,
+            &p.keys,
+            &p.hits,
+            &p.prefill_sets,
+        ];
+        for ((counter, value), seen) in counters.iter().zip(now).zip(self.flushed) {
+            if value != seen {
+                counter.fetch_add(value - seen, Ordering::Relaxed);
+            }
+        }
         self.flushed = now;
     }
 }

@@ -9,7 +9,7 @@ mod workload;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -116,7 +116,6 @@ fn run(args: &Args) -> Result<bool, String> {
         None => Vec::new(),
     };
     let progress = Arc::new(Progress::default());
-    let barrier = Arc::new(Barrier::new(args.threads + 1));
     let mut handles = Vec::with_capacity(args.threads);
     for index in 0..args.threads {
         let client = Client::new(
@@ -125,7 +124,6 @@ fn run(args: &Args) -> Result<bool, String> {
             args.threads,
             Arc::clone(&progress),
         );
-        let barrier = Arc::clone(&barrier);
         let cpu = cpus.get(index % cpus.len().max(1)).copied();
         let handle = std::thread::Builder::new()
             .name(format!("bench-{index}"))
@@ -135,7 +133,7 @@ fn run(args: &Args) -> Result<bool, String> {
                         eprintln!("corecache-bench: could not pin thread {index} to cpu {id}");
                     }
                 }
-                client.run(&barrier)
+                client.run()
             })
             .map_err(|e| format!("spawning thread: {e}"))?;
         handles.push(handle);
@@ -144,7 +142,8 @@ fn run(args: &Args) -> Result<bool, String> {
         eprintln!("prefill: setting {} keys", plan.keys);
     }
     let prefill_start = Instant::now();
-    barrier.wait();
+    wait_ready(args, &progress, &handles);
+    progress.start.store(true, Ordering::Release);
     if plan.prefill && !args.quiet {
         eprintln!(
             "prefill: done in {:.2} s",
@@ -181,6 +180,29 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(total.error_total() > 0 || total.drops > 0)
 }
 
+/// Waits until every thread is connected and done with its prefill; a line per second meanwhile.
+fn wait_ready(args: &Args, progress: &Progress, handles: &[std::thread::JoinHandle<Stats>]) {
+    let start = Instant::now();
+    let mut tick = 1u64;
+    while progress.ready_threads.load(Ordering::Acquire) < handles.len() as u64 {
+        if handles.iter().any(|h| h.is_finished()) {
+            return; // a thread died; join reports it
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        if start.elapsed() >= Duration::from_secs(tick) {
+            tick += 1;
+            if !args.quiet {
+                eprintln!(
+                    "[{:>4}s] prefill {:>10} sets done  errors {}",
+                    tick - 1,
+                    progress.prefill_sets.load(Ordering::Relaxed),
+                    progress.errors.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
 /// Prints one line per second on stderr until the threads finish.
 fn report_progress(
     args: &Args,
@@ -189,7 +211,12 @@ fn report_progress(
     handles: &[std::thread::JoinHandle<Stats>],
 ) {
     let start = Instant::now();
-    let mut last = (0u64, 0u64, 0u64);
+    // Prefill requests are counted in `ops` too; start from where they left it.
+    let mut last = (
+        progress.ops.load(Ordering::Relaxed),
+        progress.keys.load(Ordering::Relaxed),
+        progress.hits.load(Ordering::Relaxed),
+    );
     let mut tick = 1u32;
     while handles.iter().any(|h| !h.is_finished()) {
         let next = start + Duration::from_secs(u64::from(tick));
@@ -204,9 +231,11 @@ fn report_progress(
         let hits = progress.hits.load(Ordering::Relaxed);
         let (d_keys, d_hits) = (keys - last.1, hits - last.2);
         let elapsed = start.elapsed();
-        let phase = if elapsed < plan.warmup {
+        // The phase in the middle of the second just reported.
+        let middle = elapsed.saturating_sub(Duration::from_millis(500));
+        let phase = if middle < plan.warmup {
             "warmup"
-        } else if elapsed < plan.warmup + plan.duration {
+        } else if middle < plan.warmup + plan.duration {
             "run"
         } else {
             "drain"
