@@ -349,3 +349,49 @@ fn open_loop_sends_at_the_rate_asked() {
     );
     assert_eq!(json_number(&json, "", "drops"), 0.0);
 }
+
+/// Stops the server for 300 ms in the middle of an open-loop run. Latency counts from each
+/// request's scheduled time, so the requests scheduled during the stall must show it: at 2000/s
+/// about 600 of 3000 requests wait, which puts p99 above 100 ms. A closed-loop measurement
+/// would hide this (coordinated omission).
+#[test]
+fn open_loop_latency_includes_server_stalls() {
+    let Some(command) = ServerCommand::from_env() else {
+        return;
+    };
+    let server = Server::start(&command, 64);
+    let addr = server.addr.to_string();
+    let bench = Command::new(env!("CARGO_BIN_EXE_corecache-bench"))
+        .args(["--server", &addr, "--json", "--quiet", "--duration", "1.5"])
+        .args(["--rate", "2000", "--connections", "2", "--pipeline", "4"])
+        .args(["--keys", "1000", "--timeout-ms", "5000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corecache-bench");
+    let pid = server.child.id() as libc::pid_t;
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions; `pid` is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let output = bench.wait_with_output().expect("bench output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = String::from_utf8_lossy(&output.stdout);
+    let p99_us = json_number(&json, "get", "p99");
+    let max_us = json_number(&json, "get", "max");
+    assert!(
+        max_us >= 250_000.0,
+        "max {max_us} µs after a 300 ms stall\n{json}"
+    );
+    assert!(
+        p99_us >= 100_000.0,
+        "p99 {p99_us} µs after a 300 ms stall\n{json}"
+    );
+    assert_eq!(json_number(&json, "", "drops"), 0.0, "{json}");
+}
