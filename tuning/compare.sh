@@ -24,7 +24,7 @@ ALL_SCENARIOS="get90-p1 get90-p16 multiget10 set1k latency memory hitratio shard
 SCENARIOS=$ALL_SCENARIOS
 DURATION=10
 WARMUP=2
-HITRATIO_WARMUP=10
+HITRATIO_WARMUP=30
 REPS=3
 OUT_DIR=tuning/results
 
@@ -217,6 +217,11 @@ run_one() {
     local rss1 items
     rss1=$(rss_kb "$SERVER_PID")
     items=$(server_stat "$SERVER_PORT" curr_items)
+    local evictions
+    evictions=$(server_stat "$SERVER_PORT" evictions)
+    if [[ $scenario == hitratio && $evictions == 0 ]]; then
+        log "hitratio: no evictions yet, the cache never filled; use a longer --warmup for a steady-state hit ratio"
+    fi
     stop_server
     if [[ -z $json ]]; then cat "$WORK/bench.err" >&2; die "bench produced no JSON ($scenario $label)"; fi
     # Server CPU covers the whole bench invocation, so divide by every request it served.
@@ -236,7 +241,7 @@ run_one() {
         echo "- server: \`$SERVER_CMD\`"
         echo "- bench: \`${cmd[*]}\` (exit $rc)"
         echo "- server CPU: $((ticks1 - ticks0)) ticks at $CLK_TCK Hz over $requests requests = $cpu_us_op µs/request"
-        echo "- VmRSS: idle $rss0 kB, after $rss1 kB; curr_items $items"
+        echo "- VmRSS: idle $rss0 kB, after $rss1 kB; curr_items $items; evictions $evictions"
         echo
         echo '```json'
         echo "$json"
