@@ -395,3 +395,36 @@ fn open_loop_latency_includes_server_stalls() {
     );
     assert_eq!(json_number(&json, "", "drops"), 0.0, "{json}");
 }
+
+/// A server that never answers: the open-loop backlog stays bounded (drops are counted), the
+/// requests in flight end as timeouts, and the bench exits with status 2 rather than reporting
+/// a clean run.
+#[test]
+fn stalled_server_gives_drops_timeouts_and_failure_status() {
+    let Some(command) = ServerCommand::from_env() else {
+        return;
+    };
+    let server = Server::start(&command, 64);
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill has no memory-safety preconditions; `pid` is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let output = Command::new(env!("CARGO_BIN_EXE_corecache-bench"))
+        .args(["--server", &server.addr.to_string(), "--json", "--quiet"])
+        .args(["--duration", "0.5", "--rate", "1000", "--pipeline", "2"])
+        .args(["--backlog", "10", "--timeout-ms", "300", "--keys", "100"])
+        .output()
+        .expect("run corecache-bench");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(output.status.code(), Some(2), "exit status with errors");
+    let json = String::from_utf8_lossy(&output.stdout);
+    // 500 requests scheduled, at most 2 in flight and 10 queued at a time.
+    let drops = json_number(&json, "", "drops");
+    assert!(drops >= 400.0, "drops {drops}\n{json}");
+    assert!(json_number(&json, "errors", "timeouts") >= 1.0, "{json}");
+    assert_eq!(
+        json_number(&json, "errors", "lost_in_flight"),
+        2.0,
+        "{json}"
+    );
+}

@@ -242,14 +242,15 @@ fn report_progress(
         };
         if !args.quiet {
             eprintln!(
-                "[{:>4.0}s] {:<6} {:>10} ops/s  hit {:.3}  errors {}  drops {}",
+                "[{:>4.0}s] {:<6} {:>10} ops/s  hit {}  errors {}  drops {}",
                 elapsed.as_secs_f64(),
                 phase,
                 ops - last.0,
+                // Only measured gets count towards the hit ratio.
                 if d_keys > 0 {
-                    d_hits as f64 / d_keys as f64
+                    format!("{:.3}", d_hits as f64 / d_keys as f64)
                 } else {
-                    0.0
+                    "-".to_string()
                 },
                 progress.errors.load(Ordering::Relaxed),
                 progress.drops.load(Ordering::Relaxed)
