@@ -422,9 +422,8 @@ fn stalled_server_gives_drops_timeouts_and_failure_status() {
     let drops = json_number(&json, "", "drops");
     assert!(drops >= 400.0, "drops {drops}\n{json}");
     assert!(json_number(&json, "errors", "timeouts") >= 1.0, "{json}");
-    assert_eq!(
-        json_number(&json, "errors", "lost_in_flight"),
-        2.0,
-        "{json}"
-    );
+    // Each timeout drops the connection with its 2 requests; it reconnects (the kernel still
+    // accepts for a stopped process) and can time out again before the run ends.
+    let lost = json_number(&json, "errors", "lost_in_flight");
+    assert!(lost >= 2.0 && lost % 2.0 == 0.0, "lost {lost}\n{json}");
 }
