@@ -235,9 +235,24 @@ impl Client {
     /// Generates, sends and completes requests until `end_ns` (or the prefill is done), then
     /// drains what is in flight.
     fn run_loop(&mut self, mut source: Source, end_ns: u64) {
+        // The prefill has no end time: give up when nothing completes for a whole timeout
+        // (server unreachable), so the run cannot hang. The failures are already counted.
+        let stall_ns = self.plan.timeout.as_nanos() as u64;
+        let mut completed = self.stats.wire_gets + self.stats.wire_sets;
+        let mut completed_at_ns = self.now_ns();
         loop {
             let now = self.now_ns();
             if now >= end_ns {
+                break;
+            }
+            let completed_now = self.stats.wire_gets + self.stats.wire_sets;
+            if completed_now != completed {
+                completed = completed_now;
+                completed_at_ns = now;
+            } else if matches!(source, Source::Prefill { .. })
+                && now.saturating_sub(completed_at_ns) > stall_ns
+            {
+                self.stats.prefill_abandoned = true;
                 break;
             }
             self.reconnect_due(now);

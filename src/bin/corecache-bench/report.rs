@@ -64,6 +64,8 @@ pub struct Stats {
     pub drops: u64,
     /// Requests still queued (never sent) when the run ended.
     pub unsent_at_end: u64,
+    /// The prefill stopped early because nothing completed for a whole timeout.
+    pub prefill_abandoned: bool,
 }
 
 impl Stats {
@@ -98,6 +100,7 @@ impl Stats {
             lost_in_flight: 0,
             drops: 0,
             unsent_at_end: 0,
+            prefill_abandoned: false,
         }
     }
 
@@ -120,6 +123,7 @@ impl Stats {
             + self.disconnects
             + self.timeouts
             + self.connect_failures
+            + u64::from(self.prefill_abandoned)
     }
 
     pub fn merge(&mut self, other: &Stats) {
@@ -149,6 +153,7 @@ impl Stats {
         self.lost_in_flight += other.lost_in_flight;
         self.drops += other.drops;
         self.unsent_at_end += other.unsent_at_end;
+        self.prefill_abandoned |= other.prefill_abandoned;
     }
 
     fn seconds(&self) -> f64 {
@@ -236,8 +241,14 @@ pub fn table(s: &Stats, header: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "backlog   drops {}, unsent at end {}",
-        s.drops, s.unsent_at_end
+        "backlog   drops {}, unsent at end {}{}",
+        s.drops,
+        s.unsent_at_end,
+        if s.prefill_abandoned {
+            "; PREFILL ABANDONED (no replies for a whole timeout)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -299,7 +310,8 @@ pub fn json(s: &Stats, config: &str) -> String {
         out,
         "}},\"errors\":{{\"total\":{},\"error\":{},\"client_error\":{},\"server_error\":{},\
          \"unexpected\":{},\"protocol\":{},\"disconnects\":{},\"timeouts\":{},\
-         \"connect_failures\":{},\"lost_in_flight\":{}}},\"drops\":{},\"unsent_at_end\":{},",
+         \"connect_failures\":{},\"lost_in_flight\":{},\"prefill_abandoned\":{}}},\
+         \"drops\":{},\"unsent_at_end\":{},",
         s.error_total(),
         s.error_replies,
         s.client_errors,
@@ -310,6 +322,7 @@ pub fn json(s: &Stats, config: &str) -> String {
         s.timeouts,
         s.connect_failures,
         s.lost_in_flight,
+        s.prefill_abandoned,
         s.drops,
         s.unsent_at_end
     );
