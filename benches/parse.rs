@@ -23,7 +23,12 @@ fn parse_requests(c: &mut Criterion) {
     let keys: Vec<String> = (0..10).map(|i| format!("user:{i:010}")).collect();
     let multi_get = format!("get {}\r\n", keys.join(" "));
     bench_one(c, "get_10_keys", multi_get.as_bytes());
-    let set = [&b"set user:1234567890 0 3600 64\r\n"[..], &[b'v'; 64], b"\r\n"].concat();
+    let set = [
+        &b"set user:1234567890 0 3600 64\r\n"[..],
+        &[b'v'; 64],
+        b"\r\n",
+    ]
+    .concat();
     bench_one(c, "set_64_bytes", &set);
     bench_one(c, "incr", b"incr counter:42 1\r\n");
 }
