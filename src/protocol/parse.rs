@@ -762,6 +762,11 @@ mod tests {
             ok(b"set a 0 0 4294967297\r\nx\r\n").0,
             store(StoreVerb::Set, b"a", b"x")
         );
+        // One \r is stripped from "\r\r\n"; the other ends `bytes` like C's whitespace.
+        assert_eq!(
+            ok(b"set a 0 0 1\r\r\nx\r\n").0,
+            store(StoreVerb::Set, b"a", b"x")
+        );
         // A sixth token that is not `noreply` is ignored.
         assert_eq!(
             ok(b"set a 0 0 1 foo\r\nx\r\n").0,
@@ -805,6 +810,13 @@ mod tests {
             ),
             (
                 b"delete a 0 noreply\r\n",
+                Request::Delete {
+                    key: b"a",
+                    noreply: true,
+                },
+            ),
+            (
+                b"delete a  0  noreply  \r\n",
                 Request::Delete {
                     key: b"a",
                     noreply: true,
@@ -1103,6 +1115,8 @@ mod tests {
                 CLIENT_ERROR_INVALID_EXPTIME,
             ),
             (b"flush_all 1 2 3\r\n".to_vec(), ERROR),
+            (b"flush_all 0 noreply x\r\n".to_vec(), ERROR),
+            (b"get\ta\r\n".to_vec(), ERROR),
             (b"verbosity\r\n".to_vec(), ERROR),
             (b"verbosity x\r\n".to_vec(), CLIENT_ERROR_BAD_FORMAT),
             (b"verbosity -1\r\n".to_vec(), CLIENT_ERROR_BAD_FORMAT),
