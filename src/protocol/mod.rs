@@ -35,7 +35,8 @@ pub struct Limits {
     /// Whether items carry a cas value (`-C` turns it off); memcached counts 8 bytes for it.
     pub cas_enabled: bool,
     /// A command line (other than `get`/`gets`/`gat`/`gats`) longer than this without a newline
-    /// closes the connection, as memcached does (2048).
+    /// closes the connection, as memcached does (2048). The parser also closes when the newline
+    /// is there but later than this, so the outcome does not depend on read boundaries.
     pub line_len_max: usize,
     /// Bound on a retrieval line with many keys (memcached leaves it unbounded; we do not).
     pub get_line_len_max: usize,

@@ -16,10 +16,13 @@
 //! * A bad storage line does NOT swallow its data block: the block is then read as a command.
 //! * A data block not ending in `\r\n` consumes exactly `bytes + 2` bytes and answers
 //!   `CLIENT_ERROR bad data chunk`.
-//! * A buffer of more than `line_len_max` bytes without a newline closes the connection silently,
-//!   unless it is a retrieval line. memcached only allows `get`/`gets` here; we also allow
-//!   `gat`/`gats`. A retrieval line longer than `get_line_len_max` (memcached has no bound) is
-//!   answered `SERVER_ERROR line too long` and the connection is closed.
+//! * More than `line_len_max` bytes before a newline (the `\r` counts) close the connection
+//!   silently, unless the line is a retrieval line (at most 100 leading spaces, then `get `,
+//!   `gets `, `gat ` or `gats `; memcached only allows `get`/`gets`). memcached does this only
+//!   while the newline has not arrived, so a long line that comes in one read is answered; we
+//!   close whether or not the newline is there, so the outcome never depends on read boundaries.
+//!   A retrieval line longer than `get_line_len_max` (memcached has no bound) is answered
+//!   `SERVER_ERROR line too long` and the connection is closed.
 //!
 //! Commands memcached has but corecache does not (meta commands, `slabs`, `lru`, `watch`,
 //! `lru_crawler`, `cache_memlimit`, `shutdown`, `misbehave`) answer `ERROR` like an unknown verb.
