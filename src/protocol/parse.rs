@@ -1387,6 +1387,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn key_validity() {
+        assert!(key_is_valid(b"a", &LIMITS));
+        assert!(key_is_valid(b"a\x01\t\r\x7f\xff", &LIMITS));
+        assert!(key_is_valid(&[b'k'; 250], &LIMITS));
+        assert!(!key_is_valid(&[b'k'; 251], &LIMITS));
+        assert!(!key_is_valid(b"", &LIMITS));
+        assert!(!key_is_valid(b"a b", &LIMITS));
+        assert!(!key_is_valid(b"a\nb", &LIMITS));
+        assert!(!key_is_valid(b"a\x00b", &LIMITS));
+        let short = Limits {
+            key_len_max: 4,
+            ..LIMITS
+        };
+        assert_rejects_with(b"get abcde\r\n", &short, CLIENT_ERROR_BAD_FORMAT);
+        assert_rejects_with(b"touch abcde 1\r\n", &short, CLIENT_ERROR_BAD_FORMAT);
+    }
+
+    fn assert_rejects_with(buf: &[u8], limits: &Limits, reply: &[u8]) {
+        match parse(buf, limits) {
+            Err(ParseError::Invalid(rejection)) => assert_eq!(rejection.reply, reply),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// memcached's `safe_strto*` helpers against hand-checked values.
     #[test]
     fn c_numbers() {
