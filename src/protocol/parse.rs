@@ -44,7 +44,7 @@ const TOKENS_MAX: usize = 8;
 /// [`ParseError::Incomplete`] if `buf` is a strict prefix of a request, or
 /// [`ParseError::Invalid`] with memcached's reply for a bad request.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize), ParseError> {
-    let newline = buf.iter().position(|&b| b == b'\n');
+    let newline = find_byte(buf, b'\n');
     let line_bytes = newline.unwrap_or(buf.len());
     if line_bytes > limits.line_len_max {
         if let Some(rejection) = too_long(buf, line_bytes, newline, limits) {
@@ -60,10 +60,35 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize),
         end = newline.wrapping_sub(1);
     }
     let mut line = buf.get(..end).unwrap_or_default();
-    if let Some(nul) = line.iter().position(|&b| b == 0) {
+    if let Some(nul) = find_byte(line, 0) {
         line = line.get(..nul).unwrap_or_default();
     }
     parse_line(buf, line, line_len, limits)
+}
+
+/// The first `needle` in `haystack`, eight bytes at a time (SWAR; `naive_find_byte` in the tests
+/// is the reference).
+fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES.wrapping_mul(u64::from(needle));
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0usize;
+    for chunk in &mut chunks {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(bytes) ^ pattern;
+        // The lowest flagged byte is always a real zero byte, so the first match is exact.
+        let zero_bytes = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zero_bytes != 0 {
+            let index = (zero_bytes.trailing_zeros() / 8) as usize;
+            return Some(offset.saturating_add(index));
+        }
+        offset = offset.saturating_add(8);
+    }
+    let tail = chunks.remainder().iter().position(|&b| b == needle)?;
+    Some(offset.saturating_add(tail))
 }
 
 /// Whether `key` is a key memcached accepts on the text protocol: 1..=`key_len_max` bytes, none
@@ -1514,7 +1539,45 @@ mod tests {
         }
     }
 
+    fn naive_find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+        haystack.iter().position(|&b| b == needle)
+    }
+
+    #[test]
+    fn find_byte_edges() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut haystack = vec![b'x'; len];
+                haystack[at] = b'\n';
+                if at + 1 < len {
+                    haystack[len - 1] = b'\n';
+                }
+                assert_eq!(find_byte(&haystack, b'\n'), Some(at));
+            }
+            assert_eq!(find_byte(&vec![b'x'; len], b'\n'), None);
+        }
+        // Bytes next to the needle value must not be confused with it (borrow propagation).
+        assert_eq!(
+            find_byte(b"\x0b\x0a\x0a\x0b\x0b\x0b\x0b\x0b", b'\n'),
+            Some(1)
+        );
+        assert_eq!(
+            find_byte(b"\x01\x01\x00\x01\x01\x01\x01\x01\x00", 0),
+            Some(2)
+        );
+        assert_eq!(find_byte(b"\x80\x81\xff\x7f\x01\x00", 0), Some(5));
+    }
+
     proptest! {
+        #[test]
+        fn find_byte_matches_naive(
+            haystack in proptest::collection::vec(
+                prop::sample::select(vec![0u8, 1, 9, 10, 11, 127, 128, 255, b'x']), 0..64),
+            needle in prop::sample::select(vec![0u8, 10, 255]),
+        ) {
+            prop_assert_eq!(find_byte(&haystack, needle), naive_find_byte(&haystack, needle));
+        }
+
         #[test]
         fn never_panics(buf in proptest::collection::vec(any::<u8>(), 0..300)) {
             match parse(&buf, &LIMITS) {
