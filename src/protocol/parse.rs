@@ -521,7 +521,9 @@ fn parse_stats<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     Ok(Request::Stats { group })
 }
 
-/// `debug_time advance <secs>` (feature `test-hooks`); anything else is `ERROR`.
+/// `debug_time advance <secs>` (feature `test-hooks`; no memcached precedent): `secs` must be
+/// plain decimal digits fitting a `u32` (else `CLIENT_ERROR bad command line format`); any other
+/// shape is `ERROR`.
 #[cfg(feature = "test-hooks")]
 fn parse_debug_time<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     if tokens.count != 3 || tokens.get(1) != b"advance" {
