@@ -5,15 +5,21 @@
 //!
 //! Invariants:
 //! * [`parse::parse`] never panics on any input. On success `0 < consumed <= buf.len()`, every
-//!   key is 1..=`key_len_max` bytes with no space or control byte, and a storage request's value
-//!   is exactly its declared length.
+//!   key is 1..=`key_len_max` bytes with no space, NUL or newline byte (memcached 1.6.18 accepts
+//!   every other byte, tabs and control bytes included; see [`parse::key_is_valid`]), and a
+//!   storage request's value is exactly its declared length.
 //! * A request borrows from the read buffer ([`Request<'a>`]); nothing is copied while parsing.
 //! * A rejected request says exactly how many bytes to drop ([`Rejection::consumed`]) and how many
 //!   more to discard as they arrive ([`Rejection::swallow`]), so an oversized data block is never
 //!   buffered.
 //!
 //! Must not touch: storage, runtime, clocks, threads.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod client;
 pub mod compose;
@@ -29,7 +35,8 @@ pub struct Limits {
     /// Whether items carry a cas value (`-C` turns it off); memcached counts 8 bytes for it.
     pub cas_enabled: bool,
     /// A command line (other than `get`/`gets`/`gat`/`gats`) longer than this without a newline
-    /// closes the connection, as memcached does (2048).
+    /// closes the connection, as memcached does (2048). The parser also closes when the newline
+    /// is there but later than this, so the outcome does not depend on read boundaries.
     pub line_len_max: usize,
     /// Bound on a retrieval line with many keys (memcached leaves it unbounded; we do not).
     pub get_line_len_max: usize,
@@ -47,6 +54,9 @@ impl Limits {
 
     /// Bytes memcached charges against `item_size_max` for an item with these lengths: its
     /// 48-byte item header, 8 bytes of cas when enabled, the key and its NUL, the value and CRLF.
+    /// memcached also charges 4 bytes for nonzero client flags, which this does not count (checked
+    /// with `-I 1m`: key `a`, flags 0 first rejects 1048517 value bytes, flags 1 first rejects
+    /// 1048513); the parser adds them.
     pub fn item_total_size(&self, key_len: usize, value_len: usize) -> usize {
         let cas = if self.cas_enabled { 8 } else { 0 };
         48usize
