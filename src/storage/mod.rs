@@ -258,6 +258,7 @@ impl Store {
         self.counters.cmd_set += 1;
         assert!((1..=250).contains(&key.len()), "key length out of range");
         if value.len() > self.cfg.item_size_max {
+            self.drop_stale_on_failed_set(mode, key, key_hash);
             return Err(StoreError::TooLarge);
         }
         let existing = self.find_live(key, key_hash, now).ok();
@@ -297,6 +298,7 @@ impl Store {
             Ok(loc) => loc,
             Err(error) => {
                 self.scratch = old_value;
+                self.drop_stale_on_failed_set(mode, key, key_hash);
                 return Err(error);
             }
         };
@@ -316,6 +318,15 @@ impl Store {
             self.counters.cas_hits += 1;
         }
         Ok(StoreOutcome::Stored)
+    }
+
+    /// memcached unlinks the old item when a plain set fails, so stale data does not linger.
+    fn drop_stale_on_failed_set(&mut self, mode: StoreMode, key: &[u8], key_hash: u64) {
+        if mode == StoreMode::Set {
+            if let Some(slot) = self.lookup(key, key_hash) {
+                self.unlink(slot, Unlink::Delete);
+            }
+        }
     }
 
     /// The outcome when the mode's precondition fails (None: go ahead and store).
@@ -435,6 +446,8 @@ impl Store {
 
     /// `flush_all`: at or before `now` flushes now, else when `now` first reaches `at`.
     pub fn flush_all(&mut self, at: Instant32, now: Instant32) {
+        // An earlier delayed flush that is due applies before this one replaces it.
+        self.tick(now);
         if at <= now {
             self.flush_pending = None;
             self.oldest_live_seq = self.seq_next;
@@ -817,27 +830,22 @@ impl Store {
     }
 }
 
-/// memcached's `safe_strtoull` on a value: optional leading whitespace and '+', decimal digits
-/// (at least one), then the end or whitespace; overflow past 2^64-1 or a '-' is non-numeric.
+/// memcached's `safe_strtoull` on a value: optional leading C-`isspace` bytes and '+', decimal
+/// digits (at least one), then the end or a C-`isspace` byte; past 2^64-1 or a '-' is
+/// non-numeric. Any length is accepted ("000...0007" is 7), as `strtoull` does.
 fn parse_decimal(value: &[u8]) -> Option<u64> {
-    let mut rest = value;
-    while let [first, tail @ ..] = rest {
-        if !first.is_ascii_whitespace() {
-            break;
-        }
-        rest = tail;
-    }
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
+    let start = value
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(value.len());
+    let mut rest = &value[start..];
     if let [b'+', tail @ ..] = rest {
         rest = tail;
     }
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
+    if digits == 0 || rest.get(digits).is_some_and(|&b| !is_space(b)) {
         return None;
-    }
-    match rest.get(digits) {
-        None => {}
-        Some(b) if b.is_ascii_whitespace() => {}
-        Some(_) => return None,
     }
     rest[..digits].iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
