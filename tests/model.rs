@@ -459,7 +459,7 @@ fn run(ops: &[Op], memory_bytes_max: usize, tight: bool) -> StoreStats {
             let evicted_since = written_at_evictions
                 .get(&key)
                 .is_some_and(|&at| evictions > at)
-                || written_at_evictions.get(&key).is_none() && evictions > 0;
+                || !written_at_evictions.contains_key(&key) && evictions > 0;
             assert!(
                 tight && evicted_since,
                 "step {step}: {} at {now:?}: model {} store {}",

@@ -16,7 +16,7 @@
 //! After every move all windows halve, so pressure is measured over recent history. A workload
 //! that shifts from small to large items therefore gets the memory back within a few pages.
 
-use super::item::{ItemMut, ItemRef, CLOCK_MAX};
+use super::item::{ItemMut, ItemRef};
 use super::slab::Loc;
 use super::{Store, StoreError, Unlink};
 use crate::clock::Instant32;
@@ -98,7 +98,6 @@ impl Store {
         }
         match best {
             Some((_, loc)) => {
-                debug_assert!(CLOCK_MAX >= 1);
                 self.unlink_loc(loc, Unlink::Evicted);
                 true
             }

@@ -244,6 +244,8 @@ impl Store {
     }
 
     /// set/add/replace/append/prepend/cas. Counts `cmd_set` and the cas counters.
+    // The signature is the shard's API (one call per storage command).
+    #[allow(clippy::too_many_arguments)]
     pub fn store(
         &mut self,
         mode: StoreMode,
@@ -313,7 +315,7 @@ impl Store {
         };
         item::write(self.slabs.chunk_mut(loc), &new);
         self.scratch = old_value;
-        self.link(key, key_hash, loc, now);
+        self.link(key, key_hash, loc, true);
         if let StoreMode::Cas(_) = mode {
             self.counters.cas_hits += 1;
         }
@@ -440,7 +442,7 @@ impl Store {
             value_parts: [digits.as_bytes(), &[]],
         };
         item::write(self.slabs.chunk_mut(loc), &new);
-        self.link(key, key_hash, loc, now);
+        self.link(key, key_hash, loc, true);
         ArithOutcome::Value(result)
     }
 
@@ -577,8 +579,7 @@ impl Store {
     }
 
     /// Links the freshly written item at `loc`, replacing any item with the same key.
-    fn link(&mut self, key: &[u8], key_hash: u64, loc: Loc, now: Instant32) {
-        let _ = now;
+    fn link(&mut self, key: &[u8], key_hash: u64, loc: Loc, counts_as_new: bool) {
         let class = self.slabs.class_of(loc);
         let total = ItemRef::new(self.slabs.chunk(loc)).total_bytes();
         let old = self.lookup_other(key, key_hash, loc);
@@ -597,7 +598,9 @@ impl Store {
         class_ref.mem_requested += total;
         self.curr_items += 1;
         self.bytes += total as u64;
-        self.counters.total_items += 1;
+        if counts_as_new {
+            self.counters.total_items += 1;
+        }
     }
 
     /// The slot of `key` other than the one at `loc` (which is not linked yet).
@@ -693,8 +696,8 @@ impl Store {
             let chunk = self.slabs.chunk_mut(loc);
             chunk[0] |= state & item::FETCHED;
             ItemMut::new(chunk).set_clock(clock);
-            self.link(key, key_hash, loc, now);
-            self.counters.total_items -= 1;
+            // A move, not a new item: total_items stays.
+            self.link(key, key_hash, loc, false);
         }
         self.scratch = scratch;
         loc

@@ -1,9 +1,12 @@
 //! Counters with memcached's names, per shard and per slab class.
 //!
 //! Counting rules (the caller must not count these again):
-//! * `cmd_get` counts every key looked up by [`super::Store::get`] (and by `touch`, as memcached's
-//!   gat does); `cmd_touch` counts every `touch` call; `cmd_set` counts every `store` call,
-//!   including ones that fail (memcached counts `cmd_set` before it knows the outcome).
+//! * The Store counts every command counter itself; the caller counts none of them.
+//! * `cmd_get` counts every [`super::Store::get`] call (one per key of a multi-get);
+//!   `cmd_touch` counts every `touch` call (touch and gat; a gat caller that also wants
+//!   memcached's `get_hits` for gat must not call `get` again: gat counts only `touch_*`);
+//!   `cmd_set` counts every `store` call, including ones that fail (memcached counts `cmd_set`
+//!   before it knows the outcome).
 //! * `get_expired` / `get_flushed` are misses that found a dead item (they also count in
 //!   `get_misses`). A dead item found by any command is unlinked and counted in `reclaimed`
 //!   (plus `expired_unfetched` if nobody read it).

@@ -591,10 +591,21 @@ fn touch_moves_a_compact_item_and_keeps_cas() {
 fn table_grows_incrementally_under_load() {
     let mut store = Store::new(config(64 << 20, 1 << 20));
     for i in 0..5000 {
-        set(&mut store, &key_of(i), b"v", None, T0);
+        let key = key_of(i);
+        let key = key.as_bytes();
+        store
+            .store(StoreMode::Set, key, test_hash(key), 0, None, b"v", T0)
+            .unwrap();
+        if i % 500 == 0 {
+            store.check_invariants();
+        }
     }
     for i in 0..5000 {
-        assert_eq!(get(&mut store, &key_of(i), T0), Some(b"v".to_vec()), "{i}");
+        let key = key_of(i);
+        let hit = store
+            .get(key.as_bytes(), test_hash(key.as_bytes()), T0)
+            .is_some();
+        assert!(hit, "{i}");
     }
     for i in (0..5000).step_by(2) {
         assert!(store.delete(key_of(i).as_bytes(), test_hash(key_of(i).as_bytes()), T0));
