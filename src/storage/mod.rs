@@ -142,6 +142,8 @@ pub struct Store {
     pinned: Option<Loc>,
     crawl_cursor: crawler::Cursor,
     scratch: Vec<u8>,
+    /// The latest `now` any call passed in (for `stats`, which takes no `now`).
+    now_latest: Instant32,
 }
 
 impl Store {
@@ -164,6 +166,7 @@ impl Store {
             pinned: None,
             crawl_cursor: crawler::Cursor::default(),
             scratch: Vec::new(),
+            now_latest: Instant32(0),
         }
     }
 
@@ -469,6 +472,7 @@ impl Store {
 
     /// Per-operation upkeep: a due delayed flush, one bounded table migration step.
     fn tick(&mut self, now: Instant32) {
+        self.now_latest = self.now_latest.max(now);
         if let Some(at) = self.flush_pending {
             if at <= now {
                 self.flush_pending = None;
@@ -726,11 +730,9 @@ impl Store {
     fn class_stats(&self, class: u8) -> ClassStats {
         let class_ref = &self.slabs.classes[usize::from(class)];
         let mut oldest: Option<Instant32> = None;
-        let mut newest = Instant32(0);
         self.for_each_linked(class, |item| {
             let at = item.last_access();
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
-            newest = newest.max(at);
         });
         let total_pages = class_ref.pages.len() as u64;
         let chunks_per_page = u64::from(class_ref.chunks_per_page);
@@ -744,8 +746,8 @@ impl Store {
             free_chunks: self.slabs.free_chunks(class) as u64,
             mem_requested: class_ref.mem_requested as u64,
             number: class_ref.used_chunks as u64,
-            // Relative to the newest access seen (the store has no `now` here).
-            age: oldest.map_or(0, |o| u64::from(newest.since(o))),
+            // Relative to the latest `now` seen (stats takes no `now`).
+            age: oldest.map_or(0, |o| u64::from(self.now_latest.since(o))),
             counters: self.class_counters[usize::from(class)],
         }
     }

@@ -640,3 +640,28 @@ fn bytes_per_item() {
         (stats.total_malloced + stats.hash_bytes) as f64 / count as f64
     );
 }
+
+#[test]
+fn class_stats_report_chunks_pages_and_age() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    let value = fill_value();
+    for i in 0..15 {
+        set(&mut store, &key_of(i), &value, None, T0);
+    }
+    get(&mut store, &key_of(0), at(30));
+    let stats = store.stats();
+    assert_eq!(stats.classes.len(), 1);
+    let class = &stats.classes[0];
+    let total = 16 + 8 + 70;
+    assert_eq!(class.chunk_size, 96);
+    assert_eq!(class.chunks_per_page, 1024 / 96);
+    assert_eq!(class.total_pages, 2);
+    assert_eq!(class.total_chunks, 2 * (1024 / 96));
+    assert_eq!(class.used_chunks, 15);
+    assert_eq!(class.number, 15);
+    assert_eq!(class.free_chunks, class.total_chunks - 15);
+    assert_eq!(class.mem_requested, 15 * total);
+    assert_eq!(stats.bytes, 15 * total);
+    assert_eq!(class.age, 30, "the oldest access is at T0");
+    assert_eq!(stats.total_malloced, 2048);
+}
