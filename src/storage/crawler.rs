@@ -1,0 +1,73 @@
+//! The crawler: a budgeted sweep over every class's chunks that reclaims dead items (expired
+//! or flushed), so memory comes back even for keys nobody reads again.
+//!
+//! The cursor (class, page index, chunk) persists between calls; each call examines at most
+//! `budget_items` chunks. Page moves may shift the page list under the cursor; the cursor is
+//! then clamped, which can skip or revisit a few chunks (harmless for a sweep).
+
+use super::item::ItemRef;
+use super::slab::Loc;
+use super::{Store, Unlink};
+use crate::clock::Instant32;
+
+/// Where the sweep is.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Cursor {
+    class: usize,
+    page_index: usize,
+    chunk: u32,
+}
+
+impl Store {
+    /// Examines at most `budget_items` chunks, reclaiming dead items; returns how many it
+    /// reclaimed (also counted in `reclaimed` and `crawler_reclaimed`).
+    pub fn crawl(&mut self, now: Instant32, budget_items: usize) -> usize {
+        self.tick(now);
+        let mut reclaimed = 0;
+        let mut examined = 0;
+        // Empty classes cost a step each, so the loop ends even when nothing is stored.
+        let mut steps = 0;
+        let steps_max = budget_items + self.slabs.classes.len() + 1;
+        while examined < budget_items && steps < steps_max {
+            steps += 1;
+            let Some(loc) = self.crawl_next() else {
+                continue;
+            };
+            examined += 1;
+            let item = ItemRef::new(self.slabs.chunk(loc));
+            if item.is_linked() && self.dead_reason(item, now).is_some() {
+                self.unlink_loc(loc, Unlink::CrawlerReclaimed);
+                reclaimed += 1;
+            }
+        }
+        reclaimed
+    }
+
+    /// The next chunk to examine, or None when the cursor moved to the next class.
+    fn crawl_next(&mut self) -> Option<Loc> {
+        let cursor = &mut self.crawl_cursor;
+        if cursor.class >= self.slabs.classes.len() {
+            *cursor = Cursor::default();
+        }
+        let class = &self.slabs.classes[cursor.class];
+        if cursor.page_index >= class.pages.len() {
+            cursor.class += 1;
+            cursor.page_index = 0;
+            cursor.chunk = 0;
+            return None;
+        }
+        let page_id = class.pages[cursor.page_index];
+        let page = &self.slabs.pages[page_id as usize];
+        if cursor.chunk >= page.carved {
+            cursor.page_index += 1;
+            cursor.chunk = 0;
+            return None;
+        }
+        let loc = Loc {
+            page: page_id,
+            chunk: cursor.chunk,
+        };
+        cursor.chunk += 1;
+        Some(loc)
+    }
+}

@@ -1,0 +1,454 @@
+//! Slab classes, pages and per-page chunk free lists (allocation only; eviction is in `lru.rs`).
+//!
+//! * A **page** is `page_size` bytes, allocated lazily (so RSS tracks use) while the shard's
+//!   budget of `memory_bytes_max / page_size` page units lasts, and owned by one slab class.
+//! * A page is **carved** lazily: chunks `0..carved` have been handed out at least once; freed
+//!   chunks go on the page's own intrusive free list (the link lives in the free chunk). Keeping
+//!   free lists per page lets a whole page be taken away from a class in O(pages of the class).
+//! * **Classes**: chunk sizes step by 8 bytes up to [`FINE_CLASS_BYTES_MAX`], then grow by
+//!   `slab_growth_factor` (8-byte aligned); the last normal class is `page_size` (one chunk per
+//!   page). Fine steps near small sizes keep chunk waste under 8 bytes where most items live.
+//! * The **huge** class (the last id) holds items larger than a page: each gets its own exact
+//!   allocation, charged `ceil(bytes / page_size)` page units against the same budget.
+//!
+//! Invariants (checked by `Store::check_invariants`): `units_used` is the sum of live pages'
+//! units and never exceeds `units_max`; every page is in exactly its class's `pages`; a page is in
+//! its class's `partial` list iff it has a free or uncarved chunk.
+
+use super::item;
+
+/// Chunk sizes step by 8 bytes up to this size, then by the growth factor.
+pub const FINE_CLASS_BYTES_MAX: usize = 256;
+/// The smallest chunk: a 16-byte header plus a short key and value.
+pub const CHUNK_BYTES_SMALLEST: usize = 24;
+/// Class ids are a `u8`; the last one is the huge class.
+pub const CLASS_COUNT_MAX: usize = 200;
+/// "No chunk" in a free-list link.
+pub const NONE: u32 = u32::MAX;
+/// Table slots hold 24 bits of page id and 24 bits of chunk index.
+pub const PAGE_COUNT_MAX: usize = 1 << 24;
+pub const CHUNKS_PER_PAGE_MAX: usize = 1 << 24;
+
+const _: () = assert!(CHUNK_BYTES_SMALLEST >= item::CHUNK_BYTES_MIN);
+const _: () = assert!(CLASS_COUNT_MAX <= u8::MAX as usize);
+
+/// Where an item lives: a page and a chunk index in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Loc {
+    pub page: u32,
+    pub chunk: u32,
+}
+
+/// One slab class.
+pub struct SlabClass {
+    /// 0 for the huge class (each item sized exactly).
+    pub chunk_size: usize,
+    pub chunks_per_page: u32,
+    /// Pages owned by this class.
+    pub pages: Vec<u32>,
+    /// Pages of this class with a free or uncarved chunk (a stack).
+    pub partial: Vec<u32>,
+    /// CLOCK hand: an index into `pages` and a chunk index.
+    pub hand_page: usize,
+    pub hand_chunk: u32,
+    /// Chunks holding a linked item.
+    pub used_chunks: usize,
+    /// Sum of the total bytes of the items in this class.
+    pub mem_requested: usize,
+}
+
+/// One page: a class's chunks, or one huge item.
+pub struct Page {
+    pub buf: Box<[u8]>,
+    pub class: u8,
+    /// Budget units charged (1 for a normal page).
+    pub units: u32,
+    pub carved: u32,
+    pub free_head: u32,
+    pub free_count: u32,
+    pub in_partial: bool,
+    /// A released page id waiting for reuse.
+    pub vacant: bool,
+}
+
+impl Page {
+    fn has_room(&self, chunks_per_page: u32) -> bool {
+        !self.vacant && (self.free_head != NONE || self.carved < chunks_per_page)
+    }
+}
+
+/// The allocator: classes, pages, and the page budget.
+pub struct Slabs {
+    pub classes: Vec<SlabClass>,
+    pub pages: Vec<Page>,
+    vacant_page_ids: Vec<u32>,
+    pub units_used: usize,
+    pub units_max: usize,
+    pub page_size: usize,
+}
+
+/// The chunk sizes of the normal classes for a page size and growth factor.
+pub fn class_sizes(page_size: usize, slab_growth_factor: f64) -> Vec<usize> {
+    assert!(page_size >= CHUNK_BYTES_SMALLEST, "page_size too small");
+    assert!(slab_growth_factor > 1.0, "slab_growth_factor must exceed 1");
+    let mut sizes = Vec::new();
+    let mut size = CHUNK_BYTES_SMALLEST;
+    while size < page_size && sizes.len() < CLASS_COUNT_MAX - 2 {
+        sizes.push(size);
+        let grown = if size < FINE_CLASS_BYTES_MAX {
+            size + 8
+        } else {
+            ((size as f64 * slab_growth_factor) as usize).next_multiple_of(8)
+        };
+        size = grown.max(size + 8);
+    }
+    sizes.push(page_size);
+    sizes
+}
+
+impl Slabs {
+    pub fn new(page_size: usize, slab_growth_factor: f64, memory_bytes_max: usize) -> Slabs {
+        let sizes = class_sizes(page_size, slab_growth_factor);
+        let mut classes: Vec<SlabClass> = sizes
+            .iter()
+            .map(|&chunk_size| {
+                let chunks_per_page = page_size / chunk_size;
+                assert!(chunks_per_page < CHUNKS_PER_PAGE_MAX, "page_size too large");
+                SlabClass::new(chunk_size, chunks_per_page as u32)
+            })
+            .collect();
+        classes.push(SlabClass::new(0, 1));
+        let units_max = (memory_bytes_max / page_size).clamp(1, PAGE_COUNT_MAX - 1);
+        Slabs {
+            classes,
+            pages: Vec::new(),
+            vacant_page_ids: Vec::new(),
+            units_used: 0,
+            units_max,
+            page_size,
+        }
+    }
+
+    /// The huge class's id.
+    pub fn huge_class(&self) -> u8 {
+        (self.classes.len() - 1) as u8
+    }
+
+    /// The class for an item of `total_bytes`: the smallest chunk that holds it, else huge.
+    pub fn class_for(&self, total_bytes: usize) -> u8 {
+        let normal = &self.classes[..self.classes.len() - 1];
+        let index = normal.partition_point(|class| class.chunk_size < total_bytes);
+        index as u8
+    }
+
+    /// Budget units an item of this class and size needs for a new page.
+    pub fn units_for(&self, class: u8, total_bytes: usize) -> usize {
+        if class == self.huge_class() {
+            total_bytes.div_ceil(self.page_size).max(1)
+        } else {
+            1
+        }
+    }
+
+    pub fn units_free(&self) -> usize {
+        self.units_max - self.units_used
+    }
+
+    /// Allocates a chunk from free lists, uncarved chunks or a new page; no eviction.
+    pub fn try_alloc(&mut self, class: u8, total_bytes: usize) -> Option<Loc> {
+        if class == self.huge_class() {
+            return self.alloc_huge(total_bytes);
+        }
+        let class_index = usize::from(class);
+        let chunks_per_page = self.classes[class_index].chunks_per_page;
+        while let Some(&page_id) = self.classes[class_index].partial.last() {
+            let page = &mut self.pages[page_id as usize];
+            if page.has_room(chunks_per_page) && page.class == class {
+                let chunk = take_chunk(page, self.classes[class_index].chunk_size, chunks_per_page);
+                self.drop_full_partial(class_index, page_id);
+                return Some(Loc {
+                    page: page_id,
+                    chunk,
+                });
+            }
+            page.in_partial = false;
+            self.classes[class_index].partial.pop();
+        }
+        if self.units_free() == 0 {
+            return None;
+        }
+        let page_id = self.new_page(class, 1, self.page_size);
+        self.classes[class_index].partial.push(page_id);
+        let page = &mut self.pages[page_id as usize];
+        page.in_partial = true;
+        let chunk = take_chunk(page, self.classes[class_index].chunk_size, chunks_per_page);
+        self.drop_full_partial(class_index, page_id);
+        Some(Loc {
+            page: page_id,
+            chunk,
+        })
+    }
+
+    /// Pops a page that just ran out of room off the top of its class's partial stack.
+    fn drop_full_partial(&mut self, class_index: usize, page_id: u32) {
+        let chunks_per_page = self.classes[class_index].chunks_per_page;
+        let page = &mut self.pages[page_id as usize];
+        if !page.has_room(chunks_per_page) {
+            page.in_partial = false;
+            let popped = self.classes[class_index].partial.pop();
+            assert_eq!(popped, Some(page_id));
+        }
+    }
+
+    fn alloc_huge(&mut self, total_bytes: usize) -> Option<Loc> {
+        let units = self.units_for(self.huge_class(), total_bytes);
+        if self.units_free() < units {
+            return None;
+        }
+        let page_id = self.new_page(self.huge_class(), units as u32, total_bytes);
+        let page = &mut self.pages[page_id as usize];
+        page.carved = 1;
+        Some(Loc {
+            page: page_id,
+            chunk: 0,
+        })
+    }
+
+    fn new_page(&mut self, class: u8, units: u32, bytes: usize) -> u32 {
+        self.units_used += units as usize;
+        assert!(self.units_used <= self.units_max);
+        let page = Page {
+            buf: vec![0u8; bytes].into_boxed_slice(),
+            class,
+            units,
+            carved: 0,
+            free_head: NONE,
+            free_count: 0,
+            in_partial: false,
+            vacant: false,
+        };
+        let page_id = match self.vacant_page_ids.pop() {
+            Some(id) => {
+                self.pages[id as usize] = page;
+                id
+            }
+            None => {
+                assert!(self.pages.len() < PAGE_COUNT_MAX, "page ids exhausted");
+                self.pages.push(page);
+                (self.pages.len() - 1) as u32
+            }
+        };
+        self.classes[usize::from(class)].pages.push(page_id);
+        page_id
+    }
+
+    /// Returns a chunk whose item has been unlinked. A huge item's page is released.
+    pub fn free(&mut self, loc: Loc) {
+        let class = self.pages[loc.page as usize].class;
+        if class == self.huge_class() {
+            self.release_page(loc.page);
+            return;
+        }
+        let chunk_size = self.classes[usize::from(class)].chunk_size;
+        let page = &mut self.pages[loc.page as usize];
+        assert!(loc.chunk < page.carved, "freeing an uncarved chunk");
+        let start = loc.chunk as usize * chunk_size;
+        item::write_free(&mut page.buf[start..start + chunk_size], page.free_head);
+        page.free_head = loc.chunk;
+        page.free_count += 1;
+        if !page.in_partial {
+            page.in_partial = true;
+            self.classes[usize::from(class)].partial.push(loc.page);
+        }
+    }
+
+    /// Takes a page away from its class and returns its units to the budget. Every item in it
+    /// must already be unlinked.
+    pub fn release_page(&mut self, page_id: u32) {
+        let page = &mut self.pages[page_id as usize];
+        assert!(!page.vacant, "releasing a vacant page");
+        let class = usize::from(page.class);
+        self.units_used -= page.units as usize;
+        page.vacant = true;
+        page.buf = Box::new([]);
+        page.in_partial = false;
+        let class = &mut self.classes[class];
+        let index = class
+            .pages
+            .iter()
+            .position(|&p| p == page_id)
+            .expect("page listed in its class");
+        class.pages.swap_remove(index);
+        class.partial.retain(|&p| p != page_id);
+        if class.hand_page >= class.pages.len() || class.hand_page == index {
+            class.hand_chunk = 0;
+        }
+        if class.hand_page >= class.pages.len() {
+            class.hand_page = 0;
+        }
+        self.vacant_page_ids.push(page_id);
+    }
+
+    pub fn chunk_size_of(&self, loc: Loc) -> usize {
+        let page = &self.pages[loc.page as usize];
+        match self.classes[usize::from(page.class)].chunk_size {
+            0 => page.buf.len(),
+            size => size,
+        }
+    }
+
+    pub fn chunk(&self, loc: Loc) -> &[u8] {
+        let size = self.chunk_size_of(loc);
+        let start = loc.chunk as usize * size;
+        &self.pages[loc.page as usize].buf[start..start + size]
+    }
+
+    pub fn chunk_mut(&mut self, loc: Loc) -> &mut [u8] {
+        let size = self.chunk_size_of(loc);
+        let start = loc.chunk as usize * size;
+        &mut self.pages[loc.page as usize].buf[start..start + size]
+    }
+
+    pub fn class_of(&self, loc: Loc) -> u8 {
+        self.pages[loc.page as usize].class
+    }
+
+    /// Bytes of page memory held (normal pages count whole; huge items their allocation).
+    pub fn page_bytes(&self) -> usize {
+        self.pages.iter().map(|page| page.buf.len()).sum()
+    }
+
+    /// Free chunks of a class: free-listed plus uncarved.
+    pub fn free_chunks(&self, class: u8) -> usize {
+        let class_ref = &self.classes[usize::from(class)];
+        class_ref
+            .pages
+            .iter()
+            .map(|&p| {
+                let page = &self.pages[p as usize];
+                (page.free_count + class_ref.chunks_per_page - page.carved) as usize
+            })
+            .sum()
+    }
+
+    /// Walks pages, classes and free lists; panics on a broken invariant. Returns the number of
+    /// free-listed chunks seen.
+    pub fn check_invariants(&self) -> usize {
+        let units: usize = self
+            .pages
+            .iter()
+            .filter(|p| !p.vacant)
+            .map(|p| p.units as usize)
+            .sum();
+        assert_eq!(units, self.units_used, "units_used drifted");
+        assert!(self.units_used <= self.units_max, "over budget");
+        let mut free_seen = 0;
+        for (class_id, class) in self.classes.iter().enumerate() {
+            for &page_id in &class.pages {
+                let page = &self.pages[page_id as usize];
+                assert!(!page.vacant, "class lists a vacant page");
+                assert_eq!(usize::from(page.class), class_id, "page in the wrong class");
+                assert!(page.carved <= class.chunks_per_page);
+                let has_room = page.has_room(class.chunks_per_page);
+                assert_eq!(page.in_partial, has_room && class.chunk_size != 0);
+                if page.in_partial {
+                    assert!(class.partial.contains(&page_id), "partial page not listed");
+                }
+                free_seen += self.check_free_list(page, class);
+            }
+            for &page_id in &class.partial {
+                assert_eq!(usize::from(self.pages[page_id as usize].class), class_id);
+            }
+            assert!(class.hand_page <= class.pages.len());
+        }
+        free_seen
+    }
+
+    fn check_free_list(&self, page: &Page, class: &SlabClass) -> usize {
+        let mut next = page.free_head;
+        let mut count = 0u32;
+        while next != NONE {
+            assert!(next < page.carved, "free link past carved chunks");
+            assert!(count < page.carved, "free list cycle");
+            let start = next as usize * class.chunk_size;
+            next = item::free_next(&page.buf[start..start + class.chunk_size]);
+            count += 1;
+        }
+        assert_eq!(count, page.free_count, "free_count drifted");
+        count as usize
+    }
+}
+
+impl SlabClass {
+    fn new(chunk_size: usize, chunks_per_page: u32) -> SlabClass {
+        SlabClass {
+            chunk_size,
+            chunks_per_page,
+            pages: Vec::new(),
+            partial: Vec::new(),
+            hand_page: 0,
+            hand_chunk: 0,
+            used_chunks: 0,
+            mem_requested: 0,
+        }
+    }
+}
+
+fn take_chunk(page: &mut Page, chunk_size: usize, chunks_per_page: u32) -> u32 {
+    if page.free_head != NONE {
+        let chunk = page.free_head;
+        let start = chunk as usize * chunk_size;
+        page.free_head = item::free_next(&page.buf[start..start + chunk_size]);
+        page.free_count -= 1;
+        chunk
+    } else {
+        assert!(page.carved < chunks_per_page, "page has no room");
+        page.carved += 1;
+        page.carved - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_sizes_are_fine_then_grow() {
+        let sizes = class_sizes(1 << 20, 1.25);
+        assert_eq!(&sizes[..4], &[24, 32, 40, 48]);
+        assert!(
+            sizes.contains(&128),
+            "a 127-byte item gets a 128-byte chunk"
+        );
+        assert_eq!(*sizes.last().unwrap(), 1 << 20);
+        for pair in sizes.windows(2) {
+            assert!(pair[1] > pair[0]);
+            assert_eq!(pair[0] % 8, 0);
+        }
+        assert!(sizes.len() < CLASS_COUNT_MAX);
+    }
+
+    #[test]
+    fn alloc_free_reuse_and_budget() {
+        let mut slabs = Slabs::new(1024, 1.25, 2048);
+        let class = slabs.class_for(100);
+        assert_eq!(slabs.classes[usize::from(class)].chunk_size, 104);
+        let per_page = slabs.classes[usize::from(class)].chunks_per_page as usize;
+        let mut locs = Vec::new();
+        while let Some(loc) = slabs.try_alloc(class, 100) {
+            locs.push(loc);
+        }
+        assert_eq!(locs.len(), per_page * 2);
+        assert_eq!(slabs.units_used, 2);
+        slabs.free(locs[3]);
+        assert_eq!(slabs.check_invariants(), 1);
+        assert_eq!(slabs.try_alloc(class, 100), Some(locs[3]));
+        slabs.release_page(locs[0].page);
+        assert_eq!(slabs.units_used, 1);
+        slabs.check_invariants();
+        let huge = slabs.class_for(1500);
+        assert_eq!(huge, slabs.huge_class());
+        assert_eq!(slabs.units_for(huge, 1500), 2);
+        assert_eq!(slabs.try_alloc(huge, 1500), None);
+    }
+}

@@ -1,0 +1,462 @@
+//! Hash table: `key_hash` -> item location, open addressing over cache-line buckets.
+//!
+//! * A **slot** is 8 bytes: a 16-bit tag (bits 32..48 of `key_hash`, never 0) over a 24-bit page
+//!   id and a 24-bit chunk index. `EMPTY` (0) and `TOMBSTONE` (1) have tag 0.
+//! * A **bucket** is 8 slots, one 64-byte cache line. A key's home bucket is multiply-shift of
+//!   the low 32 bits of `key_hash` over the home bucket count (any count, so growth need not
+//!   double); probing moves to the next bucket while the current one has no EMPTY slot. There is
+//!   no wrap-around: [`OVERFLOW_BUCKETS`] extra buckets follow the home buckets.
+//! * **Delete** writes EMPTY into a bucket that already has an EMPTY slot (no probe passed
+//!   through it), else TOMBSTONE. So a bucket with no EMPTY never gains one, and the invariant
+//!   holds: every live slot at bucket `b` for home `h` has no EMPTY in buckets `h..b`.
+//! * **Growth is incremental**: when live + tombstones pass [`LOAD_MAX`], a new table sized for
+//!   [`LOAD_AFTER_GROWTH`] becomes current, and every later operation migrates
+//!   [`MIGRATE_BUCKETS_PER_STEP`] old buckets (re-hashing keys through the caller). Lookups check
+//!   the current table, then the old one starting at `max(home, cursor)` (everything below the
+//!   cursor has moved). Only a probe running off the end of the overflow area (pathological)
+//!   finishes a migration synchronously.
+//!
+//! Must not touch item bytes: callers supply `matches` and `hash_of` closures.
+
+use super::slab::Loc;
+
+pub const SLOTS_PER_BUCKET: usize = 8;
+pub const OVERFLOW_BUCKETS: usize = 32;
+pub const HOME_BUCKETS_MIN: usize = 64;
+/// Start growing when live + tombstone slots exceed this share of home slots.
+pub const LOAD_MAX: f64 = 0.9;
+/// A new table is sized so the live items fill this share of it.
+pub const LOAD_AFTER_GROWTH: f64 = 0.6;
+pub const MIGRATE_BUCKETS_PER_STEP: usize = 2;
+
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = 1;
+const BITS_24: u64 = (1 << 24) - 1;
+
+fn tag_of(key_hash: u64) -> u64 {
+    match (key_hash >> 32) & 0xFFFF {
+        0 => 1,
+        tag => tag,
+    }
+}
+
+fn encode(key_hash: u64, loc: Loc) -> u64 {
+    debug_assert!(u64::from(loc.page) <= BITS_24 && u64::from(loc.chunk) <= BITS_24);
+    (tag_of(key_hash) << 48) | (u64::from(loc.page) << 24) | u64::from(loc.chunk)
+}
+
+fn is_live(slot: u64) -> bool {
+    slot >> 48 != 0
+}
+
+fn decode(slot: u64) -> Loc {
+    Loc {
+        page: ((slot >> 24) & BITS_24) as u32,
+        chunk: (slot & BITS_24) as u32,
+    }
+}
+
+struct Buckets {
+    slots: Vec<u64>,
+    home_count: usize,
+    live: usize,
+    tombstones: usize,
+}
+
+impl Buckets {
+    fn new(home_count: usize) -> Buckets {
+        Buckets {
+            slots: vec![EMPTY; (home_count + OVERFLOW_BUCKETS) * SLOTS_PER_BUCKET],
+            home_count,
+            live: 0,
+            tombstones: 0,
+        }
+    }
+
+    fn bucket_count(&self) -> usize {
+        self.home_count + OVERFLOW_BUCKETS
+    }
+
+    fn home(&self, key_hash: u64) -> usize {
+        (((key_hash & 0xFFFF_FFFF) * self.home_count as u64) >> 32) as usize
+    }
+
+    fn bucket(&self, bucket: usize) -> &[u64] {
+        &self.slots[bucket * SLOTS_PER_BUCKET..(bucket + 1) * SLOTS_PER_BUCKET]
+    }
+
+    fn find(
+        &self,
+        key_hash: u64,
+        bucket_min: usize,
+        matches: &mut dyn FnMut(Loc) -> bool,
+    ) -> Option<usize> {
+        let tag = tag_of(key_hash);
+        for bucket in self.home(key_hash).max(bucket_min)..self.bucket_count() {
+            let mut saw_empty = false;
+            for (i, &slot) in self.bucket(bucket).iter().enumerate() {
+                if slot == EMPTY {
+                    saw_empty = true;
+                } else if slot >> 48 == tag && matches(decode(slot)) {
+                    return Some(bucket * SLOTS_PER_BUCKET + i);
+                }
+            }
+            if saw_empty {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Inserts a slot for a key known to be absent; false when the probe runs off the end.
+    fn insert(&mut self, key_hash: u64, loc: Loc) -> bool {
+        for bucket in self.home(key_hash)..self.bucket_count() {
+            let start = bucket * SLOTS_PER_BUCKET;
+            let bucket_slots = &mut self.slots[start..start + SLOTS_PER_BUCKET];
+            if let Some(slot) = bucket_slots.iter_mut().find(|s| !is_live(**s)) {
+                if *slot == TOMBSTONE {
+                    self.tombstones -= 1;
+                }
+                *slot = encode(key_hash, loc);
+                self.live += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn remove(&mut self, index: usize) {
+        assert!(is_live(self.slots[index]), "removing a dead slot");
+        let bucket = index / SLOTS_PER_BUCKET;
+        let has_empty = self.bucket(bucket).contains(&EMPTY);
+        if has_empty {
+            self.slots[index] = EMPTY;
+        } else {
+            self.slots[index] = TOMBSTONE;
+            self.tombstones += 1;
+        }
+        self.live -= 1;
+    }
+
+    fn over_load(&self) -> bool {
+        (self.live + self.tombstones) as f64
+            > LOAD_MAX * (self.home_count * SLOTS_PER_BUCKET) as f64
+    }
+}
+
+/// Where a found slot is: in the current or the old (migrating) table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRef {
+    in_old: bool,
+    index: usize,
+    pub loc: Loc,
+}
+
+/// The hash table with its incremental migration.
+pub struct Table {
+    cur: Buckets,
+    old: Option<Buckets>,
+    /// Old buckets below this have been migrated.
+    cursor: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
+}
+
+impl Table {
+    pub fn new() -> Table {
+        Table {
+            cur: Buckets::new(HOME_BUCKETS_MIN),
+            old: None,
+            cursor: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cur.live + self.old.as_ref().map_or(0, |old| old.live)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of slot memory (both tables while migrating).
+    pub fn bytes(&self) -> usize {
+        (self.cur.slots.len() + self.old.as_ref().map_or(0, |old| old.slots.len())) * 8
+    }
+
+    pub fn is_migrating(&self) -> bool {
+        self.old.is_some()
+    }
+
+    /// The slot of the key whose location `matches` accepts.
+    pub fn find(&self, key_hash: u64, matches: &mut dyn FnMut(Loc) -> bool) -> Option<SlotRef> {
+        if let Some(index) = self.cur.find(key_hash, 0, matches) {
+            return Some(SlotRef {
+                in_old: false,
+                index,
+                loc: decode(self.cur.slots[index]),
+            });
+        }
+        let old = self.old.as_ref()?;
+        let index = old.find(key_hash, self.cursor, matches)?;
+        Some(SlotRef {
+            in_old: true,
+            index,
+            loc: decode(old.slots[index]),
+        })
+    }
+
+    pub fn remove(&mut self, slot: SlotRef) {
+        let buckets = if slot.in_old {
+            self.old.as_mut().expect("old table while migrating")
+        } else {
+            &mut self.cur
+        };
+        assert_eq!(
+            decode(buckets.slots[slot.index]),
+            slot.loc,
+            "stale slot ref"
+        );
+        buckets.remove(slot.index);
+    }
+
+    /// Points a found slot at a new location (same key).
+    pub fn replace(
+        &mut self,
+        slot: SlotRef,
+        key_hash: u64,
+        loc: Loc,
+        hash_of: &mut dyn FnMut(Loc) -> u64,
+    ) {
+        if slot.in_old {
+            self.remove(slot);
+            self.insert(key_hash, loc, hash_of);
+        } else {
+            assert_eq!(
+                decode(self.cur.slots[slot.index]),
+                slot.loc,
+                "stale slot ref"
+            );
+            self.cur.slots[slot.index] = encode(key_hash, loc);
+        }
+    }
+
+    /// Inserts a key known to be absent, then starts growth if the table is loaded.
+    pub fn insert(&mut self, key_hash: u64, loc: Loc, hash_of: &mut dyn FnMut(Loc) -> u64) {
+        let mut attempts = 0;
+        while !self.cur.insert(key_hash, loc) {
+            // Pathological probe off the end: finish any migration and rebuild bigger, now.
+            attempts += 1;
+            assert!(attempts <= 8, "table insert cannot find a slot");
+            self.finish_migration(hash_of);
+            self.start_growth(self.len() + self.cur.home_count * SLOTS_PER_BUCKET / 2);
+            self.finish_migration(hash_of);
+        }
+        if self.cur.over_load() {
+            self.finish_migration(hash_of);
+            self.start_growth(self.len());
+        }
+    }
+
+    fn start_growth(&mut self, live: usize) {
+        assert!(self.old.is_none());
+        let home_count = ((live as f64 / (LOAD_AFTER_GROWTH * SLOTS_PER_BUCKET as f64)).ceil()
+            as usize)
+            .max(HOME_BUCKETS_MIN);
+        let old = std::mem::replace(&mut self.cur, Buckets::new(home_count));
+        self.cursor = 0;
+        if old.live > 0 {
+            self.old = Some(old);
+        }
+    }
+
+    /// Migrates up to `bucket_budget` old buckets; returns true while a migration remains.
+    pub fn migrate_step(
+        &mut self,
+        bucket_budget: usize,
+        hash_of: &mut dyn FnMut(Loc) -> u64,
+    ) -> bool {
+        let Some(old) = self.old.as_mut() else {
+            return false;
+        };
+        let end = (self.cursor + bucket_budget).min(old.bucket_count());
+        for index in self.cursor * SLOTS_PER_BUCKET..end * SLOTS_PER_BUCKET {
+            let slot = old.slots[index];
+            if is_live(slot) {
+                let loc = decode(slot);
+                let key_hash = hash_of(loc);
+                debug_assert_eq!(tag_of(key_hash), slot >> 48);
+                old.slots[index] = TOMBSTONE;
+                old.live -= 1;
+                if !self.cur.insert(key_hash, loc) {
+                    // Cannot happen while the new table is sparse; recover by a bigger rebuild.
+                    self.recover_migration(key_hash, loc, end, hash_of);
+                    return self.old.is_some();
+                }
+            }
+        }
+        self.cursor = end;
+        if end == old.bucket_count() || old.live == 0 {
+            self.old = None;
+            self.cursor = 0;
+        }
+        self.old.is_some()
+    }
+
+    fn recover_migration(
+        &mut self,
+        key_hash: u64,
+        loc: Loc,
+        end: usize,
+        hash_of: &mut dyn FnMut(Loc) -> u64,
+    ) {
+        // Gather everything (current + the rest of old + the one in hand) into a fresh table.
+        let mut items: Vec<(u64, Loc)> = vec![(key_hash, loc)];
+        let cur = std::mem::replace(&mut self.cur, Buckets::new(HOME_BUCKETS_MIN));
+        let old = self.old.take();
+        let mut collect = |buckets: &Buckets, from: usize| {
+            for &slot in &buckets.slots[from * SLOTS_PER_BUCKET..] {
+                if is_live(slot) {
+                    items.push((hash_of(decode(slot)), decode(slot)));
+                }
+            }
+        };
+        collect(&cur, 0);
+        if let Some(old) = old.as_ref() {
+            collect(old, self.cursor.min(end));
+        }
+        self.cursor = 0;
+        let live = items.len();
+        self.cur = Buckets::new(((live * 2) / SLOTS_PER_BUCKET).max(HOME_BUCKETS_MIN));
+        for (key_hash, loc) in items {
+            assert!(
+                self.cur.insert(key_hash, loc),
+                "rebuild at half load must fit"
+            );
+        }
+    }
+
+    fn finish_migration(&mut self, hash_of: &mut dyn FnMut(Loc) -> u64) {
+        let mut steps = 0usize;
+        while self.migrate_step(1024, hash_of) {
+            steps += 1;
+            assert!(steps < (1 << 32), "migration does not end");
+        }
+    }
+
+    /// Every live slot: (location, whether it is findable from its home). For `check_invariants`.
+    pub fn check(&self, hash_of: &mut dyn FnMut(Loc) -> u64) -> Vec<Loc> {
+        let mut locs = Vec::with_capacity(self.len());
+        let tables = [(Some(&self.cur), 0), (self.old.as_ref(), self.cursor)];
+        for (buckets, bucket_min) in tables {
+            let Some(buckets) = buckets else { continue };
+            let mut live = 0;
+            let mut tombstones = 0;
+            for bucket in 0..buckets.bucket_count() {
+                for &slot in buckets.bucket(bucket) {
+                    if slot == TOMBSTONE {
+                        tombstones += 1;
+                    }
+                    if !is_live(slot) || bucket < bucket_min {
+                        continue;
+                    }
+                    live += 1;
+                    let loc = decode(slot);
+                    let key_hash = hash_of(loc);
+                    assert_eq!(
+                        tag_of(key_hash),
+                        slot >> 48,
+                        "slot tag does not match its key"
+                    );
+                    let home = buckets.home(key_hash);
+                    assert!(home <= bucket, "slot before its home bucket");
+                    for between in home.max(bucket_min)..bucket {
+                        assert!(
+                            !buckets.bucket(between).contains(&EMPTY),
+                            "EMPTY on a probe path"
+                        );
+                    }
+                    locs.push(loc);
+                }
+            }
+            assert_eq!(live, buckets.live, "live count drifted");
+            if bucket_min == 0 {
+                assert_eq!(tombstones, buckets.tombstones, "tombstone count drifted");
+            }
+        }
+        locs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn mix(x: u64) -> u64 {
+        let x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    fn loc_of(i: u64) -> Loc {
+        Loc {
+            page: (i >> 10) as u32,
+            chunk: (i & 1023) as u32,
+        }
+    }
+
+    fn id_of(loc: Loc) -> u64 {
+        (u64::from(loc.page) << 10) | u64::from(loc.chunk)
+    }
+
+    #[test]
+    fn insert_find_remove_through_growth() {
+        let mut table = Table::new();
+        let mut hash_of = |loc: Loc| mix(id_of(loc));
+        let mut present = HashMap::new();
+        for i in 0..20_000u64 {
+            table.insert(mix(i), loc_of(i), &mut hash_of);
+            present.insert(i, true);
+            table.migrate_step(MIGRATE_BUCKETS_PER_STEP, &mut hash_of);
+            if i % 3 == 0 {
+                let victim = i / 2;
+                if present.remove(&victim).is_some() {
+                    let slot = table
+                        .find(mix(victim), &mut |l| l == loc_of(victim))
+                        .unwrap();
+                    table.remove(slot);
+                }
+            }
+        }
+        assert_eq!(table.len(), present.len());
+        for i in 0..20_000u64 {
+            let found = table.find(mix(i), &mut |l| l == loc_of(i));
+            assert_eq!(found.is_some(), present.contains_key(&i), "key {i}");
+        }
+        assert_eq!(table.check(&mut hash_of).len(), present.len());
+        // 8-byte slots, load at least LOAD_AFTER_GROWTH-ish after growth.
+        assert!(table.bytes() <= present.len() * 8 * 3);
+    }
+
+    #[test]
+    fn colliding_tags_are_told_apart_by_location() {
+        let mut table = Table::new();
+        let mut hash_of = |_loc: Loc| 0xABCD_0000_0000_0007u64;
+        for i in 0..100u64 {
+            table.insert(0xABCD_0000_0000_0007, loc_of(i), &mut hash_of);
+        }
+        for i in 0..100u64 {
+            let slot = table
+                .find(0xABCD_0000_0000_0007, &mut |l| l == loc_of(i))
+                .unwrap();
+            assert_eq!(slot.loc, loc_of(i));
+        }
+        table.check(&mut hash_of);
+    }
+}

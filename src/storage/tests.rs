@@ -1,0 +1,667 @@
+//! Store unit tests: tiny stores, explicit `now`, exact counter deltas.
+
+use super::*;
+use crate::clock::START;
+
+/// FNV-1a, then a final mix so the tag and home bits both vary.
+fn test_hash(key: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &b in key {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 29;
+    hash = hash.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    hash ^ (hash >> 32)
+}
+
+fn config(memory_bytes_max: usize, page_size: usize) -> StoreConfig {
+    StoreConfig {
+        memory_bytes_max,
+        page_size,
+        slab_growth_factor: 1.25,
+        item_size_max: page_size,
+        cas_enabled: true,
+        key_hash: test_hash,
+    }
+}
+
+/// Two 1 KiB pages.
+fn tiny() -> Store {
+    Store::new(config(2048, 1024))
+}
+
+const T0: Instant32 = START;
+
+fn at(secs: u32) -> Instant32 {
+    T0.plus(secs)
+}
+
+fn set(
+    store: &mut Store,
+    key: &str,
+    value: &[u8],
+    expires_at: Option<Instant32>,
+    now: Instant32,
+) -> StoreOutcome {
+    let key = key.as_bytes();
+    let result = store.store(
+        StoreMode::Set,
+        key,
+        test_hash(key),
+        0,
+        expires_at,
+        value,
+        now,
+    );
+    store.check_invariants();
+    result.expect("set")
+}
+
+fn mode(
+    store: &mut Store,
+    mode: StoreMode,
+    key: &str,
+    flags: u32,
+    value: &[u8],
+    now: Instant32,
+) -> StoreOutcome {
+    let key = key.as_bytes();
+    let result = store.store(mode, key, test_hash(key), flags, None, value, now);
+    store.check_invariants();
+    result.expect("store")
+}
+
+fn get(store: &mut Store, key: &str, now: Instant32) -> Option<Vec<u8>> {
+    let key = key.as_bytes();
+    let value = store
+        .get(key, test_hash(key), now)
+        .map(|view| view.value.to_vec());
+    store.check_invariants();
+    value
+}
+
+fn gets(store: &mut Store, key: &str, now: Instant32) -> Option<(Vec<u8>, u32, u64)> {
+    let key = key.as_bytes();
+    store
+        .get(key, test_hash(key), now)
+        .map(|view| (view.value.to_vec(), view.client_flags, view.cas))
+}
+
+fn arith(store: &mut Store, key: &str, incr: bool, delta: u64, now: Instant32) -> ArithOutcome {
+    let key = key.as_bytes();
+    let outcome = store.arith(key, test_hash(key), incr, delta, now);
+    store.check_invariants();
+    outcome
+}
+
+#[test]
+fn expiry_absent_past_future_and_boundary() {
+    let mut store = tiny();
+    set(&mut store, "never", b"v", None, T0);
+    set(&mut store, "past", b"v", Some(Instant32(1)), T0);
+    set(&mut store, "future", b"v", Some(at(10)), T0);
+    assert_eq!(get(&mut store, "never", at(1_000_000)), Some(b"v".to_vec()));
+    assert_eq!(get(&mut store, "past", T0), None);
+    assert_eq!(get(&mut store, "future", at(9)), Some(b"v".to_vec()));
+    let before = store.stats();
+    assert_eq!(
+        get(&mut store, "future", at(10)),
+        None,
+        "now == expires_at is a miss"
+    );
+    let after = store.stats();
+    assert_eq!(after.get_expired - before.get_expired, 1);
+    assert_eq!(after.get_misses - before.get_misses, 1);
+    assert_eq!(after.reclaimed - before.reclaimed, 1);
+    assert_eq!(
+        after.expired_unfetched - before.expired_unfetched,
+        0,
+        "it was fetched at 9"
+    );
+    assert_eq!(after.curr_items, 1);
+}
+
+#[test]
+fn flush_now_and_same_second_set_survives() {
+    let mut store = tiny();
+    set(&mut store, "a", b"1", None, T0);
+    set(&mut store, "b", b"2", None, T0);
+    store.flush_all(T0, T0);
+    set(&mut store, "b", b"3", None, T0);
+    assert_eq!(get(&mut store, "a", T0), None);
+    assert_eq!(
+        get(&mut store, "b", T0),
+        Some(b"3".to_vec()),
+        "set after flush, same second"
+    );
+    let stats = store.stats();
+    assert_eq!(stats.get_flushed, 1);
+    assert_eq!(stats.get_misses, 1);
+}
+
+#[test]
+fn delayed_flush_takes_effect_at_its_second() {
+    let mut store = tiny();
+    set(&mut store, "a", b"1", None, T0);
+    store.flush_all(at(5), T0);
+    set(&mut store, "b", b"2", None, at(4));
+    assert_eq!(get(&mut store, "a", at(4)), Some(b"1".to_vec()));
+    assert_eq!(get(&mut store, "a", at(5)), None);
+    assert_eq!(
+        get(&mut store, "b", at(5)),
+        None,
+        "stored before the flush moment"
+    );
+    set(&mut store, "c", b"3", None, at(5));
+    assert_eq!(get(&mut store, "c", at(6)), Some(b"3".to_vec()));
+}
+
+#[test]
+fn add_replace_append_prepend() {
+    let mut store = tiny();
+    assert_eq!(
+        mode(&mut store, StoreMode::Replace, "k", 1, b"x", T0),
+        StoreOutcome::NotStored
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Append, "k", 1, b"x", T0),
+        StoreOutcome::NotStored
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Add, "k", 7, b"mid", T0),
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Add, "k", 8, b"zzz", T0),
+        StoreOutcome::NotStored
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Append, "k", 9, b">", T0),
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Prepend, "k", 9, b"<", T0),
+        StoreOutcome::Stored
+    );
+    let (value, flags, _) = gets(&mut store, "k", T0).unwrap();
+    assert_eq!(value, b"<mid>");
+    assert_eq!(flags, 7, "append/prepend keep the flags");
+    assert_eq!(
+        mode(&mut store, StoreMode::Replace, "k", 2, b"new", T0),
+        StoreOutcome::Stored
+    );
+    assert_eq!(gets(&mut store, "k", T0).unwrap().1, 2);
+}
+
+#[test]
+fn append_keeps_expiry() {
+    let mut store = tiny();
+    let key = b"k";
+    store
+        .store(
+            StoreMode::Set,
+            key,
+            test_hash(key),
+            0,
+            Some(at(10)),
+            b"a",
+            T0,
+        )
+        .unwrap();
+    mode(&mut store, StoreMode::Append, "k", 0, b"b", at(1));
+    assert_eq!(get(&mut store, "k", at(9)), Some(b"ab".to_vec()));
+    assert_eq!(get(&mut store, "k", at(10)), None);
+}
+
+#[test]
+fn cas_paths() {
+    let mut store = tiny();
+    assert_eq!(
+        mode(&mut store, StoreMode::Cas(1), "k", 0, b"v", T0),
+        StoreOutcome::NotFound
+    );
+    set(&mut store, "k", b"v1", None, T0);
+    let (_, _, cas1) = gets(&mut store, "k", T0).unwrap();
+    assert_ne!(cas1, 0);
+    assert_eq!(
+        mode(&mut store, StoreMode::Cas(cas1 + 1), "k", 0, b"v2", T0),
+        StoreOutcome::Exists
+    );
+    assert_eq!(
+        mode(&mut store, StoreMode::Cas(cas1), "k", 0, b"v2", T0),
+        StoreOutcome::Stored
+    );
+    let (value, _, cas2) = gets(&mut store, "k", T0).unwrap();
+    assert_eq!(value, b"v2");
+    assert!(cas2 > cas1);
+    let stats = store.stats();
+    assert_eq!(
+        (stats.cas_misses, stats.cas_badval, stats.cas_hits),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.cmd_set, 4);
+}
+
+#[test]
+fn cas_disabled_reads_zero() {
+    let mut cfg = config(2048, 1024);
+    cfg.cas_enabled = false;
+    let mut store = Store::new(cfg);
+    set(&mut store, "k", b"v", None, T0);
+    assert_eq!(gets(&mut store, "k", T0).unwrap().2, 0);
+    // Flush still works without cas: the sequence is kept internally.
+    store.flush_all(T0, T0);
+    assert_eq!(get(&mut store, "k", T0), None);
+}
+
+#[test]
+fn incr_decr_edges() {
+    let mut store = tiny();
+    assert_eq!(arith(&mut store, "n", true, 1, T0), ArithOutcome::NotFound);
+    set(&mut store, "n", b"10", None, T0);
+    assert_eq!(arith(&mut store, "n", false, 1, T0), ArithOutcome::Value(9));
+    assert_eq!(
+        get(&mut store, "n", T0),
+        Some(b"9 ".to_vec()),
+        "memcached pads in place"
+    );
+    assert_eq!(
+        arith(&mut store, "n", true, 991, T0),
+        ArithOutcome::Value(1000)
+    );
+    assert_eq!(
+        get(&mut store, "n", T0),
+        Some(b"1000".to_vec()),
+        "longer: a new item"
+    );
+    assert_eq!(
+        arith(&mut store, "n", false, 5000, T0),
+        ArithOutcome::Value(0),
+        "decr floors at 0"
+    );
+    set(&mut store, "n", u64::MAX.to_string().as_bytes(), None, T0);
+    assert_eq!(
+        arith(&mut store, "n", true, 2, T0),
+        ArithOutcome::Value(1),
+        "incr wraps"
+    );
+    for bad in [
+        &b"abc"[..],
+        b"",
+        b"12a",
+        b"-1",
+        b"18446744073709551616",
+        b" ",
+    ] {
+        set(&mut store, "n", bad, None, T0);
+        assert_eq!(
+            arith(&mut store, "n", true, 1, T0),
+            ArithOutcome::NonNumeric,
+            "{bad:?}"
+        );
+    }
+    for (good, result) in [
+        (&b"  7"[..], 8),
+        (b"+7", 8),
+        (b"7 junk", 8),
+        (b"00000000000000000000000007", 8),
+    ] {
+        set(&mut store, "n", good, None, T0);
+        assert_eq!(
+            arith(&mut store, "n", true, 1, T0),
+            ArithOutcome::Value(result),
+            "{good:?}"
+        );
+    }
+    let key = b"f";
+    store
+        .store(
+            StoreMode::Set,
+            key,
+            test_hash(key),
+            5,
+            Some(at(50)),
+            b"99",
+            T0,
+        )
+        .unwrap();
+    let cas_before = gets(&mut store, "f", T0).unwrap().2;
+    assert_eq!(
+        arith(&mut store, "f", true, 1, T0),
+        ArithOutcome::Value(100)
+    );
+    let (value, flags, cas_after) = gets(&mut store, "f", T0).unwrap();
+    assert_eq!((value.as_slice(), flags), (&b"100"[..], 5));
+    assert!(cas_after > cas_before);
+    assert_eq!(get(&mut store, "f", at(50)), None, "expiry kept");
+    let stats = store.stats();
+    assert_eq!(stats.incr_misses, 1);
+    assert_eq!(stats.decr_hits, 2);
+}
+
+#[test]
+fn delete_and_touch_counters() {
+    let mut store = tiny();
+    set(&mut store, "k", b"v", None, T0);
+    let key = b"k";
+    assert!(store.touch(key, test_hash(key), Some(at(5)), T0).is_some());
+    store.check_invariants();
+    assert!(store
+        .touch(b"x", test_hash(b"x"), Some(at(5)), T0)
+        .is_none());
+    assert_eq!(get(&mut store, "k", at(4)), Some(b"v".to_vec()));
+    assert_eq!(get(&mut store, "k", at(5)), None, "touch set the expiry");
+    set(&mut store, "k", b"v", Some(at(100)), at(5));
+    assert!(store.touch(key, test_hash(key), None, at(6)).is_some());
+    assert_eq!(
+        get(&mut store, "k", at(1000)),
+        Some(b"v".to_vec()),
+        "touch cleared the expiry"
+    );
+    assert!(store.delete(key, test_hash(key), at(1000)));
+    assert!(!store.delete(key, test_hash(key), at(1000)));
+    let stats = store.stats();
+    assert_eq!(
+        (stats.cmd_touch, stats.touch_hits, stats.touch_misses),
+        (3, 2, 1)
+    );
+    assert_eq!((stats.delete_hits, stats.delete_misses), (1, 1));
+    assert_eq!((stats.curr_items, stats.bytes), (0, 0));
+    store.check_invariants();
+}
+
+#[test]
+fn get_counters_exact() {
+    let mut store = tiny();
+    set(&mut store, "k", b"v", None, T0);
+    store.reset_stats();
+    get(&mut store, "k", T0);
+    get(&mut store, "k", T0);
+    get(&mut store, "nope", T0);
+    let stats = store.stats();
+    assert_eq!((stats.cmd_get, stats.get_hits, stats.get_misses), (3, 2, 1));
+    assert_eq!((stats.curr_items, stats.total_items), (1, 0));
+    assert_eq!(stats.bytes, 16 + 1 + 1);
+    let view = store.get(b"k", test_hash(b"k"), at(3)).unwrap();
+    assert!(view.fetched);
+    assert_eq!(view.last_access, T0);
+}
+
+/// Items that land in one class of the tiny store: 100-byte chunks, 10 per page, 20 in all.
+fn fill_value() -> Vec<u8> {
+    vec![b'x'; 70]
+}
+
+fn key_of(i: usize) -> String {
+    format!("key:{i:04}")
+}
+
+#[test]
+fn eviction_follows_clock_after_a_read() {
+    let mut store = tiny();
+    let value = fill_value();
+    let class = store.class_for(8, value.len(), 0, None);
+    let per_page =
+        store.stats().limit_maxbytes as usize / 2 / store.class_chunk_sizes()[usize::from(class)];
+    let capacity = per_page * 2;
+    for i in 0..capacity {
+        set(&mut store, &key_of(i), &value, None, T0);
+    }
+    assert_eq!(store.stats().evictions, 0);
+    assert!(get(&mut store, &key_of(0), T0).is_some());
+    // The next set evicts the oldest unread item (key 1), not the read key 0.
+    set(&mut store, &key_of(capacity), &value, None, T0);
+    assert_eq!(store.stats().evictions, 1);
+    assert!(get(&mut store, &key_of(0), T0).is_some());
+    assert!(get(&mut store, &key_of(1), T0).is_none());
+    assert!(get(&mut store, &key_of(2), T0).is_some());
+    let stats = store.stats();
+    assert_eq!(stats.evicted_unfetched, 1);
+    assert_eq!(
+        stats
+            .classes
+            .iter()
+            .map(|c| c.counters.evicted)
+            .sum::<u64>(),
+        1
+    );
+}
+
+#[test]
+fn read_items_survive_a_scan_of_new_writes() {
+    let mut store = tiny();
+    let value = fill_value();
+    let capacity = 20;
+    for i in 0..capacity {
+        set(&mut store, &key_of(i), &value, None, T0);
+    }
+    let hot = [3, 7, 15];
+    for &i in &hot {
+        assert!(get(&mut store, &key_of(i), T0).is_some());
+    }
+    // A scan: as many new keys as the store holds, minus the hot ones.
+    for i in 100..100 + capacity - hot.len() {
+        set(&mut store, &key_of(i), &value, None, at(1));
+    }
+    for &i in &hot {
+        assert!(
+            get(&mut store, &key_of(i), at(2)).is_some(),
+            "hot key {i} survived the scan"
+        );
+    }
+}
+
+#[test]
+fn rebalancing_moves_pages_to_large_items() {
+    let mut store = Store::new(config(8 * 1024, 1024));
+    for i in 0..200 {
+        set(&mut store, &key_of(i), b"small", None, T0);
+    }
+    let small_class = store.class_for(8, 5, 0, None);
+    assert!(store
+        .stats()
+        .classes
+        .iter()
+        .all(|c| c.slab_class == small_class));
+    let large = vec![b'L'; 900];
+    for i in 0..40 {
+        let outcome = set(&mut store, &format!("large:{i}"), &large, None, at(1));
+        assert_eq!(outcome, StoreOutcome::Stored);
+        assert_eq!(
+            get(&mut store, &format!("large:{i}"), at(1)),
+            Some(large.clone())
+        );
+    }
+    let stats = store.stats();
+    let large_class = store.class_for(8, 900, 0, None);
+    let large_pages = stats
+        .classes
+        .iter()
+        .find(|c| c.slab_class == large_class)
+        .map_or(0, |c| c.total_pages);
+    assert!(
+        large_pages >= 6,
+        "large items got most of the memory back: {large_pages}"
+    );
+    assert!(stats.slabs_moved >= 6);
+}
+
+#[test]
+fn crawler_respects_its_budget() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    for i in 0..30 {
+        set(&mut store, &key_of(i), b"v", Some(at(5)), T0);
+    }
+    assert_eq!(store.crawl(at(4), 1000), 0, "nothing dead yet");
+    let mut total = 0;
+    for _ in 0..100 {
+        let reclaimed = store.crawl(at(5), 7);
+        assert!(reclaimed <= 7);
+        store.check_invariants();
+        total += reclaimed;
+    }
+    assert_eq!(total, 30);
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.reclaimed,
+            stats.crawler_reclaimed,
+            stats.expired_unfetched
+        ),
+        (30, 30, 30)
+    );
+    assert_eq!(stats.curr_items, 0);
+}
+
+#[test]
+fn large_item_round_trips() {
+    let mut cfg = config(8 << 20, 1 << 20);
+    cfg.item_size_max = 2 << 20;
+    let mut store = Store::new(cfg);
+    let value: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    set(&mut store, "big", &value, None, T0);
+    assert_eq!(get(&mut store, "big", T0), Some(value.clone()));
+    let stats = store.stats();
+    assert_eq!(stats.curr_items, 1);
+    assert_eq!(stats.classes.len(), 1);
+    assert_eq!(stats.classes[0].chunk_size, 0, "huge class");
+    mode(&mut store, StoreMode::Append, "big", 0, b"tail", T0);
+    assert_eq!(get(&mut store, "big", T0).unwrap().len(), value.len() + 4);
+    assert!(store.delete(b"big", test_hash(b"big"), T0));
+    store.check_invariants();
+    assert_eq!(store.stats().total_malloced, 0, "huge allocation released");
+}
+
+#[test]
+fn too_large_and_out_of_memory() {
+    let mut store = tiny();
+    let key = b"k";
+    let over = vec![0u8; 1025];
+    assert_eq!(
+        store.store(StoreMode::Set, key, test_hash(key), 0, None, &over, T0),
+        Err(StoreError::TooLarge)
+    );
+    let mut cfg = config(2048, 1024);
+    cfg.item_size_max = 8192;
+    let mut store = Store::new(cfg);
+    let value = vec![0u8; 4000];
+    assert_eq!(
+        store.store(StoreMode::Set, key, test_hash(key), 0, None, &value, T0),
+        Err(StoreError::OutOfMemory),
+        "needs four pages of a two-page store"
+    );
+    let stats = store.stats();
+    assert_eq!(
+        stats
+            .classes
+            .iter()
+            .map(|c| c.counters.outofmemory)
+            .sum::<u64>(),
+        1
+    );
+    // A huge item that fits the budget evicts everything else.
+    set(&mut store, "a", b"1", None, T0);
+    let value = vec![1u8; 1500];
+    store
+        .store(StoreMode::Set, key, test_hash(key), 0, None, &value, T0)
+        .unwrap();
+    store.check_invariants();
+    assert_eq!(get(&mut store, "a", T0), None);
+    assert_eq!(get(&mut store, "k", T0), Some(value));
+}
+
+#[test]
+fn touch_moves_a_compact_item_and_keeps_cas() {
+    let mut store = tiny();
+    set(&mut store, "k", b"v", None, T0);
+    let cas = gets(&mut store, "k", T0).unwrap().2;
+    let key = b"k";
+    let view = store
+        .touch(key, test_hash(key), Some(at(3)), at(1))
+        .unwrap();
+    assert_eq!(
+        (view.value, view.cas, view.expires_at),
+        (&b"v"[..], cas, Some(at(3)))
+    );
+    store.check_invariants();
+    assert_eq!(store.stats().total_items, 1);
+}
+
+#[test]
+fn table_grows_incrementally_under_load() {
+    let mut store = Store::new(config(64 << 20, 1 << 20));
+    for i in 0..5000 {
+        let key = key_of(i);
+        let key = key.as_bytes();
+        store
+            .store(StoreMode::Set, key, test_hash(key), 0, None, b"v", T0)
+            .unwrap();
+        if i % 500 == 0 {
+            store.check_invariants();
+        }
+    }
+    for i in 0..5000 {
+        let key = key_of(i);
+        let hit = store
+            .get(key.as_bytes(), test_hash(key.as_bytes()), T0)
+            .is_some();
+        assert!(hit, "{i}");
+    }
+    for i in (0..5000).step_by(2) {
+        assert!(store.delete(key_of(i).as_bytes(), test_hash(key_of(i).as_bytes()), T0));
+    }
+    store.check_invariants();
+    assert_eq!(store.stats().curr_items, 2500);
+}
+
+/// The memory target: 1,000,000 items of 11-byte keys and 100-byte values.
+/// `cargo test --release --lib bytes_per_item -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bytes_per_item() {
+    let mut store = Store::new(config(1 << 30, 1 << 20));
+    let value = vec![b'v'; 100];
+    let count = 1_000_000;
+    for i in 1..=count {
+        let key = format!("key:{i:07}");
+        let key = key.as_bytes();
+        store
+            .store(StoreMode::Set, key, test_hash(key), 0, None, &value, T0)
+            .unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.curr_items, count as u64);
+    let class = store.class_for(11, 100, 0, None);
+    let chunk = store.class_chunk_sizes()[usize::from(class)];
+    println!(
+        "items {count}: chunk {chunk} B, pages {} B, table {} B, total {:.1} B/item",
+        stats.total_malloced,
+        stats.hash_bytes,
+        (stats.total_malloced + stats.hash_bytes) as f64 / count as f64
+    );
+}
+
+#[test]
+fn class_stats_report_chunks_pages_and_age() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    let value = fill_value();
+    for i in 0..15 {
+        set(&mut store, &key_of(i), &value, None, T0);
+    }
+    get(&mut store, &key_of(0), at(30));
+    let stats = store.stats();
+    assert_eq!(stats.classes.len(), 1);
+    let class = &stats.classes[0];
+    let total = 16 + 8 + 70;
+    assert_eq!(class.chunk_size, 96);
+    assert_eq!(class.chunks_per_page, 1024 / 96);
+    assert_eq!(class.total_pages, 2);
+    assert_eq!(class.total_chunks, 2 * (1024 / 96));
+    assert_eq!(class.used_chunks, 15);
+    assert_eq!(class.number, 15);
+    assert_eq!(class.free_chunks, class.total_chunks - 15);
+    assert_eq!(class.mem_requested, 15 * total);
+    assert_eq!(stats.bytes, 15 * total);
+    assert_eq!(class.age, 30, "the oldest access is at T0");
+    assert_eq!(stats.total_malloced, 2048);
+}
