@@ -1,1 +1,169 @@
-//! Shard glue (being written).
+//! Glue between the protocol and one shard's store: executes a parsed request and composes its
+//! reply straight into an output buffer (one copy of a value: slab -> reply bytes).
+//!
+//! Requests reach here already routed: every key handed to a [`Shard`] is owned by it. Commands
+//! that concern the whole server (`stats`, `flush_all`, `version`, ...) are split or answered by
+//! the runtime; this module supplies each shard's part of them.
+
+use crate::clock::{self, Epoch, Instant32};
+use crate::protocol::{compose, GetVerb, Request, StoreVerb};
+use crate::router::ShardId;
+use crate::storage::{ArithOutcome, Store, StoreConfig, StoreError, StoreMode, StoreOutcome};
+
+/// One shard: the store it owns plus what it needs to answer requests.
+pub struct Shard {
+    pub id: ShardId,
+    store: Store,
+    epoch: Epoch,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, cfg: StoreConfig, epoch: Epoch) -> Shard {
+        Shard {
+            id,
+            store: Store::new(cfg),
+            epoch,
+        }
+    }
+
+    /// The store, for stats and maintenance.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The store, mutably (crawler, flush, stats reset).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Converts a client exptime at `now`.
+    pub fn expires_at(&self, exptime: i64, now: Instant32) -> Option<Instant32> {
+        clock::expires_at(exptime, now, &self.epoch)
+    }
+
+    /// One key of a retrieval command: appends its `VALUE` block on a hit, nothing on a miss.
+    pub fn exec_get_key(
+        &mut self,
+        verb: GetVerb,
+        touch_to: Option<Instant32>,
+        key: &[u8],
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
+        let item = if verb.touches() {
+            self.store.touch(key, key_hash, touch_to, now)
+        } else {
+            self.store.get(key, key_hash, now)
+        };
+        if let Some(item) = item {
+            let cas = verb.with_cas().then_some(item.cas);
+            compose::value(out, item.key, item.client_flags, item.value, cas);
+        }
+    }
+
+    /// Executes a single-key request (`Request::key()` is `Some`) and appends its reply.
+    pub fn exec_keyed(
+        &mut self,
+        req: &Request<'_>,
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
+        match *req {
+            Request::Store {
+                verb,
+                key,
+                client_flags,
+                exptime,
+                value,
+                cas_expected,
+                noreply,
+            } => {
+                let mode = match verb {
+                    StoreVerb::Set => StoreMode::Set,
+                    StoreVerb::Add => StoreMode::Add,
+                    StoreVerb::Replace => StoreMode::Replace,
+                    StoreVerb::Append => StoreMode::Append,
+                    StoreVerb::Prepend => StoreMode::Prepend,
+                    StoreVerb::Cas => StoreMode::Cas(cas_expected),
+                };
+                let expires_at = self.expires_at(exptime, now);
+                let reply: &[u8] = match self.store.store(
+                    mode,
+                    key,
+                    key_hash,
+                    client_flags,
+                    expires_at,
+                    value,
+                    now,
+                ) {
+                    Ok(StoreOutcome::Stored) => compose::STORED,
+                    Ok(StoreOutcome::NotStored) => compose::NOT_STORED,
+                    Ok(StoreOutcome::Exists) => compose::EXISTS,
+                    Ok(StoreOutcome::NotFound) => compose::NOT_FOUND,
+                    Err(StoreError::TooLarge) => compose::SERVER_ERROR_TOO_LARGE,
+                    Err(StoreError::OutOfMemory) => compose::SERVER_ERROR_OUT_OF_MEMORY,
+                };
+                if !noreply {
+                    out.extend_from_slice(reply);
+                }
+            }
+            Request::TooLarge {
+                verb, key, noreply, ..
+            } => {
+                // memcached removes the old item so a failed set never leaves stale data.
+                if verb == StoreVerb::Set {
+                    self.store.forget(key, key_hash, now);
+                }
+                if !noreply {
+                    out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
+                }
+            }
+            Request::Delete { key, noreply } => {
+                let reply: &[u8] = if self.store.delete(key, key_hash, now) {
+                    compose::DELETED
+                } else {
+                    compose::NOT_FOUND
+                };
+                if !noreply {
+                    out.extend_from_slice(reply);
+                }
+            }
+            Request::Arith {
+                incr,
+                key,
+                delta,
+                noreply,
+            } => {
+                let outcome = self.store.arith(key, key_hash, incr, delta, now);
+                if noreply {
+                    return;
+                }
+                match outcome {
+                    ArithOutcome::Value(v) => compose::number(out, v),
+                    ArithOutcome::NotFound => out.extend_from_slice(compose::NOT_FOUND),
+                    ArithOutcome::NonNumeric => {
+                        out.extend_from_slice(compose::CLIENT_ERROR_NON_NUMERIC)
+                    }
+                }
+            }
+            Request::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                let expires_at = self.expires_at(exptime, now);
+                let hit = self.store.touch(key, key_hash, expires_at, now).is_some();
+                if !noreply {
+                    out.extend_from_slice(if hit {
+                        compose::TOUCHED
+                    } else {
+                        compose::NOT_FOUND
+                    });
+                }
+            }
+            _ => debug_assert!(false, "exec_keyed called with an unkeyed request"),
+        }
+    }
+}

@@ -1,1 +1,233 @@
-//! Runtime (being written).
+//! The runtime: the only place with threads, sockets, rings and timers.
+//!
+//! One executor thread per shard, pinned to its cpu, each running its own run-to-completion
+//! event loop over its own SO_REUSEPORT listeners and the connections they accept. Executors
+//! share nothing but the mesh queues (cross-core requests and replies), a few process-wide
+//! counters (connections), and the clock offset used by test hooks.
+//!
+//! Invariants: every buffer and queue here is bounded (see `connection.rs` and `mesh.rs`); an
+//! executor never blocks except in its event-loop wait; `listening <addr>` is printed only once
+//! every executor is serving.
+//!
+//! Must not: touch a store except through its own executor's `Shard`.
+
+pub mod backend;
+pub mod connection;
+pub mod core;
+pub mod epoll;
+pub mod listener;
+pub mod mesh;
+pub mod stats;
+pub mod uring;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use crate::clock::{Epoch, Instant32, START};
+use crate::config::Config;
+use crate::router::{key_hash, ShardId};
+use crate::shard::Shard;
+use crate::storage::StoreConfig;
+
+use backend::Backend;
+
+/// Process-wide state shared by every executor (read-mostly; nothing on the per-request path
+/// except the clock read once per loop turn).
+pub struct Shared {
+    pub config: Config,
+    pub epoch: Epoch,
+    started: Instant,
+    /// Seconds added to the clock by `debug_time advance` (feature `test-hooks`).
+    pub clock_offset_secs: AtomicU32,
+    pub curr_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub verbosity: AtomicU32,
+    pub shutdown: AtomicBool,
+    /// The addresses actually bound (port 0 resolved).
+    pub bound: Vec<SocketAddr>,
+    backend: AtomicU8,
+}
+
+impl Shared {
+    /// The server clock: seconds since start (plus [`START`]) plus any test offset.
+    pub fn now(&self) -> Instant32 {
+        let secs = self.started.elapsed().as_secs();
+        let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+        START
+            .plus(secs)
+            .plus(self.clock_offset_secs.load(Ordering::Relaxed))
+    }
+
+    /// Name of the backend in use.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend.load(Ordering::Relaxed) {
+            1 => "io_uring",
+            _ => "epoll",
+        }
+    }
+}
+
+/// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), String> {
+    block_signals();
+    let shard_count = usize::from(config.shard_count);
+
+    // Bind every listener before anything is announced.
+    let mut per_core: Vec<Vec<TcpListener>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in &config.listen {
+        let (group, actual) = listener::bind_group(addr, shard_count)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        for (core, l) in group.into_iter().enumerate() {
+            per_core[core].push(l);
+        }
+        bound.push(actual);
+    }
+
+    let backend = backend::choose(config.io_backend, &config)?;
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let shared = Arc::new(Shared {
+        epoch: Epoch {
+            started_unix: unix_now,
+        },
+        started: Instant::now(),
+        clock_offset_secs: AtomicU32::new(0),
+        curr_connections: AtomicU64::new(0),
+        total_connections: AtomicU64::new(0),
+        rejected_connections: AtomicU64::new(0),
+        verbosity: AtomicU32::new(u32::from(config.verbosity)),
+        shutdown: AtomicBool::new(false),
+        bound: bound.clone(),
+        backend: AtomicU8::new(u8::from(backend == Backend::Uring)),
+        config,
+    });
+    if let Some(path) = &shared.config.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("-P {path}: {e}"))?;
+    }
+
+    let endpoints = mesh::build(shared.config.shard_count).map_err(|e| format!("mesh: {e}"))?;
+    let wakers: Vec<_> = endpoints
+        .first()
+        .map(|e| e.wakers().to_vec())
+        .unwrap_or_default();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::with_capacity(shard_count);
+    for (i, (endpoint, listeners)) in endpoints.into_iter().zip(per_core).enumerate() {
+        let shared = Arc::clone(&shared);
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || executor(i, endpoint, listeners, shared, backend, ready))
+            .map_err(|e| format!("cannot start executor {i}: {e}"))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("an executor stopped during startup".into()),
+        }
+    }
+    if shared.config.verbosity > 0 {
+        eprintln!(
+            "corecache {}: {} shards, backend {}",
+            env!("CARGO_PKG_VERSION"),
+            shard_count,
+            shared.backend_name()
+        );
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        for addr in &bound {
+            let _ = writeln!(out, "listening {addr}");
+        }
+        let _ = out.flush();
+    }
+
+    wait_for_stop_signal();
+    shared.shutdown.store(true, Ordering::SeqCst);
+    for w in &wakers {
+        w.wake();
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(path) = &shared.config.pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// One executor: pin, build the shard, serve until shutdown.
+fn executor(
+    i: usize,
+    endpoint: mesh::Endpoint,
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    backend: Backend,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let cfg = &shared.config;
+    if let Some(Some(cpu)) = cfg.shard_cpus.get(i) {
+        core_affinity::set_for_current(core_affinity::CoreId { id: *cpu });
+    }
+    let store_cfg = StoreConfig {
+        memory_bytes_max: cfg.memory_bytes_max / usize::from(cfg.shard_count),
+        page_size: 1 << 20,
+        slab_growth_factor: cfg.slab_growth_factor,
+        item_size_max: cfg.item_size_max,
+        cas_enabled: cfg.cas_enabled,
+        key_hash,
+    };
+    let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
+    let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
+    let result = match backend {
+        Backend::Epoll => epoll::run(core, listeners, &ready),
+        Backend::Uring => uring::run(core, listeners, &ready),
+    };
+    if let Err(e) = result {
+        let msg = format!("executor {i}: {e}");
+        if ready.send(Err(msg.clone())).is_err() || shared.shutdown.load(Ordering::Relaxed) {
+            eprintln!("{msg}");
+        } else {
+            // Serving already started: one dead shard takes the process down.
+            eprintln!("{msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every executor spawned after),
+/// and ignores SIGPIPE (a write to a closed socket returns EPIPE instead).
+fn block_signals() {
+    // SAFETY: plain libc signal-mask calls on a zero-initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Waits (in the main thread) for SIGTERM or SIGINT.
+fn wait_for_stop_signal() {
+    // SAFETY: sigwait on a set of signals blocked in every thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let mut sig: libc::c_int = 0;
+        libc::sigwait(&set, &mut sig);
+    }
+}

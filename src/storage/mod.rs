@@ -462,6 +462,14 @@ impl Store {
         self.tick(now);
     }
 
+    /// Removes the key's item without counting a delete: a `set` refused as too large must not
+    /// leave the old value behind (memcached unlinks it too).
+    pub fn forget(&mut self, key: &[u8], key_hash: u64, now: Instant32) {
+        let saved = (self.counters.delete_hits, self.counters.delete_misses);
+        self.delete(key, key_hash, now);
+        (self.counters.delete_hits, self.counters.delete_misses) = saved;
+    }
+
     /// Zeroes the counters (not the gauges).
     pub fn reset_stats(&mut self) {
         self.counters = StoreStats::default();

@@ -1,0 +1,762 @@
+//! The executor's engine, shared by both networking backends: connections, parsing, routing,
+//! local execution, envelopes to and from other cores, and in-order replies.
+//!
+//! A backend only moves bytes: it feeds received bytes in ([`Core::input`] or by filling
+//! `Conn::rbuf` and calling [`Core::process`]), runs one [`Core::turn_begin`] /
+//! [`Core::turn_end`] pair per loop turn, and writes each dirty connection's `out` once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::connection::{Conn, Slot, SlotKind};
+use super::mesh::{
+    ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
+};
+use super::stats;
+use super::Shared;
+use crate::clock::Instant32;
+use crate::protocol::parse::parse;
+use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
+use crate::router::{key_hash, shard_of};
+use crate::shard::Shard;
+
+/// Envelopes taken from each inbound queue per turn (bounds one turn's work).
+const INBOUND_PER_TURN: usize = 16;
+
+/// Bytes parsed from one connection per turn before moving on (fairness between clients).
+const PARSE_BUDGET: usize = 256 * 1024;
+
+/// What a backend should do with a connection after feeding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnAction {
+    Keep,
+    Close,
+}
+
+/// One executor's state.
+pub struct Core {
+    pub me: u16,
+    pub shard_count: u16,
+    pub shard: Shard,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    generation_next: u32,
+    mesh: Endpoint,
+    outbox: Outbox,
+    inbox: Vec<Envelope>,
+    pub shared: Arc<Shared>,
+    limits: Limits,
+    pub now: Instant32,
+    /// Connections with new output this turn.
+    pub dirty: Vec<u32>,
+    /// Counters of this core's connections (summed into `stats`).
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// `flush_all` commands received by this core's connections.
+    pub cmd_flush: u64,
+    rbuf_max: usize,
+    last_crawl: Instant32,
+}
+
+impl Core {
+    pub fn new(shard: Shard, mesh: Endpoint, shared: Arc<Shared>) -> Core {
+        let me = mesh.me.0;
+        let shard_count = shared.config.shard_count;
+        let limits = shared.config.limits;
+        let rbuf_max = limits
+            .get_line_len_max
+            .max(limits.item_size_max + limits.line_len_max + 2);
+        Core {
+            me,
+            shard_count,
+            shard,
+            conns: Vec::new(),
+            free: Vec::new(),
+            generation_next: 1,
+            mesh,
+            outbox: Outbox::new(me, shard_count),
+            inbox: Vec::new(),
+            now: shared.now(),
+            shared,
+            limits,
+            dirty: Vec::new(),
+            bytes_read: 0,
+            bytes_written: 0,
+            cmd_flush: 0,
+            rbuf_max,
+            last_crawl: Instant32(0),
+        }
+    }
+
+    /// This core's mesh endpoint (wakers).
+    pub fn mesh(&self) -> &Endpoint {
+        &self.mesh
+    }
+
+    /// Largest read buffer a connection may hold.
+    pub fn rbuf_max(&self) -> usize {
+        self.rbuf_max
+    }
+
+    // ---- connections ----
+
+    /// Registers an accepted connection; `None` if it must be refused (`-c` reached).
+    pub fn open(&mut self, peer: String) -> Option<u32> {
+        let shared = &self.shared;
+        let curr = shared.curr_connections.fetch_add(1, Ordering::Relaxed);
+        if curr >= shared.config.conns_max as u64 {
+            shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+            shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation_next;
+        self.generation_next = self.generation_next.wrapping_add(1).max(1);
+        let conn = Conn::new(generation, peer);
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        Some(idx)
+    }
+
+    /// Forgets a connection (the backend closes its socket).
+    pub fn close(&mut self, idx: u32) {
+        if let Some(slot) = self.conns.get_mut(idx as usize) {
+            if slot.take().is_some() {
+                self.free.push(idx);
+                self.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn conn(&self, idx: u32) -> Option<&Conn> {
+        self.conns.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    pub fn conn_mut(&mut self, idx: u32) -> Option<&mut Conn> {
+        self.conns.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    /// Every open connection's index.
+    pub fn conn_indices(&self) -> Vec<u32> {
+        (0..self.conns.len() as u32)
+            .filter(|&i| self.conns[i as usize].is_some())
+            .collect()
+    }
+
+    /// Whether the connection should be read from now (bounded buffers, backpressure).
+    pub fn wants_read(&self, idx: u32) -> bool {
+        match self.conn(idx) {
+            Some(c) => {
+                !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max && !self.outbox.blocked()
+            }
+            None => false,
+        }
+    }
+
+    fn mark_dirty(&mut self, idx: u32) {
+        if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(idx);
+            }
+        }
+    }
+
+    /// Takes the list of connections with output; clears their dirty marks.
+    pub fn take_dirty(&mut self, into: &mut Vec<u32>) {
+        into.clear();
+        std::mem::swap(into, &mut self.dirty);
+        for &i in into.iter() {
+            if let Some(c) = self.conns.get_mut(i as usize).and_then(Option::as_mut) {
+                c.dirty = false;
+            }
+        }
+    }
+
+    /// Feeds received bytes to a connection and processes them.
+    pub fn input(&mut self, idx: u32, data: &[u8]) -> ConnAction {
+        self.bytes_read += data.len() as u64;
+        match self.conn_mut(idx) {
+            Some(c) => c.rbuf.extend_from_slice(data),
+            None => return ConnAction::Close,
+        }
+        self.process(idx)
+    }
+
+    /// Records that the peer closed its sending side.
+    pub fn input_eof(&mut self, idx: u32) -> ConnAction {
+        match self.conn_mut(idx) {
+            Some(c) => c.eof = true,
+            None => return ConnAction::Close,
+        }
+        self.mark_dirty(idx);
+        ConnAction::Keep
+    }
+
+    /// Parses and dispatches as much of the connection's buffered input as allowed.
+    pub fn process(&mut self, idx: u32) -> ConnAction {
+        let Some(conn) = self.conn_mut(idx) else {
+            return ConnAction::Close;
+        };
+        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let mut pos = 0;
+        let limits = self.limits;
+        while pos < rbuf.len() && pos < PARSE_BUDGET {
+            let Some(conn) = self.conn_mut(idx) else {
+                break;
+            };
+            if conn.swallow > 0 {
+                let n = conn.swallow.min(rbuf.len() - pos);
+                conn.swallow -= n;
+                pos += n;
+                continue;
+            }
+            if !conn.may_parse() || self.outbox.blocked() {
+                break;
+            }
+            match parse(&rbuf[pos..], &limits) {
+                Ok((req, n)) => {
+                    let raw = &rbuf[pos..pos + n];
+                    self.dispatch(idx, &req, raw);
+                    pos += n;
+                }
+                Err(ParseError::Incomplete) => break,
+                Err(ParseError::Invalid(rej)) => {
+                    let conn = self.conn_mut(idx).expect("connection checked above");
+                    push_reply(conn, rej.reply);
+                    conn.swallow = rej.swallow;
+                    if rej.close {
+                        conn.closing = true;
+                        pos = rbuf.len();
+                    } else {
+                        pos += rej.consumed.max(1);
+                    }
+                    self.mark_dirty(idx);
+                }
+            }
+        }
+        rbuf.drain(..pos.min(rbuf.len()));
+        let now = self.now.0;
+        let Some(conn) = self.conn_mut(idx) else {
+            return ConnAction::Close;
+        };
+        conn.last_cmd = now;
+        conn.rbuf = rbuf;
+        if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
+            conn.rbuf.shrink_to(PARSE_BUDGET / 4);
+        }
+        let closing = conn.closing;
+        if closing {
+            self.mark_dirty(idx);
+        }
+        ConnAction::Keep
+    }
+
+    // ---- dispatch ----
+
+    fn dispatch(&mut self, idx: u32, req: &Request<'_>, raw: &[u8]) {
+        match *req {
+            Request::Get {
+                verb,
+                exptime,
+                keys,
+            } => self.dispatch_get(idx, verb, exptime, keys, raw),
+            Request::Store { .. }
+            | Request::TooLarge { .. }
+            | Request::Delete { .. }
+            | Request::Arith { .. }
+            | Request::Touch { .. } => self.dispatch_keyed(idx, req, raw),
+            Request::FlushAll { delay, noreply } => {
+                let at = if delay > 0 {
+                    self.shard.expires_at(delay, self.now).unwrap_or(self.now)
+                } else {
+                    self.now
+                };
+                self.cmd_flush += 1;
+                self.broadcast(idx, SlotKind::Flush { noreply }, RemoteOp::Flush { at });
+            }
+            Request::Stats { group } => self.dispatch_stats(idx, group),
+            Request::Version => {
+                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+                let mut buf = Vec::with_capacity(32);
+                compose::version(&mut buf, env!("CARGO_PKG_VERSION"));
+                push_reply(conn, &buf);
+                self.mark_dirty(idx);
+            }
+            Request::Verbosity { level, noreply } => {
+                self.shared.verbosity.store(level, Ordering::Relaxed);
+                if !noreply {
+                    let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+                    push_reply(conn, compose::OK);
+                    self.mark_dirty(idx);
+                }
+            }
+            Request::Quit => {
+                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+                conn.closing = true;
+                self.mark_dirty(idx);
+            }
+            Request::DebugTimeAdvance { secs } => {
+                self.advance_clock(secs);
+                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+                push_reply(conn, compose::OK);
+                self.mark_dirty(idx);
+            }
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn advance_clock(&mut self, secs: u32) {
+        self.shared
+            .clock_offset_secs
+            .fetch_add(secs, Ordering::SeqCst);
+        self.now = self.shared.now();
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    fn advance_clock(&mut self, _secs: u32) {}
+
+    fn dispatch_keyed(&mut self, idx: u32, req: &Request<'_>, raw: &[u8]) {
+        let key = req.key().unwrap_or_default();
+        let hash = key_hash(key);
+        if let Request::TooLarge { swallow, .. } = *req {
+            if let Some(c) = self.conn_mut(idx) {
+                c.swallow = swallow;
+            }
+        }
+        let owner = shard_of(hash, self.shard_count).0;
+        let now = self.now;
+        if owner == self.me {
+            let conn = self.conns[idx as usize]
+                .as_mut()
+                .expect("dispatch on a live connection");
+            if conn.slots.is_empty() {
+                self.shard.exec_keyed(req, hash, now, &mut conn.out);
+            } else {
+                let mut buf = Vec::new();
+                self.shard.exec_keyed(req, hash, now, &mut buf);
+                let seq = conn.next_seq;
+                conn.next_seq += 1;
+                conn.slots.push_back(Slot {
+                    seq,
+                    parts_left: 0,
+                    buf,
+                    kind: SlotKind::Plain,
+                });
+                conn.release_ready();
+            }
+            self.mark_dirty(idx);
+            return;
+        }
+        // TooLarge carries only the line; its block is swallowed here.
+        let raw = match *req {
+            Request::TooLarge { .. } => raw,
+            _ => raw,
+        };
+        let seq = self.new_slot(idx, 1, SlotKind::Plain);
+        let generation = self.conns[idx as usize]
+            .as_ref()
+            .map_or(0, |c| c.generation);
+        let env = self.outbox.to(owner);
+        let start = env.buf.len() as u32;
+        env.buf.extend_from_slice(raw);
+        env.requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: idx,
+                generation,
+            },
+            seq,
+            op: RemoteOp::Text {
+                start,
+                end: env.buf.len() as u32,
+                key_hash: hash,
+                key_indices: Vec::new(),
+            },
+        });
+    }
+
+    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, _raw: &[u8]) {
+        let now = self.now;
+        let touch_to = if verb.touches() {
+            self.shard.expires_at(exptime, now)
+        } else {
+            None
+        };
+        let me = self.me;
+        let n = self.shard_count;
+        let all_local = n == 1 || keys.iter().all(|k| shard_of(key_hash(k), n).0 == me);
+        if all_local {
+            let conn = self.conns[idx as usize]
+                .as_mut()
+                .expect("dispatch on a live connection");
+            if conn.slots.is_empty() {
+                for k in keys.iter() {
+                    self.shard
+                        .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut conn.out);
+                }
+                conn.out.extend_from_slice(compose::END);
+            } else {
+                let mut buf = Vec::new();
+                for k in keys.iter() {
+                    self.shard
+                        .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut buf);
+                }
+                buf.extend_from_slice(compose::END);
+                let seq = conn.next_seq;
+                conn.next_seq += 1;
+                conn.slots.push_back(Slot {
+                    seq,
+                    parts_left: 0,
+                    buf,
+                    kind: SlotKind::Plain,
+                });
+                conn.release_ready();
+            }
+            self.mark_dirty(idx);
+            return;
+        }
+        // Split: local keys now, one sub-request per remote owner.
+        let key_count = keys.iter().count();
+        let mut owners: Vec<u16> = Vec::with_capacity(key_count);
+        let mut buf = Vec::new();
+        let mut segments = vec![(0u32, 0u32); key_count];
+        for (i, k) in keys.iter().enumerate() {
+            let h = key_hash(k);
+            let owner = shard_of(h, n).0;
+            owners.push(owner);
+            if owner == me {
+                let start = buf.len();
+                self.shard.exec_get_key(verb, touch_to, k, h, now, &mut buf);
+                segments[i] = (start as u32, (buf.len() - start) as u32);
+            }
+        }
+        let mut remote: Vec<u16> = owners.iter().copied().filter(|&o| o != me).collect();
+        remote.sort_unstable();
+        remote.dedup();
+        let seq = {
+            let conn = self.conns[idx as usize]
+                .as_mut()
+                .expect("dispatch on a live connection");
+            let seq = conn.next_seq;
+            conn.next_seq += 1;
+            conn.slots.push_back(Slot {
+                seq,
+                parts_left: remote.len() as u32,
+                buf,
+                kind: SlotKind::Get { segments },
+            });
+            seq
+        };
+        let generation = self.conns[idx as usize]
+            .as_ref()
+            .map_or(0, |c| c.generation);
+        let verb_word: &[u8] = match verb {
+            GetVerb::Get => b"get",
+            GetVerb::Gets => b"gets",
+            GetVerb::Gat => b"gat",
+            GetVerb::Gats => b"gats",
+        };
+        for owner in remote {
+            let env = self.outbox.to(owner);
+            let start = env.buf.len() as u32;
+            env.buf.extend_from_slice(verb_word);
+            if verb.touches() {
+                env.buf.push(b' ');
+                env.buf.extend_from_slice(exptime.to_string().as_bytes());
+            }
+            let mut key_indices = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                if owners[i] == owner {
+                    env.buf.push(b' ');
+                    env.buf.extend_from_slice(k);
+                    key_indices.push(i as u32);
+                }
+            }
+            env.buf.extend_from_slice(b"\r\n");
+            env.requests.push(RemoteRequest {
+                conn: ConnRef {
+                    index: idx,
+                    generation,
+                },
+                seq,
+                op: RemoteOp::Text {
+                    start,
+                    end: env.buf.len() as u32,
+                    key_hash: 0,
+                    key_indices,
+                },
+            });
+        }
+    }
+
+    /// Opens a waiting slot; returns its seq.
+    fn new_slot(&mut self, idx: u32, parts: u32, kind: SlotKind) -> u64 {
+        let conn = self.conns[idx as usize]
+            .as_mut()
+            .expect("slot on a live connection");
+        let seq = conn.next_seq;
+        conn.next_seq += 1;
+        conn.slots.push_back(Slot {
+            seq,
+            parts_left: parts,
+            buf: Vec::new(),
+            kind,
+        });
+        seq
+    }
+
+    /// Sends `op` to every other shard, runs it here, and replies when all have answered.
+    fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
+        let others = u32::from(self.shard_count) - 1;
+        let seq = self.new_slot(idx, others + 1, kind);
+        let generation = self.conns[idx as usize]
+            .as_ref()
+            .map_or(0, |c| c.generation);
+        for to in 0..self.shard_count {
+            if to != self.me {
+                self.outbox.to(to).requests.push(RemoteRequest {
+                    conn: ConnRef {
+                        index: idx,
+                        generation,
+                    },
+                    seq,
+                    op: op.clone(),
+                });
+            }
+        }
+        let mut part = Vec::new();
+        self.exec_broadcast_op(&op, &mut part);
+        self.deliver_part(idx, generation, seq, &part, &[]);
+    }
+
+    fn dispatch_stats(&mut self, idx: u32, group: StatsGroup<'_>) {
+        let kind = match group {
+            StatsGroup::General => StatsKind::General,
+            StatsGroup::Items => StatsKind::Items,
+            StatsGroup::Slabs => StatsKind::Slabs,
+            StatsGroup::Sizes => StatsKind::Sizes,
+            StatsGroup::Reset => {
+                self.broadcast(idx, SlotKind::Reset, RemoteOp::ResetStats);
+                return;
+            }
+            StatsGroup::Settings
+            | StatsGroup::Conns
+            | StatsGroup::Detail(_)
+            | StatsGroup::Other(_) => {
+                let mut buf = Vec::new();
+                stats::local_group(self, group, &mut buf);
+                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+                push_reply(conn, &buf);
+                self.mark_dirty(idx);
+                return;
+            }
+        };
+        self.broadcast(idx, SlotKind::Stats(kind), RemoteOp::Stats(kind));
+    }
+
+    /// This shard's part of a broadcast operation.
+    fn exec_broadcast_op(&mut self, op: &RemoteOp, out: &mut Vec<u8>) {
+        match *op {
+            RemoteOp::Stats(kind) => stats::shard_part(self, kind, out),
+            RemoteOp::Flush { at } => {
+                let now = self.now;
+                self.shard.store_mut().flush_all(at, now);
+            }
+            RemoteOp::ResetStats => {
+                self.shard.store_mut().reset_stats();
+                self.bytes_read = 0;
+                self.bytes_written = 0;
+                self.cmd_flush = 0;
+            }
+            RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
+        }
+    }
+
+    /// A shard's part of a waiting reply arrived (from the mesh or from this core).
+    fn deliver_part(
+        &mut self,
+        idx: u32,
+        generation: u32,
+        seq: u64,
+        data: &[u8],
+        segments: &[(u32, u32)],
+    ) {
+        let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return; // connection gone: drop the reply
+        };
+        if conn.generation != generation {
+            return;
+        }
+        let Some(front) = conn.slots.front() else {
+            return;
+        };
+        let Some(pos) = seq.checked_sub(front.seq) else {
+            return;
+        };
+        let Some(slot) = conn.slots.get_mut(pos as usize) else {
+            return;
+        };
+        let base = slot.buf.len() as u32;
+        slot.buf.extend_from_slice(data);
+        if let SlotKind::Get { segments: segs } = &mut slot.kind {
+            let mut off = base;
+            for &(key_index, len) in segments {
+                if let Some(s) = segs.get_mut(key_index as usize) {
+                    *s = (off, len);
+                }
+                off += len;
+            }
+        }
+        slot.parts_left = slot.parts_left.saturating_sub(1);
+        if slot.parts_left == 0 {
+            if let SlotKind::Stats(kind) = slot.kind {
+                let parts = std::mem::take(&mut slot.buf);
+                let mut reply = Vec::with_capacity(parts.len());
+                stats::finish(&self.shared, kind, self.now, &parts, &mut reply);
+                let slot = conn.slots.get_mut(pos as usize).expect("slot found above");
+                slot.buf = reply;
+                slot.kind = SlotKind::Plain;
+            }
+            conn.release_ready();
+            self.mark_dirty(idx);
+        }
+    }
+
+    // ---- loop turn ----
+
+    /// Start of a loop turn: sample the clock.
+    pub fn turn_begin(&mut self) {
+        self.now = self.shared.now();
+    }
+
+    /// Handles every envelope that other cores sent; returns how many arrived.
+    pub fn poll_mesh(&mut self) -> usize {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.mesh.drain(INBOUND_PER_TURN, &mut inbox);
+        let count = inbox.len();
+        for env in inbox.drain(..) {
+            self.handle_envelope(env);
+        }
+        self.inbox = inbox;
+        count
+    }
+
+    fn handle_envelope(&mut self, env: Envelope) {
+        let from = env.from;
+        for req in &env.requests {
+            self.exec_remote(from, &env.buf, req);
+        }
+        for rep in &env.replies {
+            let data = env
+                .buf
+                .get(rep.start as usize..rep.end as usize)
+                .unwrap_or_default();
+            self.deliver_part(
+                rep.conn.index,
+                rep.conn.generation,
+                rep.seq,
+                data,
+                &rep.segments,
+            );
+        }
+    }
+
+    /// Executes a request sent by core `from` and queues the reply back to it.
+    fn exec_remote(&mut self, from: u16, buf: &[u8], req: &RemoteRequest) {
+        let mut out = std::mem::take(&mut self.outbox.to(from).buf);
+        let start = out.len() as u32;
+        let mut segments = Vec::new();
+        match &req.op {
+            RemoteOp::Text {
+                start: s,
+                end: e,
+                key_hash: h,
+                key_indices,
+            } => {
+                let raw = buf.get(*s as usize..*e as usize).unwrap_or_default();
+                match parse(raw, &self.limits) {
+                    Ok((
+                        Request::Get {
+                            verb,
+                            exptime,
+                            keys,
+                        },
+                        _,
+                    )) => {
+                        let now = self.now;
+                        let touch_to = if verb.touches() {
+                            self.shard.expires_at(exptime, now)
+                        } else {
+                            None
+                        };
+                        for (k, &i) in keys.iter().zip(key_indices.iter()) {
+                            let before = out.len();
+                            self.shard
+                                .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut out);
+                            segments.push((i, (out.len() - before) as u32));
+                        }
+                    }
+                    Ok((r, _)) if r.key().is_some() => {
+                        let now = self.now;
+                        self.shard.exec_keyed(&r, *h, now, &mut out);
+                    }
+                    // Bytes were validated by the sender's parser; anything else is a bug.
+                    other => debug_assert!(false, "unexpected remote request {other:?}"),
+                }
+            }
+            op => self.exec_broadcast_op(op, &mut out),
+        }
+        let env = self.outbox.to(from);
+        env.buf = out;
+        env.replies.push(RemoteReply {
+            conn: req.conn,
+            seq: req.seq,
+            start,
+            end: env.buf.len() as u32,
+            segments,
+        });
+    }
+
+    /// End of a loop turn: send this turn's envelopes and do bounded housekeeping.
+    pub fn turn_end(&mut self) {
+        self.outbox.flush(&self.mesh);
+        if self.now != self.last_crawl {
+            self.last_crawl = self.now;
+            let now = self.now;
+            self.shard.store_mut().crawl(now, 1000);
+        }
+    }
+
+    /// Whether envelopes are still waiting to be delivered (the loop must not sleep long).
+    pub fn outbox_blocked(&self) -> bool {
+        self.outbox.blocked()
+    }
+}
+
+/// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot.
+fn push_reply(conn: &mut Conn, reply: &[u8]) {
+    if reply.is_empty() {
+        return;
+    }
+    if conn.slots.is_empty() {
+        conn.out.extend_from_slice(reply);
+    } else {
+        let seq = conn.next_seq;
+        conn.next_seq += 1;
+        conn.slots.push_back(Slot {
+            seq,
+            parts_left: 0,
+            buf: reply.to_vec(),
+            kind: SlotKind::Plain,
+        });
+        conn.release_ready();
+    }
+}

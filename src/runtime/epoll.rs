@@ -1,0 +1,371 @@
+//! The epoll backend (through mio, edge-triggered): the fallback when io_uring cannot be used.
+//!
+//! One loop turn: wait for readiness, accept, read every readable connection into the core,
+//! handle the mesh, send this turn's envelopes, then write each connection's replies with one
+//! `write` per connection.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener as MioListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::connection::Conn;
+use super::core::Core;
+
+/// Token of the core's wake-up eventfd.
+const WAKER: Token = Token(usize::MAX - 1);
+/// Listener tokens count down from here.
+const LISTENER_BASE: usize = usize::MAX - 2;
+/// New connections accepted per listener per turn.
+const ACCEPTS_PER_TURN: usize = 64;
+/// Bytes read from one connection per turn.
+const READ_PER_TURN: usize = 256 * 1024;
+/// Longest wait when idle (the clock and the crawler tick at least this often).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long shutdown waits for queued replies to drain.
+const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// The reply memcached sends before closing a connection over the `-c` limit.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+struct Loop {
+    poll: Poll,
+    listeners: Vec<MioListener>,
+    streams: Vec<Option<TcpStream>>,
+    scratch: Vec<u8>,
+    dirty: Vec<u32>,
+    /// Connections whose input was left unparsed (budget or backpressure).
+    stalled: Vec<u32>,
+}
+
+/// Serves on `listeners` until shutdown.
+pub fn run(
+    mut core: Core,
+    listeners: Vec<TcpListener>,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let waker_fd = core.mesh().waker().raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&waker_fd), WAKER, Interest::READABLE)?;
+    let mut mio_listeners = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        l.set_nonblocking(true)?;
+        let mut l = MioListener::from_std(l);
+        poll.registry()
+            .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+        mio_listeners.push(l);
+    }
+    let mut lp = Loop {
+        poll,
+        listeners: mio_listeners,
+        streams: Vec::new(),
+        scratch: vec![0; 64 * 1024],
+        dirty: Vec::new(),
+        stalled: Vec::new(),
+    };
+    let _ = ready.send(Ok(()));
+    let mut events = Events::with_capacity(1024);
+    let mut timeout = Some(Duration::ZERO);
+    let waker = std::sync::Arc::clone(core.mesh().waker());
+    loop {
+        if let Err(e) = lp.poll.poll(&mut events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        waker.set_sleeping(false);
+        core.turn_begin();
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => waker.drain(),
+                Token(t) if t > LISTENER_BASE - lp.listeners.len() && t <= LISTENER_BASE => {
+                    lp.accept(&mut core, LISTENER_BASE - t)?;
+                }
+                Token(t) => {
+                    let idx = t as u32;
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        if let Some(c) = core.conn_mut(idx) {
+                            c.read_ready = true;
+                        }
+                        lp.read(&mut core, idx);
+                    }
+                    if ev.is_writable() {
+                        lp.mark(&mut core, idx);
+                    }
+                }
+            }
+        }
+        lp.turn(&mut core);
+        if core.shared.shutdown.load(Ordering::Relaxed) {
+            lp.shutdown(&mut core);
+            return Ok(());
+        }
+        // Sleep only if nothing is pending: flag, re-check the mesh, then block.
+        timeout = if lp.busy(&core) {
+            Some(Duration::ZERO)
+        } else {
+            waker.set_sleeping(true);
+            if core.poll_mesh() > 0 {
+                waker.set_sleeping(false);
+                lp.turn(&mut core);
+                Some(Duration::ZERO)
+            } else {
+                Some(IDLE_WAIT)
+            }
+        };
+    }
+}
+
+impl Loop {
+    fn busy(&self, core: &Core) -> bool {
+        !self.stalled.is_empty() || core.outbox_blocked()
+    }
+
+    /// Mesh, stalled input, envelopes out, replies out.
+    fn turn(&mut self, core: &mut Core) {
+        core.poll_mesh();
+        let stalled = std::mem::take(&mut self.stalled);
+        for idx in stalled {
+            self.read(core, idx);
+        }
+        core.turn_end();
+        core.take_dirty(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            self.write(core, idx);
+        }
+        self.dirty = dirty;
+    }
+
+    fn accept(&mut self, core: &mut Core, li: usize) -> io::Result<()> {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = self.listeners.get(li) else {
+                return Ok(());
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if is_transient_accept_error(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let Some(idx) = core.open(peer.to_string()) else {
+                let _ = stream.write(TOO_MANY_CONNECTIONS);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let token = Token(idx as usize);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                core.close(idx);
+                continue;
+            }
+            if self.streams.len() <= idx as usize {
+                self.streams.resize_with(idx as usize + 1, || None);
+            }
+            self.streams[idx as usize] = Some(stream);
+        }
+        Ok(())
+    }
+
+    /// Reads what the connection may take now and feeds it to the core.
+    fn read(&mut self, core: &mut Core, idx: u32) {
+        let mut total = 0;
+        loop {
+            if !core.wants_read(idx) {
+                break;
+            }
+            if core.conn(idx).is_some_and(|c| !c.read_ready) {
+                // Nothing unread in the socket: only buffered input may still need parsing.
+                core.process(idx);
+                break;
+            }
+            let Some(stream) = self.streams.get_mut(idx as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            let room = core
+                .rbuf_max()
+                .saturating_sub(core.conn(idx).map_or(0, |c| c.rbuf.len()));
+            let n = room.min(self.scratch.len());
+            if n == 0 {
+                break;
+            }
+            match stream.read(&mut self.scratch[..n]) {
+                Ok(0) => {
+                    if let Some(c) = core.conn_mut(idx) {
+                        c.read_ready = false;
+                    }
+                    core.process(idx);
+                    core.input_eof(idx);
+                    break;
+                }
+                Ok(got) => {
+                    total += got;
+                    core.input(idx, &self.scratch[..got]);
+                    if total >= READ_PER_TURN {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(c) = core.conn_mut(idx) {
+                        c.read_ready = false;
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(core, idx);
+                    return;
+                }
+            }
+        }
+        self.after_io(core, idx);
+    }
+
+    /// Notes unfinished work so the next turn comes back to this connection.
+    fn after_io(&mut self, core: &mut Core, idx: u32) {
+        let Some(c) = core.conn(idx) else { return };
+        let more_input = c.read_ready && !c.eof;
+        let unparsed = !c.rbuf.is_empty() && c.swallow == 0;
+        if (more_input || unparsed) && core.wants_read(idx) && !self.stalled.contains(&idx) {
+            // Input is waiting and may now be taken: come back next turn.
+            if more_input || unparsed_complete(c) {
+                self.stalled.push(idx);
+            }
+        }
+        self.mark(core, idx);
+    }
+
+    fn mark(&mut self, core: &mut Core, idx: u32) {
+        if let Some(c) = core.conn(idx) {
+            if !c.dirty && (!c.unsent().is_empty() || should_close(c)) {
+                if let Some(c) = core.conn_mut(idx) {
+                    c.dirty = true;
+                }
+                core.dirty.push(idx);
+            }
+        }
+    }
+
+    /// One write of everything the connection has ready.
+    fn write(&mut self, core: &mut Core, idx: u32) {
+        let Some(stream) = self.streams.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(c) = core.conn_mut(idx) else { return };
+        let was_paused = !c.may_parse();
+        while !c.unsent().is_empty() {
+            match stream.write(c.unsent()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    core_bytes_written(c, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_conn(core, idx);
+                    return;
+                }
+            }
+        }
+        let written = c.out_sent;
+        let _ = written;
+        if should_close(c) {
+            self.drop_conn(core, idx);
+            return;
+        }
+        let resumed = was_paused && c.may_parse();
+        if resumed && !self.stalled.contains(&idx) {
+            self.stalled.push(idx);
+        }
+    }
+
+    fn drop_conn(&mut self, core: &mut Core, idx: u32) {
+        if let Some(mut s) = self.streams.get_mut(idx as usize).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        self.stalled.retain(|&i| i != idx);
+        core.close(idx);
+    }
+
+    /// Stop accepting, flush what is queued (bounded), close everything.
+    fn shutdown(&mut self, core: &mut Core) {
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let deadline = Instant::now() + DRAIN_ON_SHUTDOWN;
+        let mut events = Events::with_capacity(256);
+        while Instant::now() < deadline {
+            let pending: Vec<u32> = core
+                .conn_indices()
+                .into_iter()
+                .filter(|&i| {
+                    core.conn(i)
+                        .is_some_and(|c| !c.unsent().is_empty() || !c.slots.is_empty())
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            core.poll_mesh();
+            core.turn_end();
+            for idx in pending {
+                self.write(core, idx);
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+        }
+        for idx in core.conn_indices() {
+            self.drop_conn(core, idx);
+        }
+    }
+}
+
+fn core_bytes_written(c: &mut Conn, n: usize) {
+    c.advance_sent(n);
+}
+
+/// Whether the connection is finished: closing or at EOF, with nothing left to send or await.
+pub fn should_close(c: &Conn) -> bool {
+    (c.closing || c.eof)
+        && c.slots.is_empty()
+        && c.unsent().is_empty()
+        && c.inflight == 0
+        && (c.closing || !unparsed_complete(c))
+}
+
+/// Whether buffered input holds at least one complete line (a request may be waiting).
+fn unparsed_complete(c: &Conn) -> bool {
+    c.swallow == 0 && c.rbuf.contains(&b'\n')
+}
+
+/// Accept errors that concern one connection or a passing shortage, not the listener.
+pub fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EPROTO
+                | libc::EPERM
+        )
+    )
+}
+
+/// The raw descriptor of a stream (for tests and diagnostics).
+pub fn raw_fd(s: &TcpStream) -> i32 {
+    s.as_raw_fd()
+}

@@ -1,0 +1,352 @@
+//! Cross-core messaging: one bounded queue per ordered pair of cores, plus wake-ups.
+//!
+//! * Queues are `std::sync::mpsc::sync_channel`s (a bounded, lock-free array channel), one per
+//!   ordered pair, so each has exactly one producer and one consumer.
+//! * A core that is about to block sets its `sleeping` flag, re-checks its inbound queues, and
+//!   only then blocks; a sender writes the receiver's eventfd only when that flag is set. A busy
+//!   core therefore pays no syscall per message.
+//! * Envelopes batch everything one core sends another in one loop turn.
+//! * Backpressure: a full queue refuses the envelope; the sender keeps it and stops reading
+//!   client input until it drains ([`Outbox::blocked`]).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+
+use crate::clock::Instant32;
+use crate::router::ShardId;
+
+/// Envelopes in flight per ordered pair of cores.
+pub const QUEUE_DEPTH: usize = 64;
+
+/// A connection on its home core: slab index plus generation (so stale replies are dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// What a remote shard is asked to do.
+#[derive(Clone, Debug)]
+pub enum RemoteOp {
+    /// Execute the request whose wire bytes are `buf[start..end]`. For a retrieval line split
+    /// across shards, `key_indices` gives each key's position in the original request.
+    Text {
+        start: u32,
+        end: u32,
+        key_hash: u64,
+        key_indices: Vec<u32>,
+    },
+    /// Contribute this shard's counters to a `stats` reply (as `STAT name value` lines).
+    Stats(StatsKind),
+    /// Invalidate items stored before `at` (now if `at <= now`).
+    Flush { at: Instant32 },
+    /// Zero this shard's counters.
+    ResetStats,
+}
+
+/// The stats groups gathered from every shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsKind {
+    General,
+    Items,
+    Slabs,
+    Sizes,
+}
+
+/// One request inside an envelope.
+#[derive(Clone, Debug)]
+pub struct RemoteRequest {
+    pub conn: ConnRef,
+    pub seq: u64,
+    pub op: RemoteOp,
+}
+
+/// One reply inside an envelope: `buf[start..end]` are reply bytes; for a split retrieval,
+/// `segments` lists `(key index, length)` of each key's part in order.
+#[derive(Clone, Debug)]
+pub struct RemoteReply {
+    pub conn: ConnRef,
+    pub seq: u64,
+    pub start: u32,
+    pub end: u32,
+    pub segments: Vec<(u32, u32)>,
+}
+
+/// Everything one core sends another in one loop turn.
+#[derive(Debug, Default)]
+pub struct Envelope {
+    pub from: u16,
+    /// Wire bytes (requests) or reply bytes, referenced by range.
+    pub buf: Vec<u8>,
+    pub requests: Vec<RemoteRequest>,
+    pub replies: Vec<RemoteReply>,
+}
+
+impl Envelope {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.replies.is_empty()
+    }
+}
+
+/// A core's wake-up: an eventfd plus the flag saying the core is (about to be) asleep.
+#[derive(Debug)]
+pub struct Waker {
+    fd: OwnedFd,
+    sleeping: AtomicBool,
+}
+
+impl Waker {
+    fn new() -> std::io::Result<Waker> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Waker {
+            fd,
+            sleeping: AtomicBool::new(false),
+        })
+    }
+
+    /// The eventfd the core's event loop watches.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Wakes the core unconditionally (shutdown, signals).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own; errors (EAGAIN when the
+        // counter is saturated) are harmless since the core is awake then anyway.
+        unsafe {
+            libc::write(self.raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Wakes the core only if it said it is about to sleep.
+    pub fn wake_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Drains the eventfd counter after a wake-up.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN is fine (nothing to drain).
+        unsafe {
+            libc::read(self.raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+
+    /// Marks the core as about to sleep (call, then re-check queues, then block).
+    pub fn set_sleeping(&self, sleeping: bool) {
+        self.sleeping.store(sleeping, Ordering::SeqCst);
+    }
+}
+
+/// Builds the full mesh: the endpoint of every core.
+pub fn build(core_count: u16) -> std::io::Result<Vec<Endpoint>> {
+    let n = usize::from(core_count);
+    let wakers: Vec<Arc<Waker>> = (0..n)
+        .map(|_| Waker::new().map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    // senders[from][to], receivers[to][from]
+    let mut senders: Vec<Vec<Option<SyncSender<Envelope>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<Option<Receiver<Envelope>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let (tx, rx) = sync_channel(QUEUE_DEPTH);
+                senders[from][to] = Some(tx);
+                receivers[to][from] = Some(rx);
+            }
+        }
+    }
+    let mut endpoints = Vec::with_capacity(n);
+    for (me, (tx, rx)) in senders.into_iter().zip(receivers).enumerate() {
+        endpoints.push(Endpoint {
+            me: ShardId(me as u16),
+            senders: tx,
+            receivers: rx,
+            wakers: wakers.clone(),
+        });
+    }
+    Ok(endpoints)
+}
+
+/// One core's view of the mesh.
+pub struct Endpoint {
+    pub me: ShardId,
+    senders: Vec<Option<SyncSender<Envelope>>>,
+    receivers: Vec<Option<Receiver<Envelope>>>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl Endpoint {
+    /// This core's own waker.
+    pub fn waker(&self) -> &Arc<Waker> {
+        &self.wakers[usize::from(self.me.0)]
+    }
+
+    /// Every core's waker (for shutdown).
+    pub fn wakers(&self) -> &[Arc<Waker>] {
+        &self.wakers
+    }
+
+    /// Tries to hand an envelope to `to`; gives it back if that queue is full.
+    pub fn try_send(&self, to: u16, env: Envelope) -> Result<(), Envelope> {
+        let Some(tx) = self.senders.get(usize::from(to)).and_then(Option::as_ref) else {
+            return Err(env);
+        };
+        match tx.try_send(env) {
+            Ok(()) => {
+                self.wakers[usize::from(to)].wake_if_sleeping();
+                Ok(())
+            }
+            Err(TrySendError::Full(env)) | Err(TrySendError::Disconnected(env)) => Err(env),
+        }
+    }
+
+    /// Takes up to `max` envelopes from every inbound queue.
+    pub fn drain(&self, max: usize, out: &mut Vec<Envelope>) {
+        for rx in self.receivers.iter().flatten() {
+            for _ in 0..max {
+                match rx.try_recv() {
+                    Ok(env) => out.push(env),
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+    }
+}
+
+/// The envelopes being filled this turn, one per destination, plus any refused by a full queue.
+pub struct Outbox {
+    pending: Vec<Envelope>,
+    blocked: Vec<bool>,
+}
+
+impl Outbox {
+    pub fn new(me: u16, core_count: u16) -> Outbox {
+        Outbox {
+            pending: (0..core_count)
+                .map(|_| Envelope {
+                    from: me,
+                    ..Envelope::default()
+                })
+                .collect(),
+            blocked: vec![false; usize::from(core_count)],
+        }
+    }
+
+    /// The envelope for `to`, to append to.
+    pub fn to(&mut self, to: u16) -> &mut Envelope {
+        &mut self.pending[usize::from(to)]
+    }
+
+    /// Whether some envelope could not be delivered last time (stop reading client input).
+    pub fn blocked(&self) -> bool {
+        self.blocked.iter().any(|&b| b)
+    }
+
+    /// Sends every non-empty envelope; those refused stay for the next turn.
+    pub fn flush(&mut self, mesh: &Endpoint) {
+        for (to, env) in self.pending.iter_mut().enumerate() {
+            if env.is_empty() {
+                self.blocked[to] = false;
+                continue;
+            }
+            let from = env.from;
+            let full = std::mem::replace(
+                env,
+                Envelope {
+                    from,
+                    ..Envelope::default()
+                },
+            );
+            match mesh.try_send(to as u16, full) {
+                Ok(()) => self.blocked[to] = false,
+                Err(back) => {
+                    *env = back;
+                    self.blocked[to] = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_travel_between_cores() {
+        let eps = build(2).unwrap();
+        let mut out = Outbox::new(0, 2);
+        out.to(1).buf.extend_from_slice(b"get a\r\n");
+        out.to(1).requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: 3,
+                generation: 1,
+            },
+            seq: 7,
+            op: RemoteOp::ResetStats,
+        });
+        out.flush(&eps[0]);
+        assert!(!out.blocked());
+        let mut got = Vec::new();
+        eps[1].drain(8, &mut got);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].from, 0);
+        assert_eq!(got[0].requests[0].seq, 7);
+    }
+
+    #[test]
+    fn a_full_queue_blocks_and_keeps_the_envelope() {
+        let eps = build(2).unwrap();
+        let mut out = Outbox::new(0, 2);
+        for i in 0..QUEUE_DEPTH + 1 {
+            out.to(1).replies.push(RemoteReply {
+                conn: ConnRef {
+                    index: 0,
+                    generation: 0,
+                },
+                seq: i as u64,
+                start: 0,
+                end: 0,
+                segments: Vec::new(),
+            });
+            out.flush(&eps[0]);
+        }
+        assert!(out.blocked());
+        let mut got = Vec::new();
+        eps[1].drain(usize::MAX, &mut got);
+        assert_eq!(got.len(), QUEUE_DEPTH);
+        out.flush(&eps[0]);
+        assert!(!out.blocked());
+    }
+
+    #[test]
+    fn wakeups_only_when_sleeping() {
+        let eps = build(2).unwrap();
+        let w = eps[1].waker();
+        w.wake_if_sleeping();
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
+        let n = unsafe { libc::read(w.raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        assert_eq!(n, -1, "no wake-up expected while awake");
+        w.set_sleeping(true);
+        w.wake_if_sleeping();
+        // SAFETY: as above.
+        let n = unsafe { libc::read(w.raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        assert_eq!(n, 8);
+        assert_eq!(v, 1);
+    }
+}

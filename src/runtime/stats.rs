@@ -1,0 +1,413 @@
+//! `stats` across shards: every shard contributes `name value` lines for its own counters, the
+//! connection's core sums them by name and composes memcached's reply with the process-wide
+//! fields (pid, uptime, connections, rusage) in memcached's order.
+
+use std::sync::atomic::Ordering;
+
+use super::core::Core;
+use super::mesh::StatsKind;
+use super::Shared;
+use crate::clock::Instant32;
+use crate::protocol::{compose, StatsGroup};
+
+/// This shard's counters for a stats group, as `name value\n` lines.
+pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
+    let st = core.shard.store().stats();
+    match kind {
+        StatsKind::General => {
+            for (name, v) in [
+                ("cmd_get", st.cmd_get),
+                ("cmd_set", st.cmd_set),
+                ("cmd_touch", st.cmd_touch),
+                ("get_hits", st.get_hits),
+                ("get_misses", st.get_misses),
+                ("get_expired", st.get_expired),
+                ("get_flushed", st.get_flushed),
+                ("delete_misses", st.delete_misses),
+                ("delete_hits", st.delete_hits),
+                ("incr_misses", st.incr_misses),
+                ("incr_hits", st.incr_hits),
+                ("decr_misses", st.decr_misses),
+                ("decr_hits", st.decr_hits),
+                ("cas_misses", st.cas_misses),
+                ("cas_hits", st.cas_hits),
+                ("cas_badval", st.cas_badval),
+                ("touch_hits", st.touch_hits),
+                ("touch_misses", st.touch_misses),
+                ("bytes_read", core.bytes_read),
+                ("bytes_written", core.bytes_written),
+                ("cmd_flush", core.cmd_flush),
+                ("hash_bytes", st.hash_bytes),
+                ("hash_is_expanding", u64::from(st.hash_is_expanding)),
+                ("bytes", st.bytes),
+                ("curr_items", st.curr_items),
+                ("total_items", st.total_items),
+                ("expired_unfetched", st.expired_unfetched),
+                ("evicted_unfetched", st.evicted_unfetched),
+                ("evictions", st.evictions),
+                ("reclaimed", st.reclaimed),
+                ("crawler_reclaimed", st.crawler_reclaimed),
+                ("slabs_moved", st.slabs_moved),
+                ("total_malloced", st.total_malloced),
+            ] {
+                push_line(out, name, v);
+            }
+        }
+        StatsKind::Items => {
+            for c in st.classes.iter().filter(|c| c.number > 0) {
+                let k = &c.counters;
+                for (name, v) in [
+                    ("number", c.number),
+                    ("age", c.age),
+                    ("mem_requested", c.mem_requested),
+                    ("evicted", k.evicted),
+                    ("evicted_nonzero", k.evicted_nonzero),
+                    ("outofmemory", k.outofmemory),
+                    ("reclaimed", k.reclaimed),
+                    ("expired_unfetched", k.expired_unfetched),
+                    ("evicted_unfetched", k.evicted_unfetched),
+                    ("crawler_reclaimed", k.crawler_reclaimed),
+                ] {
+                    push_line(out, &format!("items:{}:{name}", c.slab_class), v);
+                }
+            }
+        }
+        StatsKind::Slabs => {
+            for c in &st.classes {
+                for (name, v) in [
+                    ("chunk_size", c.chunk_size),
+                    ("chunks_per_page", c.chunks_per_page),
+                    ("total_pages", c.total_pages),
+                    ("total_chunks", c.total_chunks),
+                    ("used_chunks", c.used_chunks),
+                    ("free_chunks", c.free_chunks),
+                    ("mem_requested", c.mem_requested),
+                ] {
+                    push_line(out, &format!("{}:{name}", c.slab_class), v);
+                }
+            }
+            push_line(
+                out,
+                "active_slabs",
+                st.classes.iter().filter(|c| c.total_pages > 0).count() as u64,
+            );
+            push_line(out, "total_malloced", st.total_malloced);
+        }
+        StatsKind::Sizes => {}
+    }
+}
+
+fn push_line(out: &mut Vec<u8>, name: &str, v: u64) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// Fields that describe a class's shape rather than count something: take one shard's value.
+fn is_shape(name: &str) -> bool {
+    name.ends_with(":chunk_size") || name.ends_with(":chunks_per_page") || name.ends_with(":age")
+}
+
+/// Sums the shards' lines by name, keeping the order of first appearance.
+fn sum_parts(parts: &[u8]) -> Vec<(String, u64)> {
+    let mut sums: Vec<(String, u64)> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for line in parts.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let text = String::from_utf8_lossy(line);
+        let Some((name, v)) = text.split_once(' ') else {
+            continue;
+        };
+        let v: u64 = v.parse().unwrap_or(0);
+        match index.get(name) {
+            Some(&i) => {
+                let entry: &mut (String, u64) = &mut sums[i];
+                entry.1 = if is_shape(name) {
+                    entry.1.max(v)
+                } else {
+                    entry.1 + v
+                };
+            }
+            None => {
+                index.insert(name.to_string(), sums.len());
+                sums.push((name.to_string(), v));
+            }
+        }
+    }
+    sums
+}
+
+/// Composes the whole reply of a gathered stats group.
+pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], out: &mut Vec<u8>) {
+    let sums = sum_parts(parts);
+    match kind {
+        StatsKind::General => general(shared, now, &sums, out),
+        StatsKind::Items | StatsKind::Slabs => {
+            let mut sorted = sums;
+            // Per-class lines by class number (stable: field order within a class is kept);
+            // totals without a class number go last.
+            sorted.sort_by_key(|(name, _)| class_of(name, kind));
+            for (name, v) in &sorted {
+                compose::stat(out, name, *v);
+            }
+        }
+        StatsKind::Sizes => {}
+    }
+    out.extend_from_slice(compose::END);
+}
+
+fn class_of(name: &str, kind: StatsKind) -> u32 {
+    let rest = match kind {
+        StatsKind::Items => name.strip_prefix("items:").unwrap_or(name),
+        _ => name,
+    };
+    rest.split(':')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// `stats` in memcached's field order.
+fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Vec<u8>) {
+    let get = |name: &str| sums.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+    let cfg = &shared.config;
+    let (user, system) = rusage();
+    compose::stat(out, "pid", u64::from(std::process::id()));
+    compose::stat(out, "uptime", u64::from(now.since(crate::clock::START)));
+    compose::stat(out, "time", shared.epoch.to_unix(now));
+    compose::stat_str(out, "version", env!("CARGO_PKG_VERSION"));
+    compose::stat(out, "pointer_size", 64);
+    compose::stat_str(out, "rusage_user", &user);
+    compose::stat_str(out, "rusage_system", &system);
+    compose::stat(out, "max_connections", cfg.conns_max as u64);
+    compose::stat(
+        out,
+        "curr_connections",
+        shared.curr_connections.load(Ordering::Relaxed),
+    );
+    compose::stat(
+        out,
+        "total_connections",
+        shared.total_connections.load(Ordering::Relaxed),
+    );
+    compose::stat(
+        out,
+        "rejected_connections",
+        shared.rejected_connections.load(Ordering::Relaxed),
+    );
+    compose::stat(
+        out,
+        "connection_structures",
+        shared.curr_connections.load(Ordering::Relaxed),
+    );
+    for name in [
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "get_expired",
+        "get_flushed",
+        "delete_misses",
+        "delete_hits",
+        "incr_misses",
+        "incr_hits",
+        "decr_misses",
+        "decr_hits",
+        "cas_misses",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "store_too_large",
+        "store_no_memory",
+        "bytes_read",
+        "bytes_written",
+    ] {
+        compose::stat(out, name, get(name));
+    }
+    compose::stat(out, "limit_maxbytes", cfg.memory_bytes_max as u64);
+    compose::stat(out, "accepting_conns", 1);
+    compose::stat(out, "threads", u64::from(cfg.shard_count));
+    for name in ["hash_bytes", "hash_is_expanding"] {
+        compose::stat(out, name, get(name));
+    }
+    for name in [
+        "bytes",
+        "curr_items",
+        "total_items",
+        "expired_unfetched",
+        "evicted_unfetched",
+        "evictions",
+        "reclaimed",
+        "crawler_reclaimed",
+        "slabs_moved",
+    ] {
+        compose::stat(out, name, get(name));
+    }
+    // Anything else the stores count, after memcached's fields.
+    const LISTED: &[&str] = &[
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "get_expired",
+        "get_flushed",
+        "delete_misses",
+        "delete_hits",
+        "incr_misses",
+        "incr_hits",
+        "decr_misses",
+        "decr_hits",
+        "cas_misses",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "store_too_large",
+        "store_no_memory",
+        "bytes_read",
+        "bytes_written",
+        "hash_is_expanding",
+        "hash_bytes",
+        "total_malloced",
+        "bytes",
+        "curr_items",
+        "total_items",
+        "expired_unfetched",
+        "evicted_unfetched",
+        "evictions",
+        "reclaimed",
+        "crawler_reclaimed",
+        "slabs_moved",
+    ];
+    for (name, v) in sums {
+        if !LISTED.contains(&name.as_str()) {
+            compose::stat(out, name, *v);
+        }
+    }
+}
+
+/// Process CPU time as memcached prints it: `seconds.microseconds`.
+fn rusage() -> (String, String) {
+    // SAFETY: getrusage writes into the zeroed struct we pass; it has no other effects.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let fmt = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    (fmt(ru.ru_utime), fmt(ru.ru_stime))
+}
+
+/// Groups answered by the connection's core alone.
+pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
+    let shared = &core.shared;
+    let cfg = &shared.config;
+    match group {
+        StatsGroup::Settings => {
+            let port = shared.bound.first().map_or(0, |a| a.port());
+            let inter = cfg
+                .listen
+                .first()
+                .map_or(String::new(), |a| a.ip().to_string());
+            compose::stat(out, "maxbytes", cfg.memory_bytes_max as u64);
+            compose::stat(out, "maxconns", cfg.conns_max as u64);
+            compose::stat(out, "tcpport", u64::from(port));
+            compose::stat(out, "udpport", 0);
+            compose::stat_str(out, "inter", &inter);
+            compose::stat(
+                out,
+                "verbosity",
+                u64::from(shared.verbosity.load(Ordering::Relaxed)),
+            );
+            compose::stat(out, "oldest", 0);
+            compose::stat_str(out, "evictions", "on");
+            compose::stat_str(out, "domain_socket", "NULL");
+            compose::stat_str(out, "umask", "700");
+            compose::stat_str(
+                out,
+                "shutdown_command",
+                if cfg.shutdown_enabled { "yes" } else { "no" },
+            );
+            compose::stat_str(
+                out,
+                "growth_factor",
+                &format!("{:.2}", cfg.slab_growth_factor),
+            );
+            compose::stat(out, "chunk_size", 48);
+            compose::stat(out, "num_threads", u64::from(cfg.shard_count));
+            compose::stat_str(out, "stat_key_prefix", ":");
+            compose::stat_str(out, "detail_enabled", "no");
+            compose::stat_str(
+                out,
+                "cas_enabled",
+                if cfg.cas_enabled { "yes" } else { "no" },
+            );
+            compose::stat(out, "tcp_backlog", 1024);
+            compose::stat_str(out, "binding_protocol", "ascii");
+            compose::stat(out, "item_size_max", cfg.item_size_max as u64);
+            compose::stat_str(out, "slab_reassign", "yes");
+            compose::stat_str(out, "lru_crawler", "yes");
+            compose::stat_str(out, "flush_enabled", "yes");
+            compose::stat_str(out, "hash_algorithm", "xxh3");
+            compose::stat_str(out, "io_backend", shared.backend_name());
+            out.extend_from_slice(compose::END);
+        }
+        StatsGroup::Conns => {
+            let port = shared
+                .bound
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            for idx in core.conn_indices() {
+                if let Some(c) = core.conn(idx) {
+                    let id = format!("{}", u64::from(core.me) << 32 | u64::from(idx));
+                    compose::stat_str(out, &format!("{id}:addr"), &format!("tcp:{}", c.peer));
+                    compose::stat_str(out, &format!("{id}:listen_addr"), &format!("tcp:{port}"));
+                    compose::stat_str(out, &format!("{id}:state"), "conn_parse_cmd");
+                    compose::stat(
+                        out,
+                        &format!("{id}:secs_since_last_cmd"),
+                        u64::from(core.now.0.saturating_sub(c.last_cmd)),
+                    );
+                }
+            }
+            out.extend_from_slice(compose::END);
+        }
+        StatsGroup::Detail(_) | StatsGroup::Other(_) => {
+            // memcached answers an unknown stats group with a bare ERROR.
+            out.extend_from_slice(compose::ERROR);
+        }
+        _ => out.extend_from_slice(compose::END),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_by_name_in_first_seen_order() {
+        let parts = b"b 1\na 2\n1:chunk_size 96\nb 3\n1:chunk_size 96\n";
+        let s = sum_parts(parts);
+        assert_eq!(
+            s,
+            vec![
+                ("b".into(), 4),
+                ("a".into(), 2),
+                ("1:chunk_size".into(), 96)
+            ]
+        );
+    }
+
+    #[test]
+    fn classes_sort_numerically() {
+        assert!(class_of("2:x", StatsKind::Slabs) < class_of("10:x", StatsKind::Slabs));
+        assert_eq!(class_of("items:7:number", StatsKind::Items), 7);
+        assert_eq!(class_of("active_slabs", StatsKind::Slabs), u32::MAX);
+    }
+}

@@ -1,0 +1,796 @@
+//! The io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send
+//! per connection per loop turn, and one `io_uring_enter` per turn (submit and wait together).
+//!
+//! Buffers handed to the kernel (the buffer ring and in-flight send buffers) are owned here and
+//! kept alive until the kernel reports it is done with them: the ring until the `IoUring` is
+//! dropped (it is declared first, so dropped first), a send buffer until its completion arrives.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+
+use super::core::Core;
+use super::epoll::{should_close, TOO_MANY_CONNECTIONS};
+use crate::config::Config;
+
+/// Submission queue entries per ring.
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue entries per ring.
+const CQ_ENTRIES: u32 = 8192;
+/// Provided receive buffers per core (a power of two) and the size of each.
+const BUF_COUNT: u16 = 256;
+const BUF_SIZE: usize = 16 * 1024;
+/// The buffer group id of the receive buffer ring.
+const BGID: u16 = 0;
+/// Longest wait when idle (the clock and crawler tick at least this often).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long shutdown waits for queued replies to drain.
+const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+
+// user_data layout: kind (8 bits) | generation (24 bits) | index (32 bits).
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_SEND: u64 = 3;
+const K_WAKER: u64 = 4;
+const K_CANCEL: u64 = 5;
+
+fn ud(kind: u64, generation: u32, index: u32) -> u64 {
+    kind << 56 | (u64::from(generation) & 0xff_ffff) << 32 | u64::from(index)
+}
+
+fn ud_parts(u: u64) -> (u64, u32, u32) {
+    (u >> 56, ((u >> 32) & 0xff_ffff) as u32, u as u32)
+}
+
+/// A ring of provided buffers the kernel fills with received bytes.
+struct BufRing {
+    entries: *mut BufRingEntry,
+    entries_layout: Layout,
+    data: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    /// Allocates the ring and its buffers and registers them with `ring`.
+    fn new(ring: &IoUring) -> io::Result<BufRing> {
+        let entries_layout = Layout::from_size_align(
+            usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has nonzero size; the result is checked for null.
+        let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mut br = BufRing {
+            entries,
+            entries_layout,
+            data: vec![0; usize::from(BUF_COUNT) * BUF_SIZE],
+            tail: 0,
+        };
+        // SAFETY: `entries` points to BUF_COUNT zeroed entries that live as long as `br`, which
+        // the caller keeps alive longer than the ring (declared after it in `Loop`).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, BUF_COUNT, BGID, 0)?;
+        }
+        for bid in 0..BUF_COUNT {
+            br.push(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`).
+    fn push(&mut self, bid: u16) {
+        let slot = usize::from(self.tail & (BUF_COUNT - 1));
+        let addr = self.data.as_ptr() as u64 + u64::from(bid) * BUF_SIZE as u64;
+        // SAFETY: `slot < BUF_COUNT`, inside the allocation; the kernel reads entries only up
+        // to the published tail, and this slot is past it.
+        unsafe {
+            let e = &mut *self.entries.add(slot);
+            e.set_addr(addr);
+            e.set_len(BUF_SIZE as u32);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every pushed buffer visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives inside the first entry of the ring allocation and is
+        // only written by us; the kernel reads it with acquire ordering.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries)
+                .cast_mut()
+                .cast::<AtomicU16>();
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// The bytes of buffer `bid`.
+    fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * BUF_SIZE;
+        &self.data[start..start + len.min(BUF_SIZE)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the ring that used it is already gone.
+        unsafe { dealloc(self.entries.cast(), self.entries_layout) };
+    }
+}
+
+/// One connection's kernel-side state.
+struct IoConn {
+    fd: OwnedFd,
+    generation: u32,
+    recv_armed: bool,
+    cancel_sent: bool,
+    /// The buffer being sent and how much of it the kernel has taken.
+    send: Option<(Vec<u8>, usize)>,
+    /// Shut down; waiting for in-flight operations before closing.
+    closing: bool,
+}
+
+struct Loop {
+    // Field order matters: the ring is dropped before the buffers it refers to.
+    ring: IoUring,
+    bufs: BufRing,
+    listeners: Vec<TcpListener>,
+    accept_armed: Vec<bool>,
+    conns: Vec<Option<IoConn>>,
+    waker_fd: RawFd,
+    waker_armed: bool,
+    dirty: Vec<u32>,
+    stalled: Vec<u32>,
+    spare: Vec<Vec<u8>>,
+    buffers_returned: bool,
+}
+
+/// Checks that io_uring works here with every feature this backend uses.
+pub fn probe(_cfg: &Config) -> Result<(), String> {
+    let mut ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let mut p = Probe::new();
+    ring.submitter()
+        .register_probe(&mut p)
+        .map_err(|e| format!("probe: {e}"))?;
+    for (code, name) in [
+        (opcode::Nop::CODE, "nop"),
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::Send::CODE, "send"),
+        (opcode::PollAdd::CODE, "poll_add"),
+        (opcode::AsyncCancel::CODE, "async_cancel"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(format!("opcode {name} unsupported"));
+        }
+    }
+    // A NOP round trip.
+    push(&mut ring, &opcode::Nop::new().build().user_data(7))?;
+    ring.submit_and_wait(1).map_err(|e| format!("enter: {e}"))?;
+    let ok = ring
+        .completion()
+        .next()
+        .is_some_and(|c| c.user_data() == 7 && c.result() == 0);
+    if !ok {
+        return Err("nop round trip failed".into());
+    }
+    // A multishot recv on a socketpair through a provided-buffer ring.
+    let bufs = BufRing::new(&ring).map_err(|e| format!("buffer ring: {e}"))?;
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into the array we pass.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(format!("socketpair: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    push(
+        &mut ring,
+        &opcode::RecvMulti::new(Fd(a.as_raw_fd()), BGID)
+            .build()
+            .user_data(9),
+    )?;
+    ring.submit().map_err(|e| format!("enter: {e}"))?;
+    // SAFETY: writes 5 bytes from a live array to a socket we own.
+    unsafe { libc::write(b.as_raw_fd(), b"probe".as_ptr().cast(), 5) };
+    ring.submit_and_wait(1).map_err(|e| format!("enter: {e}"))?;
+    let cqe = ring.completion().next().ok_or("no recv completion")?;
+    let got = match cqueue::buffer_select(cqe.flags()) {
+        Some(bid) if cqe.result() == 5 => bufs.get(bid, 5) == b"probe",
+        _ => false,
+    };
+    if !got {
+        return Err(format!(
+            "multishot recv with a buffer ring failed ({})",
+            cqe.result()
+        ));
+    }
+    drop(ring);
+    drop(bufs);
+    Ok(())
+}
+
+fn push(ring: &mut IoUring, e: &squeue::Entry) -> Result<(), String> {
+    // SAFETY: every entry built in this file points only at memory that outlives the operation
+    // (the buffer ring, send buffers kept in `IoConn::send`, nothing for the others).
+    if unsafe { ring.submission().push(e) }.is_ok() {
+        return Ok(());
+    }
+    ring.submit().map_err(|e| format!("enter: {e}"))?;
+    // SAFETY: as above.
+    unsafe { ring.submission().push(e) }.map_err(|_| "submission queue full".to_string())
+}
+
+fn build_ring() -> io::Result<IoUring> {
+    let mut b = IoUring::builder();
+    b.setup_cqsize(CQ_ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun();
+    match b.build(SQ_ENTRIES) {
+        Ok(r) => Ok(r),
+        Err(_) => IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES),
+    }
+}
+
+/// Serves on `listeners` until shutdown.
+pub fn run(
+    mut core: Core,
+    listeners: Vec<TcpListener>,
+    ready: &mpsc::Sender<Result<(), String>>,
+) -> io::Result<()> {
+    let ring = build_ring()?;
+    let bufs = BufRing::new(&ring)?;
+    let waker = std::sync::Arc::clone(core.mesh().waker());
+    let mut lp = Loop {
+        ring,
+        bufs,
+        accept_armed: vec![false; listeners.len()],
+        listeners,
+        conns: Vec::new(),
+        waker_fd: waker.raw_fd(),
+        waker_armed: false,
+        dirty: Vec::new(),
+        stalled: Vec::new(),
+        spare: Vec::new(),
+        buffers_returned: false,
+    };
+    lp.arm_accepts()?;
+    lp.arm_waker()?;
+    let _ = ready.send(Ok(()));
+    let mut wait = Duration::ZERO;
+    loop {
+        lp.enter(wait)?;
+        waker.set_sleeping(false);
+        core.turn_begin();
+        lp.reap(&mut core)?;
+        lp.turn(&mut core)?;
+        if core.shared.shutdown.load(Ordering::Relaxed) {
+            lp.shutdown(&mut core)?;
+            return Ok(());
+        }
+        wait = if !lp.stalled.is_empty() || core.outbox_blocked() {
+            Duration::ZERO
+        } else {
+            waker.set_sleeping(true);
+            if core.poll_mesh() > 0 {
+                waker.set_sleeping(false);
+                lp.turn(&mut core)?;
+                Duration::ZERO
+            } else {
+                IDLE_WAIT
+            }
+        };
+    }
+}
+
+fn to_io(e: String) -> io::Error {
+    io::Error::other(e)
+}
+
+impl Loop {
+    fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
+        push(&mut self.ring, e).map_err(to_io)
+    }
+
+    /// Submits queued entries and waits for at least one completion (or `wait`).
+    fn enter(&mut self, wait: Duration) -> io::Result<()> {
+        if self.buffers_returned {
+            self.bufs.publish();
+            self.buffers_returned = false;
+        }
+        let res = if wait.is_zero() {
+            self.ring.submit()
+        } else {
+            let ts = Timespec::new()
+                .sec(wait.as_secs())
+                .nsec(wait.subsec_nanos());
+            let args = SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn arm_accepts(&mut self) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            if !self.accept_armed[i] {
+                let fd = self.listeners[i].as_raw_fd();
+                let e = opcode::AcceptMulti::new(Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(ud(K_ACCEPT, 0, i as u32));
+                self.push(&e)?;
+                self.accept_armed[i] = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_waker(&mut self) -> io::Result<()> {
+        if !self.waker_armed {
+            let e = opcode::PollAdd::new(Fd(self.waker_fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(ud(K_WAKER, 0, 0));
+            self.push(&e)?;
+            self.waker_armed = true;
+        }
+        Ok(())
+    }
+
+    fn arm_recv(&mut self, idx: u32) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if c.recv_armed || c.closing {
+            return Ok(());
+        }
+        c.recv_armed = true;
+        c.cancel_sent = false;
+        let e = opcode::RecvMulti::new(Fd(c.fd.as_raw_fd()), BGID)
+            .build()
+            .user_data(ud(K_RECV, c.generation, idx));
+        self.push(&e)
+    }
+
+    /// Handles every completion that has arrived.
+    fn reap(&mut self, core: &mut Core) -> io::Result<()> {
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(64);
+        loop {
+            cqes.clear();
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .take(1024)
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            if cqes.is_empty() {
+                return Ok(());
+            }
+            for &(u, res, flags) in &cqes {
+                let (kind, generation, idx) = ud_parts(u);
+                match kind {
+                    K_ACCEPT => self.on_accept(core, idx as usize, res, flags)?,
+                    K_RECV => self.on_recv(core, idx, generation, res, flags)?,
+                    K_SEND => self.on_send(core, idx, generation, res)?,
+                    K_WAKER => {
+                        let mut v: u64 = 0;
+                        // SAFETY: reads 8 bytes into a live u64 from our nonblocking eventfd.
+                        unsafe { libc::read(self.waker_fd, (&mut v as *mut u64).cast(), 8) };
+                        if !cqueue::more(flags) {
+                            self.waker_armed = false;
+                            self.arm_waker()?;
+                        }
+                    }
+                    _ => {} // cancel completions need no action
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, core: &mut Core, li: usize, res: i32, flags: u32) -> io::Result<()> {
+        if !cqueue::more(flags) {
+            if let Some(a) = self.accept_armed.get_mut(li) {
+                *a = false;
+            }
+            self.arm_accepts()?;
+        }
+        if res < 0 {
+            return Ok(()); // a failed accept concerns that connection only
+        }
+        // SAFETY: a successful accept completion's result is a new descriptor we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        let peer = peer_name(&fd);
+        let Some(idx) = core.open(peer) else {
+            // SAFETY: writes a static byte string to the socket we own; best effort.
+            unsafe {
+                libc::write(
+                    fd.as_raw_fd(),
+                    TOO_MANY_CONNECTIONS.as_ptr().cast(),
+                    TOO_MANY_CONNECTIONS.len(),
+                )
+            };
+            return Ok(());
+        };
+        let _ = super::listener::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        let generation = core.conn(idx).map_or(0, |c| c.generation) & 0xff_ffff;
+        if self.conns.len() <= idx as usize {
+            self.conns.resize_with(idx as usize + 1, || None);
+        }
+        self.conns[idx as usize] = Some(IoConn {
+            fd,
+            generation,
+            recv_armed: false,
+            cancel_sent: false,
+            send: None,
+            closing: false,
+        });
+        self.arm_recv(idx)
+    }
+
+    fn live(&mut self, idx: u32, generation: u32) -> Option<&mut IoConn> {
+        self.conns
+            .get_mut(idx as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == generation)
+    }
+
+    fn on_recv(
+        &mut self,
+        core: &mut Core,
+        idx: u32,
+        generation: u32,
+        res: i32,
+        flags: u32,
+    ) -> io::Result<()> {
+        let bid = cqueue::buffer_select(flags);
+        let more = cqueue::more(flags);
+        if let Some(bid) = bid {
+            if res > 0 && self.live(idx, generation).is_some_and(|c| !c.closing) {
+                let data = self.bufs.get(bid, res as usize);
+                core.input(idx, data);
+            }
+            self.bufs.push(bid);
+            self.buffers_returned = true;
+        }
+        let Some(c) = self.live(idx, generation) else {
+            return Ok(());
+        };
+        if !more {
+            c.recv_armed = false;
+        }
+        if c.closing {
+            return self.try_finish_close(core, idx);
+        }
+        if res == 0 {
+            core.input_eof(idx);
+        } else if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
+            return self.close(core, idx);
+        }
+        if !self.stalled.contains(&idx) {
+            self.stalled.push(idx);
+        }
+        Ok(())
+    }
+
+    fn on_send(&mut self, core: &mut Core, idx: u32, generation: u32, res: i32) -> io::Result<()> {
+        let Some(c) = self.live(idx, generation) else {
+            return Ok(());
+        };
+        let Some((buf, mut off)) = c.send.take() else {
+            return Ok(());
+        };
+        if c.closing {
+            return self.try_finish_close(core, idx);
+        }
+        if res < 0 {
+            if let Some(cc) = core.conn_mut(idx) {
+                cc.inflight = 0;
+            }
+            return self.close(core, idx);
+        }
+        off += res as usize;
+        core.bytes_written += res as u64;
+        if off < buf.len() {
+            if let Some(cc) = core.conn_mut(idx) {
+                cc.inflight = buf.len() - off;
+            }
+            return self.submit_send(idx, buf, off);
+        }
+        if let Some(cc) = core.conn_mut(idx) {
+            cc.inflight = 0;
+        }
+        self.recycle(buf);
+        // More replies may have queued while this send was in flight; input may resume.
+        if !self.stalled.contains(&idx) {
+            self.stalled.push(idx);
+        }
+        self.mark(core, idx);
+        Ok(())
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < 64 && buf.capacity() <= 1 << 20 {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    fn submit_send(&mut self, idx: u32, buf: Vec<u8>, off: usize) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let rest = &buf[off..];
+        let e = opcode::Send::new(
+            Fd(c.fd.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(ud(K_SEND, c.generation, idx));
+        // The buffer moves into `c.send` before the kernel sees the entry; moving a Vec does not
+        // move its heap allocation, so the pointer stays valid until the completion.
+        c.send = Some((buf, off));
+        self.push(&e)
+    }
+
+    fn mark(&mut self, core: &mut Core, idx: u32) {
+        if let Some(c) = core.conn(idx) {
+            if !c.dirty && (!c.unsent().is_empty() || should_close(c)) {
+                if let Some(c) = core.conn_mut(idx) {
+                    c.dirty = true;
+                }
+                core.dirty.push(idx);
+            }
+        }
+    }
+
+    /// Mesh, stalled input, envelopes out, sends out, receives re-armed or paused.
+    fn turn(&mut self, core: &mut Core) -> io::Result<()> {
+        core.poll_mesh();
+        let stalled = std::mem::take(&mut self.stalled);
+        for &idx in &stalled {
+            core.process(idx);
+            self.mark(core, idx);
+            self.sync_recv(core, idx)?;
+        }
+        core.turn_end();
+        core.take_dirty(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.dirty);
+        for &idx in &dirty {
+            self.flush_conn(core, idx)?;
+        }
+        self.dirty = dirty;
+        Ok(())
+    }
+
+    /// Arms or cancels the connection's receive to match whether it may read.
+    fn sync_recv(&mut self, core: &mut Core, idx: u32) -> io::Result<()> {
+        let wants = core.wants_read(idx);
+        let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if wants && !c.recv_armed {
+            return self.arm_recv(idx);
+        }
+        if !wants && c.recv_armed && !c.cancel_sent {
+            c.cancel_sent = true;
+            let target = ud(K_RECV, c.generation, idx);
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(ud(K_CANCEL, 0, idx));
+            return self.push(&e);
+        }
+        Ok(())
+    }
+
+    /// Starts a send of everything the connection has ready, or closes it when finished.
+    fn flush_conn(&mut self, core: &mut Core, idx: u32) -> io::Result<()> {
+        let in_flight = self
+            .conns
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.send.is_some());
+        let Some(cc) = core.conn_mut(idx) else {
+            return Ok(());
+        };
+        if should_close(cc) && cc.inflight == 0 {
+            return self.close(core, idx);
+        }
+        if in_flight || cc.unsent().is_empty() {
+            return Ok(());
+        }
+        let fresh = self.spare.pop().unwrap_or_default();
+        let mut buf = std::mem::replace(&mut cc.out, fresh);
+        let off = cc.out_sent;
+        cc.out_sent = 0;
+        cc.inflight = buf.len() - off;
+        if off > 0 {
+            buf.drain(..off);
+        }
+        self.submit_send(idx, buf, 0)
+    }
+
+    /// Begins closing: shut the socket so in-flight operations finish, then drop it.
+    fn close(&mut self, core: &mut Core, idx: u32) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            core.close(idx);
+            return Ok(());
+        };
+        if !c.closing {
+            c.closing = true;
+            // SAFETY: shutdown(2) on a socket we own; completes any pending receive with EOF.
+            unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        self.stalled.retain(|&i| i != idx);
+        self.try_finish_close(core, idx)
+    }
+
+    fn try_finish_close(&mut self, core: &mut Core, idx: u32) -> io::Result<()> {
+        let done = self
+            .conns
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.closing && !c.recv_armed && c.send.is_none());
+        if done {
+            if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::take) {
+                drop(c.fd);
+            }
+            core.close(idx);
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self, core: &mut Core) -> io::Result<()> {
+        for l in self.listeners.drain(..) {
+            // Closing a listener ends its multishot accept.
+            let _ = l.into_raw_fd();
+        }
+        let deadline = Instant::now() + DRAIN_ON_SHUTDOWN;
+        while Instant::now() < deadline {
+            let pending = core.conn_indices().into_iter().any(|i| {
+                core.conn(i).is_some_and(|c| {
+                    !c.unsent().is_empty() || !c.slots.is_empty() || c.inflight > 0
+                })
+            });
+            if !pending {
+                break;
+            }
+            for idx in core.conn_indices() {
+                self.mark(core, idx);
+            }
+            self.turn(core)?;
+            self.enter(Duration::from_millis(10))?;
+            self.reap(core)?;
+        }
+        Ok(())
+    }
+}
+
+/// The peer address of a socket, as `ip:port`.
+fn peer_name(fd: &OwnedFd) -> String {
+    // SAFETY: getpeername writes at most `len` bytes into the zeroed storage we pass.
+    let (storage, ok) = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let ok = libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) == 0;
+        (storage, ok)
+    };
+    if !ok {
+        return String::new();
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            format!("{ip}:{}", u16::from_be(a.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            format!("[{ip}]:{}", u16::from_be(a.sin6_port))
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_roundtrips() {
+        let u = ud(K_SEND, 0xab_cdef, 12345);
+        assert_eq!(ud_parts(u), (K_SEND, 0xab_cdef, 12345));
+        let u = ud(K_RECV, 0x1ff_ffff, u32::MAX);
+        assert_eq!(ud_parts(u), (K_RECV, 0xff_ffff, u32::MAX));
+    }
+
+    #[test]
+    fn buffer_ring_recycles_buffers_through_the_kernel() {
+        // Exercises BufRing's unsafe ring writes: more receives than buffers must all arrive.
+        let Ok(mut ring) = IoUring::new(64) else {
+            return;
+        };
+        let Ok(mut bufs) = BufRing::new(&ring) else {
+            return;
+        };
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into the array.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: fresh descriptors owned by nothing else.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut received = 0usize;
+        let mut armed = false;
+        for round in 0..(usize::from(BUF_COUNT) * 2) {
+            if !armed {
+                push(
+                    &mut ring,
+                    &opcode::RecvMulti::new(Fd(a.as_raw_fd()), BGID)
+                        .build()
+                        .user_data(1),
+                )
+                .unwrap();
+                armed = true;
+            }
+            let msg = format!("m{round:05}");
+            // SAFETY: writes a live byte string to our socket.
+            unsafe { libc::write(b.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+            ring.submit_and_wait(1).unwrap();
+            let cqes: Vec<_> = ring.completion().map(|c| (c.result(), c.flags())).collect();
+            for (res, flags) in cqes {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    assert!(res > 0);
+                    received += res as usize;
+                    bufs.push(bid);
+                    bufs.publish();
+                }
+                if !cqueue::more(flags) {
+                    armed = false;
+                }
+            }
+        }
+        assert_eq!(received, usize::from(BUF_COUNT) * 2 * 6);
+    }
+}
