@@ -1,10 +1,10 @@
 //! corecache-bench against a real server: the counts it reports must equal the server's own
 //! `stats` deltas exactly (cmd_get, get_hits, get_misses, cmd_set).
 //!
-//! The server is memcached (`/usr/bin/memcached`, skipped when absent) unless
-//! `BENCH_TEST_SERVER` says otherwise: `corecache` means this package's server binary, and any
-//! other value is the path of a binary that takes `-l 127.0.0.1 -p 0` and prints
-//! `listening 127.0.0.1:PORT` on stdout once it serves.
+//! The server is this package's corecache binary unless `BENCH_TEST_SERVER` says otherwise:
+//! `memcached` means `/usr/bin/memcached` (skipped when absent), and any other value is the path
+//! of a binary that takes `-l 127.0.0.1 -p 0` and prints `listening 127.0.0.1:PORT` on stdout
+//! once it serves.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,14 +30,14 @@ impl ServerCommand {
     /// From `BENCH_TEST_SERVER`; None when the chosen server is not installed.
     fn from_env() -> Option<ServerCommand> {
         match std::env::var("BENCH_TEST_SERVER").ok().as_deref() {
-            None | Some("") | Some("memcached") => {
+            Some("memcached") => {
                 if std::path::Path::new(MEMCACHED).exists() {
                     Some(ServerCommand::Memcached(MEMCACHED.to_string()))
                 } else {
                     None
                 }
             }
-            Some("corecache") => Some(ServerCommand::Corecache(
+            None | Some("") | Some("corecache") => Some(ServerCommand::Corecache(
                 env!("CARGO_BIN_EXE_corecache").to_string(),
             )),
             Some(path) => Some(ServerCommand::Corecache(path.to_string())),
