@@ -716,3 +716,16 @@ fn many_keys_through_table_migrations_match_a_map() {
     assert_eq!(store.stats().curr_items, model.len() as u64);
     assert_eq!(store.stats().evictions, 0);
 }
+
+#[test]
+fn add_on_a_present_item_bumps_without_fetching() {
+    let mut store = tiny();
+    set(&mut store, "k", b"v", None, T0);
+    assert_eq!(
+        mode(&mut store, StoreMode::Add, "k", 0, b"w", at(3)),
+        StoreOutcome::NotStored
+    );
+    let view = store.get(b"k", test_hash(b"k"), at(4)).unwrap();
+    assert!(!view.fetched, "add does not count as a read");
+    assert_eq!(view.last_access, at(3), "but it is a recent access");
+}
