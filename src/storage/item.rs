@@ -285,6 +285,13 @@ impl<'a> ItemMut<'a> {
         let at = self.view().seq_offset() + 8;
         self.chunk[at..at + 4].copy_from_slice(&now.0.to_le_bytes());
     }
+    /// Recency only (memcached's bump on an add that found the item): CLOCK +1 and the access
+    /// time, without marking it FETCHED.
+    pub fn bump(&mut self, now: Instant32) {
+        let fetched = self.chunk[0] & FETCHED;
+        self.touch_access(now);
+        self.chunk[0] = (self.chunk[0] & !FETCHED) | fetched;
+    }
     pub fn set_clock(&mut self, clock: u8) {
         assert!(clock <= CLOCK_MAX);
         self.chunk[0] = (self.chunk[0] & !CLOCK_MASK) | (clock << CLOCK_SHIFT);

@@ -345,7 +345,7 @@ impl Store {
             (StoreMode::Set, _) | (StoreMode::Add, None) => None,
             (StoreMode::Add, Some(slot)) => {
                 // memcached bumps an item that an add found present.
-                ItemMut::new(self.slabs.chunk_mut(slot.loc)).touch_access(now);
+                ItemMut::new(self.slabs.chunk_mut(slot.loc)).bump(now);
                 Some(StoreOutcome::NotStored)
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {

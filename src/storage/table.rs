@@ -459,4 +459,29 @@ mod tests {
         }
         table.check(&mut hash_of);
     }
+
+    #[test]
+    fn growth_is_incremental_and_bounded_per_step() {
+        let mut table = Table::new();
+        let mut hash_of = |loc: Loc| mix(id_of(loc));
+        let mut i = 0u64;
+        while !table.is_migrating() {
+            table.insert(mix(i), loc_of(i), &mut hash_of);
+            i += 1;
+        }
+        let old_buckets = HOME_BUCKETS_MIN + OVERFLOW_BUCKETS;
+        let mut steps = 0;
+        while table.migrate_step(MIGRATE_BUCKETS_PER_STEP, &mut hash_of) {
+            steps += 1;
+            // Every key stays findable mid-migration.
+            for j in 0..i {
+                assert!(table.find(mix(j), &mut |l| l == loc_of(j)).is_some());
+            }
+        }
+        // Many small steps (it ends early once the old table is empty).
+        assert!(steps > 8);
+        assert!(steps < old_buckets.div_ceil(MIGRATE_BUCKETS_PER_STEP));
+        assert_eq!(table.len() as u64, i);
+        table.check(&mut hash_of);
+    }
 }

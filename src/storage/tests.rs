@@ -665,3 +665,67 @@ fn class_stats_report_chunks_pages_and_age() {
     assert_eq!(class.age, 30, "the oldest access is at T0");
     assert_eq!(stats.total_malloced, 2048);
 }
+
+/// Sets, gets and deletes over 3,000 keys while the table grows and migrates (tombstones,
+/// lookups in the old table), against a HashMap, from one fixed seed.
+#[test]
+fn many_keys_through_table_migrations_match_a_map() {
+    let mut store = Store::new(config(16 << 20, 1 << 20));
+    let mut model: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut saw_migration = false;
+    for step in 0..60_000u32 {
+        let roll = next();
+        // Keys grow over time so the table keeps growing.
+        let key = key_of((roll >> 8) as usize % (500 + step as usize / 20));
+        let hash = test_hash(key.as_bytes());
+        match roll % 4 {
+            0 | 1 => {
+                let value = format!("{step}-{}", roll % 997).into_bytes();
+                store
+                    .store(StoreMode::Set, key.as_bytes(), hash, 0, None, &value, T0)
+                    .unwrap();
+                model.insert(key, value);
+            }
+            2 => {
+                let got = store
+                    .get(key.as_bytes(), hash, T0)
+                    .map(|v| v.value.to_vec());
+                assert_eq!(got.as_ref(), model.get(&key), "step {step} key {key}");
+            }
+            _ => {
+                assert_eq!(
+                    store.delete(key.as_bytes(), hash, T0),
+                    model.remove(&key).is_some()
+                );
+            }
+        }
+        saw_migration |= store.stats().hash_is_expanding;
+        if step % 5_000 == 0 {
+            store.check_invariants();
+        }
+    }
+    store.check_invariants();
+    assert!(saw_migration);
+    assert_eq!(store.stats().curr_items, model.len() as u64);
+    assert_eq!(store.stats().evictions, 0);
+}
+
+#[test]
+fn add_on_a_present_item_bumps_without_fetching() {
+    let mut store = tiny();
+    set(&mut store, "k", b"v", None, T0);
+    assert_eq!(
+        mode(&mut store, StoreMode::Add, "k", 0, b"w", at(3)),
+        StoreOutcome::NotStored
+    );
+    let view = store.get(b"k", test_hash(b"k"), at(4)).unwrap();
+    assert!(!view.fetched, "add does not count as a read");
+    assert_eq!(view.last_access, at(3), "but it is a recent access");
+}
