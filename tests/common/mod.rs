@@ -1,0 +1,821 @@
+//! Integration-test harness: start the real server binary and talk to it byte by byte.
+//!
+//! # Backends under test
+//! * Default: `env!("CARGO_BIN_EXE_corecache")` started as
+//!   `corecache -l 127.0.0.1 -p 0 <args>`. The harness waits (at most [`STARTUP_TIMEOUT`]) for
+//!   the readiness line `listening 127.0.0.1:<port>` on stdout, read by a thread and handed over
+//!   a channel, so a silent or crashed server fails fast with its stderr, never hangs.
+//! * Validation mode, `CORECACHE_TEST_SERVER=memcached`: the same tests run against
+//!   `/usr/bin/memcached -U 0 -l 127.0.0.1 -p <free port>` (plus `-u root` when running as root).
+//!   Flags memcached knows (`-t -m -c -I -f -C -v`) are passed on, corecache-only flags
+//!   (`--io-backend`, `--cpus`) are dropped. Readiness = a TCP connect succeeds (bounded poll).
+//!   Passing in this mode proves the expected bytes are memcached's, not guesses.
+//!   `CORECACHE_TEST_MEMCACHED` overrides the memcached path.
+//! * `CORECACHE_TEST_BACKENDS=epoll` (comma list) limits [`for_each_config`] to some io backends.
+//!
+//! # API
+//! * [`TestServer::start`], [`TestServer::addr`], [`TestServer::connect`],
+//!   [`TestServer::stats`] / [`TestServer::stats_sub`], [`TestServer::pid`],
+//!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`].
+//! * [`Client`]: [`Client::send`], [`Client::read_exact_reply`], [`Client::roundtrip`],
+//!   [`Client::read_line`], [`Client::read_until_end`], [`Client::expect_closed`],
+//!   [`Client::roundtrip_pattern`] (expected bytes with `{cas:NAME}` captures).
+//! * [`for_each_config`]: run a body against `-t 1`/`-t 2` x `epoll`/`uring` (one config in
+//!   memcached mode). [`escape`] renders bytes with `\r\n` visible.
+//!
+//! Drop kills and reaps the child; when the test is panicking, the server's stderr is printed.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to print its readiness line (or accept a connection).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read/write timeout of every [`Client`] socket, and the default deadline of reads.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MEMCACHED: &str = "/usr/bin/memcached";
+
+/// True when `CORECACHE_TEST_SERVER=memcached`: tests run against the real memcached.
+pub fn memcached_mode() -> bool {
+    std::env::var("CORECACHE_TEST_SERVER").is_ok_and(|v| v == "memcached")
+}
+
+/// Skip helper for corecache-specific tests. Returns true (and says so) in memcached mode.
+pub fn skip_in_memcached_mode(what: &str) -> bool {
+    if memcached_mode() {
+        eprintln!("skipped in memcached mode: {what}");
+        true
+    } else {
+        false
+    }
+}
+
+/// Runs `body` against every server configuration: `-t 1` and `-t 2`, each with
+/// `--io-backend epoll` and `--io-backend uring` (4 configs). In memcached mode only
+/// `-t 2 --io-backend epoll` runs (memcached ignores the backend). The config is printed first so
+/// a failure says which one broke.
+pub fn for_each_config(mut body: impl FnMut(&[&str])) {
+    let backends: Vec<String> = match std::env::var("CORECACHE_TEST_BACKENDS") {
+        Ok(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        Err(_) => vec!["epoll".to_string(), "uring".to_string()],
+    };
+    let mut configs: Vec<Vec<String>> = Vec::new();
+    for threads in ["1", "2"] {
+        for backend in &backends {
+            configs.push(vec![
+                "-t".into(),
+                threads.into(),
+                "--io-backend".into(),
+                backend.clone(),
+            ]);
+        }
+    }
+    if memcached_mode() {
+        configs = vec![vec![
+            "-t".into(),
+            "2".into(),
+            "--io-backend".into(),
+            "epoll".into(),
+        ]];
+    }
+    for config in configs {
+        let args: Vec<&str> = config.iter().map(String::as_str).collect();
+        eprintln!("=== config: {}", args.join(" "));
+        body(&args);
+    }
+}
+
+/// Renders bytes for assertion messages: printable ASCII as is, `\r` `\n` `\t` `\\` escaped,
+/// everything else `\xNN`. Long inputs are shortened in the middle.
+pub fn escape(bytes: &[u8]) -> String {
+    const KEEP: usize = 400;
+    let render = |b: &[u8]| -> String {
+        let mut s = String::new();
+        for &c in b {
+            match c {
+                b'\r' => s.push_str("\\r"),
+                b'\n' => s.push_str("\\n"),
+                b'\t' => s.push_str("\\t"),
+                b'\\' => s.push_str("\\\\"),
+                0x20..=0x7e => s.push(c as char),
+                _ => s.push_str(&format!("\\x{c:02x}")),
+            }
+        }
+        s
+    };
+    if bytes.len() <= 2 * KEEP {
+        render(bytes)
+    } else {
+        format!(
+            "{}...<{} bytes>...{}",
+            render(&bytes[..KEEP]),
+            bytes.len() - 2 * KEEP,
+            render(&bytes[bytes.len() - KEEP..])
+        )
+    }
+}
+
+/// Asserts `actual == expected`, printing both escaped and the first differing offset.
+#[track_caller]
+pub fn assert_bytes_eq(actual: &[u8], expected: &[u8], context: &str) {
+    if actual != expected {
+        let at = actual
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(actual.len().min(expected.len()));
+        let from = at.saturating_sub(40);
+        panic!(
+            "{context}: reply mismatch at byte {at} (expected {} bytes, got {})\n  expected: {}\n  actual:   {}\n  around mismatch:\n    expected: {}\n    actual:   {}",
+            expected.len(),
+            actual.len(),
+            escape(expected),
+            escape(actual),
+            escape(&expected[from..expected.len().min(at + 40)]),
+            escape(&actual[from..actual.len().min(at + 40)]),
+        );
+    }
+}
+
+/// A running server under test. Drop kills (SIGKILL) and reaps it.
+pub struct TestServer {
+    child: Option<Child>,
+    addr: SocketAddr,
+    memcached: bool,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    args: Vec<String>,
+}
+
+fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
+    thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Translates corecache args to memcached args: known flags pass, corecache-only ones drop.
+fn memcached_args(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        match a {
+            "-t" | "-m" | "-c" | "-I" | "-f" => {
+                out.push(a.to_string());
+                out.push(args.get(i + 1).expect("flag needs a value").to_string());
+                i += 2;
+            }
+            "-C" | "-v" | "-vv" => {
+                out.push(a.to_string());
+                i += 1;
+            }
+            "--io-backend" | "--cpus" => i += 2,
+            "-U" => i += 2, // always -U 0
+            other => panic!("memcached mode: don't know how to translate arg {other:?}"),
+        }
+    }
+    out
+}
+
+impl TestServer {
+    /// Starts a server with extra `args` (memcached-style flags, e.g. `["-t", "2", "-m", "8"]`)
+    /// and returns once it serves. Panics with the server's stderr if it does not come up
+    /// within [`STARTUP_TIMEOUT`].
+    pub fn start(args: &[&str]) -> TestServer {
+        if memcached_mode() {
+            Self::start_memcached(args)
+        } else {
+            Self::start_corecache(args)
+        }
+    }
+
+    fn start_corecache(args: &[&str]) -> TestServer {
+        let bin = env!("CARGO_BIN_EXE_corecache");
+        let mut child = Command::new(bin)
+            .args(["-l", "127.0.0.1", "-p", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain_stderr(child.stderr.take().unwrap(), stderr.clone());
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<Result<String, String>>();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout);
+            let mut sent = false;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match lines.read_line(&mut line) {
+                    Ok(0) => {
+                        if !sent {
+                            let _ = tx.send(Err("stdout closed before the readiness line".into()));
+                        }
+                        return;
+                    }
+                    Ok(_) => {
+                        // Keep draining stdout after the first line so the child never blocks.
+                        if !sent {
+                            let _ = tx.send(Ok(line.clone()));
+                            sent = true;
+                        }
+                    }
+                    Err(e) => {
+                        if !sent {
+                            let _ = tx.send(Err(format!("reading stdout: {e}")));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            memcached: false,
+            stderr,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) => line,
+            Ok(Err(why)) => server.fail_startup(&format!("corecache did not start: {why}")),
+            Err(_) => server.fail_startup(&format!(
+                "corecache printed no readiness line within {STARTUP_TIMEOUT:?}"
+            )),
+        };
+        let Some(addr) = line.trim_end().strip_prefix("listening ") else {
+            server.fail_startup(&format!(
+                "first stdout line is not `listening <addr>`: {:?}",
+                line
+            ))
+        };
+        server.addr = match addr.parse() {
+            Ok(a) => a,
+            Err(e) => server.fail_startup(&format!("bad address in {line:?}: {e}")),
+        };
+        server
+    }
+
+    fn start_memcached(args: &[&str]) -> TestServer {
+        let bin = std::env::var("CORECACHE_TEST_MEMCACHED").unwrap_or_else(|_| MEMCACHED.into());
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        // memcached refuses to run as root without -u.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        cmd.args(["-U", "0", "-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(memcached_args(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain_stderr(child.stderr.take().unwrap(), stderr.clone());
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut server = TestServer {
+            child: Some(child),
+            addr,
+            memcached: true,
+            stderr,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
+                server.fail_startup(&format!("memcached exited at startup: {status}"));
+            }
+            if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                drop(probe);
+                return server;
+            }
+            if Instant::now() > deadline {
+                server.fail_startup("memcached did not accept a connection in time");
+            }
+            thread::sleep(Duration::from_millis(10)); // bounded readiness poll
+        }
+    }
+
+    fn fail_startup(&mut self, why: &str) -> ! {
+        self.kill_and_reap();
+        // Give the stderr drain thread a moment to collect the child's last words (bounded).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.stderr.lock().unwrap().is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "{why}\n  args: {:?}\n  stderr:\n{}",
+            self.args,
+            String::from_utf8_lossy(&self.stderr.lock().unwrap())
+        );
+    }
+
+    fn kill_and_reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// True when this is the real memcached (validation mode).
+    pub fn is_memcached(&self) -> bool {
+        self.memcached
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server already stopped").id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Resident set size of the server process (VmRSS from /proc/PID/status), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS line");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS value");
+        kb * 1024
+    }
+
+    /// A new connection: TCP_NODELAY, read/write timeouts of [`IO_TIMEOUT`].
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// `stats` on a fresh connection, as a map from name to value.
+    pub fn stats(&self) -> HashMap<String, String> {
+        self.stats_sub("")
+    }
+
+    /// `stats <sub>` (e.g. "settings") on a fresh connection, as a map.
+    pub fn stats_sub(&self, sub: &str) -> HashMap<String, String> {
+        let mut c = self.connect();
+        c.stats_sub(sub)
+    }
+
+    /// Sends SIGTERM and waits (bounded by `timeout`) for the exit; returns its status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill_and_reap();
+                panic!("server did not exit within {timeout:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(5)); // bounded exit poll
+        }
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+        if thread::panicking() {
+            let err = self.stderr.lock().unwrap();
+            if !err.is_empty() {
+                eprintln!(
+                    "--- server stderr ({:?}) ---\n{}\n--- end of server stderr ---",
+                    self.args,
+                    String::from_utf8_lossy(&err)
+                );
+            }
+        }
+    }
+}
+
+/// One client connection with an internal read buffer (bytes read but not yet consumed).
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    vars: HashMap<String, Vec<u8>>,
+}
+
+impl Client {
+    /// Connects to `addr` with TCP_NODELAY and [`IO_TIMEOUT`] read/write timeouts.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self::from_stream(stream)
+    }
+
+    /// Wraps an already connected stream (sets NODELAY and timeouts).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+            vars: HashMap::new(),
+        }
+    }
+
+    /// The underlying socket (for custom timeouts or raw writes).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Writes all of `bytes` in one `write_all`.
+    #[track_caller]
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send {}: {e}", escape(&bytes[..bytes.len().min(80)])));
+    }
+
+    /// Reads more bytes into the buffer. Ok(0) = EOF.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e)
+                    if (e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut)
+                        && Instant::now() < deadline =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes (within [`IO_TIMEOUT`]); on EOF/timeout returns what arrived.
+    pub fn read_n(&mut self, n: usize) -> Result<Vec<u8>, (Vec<u8>, String)> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.buf.len() < n {
+            match self.fill(deadline) {
+                Ok(0) => return Err((std::mem::take(&mut self.buf), "EOF".into())),
+                Ok(_) => {}
+                Err(e) => return Err((std::mem::take(&mut self.buf), e.to_string())),
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads exactly `expected.len()` bytes and asserts they equal `expected`, printing both
+    /// sides escaped on mismatch (or on EOF/timeout).
+    #[track_caller]
+    pub fn read_exact_reply(&mut self, expected: &[u8]) {
+        match self.read_n(expected.len()) {
+            Ok(got) => assert_bytes_eq(&got, expected, "read_exact_reply"),
+            Err((got, why)) => panic!(
+                "read_exact_reply: {why} after {} of {} bytes\n  expected: {}\n  actual:   {}",
+                got.len(),
+                expected.len(),
+                escape(expected),
+                escape(&got)
+            ),
+        }
+    }
+
+    /// `send(request)` then `read_exact_reply(expected)`.
+    #[track_caller]
+    pub fn roundtrip(&mut self, request: &[u8], expected: &[u8]) {
+        self.send(request);
+        self.read_exact_reply(expected);
+    }
+
+    /// Reads one line including its `\r\n` (or `\n`).
+    #[track_caller]
+    pub fn read_line(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                return self.buf.drain(..=i).collect();
+            }
+            match self.fill(deadline) {
+                Ok(0) => panic!("read_line: EOF; partial: {}", escape(&self.buf)),
+                Ok(_) => {}
+                Err(e) => panic!("read_line: {e}; partial: {}", escape(&self.buf)),
+            }
+        }
+    }
+
+    /// Reads lines until a line equal to `END\r\n` (also stops at an `ERROR`/`*_ERROR` line or
+    /// `RESET\r\n`) and returns everything read, terminator included. Meant for `stats` output.
+    #[track_caller]
+    pub fn read_until_end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line = self.read_line();
+            out.extend_from_slice(&line);
+            if line == b"END\r\n"
+                || line == b"RESET\r\n"
+                || line.starts_with(b"ERROR")
+                || line.starts_with(b"CLIENT_ERROR")
+                || line.starts_with(b"SERVER_ERROR")
+            {
+                return out;
+            }
+        }
+    }
+
+    /// Sends `stats <sub>` and parses `STAT name value` lines (asserting the shape).
+    #[track_caller]
+    pub fn stats_sub(&mut self, sub: &str) -> HashMap<String, String> {
+        let (map, _) = self.stats_raw(sub);
+        map
+    }
+
+    /// Like [`Client::stats_sub`] but also returns the raw reply bytes.
+    #[track_caller]
+    pub fn stats_raw(&mut self, sub: &str) -> (HashMap<String, String>, Vec<u8>) {
+        let req = if sub.is_empty() {
+            "stats\r\n".to_string()
+        } else {
+            format!("stats {sub}\r\n")
+        };
+        self.send(req.as_bytes());
+        let raw = self.read_until_end();
+        assert!(
+            raw.ends_with(b"END\r\n"),
+            "{req:?} did not end with END: {}",
+            escape(&raw)
+        );
+        let text = String::from_utf8(raw.clone()).expect("stats output is UTF-8");
+        let mut map = HashMap::new();
+        for line in text.split("\r\n") {
+            if line.is_empty() || line == "END" {
+                continue;
+            }
+            let rest = line
+                .strip_prefix("STAT ")
+                .unwrap_or_else(|| panic!("{req:?}: line without STAT prefix: {line:?}"));
+            let (name, value) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{req:?}: line without value: {line:?}"));
+            assert!(!name.is_empty(), "{req:?}: empty stat name in {line:?}");
+            map.insert(name.to_string(), value.to_string());
+        }
+        (map, raw)
+    }
+
+    /// Asserts the server closes the connection (EOF or reset) within [`IO_TIMEOUT`], and
+    /// returns the bytes that arrived before the close.
+    #[track_caller]
+    pub fn expect_closed(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return std::mem::take(&mut self.buf),
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == ErrorKind::ConnectionReset
+                        || e.kind() == ErrorKind::ConnectionAborted =>
+                {
+                    return std::mem::take(&mut self.buf)
+                }
+                Err(e) => panic!(
+                    "expected the server to close the connection, got {e}; read so far: {}",
+                    escape(&self.buf)
+                ),
+            }
+        }
+    }
+
+    /// Sets a named capture (see [`Client::roundtrip_pattern`]).
+    pub fn set_var(&mut self, name: &str, value: &[u8]) {
+        self.vars.insert(name.to_string(), value.to_vec());
+    }
+
+    /// A captured variable, e.g. the cas token captured by `{cas:a}`.
+    pub fn var(&self, name: &str) -> Option<&[u8]> {
+        self.vars.get(name).map(Vec::as_slice)
+    }
+
+    /// Like [`Client::roundtrip`] with placeholders:
+    /// * in `expected`: `{cas:NAME}` matches a run of digits; the first time NAME is seen it is
+    ///   captured, later it must equal the capture. `{line}` matches any bytes up to `\r`.
+    /// * in `request`: `{cas:NAME}` is replaced by the capture; `{badcas:NAME}` by a different
+    ///   number (capture + 1000).
+    #[track_caller]
+    pub fn roundtrip_pattern(&mut self, request: &[u8], expected: &[u8]) {
+        let req = self.substitute(request);
+        self.send(&req);
+        self.read_pattern(expected);
+    }
+
+    fn substitute(&self, request: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(request.len());
+        let mut i = 0;
+        while i < request.len() {
+            if let Some((kind, name, len)) = placeholder(&request[i..]) {
+                let v = self
+                    .vars
+                    .get(name)
+                    .unwrap_or_else(|| panic!("no captured value for {{{kind}:{name}}}"));
+                match kind {
+                    "cas" => out.extend_from_slice(v),
+                    "badcas" => {
+                        let n: u64 = std::str::from_utf8(v).unwrap().parse().unwrap();
+                        out.extend_from_slice((n.wrapping_add(1000)).to_string().as_bytes());
+                    }
+                    _ => unreachable!(),
+                }
+                i += len;
+            } else {
+                out.push(request[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Reads a reply matching `expected` with placeholders (see [`Client::roundtrip_pattern`]).
+    #[track_caller]
+    pub fn read_pattern(&mut self, expected: &[u8]) {
+        let mut got = Vec::new();
+        let mut i = 0;
+        let fail = |got: &[u8], why: &str| -> ! {
+            panic!(
+                "read_pattern: {why}\n  expected: {}\n  actual:   {}",
+                escape(expected),
+                escape(got)
+            )
+        };
+        while i < expected.len() {
+            if expected[i..].starts_with(b"{line}") {
+                loop {
+                    let b = self.next_byte().unwrap_or_else(|e| fail(&got, &e));
+                    if b == b'\r' {
+                        self.buf.insert(0, b);
+                        break;
+                    }
+                    got.push(b);
+                }
+                i += b"{line}".len();
+            } else if let Some((kind, name, len)) = placeholder(&expected[i..]) {
+                assert_eq!(kind, "cas", "only {{cas:NAME}} may appear in expected bytes");
+                let mut digits = Vec::new();
+                loop {
+                    let b = self.next_byte().unwrap_or_else(|e| fail(&got, &e));
+                    if b.is_ascii_digit() {
+                        digits.push(b);
+                        got.push(b);
+                    } else {
+                        self.buf.insert(0, b);
+                        break;
+                    }
+                }
+                if digits.is_empty() {
+                    fail(&got, &format!("expected digits for {{cas:{name}}}"));
+                }
+                match self.vars.get(name) {
+                    Some(prev) if *prev != digits => fail(
+                        &got,
+                        &format!("{{cas:{name}}} was {} before", escape(prev)),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.vars.insert(name.to_string(), digits);
+                    }
+                }
+                i += len;
+            } else {
+                let b = self.next_byte().unwrap_or_else(|e| fail(&got, &e));
+                got.push(b);
+                if b != expected[i] {
+                    // Show a little more of what came, to make the mismatch readable.
+                    let extra = self.buf.len().min(80);
+                    got.extend_from_slice(&self.buf[..extra]);
+                    fail(&got, &format!("mismatch at expected byte {i}"));
+                }
+                i += 1;
+            }
+        }
+    }
+
+    fn next_byte(&mut self) -> Result<u8, String> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.buf.is_empty() {
+            match self.fill(deadline) {
+                Ok(0) => return Err("EOF".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(self.buf.remove(0))
+    }
+}
+
+/// Parses `{cas:NAME}` / `{badcas:NAME}` at the start of `s`: (kind, name, total length).
+fn placeholder(s: &[u8]) -> Option<(&'static str, &str, usize)> {
+    for kind in ["cas", "badcas"] {
+        let open = format!("{{{kind}:");
+        if s.starts_with(open.as_bytes()) {
+            let rest = &s[open.len()..];
+            let end = rest.iter().position(|&b| b == b'}')?;
+            let name = std::str::from_utf8(&rest[..end]).ok()?;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return None;
+            }
+            return Some((kind, name, open.len() + end + 1));
+        }
+    }
+    None
+}
+
+/// A tiny deterministic PRNG (xorshift64*) for seeded workloads and garbage.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Polls `cond` every few milliseconds until it is true or `timeout` passes; returns the result.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10)); // bounded poll interval
+    }
+}
+
+/// A numeric stat as u64 (panics with the name if missing or not a number).
+#[track_caller]
+pub fn stat_u64(stats: &HashMap<String, String>, name: &str) -> u64 {
+    stats
+        .get(name)
+        .unwrap_or_else(|| panic!("stat {name} missing"))
+        .parse()
+        .unwrap_or_else(|e| panic!("stat {name}={:?}: {e}", stats[name]))
+}
