@@ -543,14 +543,12 @@ impl Core {
             StatsGroup::Items => StatsKind::Items,
             StatsGroup::Slabs => StatsKind::Slabs,
             StatsGroup::Sizes => StatsKind::Sizes,
+            StatsGroup::Conns => StatsKind::Conns,
             StatsGroup::Reset => {
                 self.broadcast(idx, SlotKind::Reset, RemoteOp::ResetStats);
                 return;
             }
-            StatsGroup::Settings
-            | StatsGroup::Conns
-            | StatsGroup::Detail(_)
-            | StatsGroup::Other(_) => {
+            StatsGroup::Settings | StatsGroup::Detail(_) | StatsGroup::Other(_) => {
                 let mut buf = Vec::new();
                 stats::local_group(self, group, &mut buf);
                 let conn = self.conn_mut(idx).expect("dispatch on a live connection");

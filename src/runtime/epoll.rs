@@ -264,27 +264,30 @@ impl Loop {
         };
         let Some(c) = core.conn_mut(idx) else { return };
         let was_paused = !c.may_parse();
+        let mut written = 0u64;
         while !c.unsent().is_empty() {
             match stream.write(c.unsent()) {
                 Ok(0) => break,
                 Ok(n) => {
-                    core_bytes_written(c, n);
+                    c.advance_sent(n);
+                    written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
+                    core.bytes_written += written;
                     self.drop_conn(core, idx);
                     return;
                 }
             }
         }
-        let written = c.out_sent;
-        let _ = written;
-        if should_close(c) {
+        let close = should_close(c);
+        let resumed = was_paused && c.may_parse();
+        core.bytes_written += written;
+        if close {
             self.drop_conn(core, idx);
             return;
         }
-        let resumed = was_paused && c.may_parse();
         if resumed && !self.stalled.contains(&idx) {
             self.stalled.push(idx);
         }
@@ -329,10 +332,6 @@ impl Loop {
             self.drop_conn(core, idx);
         }
     }
-}
-
-fn core_bytes_written(c: &mut Conn, n: usize) {
-    c.advance_sent(n);
 }
 
 /// Whether the connection is finished: closing or at EOF, with nothing left to send or await.

@@ -53,6 +53,8 @@ pub enum StatsKind {
     Items,
     Slabs,
     Sizes,
+    /// One line group per connection; shards' parts are concatenated, not summed.
+    Conns,
 }
 
 /// One request inside an envelope.

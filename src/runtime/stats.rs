@@ -94,6 +94,27 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
             push_line(out, "total_malloced", st.total_malloced);
         }
         StatsKind::Sizes => {}
+        StatsKind::Conns => conns_part(core, out),
+    }
+}
+
+/// This core's connections as final `STAT <id>:<field> <value>` lines. Ids are unique across
+/// cores: connection index times shard count plus the core's number.
+fn conns_part(core: &Core, out: &mut Vec<u8>) {
+    let listen = core
+        .shared
+        .bound
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    for idx in core.conn_indices() {
+        let Some(c) = core.conn(idx) else { continue };
+        let id = u64::from(idx) * u64::from(core.shard_count) + u64::from(core.me);
+        compose::stat_str(out, &format!("{id}:addr"), &format!("tcp:{}", c.peer));
+        compose::stat_str(out, &format!("{id}:listen_addr"), &format!("tcp:{listen}"));
+        compose::stat_str(out, &format!("{id}:state"), "conn_parse_cmd");
+        let idle = core.now.0.saturating_sub(c.last_cmd);
+        compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
     }
 }
 
@@ -139,6 +160,11 @@ fn sum_parts(parts: &[u8]) -> Vec<(String, u64)> {
 
 /// Composes the whole reply of a gathered stats group.
 pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], out: &mut Vec<u8>) {
+    if kind == StatsKind::Conns {
+        out.extend_from_slice(parts);
+        out.extend_from_slice(compose::END);
+        return;
+    }
     let sums = sum_parts(parts);
     match kind {
         StatsKind::General => general(shared, now, &sums, out),
@@ -151,7 +177,7 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
                 compose::stat(out, name, *v);
             }
         }
-        StatsKind::Sizes => {}
+        StatsKind::Sizes | StatsKind::Conns => {}
     }
     out.extend_from_slice(compose::END);
 }
@@ -355,27 +381,6 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "flush_enabled", "yes");
             compose::stat_str(out, "hash_algorithm", "xxh3");
             compose::stat_str(out, "io_backend", shared.backend_name());
-            out.extend_from_slice(compose::END);
-        }
-        StatsGroup::Conns => {
-            let port = shared
-                .bound
-                .first()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            for idx in core.conn_indices() {
-                if let Some(c) = core.conn(idx) {
-                    let id = format!("{}", u64::from(core.me) << 32 | u64::from(idx));
-                    compose::stat_str(out, &format!("{id}:addr"), &format!("tcp:{}", c.peer));
-                    compose::stat_str(out, &format!("{id}:listen_addr"), &format!("tcp:{port}"));
-                    compose::stat_str(out, &format!("{id}:state"), "conn_parse_cmd");
-                    compose::stat(
-                        out,
-                        &format!("{id}:secs_since_last_cmd"),
-                        u64::from(core.now.0.saturating_sub(c.last_cmd)),
-                    );
-                }
-            }
             out.extend_from_slice(compose::END);
         }
         StatsGroup::Detail(_) | StatsGroup::Other(_) => {
