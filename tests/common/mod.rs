@@ -160,7 +160,10 @@ fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
         loop {
             match stderr.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                Ok(n) => sink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]),
             }
         }
     });
@@ -321,16 +324,22 @@ impl TestServer {
     }
 
     fn fail_startup(&mut self, why: &str) -> ! {
+        let status = match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => format!("exited: {status}"),
+            _ => "still running (killed now)".to_string(),
+        };
         self.kill_and_reap();
         // Give the stderr drain thread a moment to collect the child's last words (bounded).
         let deadline = Instant::now() + Duration::from_millis(500);
-        while self.stderr.lock().unwrap().is_empty() && Instant::now() < deadline {
+        while self.stderr_text().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
+        let stderr = self.stderr_text();
+        // Drop must not print it a second time.
+        self.stderr = Arc::new(Mutex::new(Vec::new()));
         panic!(
-            "{why}\n  args: {:?}\n  stderr:\n{}",
-            self.args,
-            String::from_utf8_lossy(&self.stderr.lock().unwrap())
+            "{why}\n  server: {status}\n  args: {:?}\n  stderr:\n{stderr}",
+            self.args
         );
     }
 
@@ -418,7 +427,8 @@ impl TestServer {
 
     /// Everything the server wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        let err = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&err).into_owned()
     }
 }
 
@@ -426,12 +436,11 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill_and_reap();
         if thread::panicking() {
-            let err = self.stderr.lock().unwrap();
+            let err = self.stderr_text();
             if !err.is_empty() {
                 eprintln!(
-                    "--- server stderr ({:?}) ---\n{}\n--- end of server stderr ---",
-                    self.args,
-                    String::from_utf8_lossy(&err)
+                    "--- server stderr ({:?}) ---\n{err}\n--- end of server stderr ---",
+                    self.args
                 );
             }
         }
