@@ -66,7 +66,8 @@ fn pipeline_1000_mixed_commands_in_one_write() {
                             b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
                         ),
                         Some(v) => {
-                            let n: u64 = std::str::from_utf8(v).unwrap().trim_end().parse().unwrap();
+                            let n: u64 =
+                                std::str::from_utf8(v).unwrap().trim_end().parse().unwrap();
                             let r = (n + 7).to_string();
                             expected.extend_from_slice(format!("{r}\r\n").as_bytes());
                             // memcached pads a shorter result in place; a longer one regrows
@@ -114,7 +115,10 @@ fn command_split_byte_by_byte() {
         let mut c = server.connect();
         let script: &[(&[u8], &[u8])] = &[
             (b"set split 5 0 6\r\nab\r\ncd\r\n", b"STORED\r\n"),
-            (b"get split nope split\r\n", b"VALUE split 5 6\r\nab\r\ncd\r\nVALUE split 5 6\r\nab\r\ncd\r\nEND\r\n"),
+            (
+                b"get split nope split\r\n",
+                b"VALUE split 5 6\r\nab\r\ncd\r\nVALUE split 5 6\r\nab\r\ncd\r\nEND\r\n",
+            ),
             (b"set n 0 0 2\r\n41\r\n", b"STORED\r\n"),
             (b"incr n 1\r\n", b"42\r\n"),
             (b"delete n noreply\r\n", b""),
@@ -188,7 +192,8 @@ fn multi_get_across_shards_keeps_request_order() {
             for k in order {
                 if hits.contains(&k) {
                     if verb.starts_with("gets") || verb.starts_with("gats") {
-                        expected.push_str(&format!("VALUE {k} 1 {} {{cas:{k}}}\r\n{k}\r\n", k.len()));
+                        expected
+                            .push_str(&format!("VALUE {k} 1 {} {{cas:{k}}}\r\n{k}\r\n", k.len()));
                     } else {
                         expected.push_str(&format!("VALUE {k} 1 {}\r\n{k}\r\n", k.len()));
                     }
@@ -214,7 +219,8 @@ fn multi_get_100_keys() {
         for (i, k) in keys.iter().enumerate() {
             if i % 3 != 2 {
                 let v = format!("value-of-{k}-{}", "z".repeat(i));
-                set_req.extend_from_slice(format!("set {k} {i} 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+                set_req
+                    .extend_from_slice(format!("set {k} {i} 0 {}\r\n{v}\r\n", v.len()).as_bytes());
                 set_rep.extend_from_slice(b"STORED\r\n");
             }
         }
@@ -225,7 +231,8 @@ fn multi_get_100_keys() {
             req.extend_from_slice(format!(" {k}").as_bytes());
             if i % 3 != 2 {
                 let v = format!("value-of-{k}-{}", "z".repeat(i));
-                expected.extend_from_slice(format!("VALUE {k} {i} {}\r\n{v}\r\n", v.len()).as_bytes());
+                expected
+                    .extend_from_slice(format!("VALUE {k} {i} {}\r\n{v}\r\n", v.len()).as_bytes());
             }
         }
         req.extend_from_slice(b"\r\n");
@@ -264,10 +271,13 @@ fn two_hundred_concurrent_connections() {
                             let v = format!("{id}/{round}/{}", "v".repeat(id % 50));
                             let mut req =
                                 format!("set {key} {id} 0 {}\r\n{v}\r\n", v.len()).into_bytes();
-                            req.extend_from_slice(format!("get {key} c{id}:missing\r\n").as_bytes());
+                            req.extend_from_slice(
+                                format!("get {key} c{id}:missing\r\n").as_bytes(),
+                            );
                             let mut rep = b"STORED\r\n".to_vec();
                             rep.extend_from_slice(
-                                format!("VALUE {key} {id} {}\r\n{v}\r\nEND\r\n", v.len()).as_bytes(),
+                                format!("VALUE {key} {id} {}\r\n{v}\r\nEND\r\n", v.len())
+                                    .as_bytes(),
                             );
                             c.roundtrip(&req, &rep);
                         }

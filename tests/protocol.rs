@@ -100,10 +100,7 @@ const TABLE: &[(&[u8], &[u8])] = &[
     (b"incr missing 1\r\n", b"NOT_FOUND\r\n"),
     (b"decr missing 1\r\n", b"NOT_FOUND\r\n"),
     // wrap at 2^64
-    (
-        b"set n 0 0 20\r\n18446744073709551615\r\n",
-        b"STORED\r\n",
-    ),
+    (b"set n 0 0 20\r\n18446744073709551615\r\n", b"STORED\r\n"),
     (b"incr n 1\r\n", b"0\r\n"),
     // shorter result is written in place, padded with spaces to the old length
     (
@@ -150,10 +147,7 @@ const TABLE: &[(&[u8], &[u8])] = &[
         b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     ),
     // a 21-digit value overflows u64: non-numeric
-    (
-        b"set n 0 0 21\r\n184467440737095516150\r\n",
-        b"STORED\r\n",
-    ),
+    (b"set n 0 0 21\r\n184467440737095516150\r\n", b"STORED\r\n"),
     (
         b"incr n 1\r\n",
         b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
@@ -165,7 +159,10 @@ const TABLE: &[(&[u8], &[u8])] = &[
     (b"replace q 2 0 1 noreply\r\nQ\r\n", b""),
     (b"append q 0 0 1 noreply\r\n>\r\n", b""),
     (b"prepend q 0 0 1 noreply\r\n<\r\n", b""),
-    (b"get q q2\r\n", b"VALUE q 2 3\r\n<Q>\r\nVALUE q2 0 1\r\nr\r\nEND\r\n"),
+    (
+        b"get q q2\r\n",
+        b"VALUE q 2 3\r\n<Q>\r\nVALUE q2 0 1\r\nr\r\nEND\r\n",
+    ),
     (b"gets q2\r\n", b"VALUE q2 0 1 {cas:q2}\r\nr\r\nEND\r\n"),
     (b"cas q2 0 0 1 {badcas:q2} noreply\r\nX\r\n", b""),
     (b"cas q2 0 0 1 {cas:q2} noreply\r\ns\r\n", b""),
@@ -290,7 +287,10 @@ fn long_key_steps() -> Vec<(Vec<u8>, Vec<u8>)> {
         (format!("decr {k251} 1\r\n").into_bytes(), bad.clone()),
         (format!("touch {k251} 1\r\n").into_bytes(), bad.clone()),
         (format!("delete {k251}\r\n").into_bytes(), bad.clone()),
-        (format!("delete {k250}\r\n").into_bytes(), b"DELETED\r\n".to_vec()),
+        (
+            format!("delete {k250}\r\n").into_bytes(),
+            b"DELETED\r\n".to_vec(),
+        ),
         (b"version\r\n".to_vec(), b"VERSION {line}\r\n".to_vec()),
     ]
 }
@@ -367,8 +367,7 @@ fn largest_value(item_size_max: usize, key_len: usize, cas: bool, flags: u32) ->
 }
 
 fn set_of_len(key: &[u8], flags: u32, len: usize) -> Vec<u8> {
-    let mut req =
-        format!("set {} {flags} 0 {len}\r\n", String::from_utf8_lossy(key)).into_bytes();
+    let mut req = format!("set {} {flags} 0 {len}\r\n", String::from_utf8_lossy(key)).into_bytes();
     req.resize(req.len() + len, b'v');
     req.extend_from_slice(b"\r\n");
     req
@@ -514,7 +513,11 @@ fn stats_fields_values_and_exact_deltas() {
         c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
         let (s0, raw0) = c.stats_raw("");
         for name in REQUIRED_STATS {
-            assert!(s0.contains_key(*name), "stats lacks {name}: {}", escape(&raw0));
+            assert!(
+                s0.contains_key(*name),
+                "stats lacks {name}: {}",
+                escape(&raw0)
+            );
         }
         assert_eq!(stat_u64(&s0, "pid"), u64::from(server.pid()));
         assert_eq!(stat_u64(&s0, "pointer_size"), 64);
@@ -527,7 +530,10 @@ fn stats_fields_values_and_exact_deltas() {
         for name in ["rusage_user", "rusage_system"] {
             let v = &s0[name];
             let (secs, micros) = v.split_once('.').expect("rusage is secs.micros");
-            assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{name}={v}");
+            assert!(
+                secs.parse::<u64>().is_ok() && micros.len() == 6,
+                "{name}={v}"
+            );
         }
         let cmds: &[u8] = b"get a\r\nget zz\r\nget a zz b\r\nset q 0 0 1\r\n1\r\nincr q 1\r\n\
 incr zz 1\r\ndecr q 1\r\ndecr zz 1\r\ndelete q\r\ndelete zz\r\ntouch a 0\r\ntouch zz 0\r\n\
@@ -544,7 +550,8 @@ gets a\r\ncas a 0 0 1 1\r\nx\r\ncas zz 0 0 1 1\r\nx\r\nflush_all\r\nget a\r\n";
             got.extend_from_slice(&line);
             assert!(got.len() < 1000, "runaway reply: {}", escape(&got));
         }
-        let expected_prefix: &[u8] = b"VALUE a 0 1\r\nx\r\nEND\r\nEND\r\nVALUE a 0 1\r\nx\r\nEND\r\n\
+        let expected_prefix: &[u8] =
+            b"VALUE a 0 1\r\nx\r\nEND\r\nEND\r\nVALUE a 0 1\r\nx\r\nEND\r\n\
 STORED\r\n2\r\nNOT_FOUND\r\n1\r\nNOT_FOUND\r\nDELETED\r\nNOT_FOUND\r\nTOUCHED\r\nNOT_FOUND\r\n";
         assert_bytes_eq(&got[..expected_prefix.len()], expected_prefix, "replies");
         // `cas a ... 1` matches only if the token happens to be 1 (memcached: it is).
@@ -675,8 +682,16 @@ fn stats_subcommands_have_memcached_shapes() {
             assert!(class.parse::<u32>().is_ok(), "stats slabs key shape: {k}");
             if field == "chunk_size" {
                 classes += 1;
-                for f in ["chunks_per_page", "total_pages", "used_chunks", "free_chunks"] {
-                    assert!(slabs.contains_key(&format!("{class}:{f}")), "lacks {class}:{f}");
+                for f in [
+                    "chunks_per_page",
+                    "total_pages",
+                    "used_chunks",
+                    "free_chunks",
+                ] {
+                    assert!(
+                        slabs.contains_key(&format!("{class}:{f}")),
+                        "lacks {class}:{f}"
+                    );
                 }
             }
         }

@@ -270,9 +270,15 @@ fn connection_limit_is_enforced() {
                 break;
             }
         }
-        assert!(served.len() <= limit, "more than -c {limit} connections served");
+        assert!(
+            served.len() <= limit,
+            "more than -c {limit} connections served"
+        );
     }
-    eprintln!("served {} connections before the first refusal", served.len());
+    eprintln!(
+        "served {} connections before the first refusal",
+        served.len()
+    );
     if !memcached_mode() {
         assert_eq!(served.len(), limit, "connections served with -c {limit}");
     }
@@ -357,9 +363,25 @@ fn garbage_never_kills_the_server() {
         let mut bystander = server.connect();
         bystander.roundtrip(b"set bystander 0 0 4\r\nsafe\r\n", b"STORED\r\n");
         let verbs: &[&[u8]] = &[
-            b"get", b"gets", b"gat", b"gats", b"set", b"add", b"replace", b"append", b"prepend",
-            b"cas", b"incr", b"decr", b"touch", b"delete", b"version", b"verbosity", b"stats",
-            b"noreply", b"quit",
+            b"get",
+            b"gets",
+            b"gat",
+            b"gats",
+            b"set",
+            b"add",
+            b"replace",
+            b"append",
+            b"prepend",
+            b"cas",
+            b"incr",
+            b"decr",
+            b"touch",
+            b"delete",
+            b"version",
+            b"verbosity",
+            b"stats",
+            b"noreply",
+            b"quit",
         ];
         for seed in 0..16u64 {
             let mut rng = Rng::new(seed);
@@ -376,9 +398,11 @@ fn garbage_never_kills_the_server() {
                         // a near-protocol line: verb, random tokens, sometimes a data block
                         junk.extend_from_slice(verbs[rng.below(verbs.len() as u64) as usize]);
                         for _ in 0..rng.below(6) {
-                            junk.push(b' ');
+                            junk.extend_from_slice(b" ");
                             match rng.below(5) {
-                                0 => junk.extend_from_slice(format!("k{}", rng.below(10)).as_bytes()),
+                                0 => {
+                                    junk.extend_from_slice(format!("k{}", rng.below(10)).as_bytes())
+                                }
                                 1 => junk.extend_from_slice(rng.below(100).to_string().as_bytes()),
                                 2 => junk.extend_from_slice(
                                     (rng.next_u64() as i64).to_string().as_bytes(),
@@ -417,11 +441,15 @@ fn garbage_never_kills_the_server() {
             drop(victim);
             reader.join().unwrap();
             assert!(server.is_running(), "server died on garbage seed {seed}");
-            bystander.roundtrip(b"get bystander\r\n", b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n");
+            bystander.roundtrip(
+                b"get bystander\r\n",
+                b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+            );
         }
-        server
-            .connect()
-            .roundtrip(b"get bystander\r\n", b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n");
+        server.connect().roundtrip(
+            b"get bystander\r\n",
+            b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+        );
     });
 }
 

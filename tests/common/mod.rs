@@ -714,7 +714,10 @@ impl Client {
                 }
                 i += b"{line}".len();
             } else if let Some((kind, name, len)) = placeholder(&expected[i..]) {
-                assert_eq!(kind, "cas", "only {{cas:NAME}} may appear in expected bytes");
+                assert_eq!(
+                    kind, "cas",
+                    "only {{cas:NAME}} may appear in expected bytes"
+                );
                 let mut digits = Vec::new();
                 loop {
                     let b = self.next_byte().unwrap_or_else(|e| fail(&got, &e));
@@ -730,10 +733,9 @@ impl Client {
                     fail(&got, &format!("expected digits for {{cas:{name}}}"));
                 }
                 match self.vars.get(name) {
-                    Some(prev) if *prev != digits => fail(
-                        &got,
-                        &format!("{{cas:{name}}} was {} before", escape(prev)),
-                    ),
+                    Some(prev) if *prev != digits => {
+                        fail(&got, &format!("{{cas:{name}}} was {} before", escape(prev)))
+                    }
                     Some(_) => {}
                     None => {
                         self.vars.insert(name.to_string(), digits);
