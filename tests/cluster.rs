@@ -10,7 +10,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{for_each_config, stat_u64, wait_until, Client, Rng, TestServer};
+use common::{
+    for_each_config, skip_in_memcached_mode, stat_u64, wait_until, Client, Rng, TestServer,
+};
 use corecache::router::{key_hash, shard_of, ShardId};
 
 /// 1,000 mixed commands in ONE write; all replies must come back in order, byte for byte.
@@ -317,5 +319,34 @@ fn two_hundred_concurrent_connections() {
         assert!(elapsed < Duration::from_secs(30), "too slow: {elapsed:?}");
         let s = server.stats();
         assert!(stat_u64(&s, "curr_items") >= (CONNS * ROUNDS) as u64);
+    });
+}
+
+/// corecache prints exactly one `listening 127.0.0.1:<port>` line, only once every shard
+/// serves, for every io backend and shard count; each shard then answers at once.
+#[test]
+fn readiness_line_is_exact_and_every_shard_serves() {
+    if skip_in_memcached_mode("the readiness line is corecache's") {
+        return;
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let n: u16 = args[1].parse().unwrap();
+        // Right after the line, keys of every shard are served (no warm-up window).
+        let mut c = server.connect();
+        for shard in 0..n {
+            let k = &keys_on_shard("ready", shard, n, 1)[0];
+            c.roundtrip(
+                format!("set {k} 0 0 1\r\nx\r\nget {k}\r\n").as_bytes(),
+                format!("STORED\r\nVALUE {k} 0 1\r\nx\r\nEND\r\n").as_bytes(),
+            );
+        }
+        let lines = server.stdout_lines();
+        let want = format!("listening {}\n", server.addr());
+        assert_eq!(lines, vec![want], "stdout of {args:?}");
+        assert_ne!(server.addr().port(), 0);
+        assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
+        let s = server.stats();
+        assert_eq!(stat_u64(&s, "threads"), u64::from(n));
     });
 }

@@ -16,7 +16,10 @@
 //! # API
 //! * [`TestServer::start`], [`TestServer::addr`], [`TestServer::connect`],
 //!   [`TestServer::stats`] / [`TestServer::stats_sub`], [`TestServer::pid`],
-//!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`].
+//!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`],
+//!   [`TestServer::is_running`], [`TestServer::stdout_lines`], [`TestServer::stderr_text`].
+//! * Helpers: [`memcached_mode`], [`skip_in_memcached_mode`], [`wait_until`] (bounded poll),
+//!   [`stat_u64`], [`assert_bytes_eq`], [`Rng`] (seeded xorshift).
 //! * [`Client`]: [`Client::send`], [`Client::read_exact_reply`], [`Client::roundtrip`],
 //!   [`Client::read_line`], [`Client::read_until_end`], [`Client::expect_closed`],
 //!   [`Client::roundtrip_pattern`] (expected bytes with `{cas:NAME}` captures).
@@ -150,6 +153,7 @@ pub struct TestServer {
     addr: SocketAddr,
     memcached: bool,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
 }
 
@@ -223,6 +227,8 @@ impl TestServer {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         drain_stderr(child.stderr.take().unwrap(), stderr.clone());
         let stdout = child.stdout.take().unwrap();
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let record = stdout_lines.clone();
         let (tx, rx) = mpsc::channel::<Result<String, String>>();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout);
@@ -238,6 +244,10 @@ impl TestServer {
                         return;
                     }
                     Ok(_) => {
+                        record
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(line.clone());
                         // Keep draining stdout after the first line so the child never blocks.
                         if !sent {
                             let _ = tx.send(Ok(line.clone()));
@@ -258,6 +268,7 @@ impl TestServer {
             addr: "127.0.0.1:1".parse().unwrap(),
             memcached: false,
             stderr,
+            stdout_lines,
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -305,6 +316,7 @@ impl TestServer {
             addr,
             memcached: true,
             stderr,
+            stdout_lines: Arc::new(Mutex::new(Vec::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -423,6 +435,14 @@ impl TestServer {
             }
             thread::sleep(Duration::from_millis(5)); // bounded exit poll
         }
+    }
+
+    /// Every stdout line (with its newline) corecache printed so far (empty for memcached).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Everything the server wrote to stderr so far.
