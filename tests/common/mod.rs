@@ -63,7 +63,8 @@ pub fn skip_in_memcached_mode(what: &str) -> bool {
 /// Runs `body` against every server configuration: `-t 1` and `-t 2`, each with
 /// `--io-backend epoll` and `--io-backend uring` (4 configs). In memcached mode only
 /// `-t 2 --io-backend epoll` runs (memcached ignores the backend). The config is printed first so
-/// a failure says which one broke.
+/// a failure says which one broke. `args` is always `["-t", N, "--io-backend", B]`, so
+/// `args[1]` is the shard count.
 pub fn for_each_config(mut body: impl FnMut(&[&str])) {
     let backends: Vec<String> = match std::env::var("CORECACHE_TEST_BACKENDS") {
         Ok(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
