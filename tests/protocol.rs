@@ -596,8 +596,9 @@ STORED\r\n2\r\nNOT_FOUND\r\n1\r\nNOT_FOUND\r\nDELETED\r\nNOT_FOUND\r\nTOUCHED\r\
             ("total_items", 1 + hit_n),
             ("curr_items", -1),
             ("evictions", 0),
+            // (curr_connections is left out: the harness's readiness probe may still be
+            // closing in memcached mode)
             ("total_connections", 0),
-            ("curr_connections", 0),
             // the second `stats\r\n` is read before it is answered
             ("bytes_read", cmds.len() as i64 + 7),
             // everything this connection received since, including the first stats reply
@@ -763,9 +764,15 @@ mod time_hooks {
             c.roundtrip(b"flush_all 2\r\n", b"OK\r\n");
             c.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\na\r\nEND\r\n");
             c.roundtrip(b"debug_time advance 1\r\n", b"OK\r\n");
-            c.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\na\r\nEND\r\n");
+            // stored after the flush_all but before its deadline: flushed too (memcached
+            // 1.6.18 does this; checked with real time, since debug_time is corecache's)
+            c.roundtrip(b"set b 0 0 1\r\nb\r\n", b"STORED\r\n");
+            c.roundtrip(
+                b"get a b\r\n",
+                b"VALUE a 0 1\r\na\r\nVALUE b 0 1\r\nb\r\nEND\r\n",
+            );
             c.roundtrip(b"debug_time advance 1\r\n", b"OK\r\n");
-            c.roundtrip(b"get a\r\n", b"END\r\n");
+            c.roundtrip(b"get a b\r\n", b"END\r\n");
             // items stored after the deadline live on
             c.roundtrip(b"set a 0 0 1\r\nb\r\n", b"STORED\r\n");
             c.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nb\r\nEND\r\n");

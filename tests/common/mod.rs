@@ -16,7 +16,10 @@
 //! # API
 //! * [`TestServer::start`], [`TestServer::addr`], [`TestServer::connect`],
 //!   [`TestServer::stats`] / [`TestServer::stats_sub`], [`TestServer::pid`],
-//!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`].
+//!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`],
+//!   [`TestServer::is_running`], [`TestServer::stdout_lines`], [`TestServer::stderr_text`].
+//! * Helpers: [`memcached_mode`], [`skip_in_memcached_mode`], [`wait_until`] (bounded poll),
+//!   [`stat_u64`], [`assert_bytes_eq`], [`Rng`] (seeded xorshift).
 //! * [`Client`]: [`Client::send`], [`Client::read_exact_reply`], [`Client::roundtrip`],
 //!   [`Client::read_line`], [`Client::read_until_end`], [`Client::expect_closed`],
 //!   [`Client::roundtrip_pattern`] (expected bytes with `{cas:NAME}` captures).
@@ -60,7 +63,8 @@ pub fn skip_in_memcached_mode(what: &str) -> bool {
 /// Runs `body` against every server configuration: `-t 1` and `-t 2`, each with
 /// `--io-backend epoll` and `--io-backend uring` (4 configs). In memcached mode only
 /// `-t 2 --io-backend epoll` runs (memcached ignores the backend). The config is printed first so
-/// a failure says which one broke.
+/// a failure says which one broke. `args` is always `["-t", N, "--io-backend", B]`, so
+/// `args[1]` is the shard count.
 pub fn for_each_config(mut body: impl FnMut(&[&str])) {
     let backends: Vec<String> = match std::env::var("CORECACHE_TEST_BACKENDS") {
         Ok(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
@@ -150,6 +154,7 @@ pub struct TestServer {
     addr: SocketAddr,
     memcached: bool,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
 }
 
@@ -160,7 +165,10 @@ fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
         loop {
             match stderr.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                Ok(n) => sink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]),
             }
         }
     });
@@ -220,6 +228,8 @@ impl TestServer {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         drain_stderr(child.stderr.take().unwrap(), stderr.clone());
         let stdout = child.stdout.take().unwrap();
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let record = stdout_lines.clone();
         let (tx, rx) = mpsc::channel::<Result<String, String>>();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout);
@@ -235,6 +245,10 @@ impl TestServer {
                         return;
                     }
                     Ok(_) => {
+                        record
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(line.clone());
                         // Keep draining stdout after the first line so the child never blocks.
                         if !sent {
                             let _ = tx.send(Ok(line.clone()));
@@ -255,6 +269,7 @@ impl TestServer {
             addr: "127.0.0.1:1".parse().unwrap(),
             memcached: false,
             stderr,
+            stdout_lines,
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -302,6 +317,7 @@ impl TestServer {
             addr,
             memcached: true,
             stderr,
+            stdout_lines: Arc::new(Mutex::new(Vec::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -321,16 +337,22 @@ impl TestServer {
     }
 
     fn fail_startup(&mut self, why: &str) -> ! {
+        let status = match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => format!("exited: {status}"),
+            _ => "still running (killed now)".to_string(),
+        };
         self.kill_and_reap();
         // Give the stderr drain thread a moment to collect the child's last words (bounded).
         let deadline = Instant::now() + Duration::from_millis(500);
-        while self.stderr.lock().unwrap().is_empty() && Instant::now() < deadline {
+        while self.stderr_text().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
+        let stderr = self.stderr_text();
+        // Drop must not print it a second time.
+        self.stderr = Arc::new(Mutex::new(Vec::new()));
         panic!(
-            "{why}\n  args: {:?}\n  stderr:\n{}",
-            self.args,
-            String::from_utf8_lossy(&self.stderr.lock().unwrap())
+            "{why}\n  server: {status}\n  args: {:?}\n  stderr:\n{stderr}",
+            self.args
         );
     }
 
@@ -416,9 +438,18 @@ impl TestServer {
         }
     }
 
+    /// Every stdout line (with its newline) corecache printed so far (empty for memcached).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        let err = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&err).into_owned()
     }
 }
 
@@ -426,12 +457,11 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill_and_reap();
         if thread::panicking() {
-            let err = self.stderr.lock().unwrap();
+            let err = self.stderr_text();
             if !err.is_empty() {
                 eprintln!(
-                    "--- server stderr ({:?}) ---\n{}\n--- end of server stderr ---",
-                    self.args,
-                    String::from_utf8_lossy(&err)
+                    "--- server stderr ({:?}) ---\n{err}\n--- end of server stderr ---",
+                    self.args
                 );
             }
         }

@@ -1,0 +1,352 @@
+//! Pipelining, split reads, cross-shard multi-gets and many concurrent connections.
+//!
+//! Expected replies come from a small in-test model whose rules were checked against
+//! memcached 1.6.18 (`CORECACHE_TEST_SERVER=memcached cargo test --test cluster`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    for_each_config, skip_in_memcached_mode, stat_u64, wait_until, Client, Rng, TestServer,
+};
+use corecache::router::{key_hash, shard_of, ShardId};
+
+/// 1,000 mixed commands in ONE write; all replies must come back in order, byte for byte.
+#[test]
+fn pipeline_1000_mixed_commands_in_one_write() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let mut rng = Rng::new(1000);
+        let mut model: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut req = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..1000u32 {
+            let key = format!("p{}", rng.below(40));
+            match rng.below(8) {
+                0 | 1 => {
+                    let v = format!("{}", rng.below(100_000)).into_bytes();
+                    req.extend_from_slice(format!("set {key} 0 0 {}\r\n", v.len()).as_bytes());
+                    req.extend_from_slice(&v);
+                    req.extend_from_slice(b"\r\n");
+                    expected.extend_from_slice(b"STORED\r\n");
+                    model.insert(key, v);
+                }
+                2 => {
+                    // value with spaces and a fake reply inside
+                    let v = format!("v {i} END\r\nVALUE x").into_bytes();
+                    req.extend_from_slice(format!("set {key} 9 0 {}\r\n", v.len()).as_bytes());
+                    req.extend_from_slice(&v);
+                    req.extend_from_slice(b"\r\n");
+                    expected.extend_from_slice(b"STORED\r\n");
+                    model.insert(key, v);
+                }
+                3 | 4 => {
+                    let k2 = format!("p{}", rng.below(40));
+                    req.extend_from_slice(format!("get {key} {k2}\r\n").as_bytes());
+                    for k in [&key, &k2] {
+                        if let Some(v) = model.get(k) {
+                            let flags = if v.starts_with(b"v ") { 9 } else { 0 };
+                            expected.extend_from_slice(
+                                format!("VALUE {k} {flags} {}\r\n", v.len()).as_bytes(),
+                            );
+                            expected.extend_from_slice(v);
+                            expected.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    expected.extend_from_slice(b"END\r\n");
+                }
+                5 => {
+                    req.extend_from_slice(format!("incr {key} 7\r\n").as_bytes());
+                    match model.get(&key) {
+                        None => expected.extend_from_slice(b"NOT_FOUND\r\n"),
+                        Some(v) if v.starts_with(b"v ") => expected.extend_from_slice(
+                            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+                        ),
+                        Some(v) => {
+                            let n: u64 =
+                                std::str::from_utf8(v).unwrap().trim_end().parse().unwrap();
+                            let r = (n + 7).to_string();
+                            expected.extend_from_slice(format!("{r}\r\n").as_bytes());
+                            // memcached pads a shorter result in place; a longer one regrows
+                            let mut nv = r.into_bytes();
+                            if nv.len() < v.len() {
+                                nv.resize(v.len(), b' ');
+                            }
+                            model.insert(key, nv);
+                        }
+                    }
+                }
+                6 => {
+                    req.extend_from_slice(format!("delete {key}\r\n").as_bytes());
+                    if model.remove(&key).is_some() {
+                        expected.extend_from_slice(b"DELETED\r\n");
+                    } else {
+                        expected.extend_from_slice(b"NOT_FOUND\r\n");
+                    }
+                }
+                _ => {
+                    req.extend_from_slice(format!("touch {key} 0\r\n").as_bytes());
+                    if model.contains_key(&key) {
+                        expected.extend_from_slice(b"TOUCHED\r\n");
+                    } else {
+                        expected.extend_from_slice(b"NOT_FOUND\r\n");
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "pipeline: {} request bytes, {} reply bytes",
+            req.len(),
+            expected.len()
+        );
+        c.roundtrip(&req, &expected);
+        c.roundtrip(b"get nothing\r\n", b"END\r\n");
+    });
+}
+
+/// A request split one byte per write (TCP_NODELAY) parses the same as in one piece.
+#[test]
+fn command_split_byte_by_byte() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let script: &[(&[u8], &[u8])] = &[
+            (b"set split 5 0 6\r\nab\r\ncd\r\n", b"STORED\r\n"),
+            (
+                b"get split nope split\r\n",
+                b"VALUE split 5 6\r\nab\r\ncd\r\nVALUE split 5 6\r\nab\r\ncd\r\nEND\r\n",
+            ),
+            (b"set n 0 0 2\r\n41\r\n", b"STORED\r\n"),
+            (b"incr n 1\r\n", b"42\r\n"),
+            (b"delete n noreply\r\n", b""),
+            (b"bogus\r\n", b"ERROR\r\n"),
+            (b"get n\r\n", b"END\r\n"),
+        ];
+        for (req, expected) in script {
+            for b in req.iter() {
+                c.send(std::slice::from_ref(b));
+            }
+            c.read_exact_reply(expected);
+        }
+        // And several pipelined commands, byte by byte, with the replies read at the end.
+        let mut all_req = Vec::new();
+        let mut all_rep = Vec::new();
+        for (req, expected) in script {
+            all_req.extend_from_slice(req);
+            all_rep.extend_from_slice(expected);
+        }
+        for b in &all_req {
+            c.send(std::slice::from_ref(b));
+        }
+        c.read_exact_reply(&all_rep);
+    });
+}
+
+/// Keys owned by `shard` among `n` shards, in a deterministic order.
+fn keys_on_shard(prefix: &str, shard: u16, n: u16, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| shard_of(key_hash(k.as_bytes()), n) == ShardId(shard))
+        .take(count)
+        .collect()
+}
+
+fn two_shard_configs(mut body: impl FnMut(&[&str])) {
+    for_each_config(|args| {
+        if args[1] == "2" {
+            body(args)
+        }
+    });
+}
+
+/// A multi-key get whose keys live on both shards answers in request order, misses skipped.
+#[test]
+fn multi_get_across_shards_keeps_request_order() {
+    two_shard_configs(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let s0 = keys_on_shard("x", 0, 2, 4);
+        let s1 = keys_on_shard("x", 1, 2, 4);
+        // stored: s0[0], s1[0], s0[1], s1[1]; misses: s0[2], s1[2], s0[3], s1[3]
+        for k in [&s0[0], &s1[0], &s0[1], &s1[1]] {
+            c.roundtrip(
+                format!("set {k} 1 0 {}\r\n{k}\r\n", k.len()).as_bytes(),
+                b"STORED\r\n",
+            );
+        }
+        let order = [
+            &s1[2], &s0[0], &s1[0], &s0[2], &s1[3], &s0[1], &s1[1], &s0[3], &s0[0],
+        ];
+        let hits = [&s0[0], &s1[0], &s0[1], &s1[1]];
+        for verb in ["get", "gets", "gat 0", "gats 0"] {
+            let mut req = verb.to_string();
+            for k in order {
+                req.push(' ');
+                req.push_str(k);
+            }
+            req.push_str("\r\n");
+            let mut expected = String::new();
+            for k in order {
+                if hits.contains(&k) {
+                    if verb.starts_with("gets") || verb.starts_with("gats") {
+                        expected
+                            .push_str(&format!("VALUE {k} 1 {} {{cas:{k}}}\r\n{k}\r\n", k.len()));
+                    } else {
+                        expected.push_str(&format!("VALUE {k} 1 {}\r\n{k}\r\n", k.len()));
+                    }
+                }
+            }
+            expected.push_str("END\r\n");
+            c.roundtrip_pattern(req.as_bytes(), expected.as_bytes());
+        }
+    });
+}
+
+/// A 100-key get across shards, every third key missing.
+#[test]
+fn multi_get_100_keys() {
+    two_shard_configs(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let a = keys_on_shard("m", 0, 2, 50);
+        let b = keys_on_shard("m", 1, 2, 50);
+        let keys: Vec<&String> = a.iter().zip(&b).flat_map(|(x, y)| [x, y]).collect();
+        let mut set_req = Vec::new();
+        let mut set_rep = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i % 3 != 2 {
+                let v = format!("value-of-{k}-{}", "z".repeat(i));
+                set_req
+                    .extend_from_slice(format!("set {k} {i} 0 {}\r\n{v}\r\n", v.len()).as_bytes());
+                set_rep.extend_from_slice(b"STORED\r\n");
+            }
+        }
+        c.roundtrip(&set_req, &set_rep);
+        let mut req = b"get".to_vec();
+        let mut expected = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            req.extend_from_slice(format!(" {k}").as_bytes());
+            if i % 3 != 2 {
+                let v = format!("value-of-{k}-{}", "z".repeat(i));
+                expected
+                    .extend_from_slice(format!("VALUE {k} {i} {}\r\n{v}\r\n", v.len()).as_bytes());
+            }
+        }
+        req.extend_from_slice(b"\r\n");
+        expected.extend_from_slice(b"END\r\n");
+        c.roundtrip(&req, &expected);
+        // Twice more, pipelined, to catch replies of one request overtaking another.
+        let mut two = req.clone();
+        two.extend_from_slice(&req);
+        let mut two_rep = expected.clone();
+        two_rep.extend_from_slice(&expected);
+        c.roundtrip(&two, &two_rep);
+    });
+}
+
+/// 200 connections open at once, each setting and reading back its own keys.
+#[test]
+fn two_hundred_concurrent_connections() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        const CONNS: usize = 200;
+        const ROUNDS: usize = 5;
+        let addr = server.addr();
+        let barrier = Arc::new(Barrier::new(CONNS + 1));
+        let started = Instant::now();
+        let handles: Vec<_> = (0..CONNS)
+            .map(|id| {
+                let barrier = barrier.clone();
+                thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        let mut c = Client::connect(addr);
+                        barrier.wait(); // everyone connected
+                        barrier.wait(); // main thread checked curr_connections
+                        for round in 0..ROUNDS {
+                            let key = format!("c{id}:{round}");
+                            let v = format!("{id}/{round}/{}", "v".repeat(id % 50));
+                            let mut req =
+                                format!("set {key} {id} 0 {}\r\n{v}\r\n", v.len()).into_bytes();
+                            req.extend_from_slice(
+                                format!("get {key} c{id}:missing\r\n").as_bytes(),
+                            );
+                            let mut rep = b"STORED\r\n".to_vec();
+                            rep.extend_from_slice(
+                                format!("VALUE {key} {id} {}\r\n{v}\r\nEND\r\n", v.len())
+                                    .as_bytes(),
+                            );
+                            c.roundtrip(&req, &rep);
+                        }
+                        // all of this connection's keys, in one get
+                        let mut req = b"get".to_vec();
+                        let mut rep = Vec::new();
+                        for round in 0..ROUNDS {
+                            let key = format!("c{id}:{round}");
+                            let v = format!("{id}/{round}/{}", "v".repeat(id % 50));
+                            req.extend_from_slice(format!(" {key}").as_bytes());
+                            rep.extend_from_slice(
+                                format!("VALUE {key} {id} {}\r\n{v}\r\n", v.len()).as_bytes(),
+                            );
+                        }
+                        req.extend_from_slice(b"\r\n");
+                        rep.extend_from_slice(b"END\r\n");
+                        c.roundtrip(&req, &rep);
+                    })
+                    .unwrap()
+            })
+            .collect();
+        barrier.wait();
+        // All 200 are connected from the client's side; the server sees them soon after
+        // (+1: the connection that asks).
+        let mut seen = 0;
+        let ok = wait_until(Duration::from_secs(10), || {
+            seen = stat_u64(&server.stats(), "curr_connections");
+            seen > CONNS as u64
+        });
+        assert!(ok, "curr_connections {seen}, expected > {CONNS}");
+        barrier.wait();
+        for h in handles {
+            h.join().expect("a client thread failed");
+        }
+        let elapsed = started.elapsed();
+        eprintln!("200 connections x {ROUNDS} rounds: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(30), "too slow: {elapsed:?}");
+        let s = server.stats();
+        assert!(stat_u64(&s, "curr_items") >= (CONNS * ROUNDS) as u64);
+    });
+}
+
+/// corecache prints exactly one `listening 127.0.0.1:<port>` line, only once every shard
+/// serves, for every io backend and shard count; each shard then answers at once.
+#[test]
+fn readiness_line_is_exact_and_every_shard_serves() {
+    if skip_in_memcached_mode("the readiness line is corecache's") {
+        return;
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let n: u16 = args[1].parse().unwrap();
+        // Right after the line, keys of every shard are served (no warm-up window).
+        let mut c = server.connect();
+        for shard in 0..n {
+            let k = &keys_on_shard("ready", shard, n, 1)[0];
+            c.roundtrip(
+                format!("set {k} 0 0 1\r\nx\r\nget {k}\r\n").as_bytes(),
+                format!("STORED\r\nVALUE {k} 0 1\r\nx\r\nEND\r\n").as_bytes(),
+            );
+        }
+        let lines = server.stdout_lines();
+        let want = format!("listening {}\n", server.addr());
+        assert_eq!(lines, vec![want], "stdout of {args:?}");
+        assert_ne!(server.addr().port(), 0);
+        assert_eq!(server.addr().ip().to_string(), "127.0.0.1");
+        let s = server.stats();
+        assert_eq!(stat_u64(&s, "threads"), u64::from(n));
+    });
+}

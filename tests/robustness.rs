@@ -1,0 +1,471 @@
+//! Hostile and careless clients: endless lines, clients that never read, connection churn,
+//! the connection limit, eviction under a small memory limit, garbage bytes, SIGTERM.
+//!
+//! Checked against memcached 1.6.18 (`CORECACHE_TEST_SERVER=memcached cargo test --test
+//! robustness`).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    escape, for_each_config, memcached_mode, stat_u64, wait_until, Client, Rng, TestServer,
+};
+
+const MB: u64 = 1 << 20;
+
+/// Sends as much of `bytes` as the server takes; stops at the first error (closed, reset) or
+/// when a write blocks for longer than `stall`. Returns how many bytes went out.
+fn send_what_is_taken(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> usize {
+    stream.set_write_timeout(Some(stall)).unwrap();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let end = (sent + 64 * 1024).min(bytes.len());
+        match stream.write(&bytes[sent..end]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
+/// 1 MB without a newline: the server closes or rejects that connection, keeps its memory,
+/// and other clients are unaffected.
+#[test]
+fn endless_line_is_cut_off() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut other = server.connect();
+        other.roundtrip(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+        let rss_before = server.rss_bytes();
+
+        let mut c = server.connect();
+        let junk = vec![b'a'; MB as usize];
+        let sent = send_what_is_taken(
+            &mut c.stream().try_clone().unwrap(),
+            &junk,
+            Duration::from_secs(5),
+        );
+        eprintln!("server took {sent} of {} bytes", junk.len());
+        // Either the connection is closed (memcached: silently, after 2048 bytes), or the
+        // server answers with an error.
+        let got = c.expect_closed_or_error();
+        eprintln!("endless line answered with: {}", escape(&got));
+
+        other.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n");
+        server
+            .connect()
+            .roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n");
+        let rss_after = server.rss_bytes();
+        assert!(
+            rss_after < rss_before + 16 * MB,
+            "RSS grew from {rss_before} to {rss_after}"
+        );
+    });
+}
+
+trait ClosedOrError {
+    fn expect_closed_or_error(&mut self) -> Vec<u8>;
+}
+
+impl ClosedOrError for Client {
+    /// The connection is closed, or an error line (`CLIENT_ERROR`/`SERVER_ERROR`/`ERROR`) came.
+    fn expect_closed_or_error(&mut self) -> Vec<u8> {
+        let mut stream = self.stream().try_clone().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.ends_with(b"\r\n")
+                        && (got.starts_with(b"CLIENT_ERROR")
+                            || got.starts_with(b"SERVER_ERROR")
+                            || got.starts_with(b"ERROR"))
+                    {
+                        return got;
+                    }
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::ConnectionReset
+                        || e.kind() == ErrorKind::ConnectionAborted =>
+                {
+                    return got
+                }
+                Err(e) => panic!(
+                    "endless line: neither closed nor rejected ({e}); got {}",
+                    escape(&got)
+                ),
+            }
+        }
+    }
+}
+
+/// Polls `get_hits` until it stops moving (the server has done all it is willing to do for
+/// a client that does not read), bounded by `timeout`.
+fn wait_for_quiet_hits(server: &TestServer, timeout: Duration) -> u64 {
+    let mut last = u64::MAX;
+    let mut stable = 0;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let hits = stat_u64(&server.stats(), "get_hits");
+        if hits == last {
+            stable += 1;
+            if stable >= 5 {
+                return hits;
+            }
+        } else {
+            stable = 0;
+            last = hits;
+        }
+        if Instant::now() > deadline {
+            return hits;
+        }
+        thread::sleep(Duration::from_millis(20)); // bounded poll
+    }
+}
+
+/// A client pipelines 10,000 gets of a 100 KB value (1 GB of replies) and never reads:
+/// the server applies backpressure instead of buffering, and serves others meanwhile.
+#[test]
+fn client_that_never_reads_cannot_grow_memory() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut other = server.connect();
+        let value = vec![b'v'; 100 * 1024];
+        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+        other.roundtrip(&req, b"STORED\r\n");
+        let rss_before = server.rss_bytes();
+
+        let mut lazy = TcpStream::connect(server.addr()).unwrap();
+        lazy.set_nodelay(true).unwrap();
+        let gets = b"get big\r\n".repeat(10_000);
+        let sent = send_what_is_taken(&mut lazy, &gets, Duration::from_secs(2));
+        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
+        eprintln!(
+            "lazy client: {sent} of {} request bytes taken, {hits} gets answered so far",
+            gets.len()
+        );
+        let rss_after = server.rss_bytes();
+        eprintln!("RSS {rss_before} -> {rss_after}");
+        assert!(
+            rss_after < rss_before + 200 * MB,
+            "RSS grew by {} MB",
+            (rss_after - rss_before) / MB
+        );
+        // Others are served while the lazy client is stuck.
+        other.roundtrip(b"set small 0 0 2\r\nok\r\n", b"STORED\r\n");
+        other.roundtrip(b"get small\r\n", b"VALUE small 0 2\r\nok\r\nEND\r\n");
+        let mut fresh = server.connect();
+        fresh.roundtrip(b"get small\r\n", b"VALUE small 0 2\r\nok\r\nEND\r\n");
+        drop(lazy);
+        // After the lazy client goes away, things are still fine.
+        fresh.roundtrip(b"delete small\r\n", b"DELETED\r\n");
+    });
+}
+
+/// 2,000 connect/disconnect cycles; stats still answer and curr_connections returns.
+#[test]
+fn connection_churn() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut watcher = server.connect();
+        let baseline = stat_u64(&watcher.stats_sub(""), "curr_connections");
+        for i in 0..2000u32 {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            match i % 4 {
+                0 => {
+                    // a full command and its reply
+                    let mut c = Client::from_stream(s);
+                    c.roundtrip(b"version\r\n", b"");
+                    let line = c.read_line();
+                    assert!(line.starts_with(b"VERSION "));
+                }
+                1 => {
+                    // half a command, then gone
+                    let _ = s.write_all(b"set half 0 0 10\r\nabc");
+                }
+                2 => {
+                    // a command whose reply is never read
+                    let _ = s.write_all(b"get a b c\r\n");
+                }
+                _ => {} // connect and leave
+            }
+        }
+        // `<=`: the baseline may still include the harness's readiness probe (memcached mode).
+        let mut now = 0;
+        let ok = wait_until(Duration::from_secs(10), || {
+            now = stat_u64(&watcher.stats_sub(""), "curr_connections");
+            now <= baseline
+        });
+        assert!(ok, "curr_connections {now}, baseline {baseline}");
+        watcher.roundtrip(b"get half\r\n", b"END\r\n");
+        let s = watcher.stats_sub("");
+        assert!(stat_u64(&s, "total_connections") >= 2000);
+    });
+}
+
+/// Outcome of one connection attempt under a connection limit.
+enum Attempt {
+    Served(Client),
+    Refused(Vec<u8>),
+}
+
+fn attempt(server: &TestServer) -> Attempt {
+    let mut c = server.connect();
+    c.send(b"version\r\n");
+    // A refused connection gets "ERROR Too many open connections\r\n" and a close; because we
+    // already wrote, the close may arrive as a reset that eats that line.
+    match c.read_n(8) {
+        Ok(head) if head == b"VERSION " => {
+            let _ = c.read_line();
+            Attempt::Served(c)
+        }
+        Ok(head) => {
+            let mut all = head;
+            all.extend_from_slice(&c.expect_closed());
+            Attempt::Refused(all)
+        }
+        Err((partial, _)) => Attempt::Refused(partial),
+    }
+}
+
+/// `-c N`: connections beyond the limit get memcached's `ERROR Too many open connections`
+/// and are closed; `rejected_connections` counts them.
+///
+/// memcached counts its own file descriptors against `-c` (it even fails to start with
+/// `-c 10`), so in memcached mode the test uses `-c 30 -t 1` and only checks that the limit
+/// is at most `-c`; corecache must serve exactly `-c 10` clients.
+#[test]
+fn connection_limit_is_enforced() {
+    let (limit, args): (usize, &[&str]) = if memcached_mode() {
+        (30, &["-c", "30", "-t", "1"])
+    } else {
+        (10, &["-c", "10", "-t", "2"])
+    };
+    let server = TestServer::start(args);
+    let mut served = Vec::new();
+    let mut refusals = 0u64;
+    loop {
+        match attempt(&server) {
+            Attempt::Served(c) => served.push(c),
+            Attempt::Refused(bytes) => {
+                refusals += 1;
+                assert!(
+                    bytes.is_empty() || bytes == b"ERROR Too many open connections\r\n",
+                    "refusal bytes: {}",
+                    escape(&bytes)
+                );
+                break;
+            }
+        }
+        assert!(
+            served.len() <= limit,
+            "more than -c {limit} connections served"
+        );
+    }
+    eprintln!(
+        "served {} connections before the first refusal",
+        served.len()
+    );
+    if !memcached_mode() {
+        assert_eq!(served.len(), limit, "connections served with -c {limit}");
+    }
+    // The exact refusal, read without writing first.
+    let mut c = server.connect();
+    let bytes = c.expect_closed();
+    refusals += 1;
+    assert_eq!(
+        bytes,
+        b"ERROR Too many open connections\r\n",
+        "refusal: {}",
+        escape(&bytes)
+    );
+    // The served connections still work.
+    for c in served.iter_mut().take(3) {
+        c.roundtrip(b"get x\r\n", b"END\r\n");
+    }
+    // Free one slot; a new connection is served (retry while the close is processed).
+    served.pop();
+    let mut stats_conn = None;
+    let ok = wait_until(Duration::from_secs(10), || match attempt(&server) {
+        Attempt::Served(c) => {
+            stats_conn = Some(c);
+            true
+        }
+        Attempt::Refused(_) => {
+            refusals += 1;
+            false
+        }
+    });
+    assert!(ok, "no slot became free after a close");
+    let s = stats_conn.unwrap().stats_sub("");
+    assert_eq!(stat_u64(&s, "rejected_connections"), refusals);
+    assert_eq!(stat_u64(&s, "max_connections"), limit as u64);
+}
+
+/// `-m 8` with 50 MB of 10 KB values: evictions happen, memory stays bounded, recent keys live.
+#[test]
+fn eviction_under_small_memory_limit() {
+    for_each_config(|args| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["-m", "8"]);
+        let server = TestServer::start(&full);
+        let mut c = server.connect();
+        let value = vec![b'e'; 10 * 1024];
+        let total = 5000; // 50 MB
+        for batch in 0..total / 100 {
+            let mut req = Vec::with_capacity(100 * (value.len() + 40));
+            for i in batch * 100..(batch + 1) * 100 {
+                req.extend_from_slice(format!("set ev{i} 0 0 {}\r\n", value.len()).as_bytes());
+                req.extend_from_slice(&value);
+                req.extend_from_slice(b"\r\n");
+            }
+            c.roundtrip(&req, &b"STORED\r\n".repeat(100));
+        }
+        let rss = server.rss_bytes();
+        eprintln!("RSS after 50 MB into -m 8: {} MB", rss / MB);
+        assert!(rss < 64 * MB, "server RSS {} MB", rss / MB);
+        let s = c.stats_sub("");
+        let evictions = stat_u64(&s, "evictions");
+        let items = stat_u64(&s, "curr_items");
+        eprintln!("evictions {evictions}, curr_items {items}");
+        assert!(evictions > 0);
+        assert_eq!(items + evictions, total as u64, "items + evictions");
+        assert!(stat_u64(&s, "bytes") <= 8 * MB);
+        for i in total - 20..total {
+            let mut expected = format!("VALUE ev{i} 0 {}\r\n", value.len()).into_bytes();
+            expected.extend_from_slice(&value);
+            expected.extend_from_slice(b"\r\nEND\r\n");
+            c.roundtrip(format!("get ev{i}\r\n").as_bytes(), &expected);
+        }
+        c.roundtrip(b"get ev0\r\n", b"END\r\n");
+    });
+}
+
+/// Random bytes (seeded) and random near-protocol lines never kill the server, and a
+/// bystander connection keeps getting correct answers.
+#[test]
+fn garbage_never_kills_the_server() {
+    for_each_config(|args| {
+        let mut server = TestServer::start(args);
+        let mut bystander = server.connect();
+        bystander.roundtrip(b"set bystander 0 0 4\r\nsafe\r\n", b"STORED\r\n");
+        let verbs: &[&[u8]] = &[
+            b"get",
+            b"gets",
+            b"gat",
+            b"gats",
+            b"set",
+            b"add",
+            b"replace",
+            b"append",
+            b"prepend",
+            b"cas",
+            b"incr",
+            b"decr",
+            b"touch",
+            b"delete",
+            b"version",
+            b"verbosity",
+            b"stats",
+            b"noreply",
+            b"quit",
+        ];
+        for seed in 0..16u64 {
+            let mut rng = Rng::new(seed);
+            let mut junk = Vec::new();
+            while junk.len() < 32 * 1024 {
+                match rng.below(3) {
+                    0 => {
+                        // raw random bytes
+                        for _ in 0..rng.below(200) {
+                            junk.push(rng.next_u64() as u8);
+                        }
+                    }
+                    _ => {
+                        // a near-protocol line: verb, random tokens, sometimes a data block
+                        junk.extend_from_slice(verbs[rng.below(verbs.len() as u64) as usize]);
+                        for _ in 0..rng.below(6) {
+                            junk.extend_from_slice(b" ");
+                            match rng.below(5) {
+                                0 => {
+                                    junk.extend_from_slice(format!("k{}", rng.below(10)).as_bytes())
+                                }
+                                1 => junk.extend_from_slice(rng.below(100).to_string().as_bytes()),
+                                2 => junk.extend_from_slice(
+                                    (rng.next_u64() as i64).to_string().as_bytes(),
+                                ),
+                                3 => junk.extend_from_slice(b"noreply"),
+                                _ => junk.push(rng.next_u64() as u8),
+                            }
+                        }
+                        junk.extend_from_slice(if rng.below(4) == 0 { b"\n" } else { b"\r\n" });
+                        if rng.below(3) == 0 {
+                            for _ in 0..rng.below(20) {
+                                junk.push(rng.next_u64() as u8);
+                            }
+                            junk.extend_from_slice(b"\r\n");
+                        }
+                    }
+                }
+            }
+            let mut victim = TcpStream::connect(server.addr()).unwrap();
+            victim.set_nodelay(true).unwrap();
+            let reader = {
+                // Drain replies so the server never blocks on this connection.
+                let mut r = victim.try_clone().unwrap();
+                r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = r.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+            };
+            send_what_is_taken(&mut victim, &junk, Duration::from_secs(5));
+            let _ = victim.shutdown(std::net::Shutdown::Both);
+            drop(victim);
+            reader.join().unwrap();
+            assert!(server.is_running(), "server died on garbage seed {seed}");
+            bystander.roundtrip(
+                b"get bystander\r\n",
+                b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+            );
+        }
+        server.connect().roundtrip(
+            b"get bystander\r\n",
+            b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+        );
+    });
+}
+
+/// SIGTERM: the server exits with status 0, promptly, even with clients connected.
+/// (memcached 1.6.18 does the same.)
+#[test]
+fn sigterm_exits_zero_promptly() {
+    for_each_config(|args| {
+        let mut server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+        let idle = server.connect();
+        let started = Instant::now();
+        let status = server.terminate(Duration::from_secs(5));
+        eprintln!("exit after SIGTERM: {status} in {:?}", started.elapsed());
+        assert!(status.success(), "exit status after SIGTERM: {status}");
+        drop(idle);
+    });
+}
