@@ -65,6 +65,8 @@ pub struct Conn {
     pub read_ready: bool,
     /// The peer closed its write side.
     pub eof: bool,
+    /// Parsing stopped with input left for a budget or backpressure (not for lack of bytes).
+    pub held_back: bool,
     /// Unix-ish server time of the last command, for `stats conns`.
     pub last_cmd: u32,
     /// Peer address for `stats conns`.
@@ -86,6 +88,7 @@ impl Conn {
             dirty: false,
             read_ready: true,
             eof: false,
+            held_back: false,
             last_cmd: 0,
             peer,
         }

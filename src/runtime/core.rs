@@ -209,7 +209,15 @@ impl Core {
         let mut rbuf = std::mem::take(&mut conn.rbuf);
         let mut pos = 0;
         let limits = self.limits;
-        while pos < rbuf.len() && pos < PARSE_BUDGET {
+        // Whether input was left unparsed for a reason other than "incomplete": a budget or
+        // backpressure. Such input must be come back to; an incomplete request at EOF is not.
+        let mut held_back = false;
+        while pos < rbuf.len() {
+            if pos >= PARSE_BUDGET {
+                held_back = true;
+                break;
+            }
+            let outbox_blocked = self.outbox.blocked();
             let Some(conn) = self.conn_mut(idx) else {
                 break;
             };
@@ -219,7 +227,8 @@ impl Core {
                 pos += n;
                 continue;
             }
-            if !conn.may_parse() || self.outbox.blocked() {
+            if !conn.may_parse() || outbox_blocked {
+                held_back = !conn.closing;
                 break;
             }
             match parse(&rbuf[pos..], &limits) {
@@ -232,12 +241,14 @@ impl Core {
                 Err(ParseError::Invalid(rej)) => {
                     let conn = self.conn_mut(idx).expect("connection checked above");
                     push_reply(conn, rej.reply);
-                    conn.swallow = rej.swallow;
+                    let rest = rbuf.len() - pos;
+                    // Bytes of the rejected request not received yet are swallowed on arrival.
+                    conn.swallow = rej.swallow + rej.consumed.saturating_sub(rest);
                     if rej.close {
                         conn.closing = true;
                         pos = rbuf.len();
                     } else {
-                        pos += rej.consumed.max(1);
+                        pos += rej.consumed.clamp(1, rest);
                     }
                     self.mark_dirty(idx);
                 }
@@ -250,6 +261,7 @@ impl Core {
         };
         conn.last_cmd = now;
         conn.rbuf = rbuf;
+        conn.held_back = held_back;
         if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
             conn.rbuf.shrink_to(PARSE_BUDGET / 4);
         }

@@ -236,12 +236,9 @@ impl Loop {
     fn after_io(&mut self, core: &mut Core, idx: u32) {
         let Some(c) = core.conn(idx) else { return };
         let more_input = c.read_ready && !c.eof;
-        let unparsed = !c.rbuf.is_empty() && c.swallow == 0;
-        if (more_input || unparsed) && core.wants_read(idx) && !self.stalled.contains(&idx) {
+        if (more_input || c.held_back) && core.wants_read(idx) && !self.stalled.contains(&idx) {
             // Input is waiting and may now be taken: come back next turn.
-            if more_input || unparsed_complete(c) {
-                self.stalled.push(idx);
-            }
+            self.stalled.push(idx);
         }
         self.mark(core, idx);
     }
@@ -340,12 +337,7 @@ pub fn should_close(c: &Conn) -> bool {
         && c.slots.is_empty()
         && c.unsent().is_empty()
         && c.inflight == 0
-        && (c.closing || !unparsed_complete(c))
-}
-
-/// Whether buffered input holds at least one complete line (a request may be waiting).
-fn unparsed_complete(c: &Conn) -> bool {
-    c.swallow == 0 && c.rbuf.contains(&b'\n')
+        && (c.closing || !c.held_back)
 }
 
 /// Accept errors that concern one connection or a passing shortage, not the listener.
