@@ -390,7 +390,8 @@ impl Core {
                 start,
                 end: env.buf.len() as u32,
                 key_hash: hash,
-                key_indices: Vec::new(),
+                indices_start: 0,
+                indices_end: 0,
             },
         });
     }
@@ -484,14 +485,15 @@ impl Core {
                 env.buf.push(b' ');
                 env.buf.extend_from_slice(exptime.to_string().as_bytes());
             }
-            let mut key_indices = Vec::new();
+            let indices_start = env.indices.len() as u32;
             for (i, k) in keys.iter().enumerate() {
                 if owners[i] == owner {
                     env.buf.push(b' ');
                     env.buf.extend_from_slice(k);
-                    key_indices.push(i as u32);
+                    env.indices.push(i as u32);
                 }
             }
+            let indices_end = env.indices.len() as u32;
             env.buf.extend_from_slice(b"\r\n");
             env.requests.push(RemoteRequest {
                 conn: ConnRef {
@@ -503,7 +505,8 @@ impl Core {
                     start,
                     end: env.buf.len() as u32,
                     key_hash: 0,
-                    key_indices,
+                    indices_start,
+                    indices_end,
                 },
             });
         }
@@ -662,36 +665,41 @@ impl Core {
     fn handle_envelope(&mut self, env: Envelope) {
         let from = env.from;
         for req in &env.requests {
-            self.exec_remote(from, &env.buf, req);
+            self.exec_remote(from, &env, req);
         }
         for rep in &env.replies {
             let data = env
                 .buf
                 .get(rep.start as usize..rep.end as usize)
                 .unwrap_or_default();
-            self.deliver_part(
-                rep.conn.index,
-                rep.conn.generation,
-                rep.seq,
-                data,
-                &rep.segments,
-            );
+            let segments = env
+                .segments
+                .get(rep.segments_start as usize..rep.segments_end as usize)
+                .unwrap_or_default();
+            self.deliver_part(rep.conn.index, rep.conn.generation, rep.seq, data, segments);
         }
+        self.outbox.recycle(env);
     }
 
     /// Executes a request sent by core `from` and queues the reply back to it.
-    fn exec_remote(&mut self, from: u16, buf: &[u8], req: &RemoteRequest) {
-        let mut out = std::mem::take(&mut self.outbox.to(from).buf);
-        let start = out.len() as u32;
-        let mut segments = Vec::new();
+    fn exec_remote(&mut self, from: u16, env_in: &Envelope, req: &RemoteRequest) {
+        let mut reply = std::mem::take(self.outbox.to(from));
+        let start = reply.buf.len() as u32;
+        let segments_start = reply.segments.len() as u32;
         match &req.op {
             RemoteOp::Text {
                 start: s,
                 end: e,
                 key_hash: h,
-                key_indices,
+                indices_start,
+                indices_end,
             } => {
-                let raw = buf.get(*s as usize..*e as usize).unwrap_or_default();
+                let raw = env_in.buf.get(*s as usize..*e as usize).unwrap_or_default();
+                let indices = env_in
+                    .indices
+                    .get(*indices_start as usize..*indices_end as usize)
+                    .unwrap_or_default();
+                let now = self.now;
                 match parse(raw, &self.limits) {
                     Ok((
                         Request::Get {
@@ -701,38 +709,44 @@ impl Core {
                         },
                         _,
                     )) => {
-                        let now = self.now;
                         let touch_to = if verb.touches() {
                             self.shard.expires_at(exptime, now)
                         } else {
                             None
                         };
-                        for (k, &i) in keys.iter().zip(key_indices.iter()) {
-                            let before = out.len();
-                            self.shard
-                                .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut out);
-                            segments.push((i, (out.len() - before) as u32));
+                        for (k, &i) in keys.iter().zip(indices.iter()) {
+                            let before = reply.buf.len();
+                            self.shard.exec_get_key(
+                                verb,
+                                touch_to,
+                                k,
+                                key_hash(k),
+                                now,
+                                &mut reply.buf,
+                            );
+                            reply.segments.push((i, (reply.buf.len() - before) as u32));
                         }
                     }
                     Ok((r, _)) if r.key().is_some() => {
-                        let now = self.now;
-                        self.shard.exec_keyed(&r, *h, now, &mut out);
+                        self.shard.exec_keyed(&r, *h, now, &mut reply.buf);
                     }
                     // Bytes were validated by the sender's parser; anything else is a bug.
                     other => debug_assert!(false, "unexpected remote request {other:?}"),
                 }
             }
-            op => self.exec_broadcast_op(op, &mut out),
+            op => self.exec_broadcast_op(op, &mut reply.buf),
         }
-        let env = self.outbox.to(from);
-        env.buf = out;
-        env.replies.push(RemoteReply {
+        let end = reply.buf.len() as u32;
+        let segments_end = reply.segments.len() as u32;
+        reply.replies.push(RemoteReply {
             conn: req.conn,
             seq: req.seq,
             start,
-            end: env.buf.len() as u32,
-            segments,
+            end,
+            segments_start,
+            segments_end,
         });
+        *self.outbox.to(from) = reply;
     }
 
     /// End of a loop turn: send this turn's envelopes and do bounded housekeeping.

@@ -31,12 +31,14 @@ pub struct ConnRef {
 #[derive(Clone, Debug)]
 pub enum RemoteOp {
     /// Execute the request whose wire bytes are `buf[start..end]`. For a retrieval line split
-    /// across shards, `key_indices` gives each key's position in the original request.
+    /// across shards, `indices[indices_start..indices_end]` of the envelope give each key's
+    /// position in the original request.
     Text {
         start: u32,
         end: u32,
         key_hash: u64,
-        key_indices: Vec<u32>,
+        indices_start: u32,
+        indices_end: u32,
     },
     /// Contribute this shard's counters to a `stats` reply (as `STAT name value` lines).
     Stats(StatsKind),
@@ -66,17 +68,21 @@ pub struct RemoteRequest {
 }
 
 /// One reply inside an envelope: `buf[start..end]` are reply bytes; for a split retrieval,
-/// `segments` lists `(key index, length)` of each key's part in order.
+/// the envelope's `segments[segments_start..segments_end]` list `(key index, length)` of each
+/// key's part in order.
 #[derive(Clone, Debug)]
 pub struct RemoteReply {
     pub conn: ConnRef,
     pub seq: u64,
     pub start: u32,
     pub end: u32,
-    pub segments: Vec<(u32, u32)>,
+    pub segments_start: u32,
+    pub segments_end: u32,
 }
 
-/// Everything one core sends another in one loop turn.
+/// Everything one core sends another in one loop turn. All variable-size parts live in the
+/// envelope's own arenas, so an envelope is a handful of vectors that are recycled, never freed
+/// by the core that did not allocate them (a cross-thread `free` takes the allocator's lock).
 #[derive(Debug, Default)]
 pub struct Envelope {
     pub from: u16,
@@ -84,11 +90,24 @@ pub struct Envelope {
     pub buf: Vec<u8>,
     pub requests: Vec<RemoteRequest>,
     pub replies: Vec<RemoteReply>,
+    /// Key positions of split retrievals, referenced by range from requests.
+    pub indices: Vec<u32>,
+    /// `(key index, length)` of split retrieval replies, referenced by range from replies.
+    pub segments: Vec<(u32, u32)>,
 }
 
 impl Envelope {
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty() && self.replies.is_empty()
+    }
+
+    /// Empties the envelope, keeping its capacity for reuse.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.requests.clear();
+        self.replies.clear();
+        self.indices.clear();
+        self.segments.clear();
     }
 }
 
@@ -229,10 +248,15 @@ impl Endpoint {
     }
 }
 
-/// The envelopes being filled this turn, one per destination, plus any refused by a full queue.
+/// Above this capacity a received envelope's buffer is not kept for reuse.
+const RECYCLE_BYTES_MAX: usize = 4 << 20;
+
+/// The envelopes being filled this turn, one per destination, plus any refused by a full queue,
+/// plus one spare per destination (an emptied envelope that came from it, to send back).
 pub struct Outbox {
     pending: Vec<Envelope>,
     blocked: Vec<bool>,
+    spare: Vec<Option<Envelope>>,
 }
 
 impl Outbox {
@@ -245,6 +269,21 @@ impl Outbox {
                 })
                 .collect(),
             blocked: vec![false; usize::from(core_count)],
+            spare: (0..core_count).map(|_| None).collect(),
+        }
+    }
+
+    /// Keeps a handled envelope to carry the next batch back to the core it came from.
+    pub fn recycle(&mut self, mut env: Envelope) {
+        let from = usize::from(env.from);
+        if env.buf.capacity() > RECYCLE_BYTES_MAX {
+            return;
+        }
+        if let Some(slot) = self.spare.get_mut(from) {
+            if slot.is_none() {
+                env.clear();
+                *slot = Some(env);
+            }
         }
     }
 
@@ -266,13 +305,9 @@ impl Outbox {
                 continue;
             }
             let from = env.from;
-            let full = std::mem::replace(
-                env,
-                Envelope {
-                    from,
-                    ..Envelope::default()
-                },
-            );
+            let mut next = self.spare[to].take().unwrap_or_default();
+            next.from = from;
+            let full = std::mem::replace(env, next);
             match mesh.try_send(to as u16, full) {
                 Ok(()) => self.blocked[to] = false,
                 Err(back) => {
@@ -323,7 +358,8 @@ mod tests {
                 seq: i as u64,
                 start: 0,
                 end: 0,
-                segments: Vec::new(),
+                segments_start: 0,
+                segments_end: 0,
             });
             out.flush(&eps[0]);
         }
@@ -333,6 +369,43 @@ mod tests {
         assert_eq!(got.len(), QUEUE_DEPTH);
         out.flush(&eps[0]);
         assert!(!out.blocked());
+    }
+
+    #[test]
+    fn handled_envelopes_go_back_to_their_sender() {
+        let eps = build(2).unwrap();
+        let mut out0 = Outbox::new(0, 2);
+        out0.to(1).buf.extend_from_slice(&[7; 1000]);
+        out0.to(1).requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: 0,
+                generation: 0,
+            },
+            seq: 0,
+            op: RemoteOp::ResetStats,
+        });
+        out0.flush(&eps[0]);
+        let mut got = Vec::new();
+        eps[1].drain(8, &mut got);
+        let env = got.pop().unwrap();
+        let ptr = env.buf.as_ptr();
+        let mut out1 = Outbox::new(1, 2);
+        out1.recycle(env);
+        out1.to(0).buf.push(1);
+        out1.to(0).requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: 0,
+                generation: 0,
+            },
+            seq: 1,
+            op: RemoteOp::ResetStats,
+        });
+        out1.flush(&eps[1]);
+        // The next envelope core 1 fills for core 0 reuses core 0's allocation.
+        out1.to(0).buf.push(2);
+        assert_eq!(out1.to(0).buf.as_ptr(), ptr);
+        assert_eq!(out1.to(0).from, 1);
+        assert!(out1.to(0).requests.is_empty());
     }
 
     #[test]

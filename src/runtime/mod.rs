@@ -227,7 +227,12 @@ fn wait_for_stop_signal() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
-        let mut sig: libc::c_int = 0;
-        libc::sigwait(&set, &mut sig);
+        // sigwait can return early (a tracer attaching, for one); wait for a real signal.
+        loop {
+            let mut sig: libc::c_int = 0;
+            if libc::sigwait(&set, &mut sig) == 0 && (sig == libc::SIGTERM || sig == libc::SIGINT) {
+                break;
+            }
+        }
     }
 }
