@@ -759,6 +759,11 @@ impl Core {
         }
     }
 
+    /// The cores that must be woken because this turn's envelopes reached them asleep.
+    pub fn take_wakes(&mut self, into: &mut Vec<u16>) {
+        self.outbox.take_wakes(into);
+    }
+
     /// Whether envelopes are still waiting to be delivered (the loop must not sleep long).
     pub fn outbox_blocked(&self) -> bool {
         self.outbox.blocked()

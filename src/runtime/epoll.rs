@@ -42,6 +42,7 @@ struct Loop {
     dirty: Vec<u32>,
     /// Connections whose input was left unparsed (budget or backpressure).
     stalled: Vec<u32>,
+    wakes: Vec<u16>,
 }
 
 /// Serves on `listeners` until shutdown.
@@ -69,6 +70,7 @@ pub fn run(
         scratch: vec![0; 64 * 1024],
         dirty: Vec::new(),
         stalled: Vec::new(),
+        wakes: Vec::new(),
     };
     let _ = ready.send(Ok(()));
     let mut events = Events::with_capacity(1024);
@@ -128,7 +130,7 @@ impl Loop {
         !self.stalled.is_empty() || core.outbox_blocked()
     }
 
-    /// Mesh, stalled input, envelopes out, replies out.
+    /// Mesh, stalled input, envelopes out (waking sleeping receivers), replies out.
     fn turn(&mut self, core: &mut Core) {
         core.poll_mesh();
         let stalled = std::mem::take(&mut self.stalled);
@@ -136,6 +138,12 @@ impl Loop {
             self.read(core, idx);
         }
         core.turn_end();
+        core.take_wakes(&mut self.wakes);
+        for &to in &self.wakes {
+            if let Some(w) = core.mesh().wakers().get(usize::from(to)) {
+                w.wake();
+            }
+        }
         core.take_dirty(&mut self.dirty);
         let dirty = std::mem::take(&mut self.dirty);
         for &idx in &dirty {

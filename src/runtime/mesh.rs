@@ -10,7 +10,7 @@
 //!   client input until it drains ([`Outbox::blocked`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
@@ -116,6 +116,9 @@ impl Envelope {
 pub struct Waker {
     fd: OwnedFd,
     sleeping: AtomicBool,
+    /// The core's io_uring fd once it has one (-1 before, and on epoll): other io_uring cores
+    /// wake it with a ring message instead of an eventfd write.
+    ring_fd: AtomicI32,
 }
 
 impl Waker {
@@ -130,6 +133,7 @@ impl Waker {
         Ok(Waker {
             fd,
             sleeping: AtomicBool::new(false),
+            ring_fd: AtomicI32::new(-1),
         })
     }
 
@@ -150,9 +154,25 @@ impl Waker {
 
     /// Wakes the core only if it said it is about to sleep.
     pub fn wake_if_sleeping(&self) {
-        if self.sleeping.load(Ordering::SeqCst) {
+        if self.is_sleeping() {
             self.wake();
         }
+    }
+
+    /// Whether the core said it is about to sleep.
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
+    /// Publishes the core's io_uring fd.
+    pub fn set_ring_fd(&self, fd: RawFd) {
+        self.ring_fd.store(fd, Ordering::Release);
+    }
+
+    /// The core's io_uring fd, if it has one.
+    pub fn ring_fd(&self) -> Option<RawFd> {
+        let fd = self.ring_fd.load(Ordering::Acquire);
+        (fd >= 0).then_some(fd)
     }
 
     /// Drains the eventfd counter after a wake-up.
@@ -221,19 +241,17 @@ impl Endpoint {
         &self.wakers
     }
 
-    /// Tries to hand an envelope to `to`; gives it back if that queue is full.
+    /// Tries to hand an envelope to `to`; gives it back if that queue is full. `Ok(true)` means
+    /// the receiver is asleep and must be woken (the backend decides how).
     // A refused envelope goes back to the caller by value: a 128-byte move, cheaper than a
     // box per send.
     #[allow(clippy::result_large_err)]
-    pub fn try_send(&self, to: u16, env: Envelope) -> Result<(), Envelope> {
+    pub fn try_send(&self, to: u16, env: Envelope) -> Result<bool, Envelope> {
         let Some(tx) = self.senders.get(usize::from(to)).and_then(Option::as_ref) else {
             return Err(env);
         };
         match tx.try_send(env) {
-            Ok(()) => {
-                self.wakers[usize::from(to)].wake_if_sleeping();
-                Ok(())
-            }
+            Ok(()) => Ok(self.wakers[usize::from(to)].is_sleeping()),
             Err(TrySendError::Full(env)) | Err(TrySendError::Disconnected(env)) => Err(env),
         }
     }
@@ -260,6 +278,8 @@ pub struct Outbox {
     pending: Vec<Envelope>,
     blocked: Vec<bool>,
     spare: Vec<Option<Envelope>>,
+    /// Cores that were asleep when an envelope was handed to them this turn.
+    wake: Vec<u16>,
 }
 
 impl Outbox {
@@ -273,7 +293,14 @@ impl Outbox {
                 .collect(),
             blocked: vec![false; usize::from(core_count)],
             spare: (0..core_count).map(|_| None).collect(),
+            wake: Vec::new(),
         }
+    }
+
+    /// Takes the cores to wake after this turn's sends.
+    pub fn take_wakes(&mut self, into: &mut Vec<u16>) {
+        into.clear();
+        std::mem::swap(into, &mut self.wake);
     }
 
     /// Keeps a handled envelope to carry the next batch back to the core it came from.
@@ -312,7 +339,12 @@ impl Outbox {
             next.from = from;
             let full = std::mem::replace(env, next);
             match mesh.try_send(to as u16, full) {
-                Ok(()) => self.blocked[to] = false,
+                Ok(asleep) => {
+                    self.blocked[to] = false;
+                    if asleep && !self.wake.contains(&(to as u16)) {
+                        self.wake.push(to as u16);
+                    }
+                }
                 Err(back) => {
                     *env = back;
                     self.blocked[to] = true;
@@ -409,6 +441,37 @@ mod tests {
         assert_eq!(out1.to(0).buf.as_ptr(), ptr);
         assert_eq!(out1.to(0).from, 1);
         assert!(out1.to(0).requests.is_empty());
+    }
+
+    #[test]
+    fn sends_to_a_sleeping_core_ask_for_a_wakeup() {
+        let eps = build(2).unwrap();
+        let mut out = Outbox::new(0, 2);
+        let mut wakes = Vec::new();
+        out.to(1).buf.push(1);
+        out.to(1).requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: 0,
+                generation: 0,
+            },
+            seq: 0,
+            op: RemoteOp::ResetStats,
+        });
+        out.flush(&eps[0]);
+        out.take_wakes(&mut wakes);
+        assert!(wakes.is_empty(), "an awake core needs no wake-up");
+        eps[1].waker().set_sleeping(true);
+        out.to(1).requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: 0,
+                generation: 0,
+            },
+            seq: 1,
+            op: RemoteOp::ResetStats,
+        });
+        out.flush(&eps[0]);
+        out.take_wakes(&mut wakes);
+        assert_eq!(wakes, vec![1]);
     }
 
     #[test]

@@ -43,6 +43,8 @@ const K_RECV: u64 = 2;
 const K_SEND: u64 = 3;
 const K_WAKER: u64 = 4;
 const K_CANCEL: u64 = 5;
+/// A ring message from another core: new envelopes are waiting.
+const K_MSG: u64 = 6;
 
 fn ud(kind: u64, generation: u32, index: u32) -> u64 {
     kind << 56 | (u64::from(generation) & 0xff_ffff) << 32 | u64::from(index)
@@ -158,6 +160,7 @@ struct Loop {
     stalled: Vec<u32>,
     spare: Vec<Vec<u8>>,
     buffers_returned: bool,
+    wakes: Vec<u16>,
 }
 
 /// Checks that io_uring works here with every feature this backend uses.
@@ -174,6 +177,7 @@ pub fn probe(_cfg: &Config) -> Result<(), String> {
         (opcode::Send::CODE, "send"),
         (opcode::PollAdd::CODE, "poll_add"),
         (opcode::AsyncCancel::CODE, "async_cancel"),
+        (opcode::MsgRingData::CODE, "msg_ring"),
     ] {
         if !p.is_supported(code) {
             return Err(format!("opcode {name} unsupported"));
@@ -277,7 +281,10 @@ pub fn run(
         stalled: Vec::new(),
         spare: Vec::new(),
         buffers_returned: false,
+        wakes: Vec::new(),
     };
+    // Other io_uring cores wake this one with ring messages from now on.
+    waker.set_ring_fd(lp.ring.as_raw_fd());
     lp.arm_accepts()?;
     lp.arm_waker()?;
     let _ = ready.send(Ok(()));
@@ -416,7 +423,14 @@ impl Loop {
                             self.arm_waker()?;
                         }
                     }
-                    _ => {} // cancel completions need no action
+                    K_MSG if generation == 1 && res < 0 => {
+                        // Our ring message to core `idx` failed: wake it the slow way.
+                        if let Some(w) = core.mesh().wakers().get(idx as usize) {
+                            w.wake();
+                        }
+                    }
+                    // Ring messages from other cores only end the wait; cancels need nothing.
+                    _ => {}
                 }
             }
         }
@@ -590,12 +604,37 @@ impl Loop {
             self.sync_recv(core, idx)?;
         }
         core.turn_end();
+        self.wake_receivers(core)?;
         core.take_dirty(&mut self.dirty);
         let dirty = std::mem::take(&mut self.dirty);
         for &idx in &dirty {
             self.flush_conn(core, idx)?;
         }
         self.dirty = dirty;
+        Ok(())
+    }
+
+    /// Wakes the cores this turn's envelopes found asleep: a ring message submitted with this
+    /// turn's other entries (no extra syscall), or the eventfd for a core without a ring yet.
+    fn wake_receivers(&mut self, core: &mut Core) -> io::Result<()> {
+        core.take_wakes(&mut self.wakes);
+        let wakes = std::mem::take(&mut self.wakes);
+        for &to in &wakes {
+            let Some(w) = core.mesh().wakers().get(usize::from(to)) else {
+                continue;
+            };
+            match w.ring_fd() {
+                Some(fd) => {
+                    let e = opcode::MsgRingData::new(Fd(fd), 0, ud(K_MSG, 0, 0), None)
+                        .build()
+                        .flags(squeue::Flags::SKIP_SUCCESS)
+                        .user_data(ud(K_MSG, 1, u32::from(to)));
+                    self.push(&e)?;
+                }
+                None => w.wake(),
+            }
+        }
+        self.wakes = wakes;
         Ok(())
     }
 
