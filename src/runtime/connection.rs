@@ -119,19 +119,49 @@ impl Conn {
         }
     }
 
-    /// Moves every completed slot at the front of the queue into `out`.
-    pub fn release_ready(&mut self) {
+    /// Moves every completed slot at the front of the queue into `out`; their buffers go back
+    /// to the pool.
+    pub fn release_ready(&mut self, pool: &mut BufPool) {
         while self.slots.front().is_some_and(|s| s.parts_left == 0) {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
-            finish_slot(slot, &mut self.out);
+            pool.give(finish_slot(slot, &mut self.out));
         }
     }
 }
 
-/// Appends a completed slot's reply.
-fn finish_slot(slot: Slot, out: &mut Vec<u8>) {
+/// Most buffers a core keeps for reuse, and the largest one it keeps.
+const POOL_BUFS_MAX: usize = 1024;
+const POOL_BUF_BYTES_MAX: usize = 64 * 1024;
+
+/// Reply buffers for slots, reused so a reply that waits behind another shard's costs no
+/// allocation. Bounded in count and in the size of what it keeps.
+#[derive(Debug, Default)]
+pub struct BufPool {
+    bufs: Vec<Vec<u8>>,
+}
+
+impl BufPool {
+    /// An empty buffer, with capacity if one was returned before.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    /// Returns a buffer for reuse (dropped if the pool is full or the buffer is large).
+    pub fn give(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0
+            && buf.capacity() <= POOL_BUF_BYTES_MAX
+            && self.bufs.len() < POOL_BUFS_MAX
+        {
+            buf.clear();
+            self.bufs.push(buf);
+        }
+    }
+}
+
+/// Appends a completed slot's reply; gives back its buffer.
+fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
     match slot.kind {
         SlotKind::Plain => out.extend_from_slice(&slot.buf),
         SlotKind::Get { segments } => {
@@ -150,5 +180,45 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) {
             }
         }
         SlotKind::Reset => out.extend_from_slice(crate::protocol::compose::RESET),
+    }
+    slot.buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_slots_keep_order_and_return_buffers() {
+        let mut pool = BufPool::default();
+        let mut c = Conn::new(1, String::new());
+        for (seq, parts_left, bytes) in [(0u64, 1u32, b"A" as &[u8]), (1, 0, b"B"), (2, 0, b"C")] {
+            let mut buf = pool.take();
+            buf.extend_from_slice(bytes);
+            c.slots.push_back(Slot {
+                seq,
+                parts_left,
+                buf,
+                kind: SlotKind::Plain,
+            });
+        }
+        c.release_ready(&mut pool);
+        assert!(c.out.is_empty(), "B and C wait behind A");
+        c.slots[0].parts_left = 0;
+        c.release_ready(&mut pool);
+        assert_eq!(c.out, b"ABC");
+        assert_eq!(pool.bufs.len(), 3);
+        assert!(pool.take().is_empty());
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let mut pool = BufPool::default();
+        pool.give(Vec::with_capacity(POOL_BUF_BYTES_MAX + 1));
+        assert!(pool.bufs.is_empty());
+        for _ in 0..POOL_BUFS_MAX + 5 {
+            pool.give(Vec::with_capacity(16));
+        }
+        assert_eq!(pool.bufs.len(), POOL_BUFS_MAX);
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::connection::{Conn, Slot, SlotKind};
+use super::connection::{BufPool, Conn, Slot, SlotKind};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
 };
@@ -56,6 +56,8 @@ pub struct Core {
     pub cmd_flush: u64,
     rbuf_max: usize,
     last_crawl: Instant32,
+    /// Reply buffers for slots.
+    pool: BufPool,
 }
 
 impl Core {
@@ -85,6 +87,7 @@ impl Core {
             cmd_flush: 0,
             rbuf_max,
             last_crawl: Instant32(0),
+            pool: BufPool::default(),
         }
     }
 
@@ -239,8 +242,10 @@ impl Core {
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
-                    let conn = self.conn_mut(idx).expect("connection checked above");
-                    push_reply(conn, rej.reply);
+                    let conn = self.conns[idx as usize]
+                        .as_mut()
+                        .expect("connection checked above");
+                    push_reply(conn, &mut self.pool, rej.reply);
                     let rest = rbuf.len() - pos;
                     // Bytes of the rejected request not received yet are swallowed on arrival.
                     conn.swallow = rej.swallow + rej.consumed.saturating_sub(rest);
@@ -297,17 +302,21 @@ impl Core {
             }
             Request::Stats { group } => self.dispatch_stats(idx, group),
             Request::Version => {
-                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
                 let mut buf = Vec::with_capacity(32);
                 compose::version(&mut buf, env!("CARGO_PKG_VERSION"));
-                push_reply(conn, &buf);
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, &buf);
                 self.mark_dirty(idx);
             }
             Request::Verbosity { level, noreply } => {
                 self.shared.verbosity.store(level, Ordering::Relaxed);
                 if !noreply {
-                    let conn = self.conn_mut(idx).expect("dispatch on a live connection");
-                    push_reply(conn, compose::OK);
+                    let conn = self.conns[idx as usize]
+                        .as_mut()
+                        .expect("dispatch on a live connection");
+                    push_reply(conn, &mut self.pool, compose::OK);
                     self.mark_dirty(idx);
                 }
             }
@@ -318,8 +327,10 @@ impl Core {
             }
             Request::DebugTimeAdvance { secs } => {
                 self.advance_clock(secs);
-                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
-                push_reply(conn, compose::OK);
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, compose::OK);
                 self.mark_dirty(idx);
             }
         }
@@ -353,7 +364,7 @@ impl Core {
             if conn.slots.is_empty() {
                 self.shard.exec_keyed(req, hash, now, &mut conn.out);
             } else {
-                let mut buf = Vec::new();
+                let mut buf = self.pool.take();
                 self.shard.exec_keyed(req, hash, now, &mut buf);
                 let seq = conn.next_seq;
                 conn.next_seq += 1;
@@ -363,7 +374,7 @@ impl Core {
                     buf,
                     kind: SlotKind::Plain,
                 });
-                conn.release_ready();
+                conn.release_ready(&mut self.pool);
             }
             self.mark_dirty(idx);
             return;
@@ -417,7 +428,7 @@ impl Core {
                 }
                 conn.out.extend_from_slice(compose::END);
             } else {
-                let mut buf = Vec::new();
+                let mut buf = self.pool.take();
                 for k in keys.iter() {
                     self.shard
                         .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut buf);
@@ -431,7 +442,7 @@ impl Core {
                     buf,
                     kind: SlotKind::Plain,
                 });
-                conn.release_ready();
+                conn.release_ready(&mut self.pool);
             }
             self.mark_dirty(idx);
             return;
@@ -439,7 +450,7 @@ impl Core {
         // Split: local keys now, one sub-request per remote owner.
         let key_count = keys.iter().count();
         let mut owners: Vec<u16> = Vec::with_capacity(key_count);
-        let mut buf = Vec::new();
+        let mut buf = self.pool.take();
         let mut segments = vec![(0u32, 0u32); key_count];
         for (i, k) in keys.iter().enumerate() {
             let h = key_hash(k);
@@ -522,7 +533,7 @@ impl Core {
         conn.slots.push_back(Slot {
             seq,
             parts_left: parts,
-            buf: Vec::new(),
+            buf: self.pool.take(),
             kind,
         });
         seq
@@ -566,8 +577,10 @@ impl Core {
             StatsGroup::Settings | StatsGroup::Detail(_) | StatsGroup::Other(_) => {
                 let mut buf = Vec::new();
                 stats::local_group(self, group, &mut buf);
-                let conn = self.conn_mut(idx).expect("dispatch on a live connection");
-                push_reply(conn, &buf);
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, &buf);
                 self.mark_dirty(idx);
                 return;
             }
@@ -638,7 +651,7 @@ impl Core {
                 slot.buf = reply;
                 slot.kind = SlotKind::Plain;
             }
-            conn.release_ready();
+            conn.release_ready(&mut self.pool);
             self.mark_dirty(idx);
         }
     }
@@ -771,7 +784,7 @@ impl Core {
 }
 
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot.
-fn push_reply(conn: &mut Conn, reply: &[u8]) {
+fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
     if reply.is_empty() {
         return;
     }
@@ -783,9 +796,13 @@ fn push_reply(conn: &mut Conn, reply: &[u8]) {
         conn.slots.push_back(Slot {
             seq,
             parts_left: 0,
-            buf: reply.to_vec(),
+            buf: {
+                let mut buf = pool.take();
+                buf.extend_from_slice(reply);
+                buf
+            },
             kind: SlotKind::Plain,
         });
-        conn.release_ready();
+        conn.release_ready(pool);
     }
 }
