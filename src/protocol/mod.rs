@@ -21,6 +21,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod binary;
 pub mod client;
 pub mod compose;
 pub mod parse;

@@ -462,6 +462,14 @@ impl Store {
         self.tick(now);
     }
 
+    /// The cas of the key's live item, counting nothing (the binary protocol checks a request's
+    /// cas before delete, incr/decr and append/prepend, and returns the new cas after a store).
+    pub fn peek_cas(&mut self, key: &[u8], key_hash: u64, now: Instant32) -> Option<u64> {
+        self.tick(now);
+        let slot = self.find_live(key, key_hash, now).ok()?;
+        Some(self.cas_of(ItemRef::new(self.slabs.chunk(slot.loc)).seq()))
+    }
+
     /// Removes the key's item without counting a delete: a `set` refused as too large must not
     /// leave the old value behind (memcached unlinks it too).
     pub fn forget(&mut self, key: &[u8], key_hash: u64, now: Instant32) {
