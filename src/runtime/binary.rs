@@ -212,8 +212,22 @@ impl Core {
                     let mut text = Vec::new();
                     stats::local_group(self, StatsGroup::Settings, &mut text);
                     binary::stats_from_text(&text, opaque, &mut reply);
+                } else if key == b"detail dump" {
+                    // memcached sends the (empty, detail is off) dump as one stat, "END\r\n".
+                    let dump = b"END\r\n";
+                    binary::response(
+                        &mut reply,
+                        opcode::STAT,
+                        Status::Success,
+                        opaque,
+                        0,
+                        &[],
+                        b"detailed",
+                        dump,
+                    );
+                    binary::success(&mut reply, opcode::STAT, opaque, 0);
                 } else if key.starts_with(b"detail ") {
-                    // memcached answers `detail on|off|dump` with the terminator alone.
+                    // memcached answers `detail on|off` with the terminator alone.
                     binary::success(&mut reply, opcode::STAT, opaque, 0);
                 } else {
                     // Unknown groups, and `conns` (text only in memcached): Not found.
