@@ -503,12 +503,11 @@ fn keys_on_both_shards(count: usize) -> Vec<Vec<u8>> {
             break;
         }
     }
-    let mut out = Vec::new();
-    for i in 0..count / 2 {
-        out.push(on[0][i].clone());
-        out.push(on[1][i].clone());
-    }
-    out
+    let [zero, one] = on;
+    zero.into_iter()
+        .zip(one)
+        .flat_map(|(a, b)| [a, b])
+        .collect()
 }
 
 #[test]
