@@ -762,6 +762,19 @@ fn stats_over_binary_count_binary_commands() {
         while read_resp(&mut c).key_len != 0 {}
         let reset = server.stats();
         assert_eq!(stat_u64(&reset, "cmd_get"), 0);
+        // incr creating its initial value counts neither a set nor a miss (as memcached)
+        for (key, exptime) in [(&b"ctr"[..], 0), (b"nope", 0xffff_ffff), (b"ctr", 0)] {
+            c.send(&req(opcode::INCREMENT, &arith(1, 10, exptime), key, &[]));
+            read_resp(&mut c);
+        }
+        let counted = server.stats();
+        for (name, delta) in [("cmd_set", 0), ("incr_misses", 1), ("incr_hits", 1)] {
+            assert_eq!(
+                stat_u64(&counted, name) - stat_u64(&reset, name),
+                delta,
+                "{name}"
+            );
+        }
     });
 }
 

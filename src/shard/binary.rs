@@ -233,11 +233,14 @@ impl Shard {
         key_hash: u64,
         now: Instant32,
     ) -> Result<(u64, u64), Status> {
-        if req.cas != 0 {
-            match self.store.peek_cas(req.key, key_hash, now) {
-                Some(cas) if cas != req.cas => return Err(Status::KeyExists),
-                _ => {}
+        let present = self.store.peek_cas(req.key, key_hash, now);
+        if let Some(cas) = present {
+            if req.cas != 0 && cas != req.cas {
+                return Err(Status::KeyExists);
             }
+        }
+        if present.is_none() && exptime != ARITH_NO_CREATE {
+            return self.binary_create_counter(req, initial, exptime, key_hash, now);
         }
         match self.store.arith(req.key, key_hash, incr, delta, now) {
             ArithOutcome::Value(v) => {
@@ -245,27 +248,31 @@ impl Shard {
                 Ok((v, cas))
             }
             ArithOutcome::NonNumeric => Err(Status::NonNumeric),
-            ArithOutcome::NotFound if exptime == ARITH_NO_CREATE => Err(Status::KeyNotFound),
-            ArithOutcome::NotFound => {
-                let expires_at = self.expires_at(i64::from(exptime), now);
-                let digits = initial.to_string();
-                match self.store.store(
-                    StoreMode::Add,
-                    req.key,
-                    key_hash,
-                    0,
-                    expires_at,
-                    digits.as_bytes(),
-                    now,
-                ) {
-                    Ok(StoreOutcome::Stored) => {
-                        let cas = self.store.peek_cas(req.key, key_hash, now).unwrap_or(0);
-                        Ok((initial, cas))
-                    }
-                    Ok(_) => Err(Status::KeyNotFound),
-                    Err(_) => Err(Status::OutOfMemory),
-                }
+            ArithOutcome::NotFound => Err(Status::KeyNotFound),
+        }
+    }
+
+    /// incr/decr of a missing key with an initial value: stores it (flags 0) and returns it.
+    fn binary_create_counter(
+        &mut self,
+        req: &BinaryRequest<'_>,
+        initial: u64,
+        exptime: u32,
+        key_hash: u64,
+        now: Instant32,
+    ) -> Result<(u64, u64), Status> {
+        let expires_at = self.expires_at(i64::from(exptime), now);
+        let digits = initial.to_string();
+        match self
+            .store
+            .create_counter(req.key, key_hash, digits.as_bytes(), expires_at, now)
+        {
+            Ok(StoreOutcome::Stored) => {
+                let cas = self.store.peek_cas(req.key, key_hash, now).unwrap_or(0);
+                Ok((initial, cas))
             }
+            Ok(_) => Err(Status::KeyNotFound),
+            Err(_) => Err(Status::OutOfMemory),
         }
     }
 }
