@@ -843,6 +843,14 @@ fn malformed_frames_answer_or_close_like_memcached() {
             ("noop with body", req(opcode::NOOP, &[], &[], b"xx")),
             ("version with key", req(opcode::VERSION, &[], b"k", &[])),
             ("quit with body", req(opcode::QUIT, &[], &[], b"x")),
+            (
+                "sasl list with body",
+                req(opcode::SASL_LIST_MECHS, &[], &[], b"xy"),
+            ),
+            (
+                "sasl auth without key",
+                req(opcode::SASL_AUTH, &[], &[], b"xy"),
+            ),
         ] {
             let op = frame[1];
             let mut q = frame;
@@ -863,6 +871,19 @@ fn malformed_frames_answer_or_close_like_memcached() {
         let mut c = connect(&server);
         for op in [0x40u8, 0x25, 0xff, 0x1b] {
             let mut q = req(op, &[], &[], b"hello");
+            q.extend(&noop);
+            let mut expected = err(op, Status::UnknownCommand);
+            expected.extend(&noop_ok);
+            roundtrip(&mut c, &q, &expected);
+        }
+        // SASL is off: a well-formed SASL frame is an unknown command, its body dropped
+        for frame in [
+            req(opcode::SASL_LIST_MECHS, &[], &[], &[]),
+            req(opcode::SASL_AUTH, &[], b"PLAIN", b"\0a\0b"),
+            req(opcode::SASL_STEP, &[], b"PLAIN", b"\0a\0b"),
+        ] {
+            let op = frame[1];
+            let mut q = frame;
             q.extend(&noop);
             let mut expected = err(op, Status::UnknownCommand);
             expected.extend(&noop_ok);

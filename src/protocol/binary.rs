@@ -16,6 +16,8 @@
 //!   arguments`, close.
 //! * unknown opcode: `0x0081 Unknown command`, and memcached drops `extras_len + key_len +
 //!   body_len` bytes after the header (it counts extras and key twice; replicated).
+//! * SASL opcodes (SASL is not enabled): shape-checked like memcached (bad shape: `Invalid
+//!   arguments`, close), then `Unknown command` with the whole frame dropped.
 //! * a storage value too large for `item_size_max`: [`Command::TooLarge`]: the header, extras
 //!   and key are consumed, the value is swallowed as it arrives.
 //! * touch/gat/stat consume only header, extras and key; trailing body bytes are read as the
@@ -64,6 +66,9 @@ pub mod opcode {
     pub const GATQ: u8 = 0x1e;
     pub const GATK: u8 = 0x23;
     pub const GATKQ: u8 = 0x24;
+    pub const SASL_LIST_MECHS: u8 = 0x20;
+    pub const SASL_AUTH: u8 = 0x21;
+    pub const SASL_STEP: u8 = 0x22;
 }
 
 /// Response status codes, with memcached's message bodies.
@@ -271,6 +276,9 @@ enum Shape {
     Flush,
     /// stat: extras 0 (body not checked).
     Stat,
+    /// SASL (not enabled): checked like memcached, then answered `Unknown command`, frame dropped.
+    SaslList,
+    SaslAuth,
 }
 
 fn shape_of(opcode: u8) -> Option<Shape> {
@@ -284,6 +292,8 @@ fn shape_of(opcode: u8) -> Option<Shape> {
         TOUCH | GAT | GATQ | GATK | GATKQ => Shape::Touch,
         FLUSH | FLUSHQ => Shape::Flush,
         STAT => Shape::Stat,
+        SASL_LIST_MECHS => Shape::SaslList,
+        SASL_AUTH | SASL_STEP => Shape::SaslAuth,
         _ => return None,
     })
 }
@@ -295,7 +305,7 @@ fn shape_ok(shape: Shape, h: &Header) -> bool {
         h.body_len as usize,
     );
     match shape {
-        Shape::Bare => e == 0 && k == 0 && b == 0,
+        Shape::Bare | Shape::SaslList => e == 0 && k == 0 && b == 0,
         Shape::KeyOnly => e == 0 && k > 0 && b == k,
         Shape::Storage => e == 8 && k > 0 && b >= k + 8,
         Shape::Concat => e == 0 && k > 0,
@@ -303,6 +313,7 @@ fn shape_ok(shape: Shape, h: &Header) -> bool {
         Shape::Touch => e == 4 && k > 0,
         Shape::Flush => k == 0 && (e == 0 || e == 4) && b == e,
         Shape::Stat => e == 0,
+        Shape::SaslAuth => e == 0 && k > 0,
     }
 }
 
@@ -373,6 +384,9 @@ pub fn parse<'a>(
     };
     if !shape_ok(shape, &h) {
         return Err(reject(Some(Status::InvalidArguments), 0, true));
+    }
+    if matches!(shape, Shape::SaslList | Shape::SaslAuth) {
+        return Err(reject(Some(Status::UnknownCommand), body_len, false));
     }
     let head_len = HEADER_LEN + extras_len + key_len;
     let value_len = body_len - extras_len - key_len;
@@ -471,8 +485,8 @@ fn keyless_or_simple(op: u8, shape: Shape, extras: &[u8]) -> Command<'static> {
             exptime: be_u32(extras, 0),
         },
         Shape::Stat => Command::Stat,
-        // Storage shapes are handled by the caller.
-        Shape::Storage | Shape::Concat => Command::Noop,
+        // Storage and SASL shapes are handled by the caller.
+        Shape::Storage | Shape::Concat | Shape::SaslList | Shape::SaslAuth => Command::Noop,
     }
 }
 
