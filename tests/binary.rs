@@ -905,6 +905,17 @@ fn malformed_frames_answer_or_close_like_memcached() {
             let r = read_resp(&mut c);
             assert_eq!((r.status, r.value()), (0, &b"kept"[..]), "cut at {cut}");
         }
+        // the peer half-closes after a partial frame (holding a 0x0a byte): answered, closed
+        let mut half = connect(&server);
+        let mut q = noop.clone();
+        q.extend(&noop[..12]);
+        half.send(&q);
+        half.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            escape(&half.expect_closed()),
+            escape(&noop_ok),
+            "half-closed"
+        );
         // nothing stored was lost, on any shard
         for k in &keys {
             keeper.send(&req(opcode::GET, &[], k, &[]));

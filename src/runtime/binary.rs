@@ -82,6 +82,10 @@ impl Core {
             return ConnAction::Close;
         };
         conn.last_cmd = now;
+        conn.binary_frame_waiting = !rbuf.is_empty()
+            && conn.swallow == 0
+            && !conn.closing
+            && binary::parse(&rbuf, &limits) != Err(BinaryError::Incomplete);
         conn.rbuf = rbuf;
         if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
             conn.rbuf.shrink_to(PARSE_BUDGET / 4);

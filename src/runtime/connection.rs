@@ -74,6 +74,9 @@ pub struct Conn {
     pub peer: String,
     /// Wire protocol, decided by the first byte received (0x80: binary); `None` until then.
     pub binary: Option<bool>,
+    /// Binary only: `rbuf` holds a whole frame not yet parsed (parsing paused), so a peer's EOF
+    /// must not close the connection yet. Set after every parse pass.
+    pub binary_frame_waiting: bool,
 }
 
 impl Conn {
@@ -94,6 +97,7 @@ impl Conn {
             last_cmd: 0,
             peer,
             binary: None,
+            binary_frame_waiting: false,
         }
     }
 

@@ -343,8 +343,12 @@ pub fn should_close(c: &Conn) -> bool {
         && (c.closing || !unparsed_complete(c))
 }
 
-/// Whether buffered input holds at least one complete line (a request may be waiting).
+/// Whether buffered input holds at least one complete line (a request may be waiting), or for a
+/// binary connection, one complete frame.
 fn unparsed_complete(c: &Conn) -> bool {
+    if c.binary == Some(true) {
+        return c.swallow == 0 && c.binary_frame_waiting;
+    }
     c.swallow == 0 && c.rbuf.contains(&b'\n')
 }
 
