@@ -143,11 +143,18 @@ impl Core {
         }
         let owner = shard_of(hash, self.shard_count).0;
         if owner == self.me {
-            let mut reply = Vec::new();
             let now = self.now;
-            self.shard.exec_binary(req, hash, now, &mut reply);
             let conn = self.conn_mut(idx).expect("dispatch on a live connection");
-            push_in_order(conn, reply);
+            if conn.slots.is_empty() {
+                // Nothing waits: compose straight into the output (no copy).
+                let mut out = std::mem::take(&mut conn.out);
+                self.shard.exec_binary(req, hash, now, &mut out);
+                self.conn_mut(idx).expect("checked above").out = out;
+            } else {
+                let mut reply = Vec::new();
+                self.shard.exec_binary(req, hash, now, &mut reply);
+                push_in_order(self.conn_mut(idx).expect("checked above"), reply);
+            }
             self.mark_dirty(idx);
             return;
         }
