@@ -356,6 +356,42 @@ pub fn parse<'a>(
     let Some(h) = parse_header(buf) else {
         return Err(BinaryError::Incomplete);
     };
+    let shape = check_header(&h, limits)?;
+    let (extras_len, key_len) = (usize::from(h.extras_len), usize::from(h.key_len));
+    let head_len = HEADER_LEN + extras_len + key_len;
+    let (Some(extras), Some(key)) = (
+        buf.get(HEADER_LEN..HEADER_LEN + extras_len),
+        buf.get(HEADER_LEN + extras_len..head_len),
+    ) else {
+        return Err(BinaryError::Incomplete);
+    };
+    let (command, consumed) = match shape {
+        Shape::Storage | Shape::Concat => storage_command(&h, buf, extras, limits)?,
+        _ => {
+            // touch/gat/stat end after the key, whatever body_len says (as in memcached).
+            let end = match shape {
+                Shape::Touch | Shape::Stat => head_len,
+                _ => HEADER_LEN + h.body_len as usize,
+            };
+            if buf.len() < end {
+                return Err(BinaryError::Incomplete);
+            }
+            (simple_command(h.opcode, shape, extras), end)
+        }
+    };
+    let request = BinaryRequest {
+        opcode: h.opcode,
+        quiet: is_quiet(h.opcode),
+        opaque: h.opaque,
+        cas: h.cas,
+        key,
+        command,
+    };
+    Ok((request, consumed))
+}
+
+/// Validates a header the way memcached does, in its order; the opcode's shape if it is served.
+fn check_header(h: &Header, limits: &Limits) -> Result<Shape, BinaryError> {
     let reject = |status: Option<Status>, swallow: usize, close: bool| {
         BinaryError::Invalid(BinaryRejection {
             status,
@@ -382,75 +418,54 @@ pub fn parse<'a>(
         let swallow = body_len.saturating_add(extras_len).saturating_add(key_len);
         return Err(reject(Some(Status::UnknownCommand), swallow, false));
     };
-    if !shape_ok(shape, &h) {
+    if !shape_ok(shape, h) {
         return Err(reject(Some(Status::InvalidArguments), 0, true));
     }
     if matches!(shape, Shape::SaslList | Shape::SaslAuth) {
         return Err(reject(Some(Status::UnknownCommand), body_len, false));
     }
-    let head_len = HEADER_LEN + extras_len + key_len;
-    let value_len = body_len - extras_len - key_len;
-    let command_end = match shape {
-        Shape::Touch | Shape::Stat => head_len,
-        _ => HEADER_LEN + body_len,
-    };
-    let (Some(extras), Some(key)) = (
-        buf.get(HEADER_LEN..HEADER_LEN + extras_len),
-        buf.get(HEADER_LEN + extras_len..head_len),
-    ) else {
-        return Err(BinaryError::Incomplete);
-    };
-    let op = store_op(h.opcode);
-    let command = match shape {
-        Shape::Storage | Shape::Concat => {
-            let client_flags = be_u32(extras, 0);
-            let flags_len = if client_flags == 0 { 0 } else { 4 };
-            let item_size = limits
-                .item_total_size(key_len, value_len)
-                .saturating_add(flags_len);
-            if item_size > limits.item_size_max {
-                let request = BinaryRequest {
-                    opcode: h.opcode,
-                    quiet: is_quiet(h.opcode),
-                    opaque: h.opaque,
-                    cas: h.cas,
-                    key,
-                    command: Command::TooLarge {
-                        op,
-                        swallow: value_len,
-                    },
-                };
-                return Ok((request, head_len));
-            }
-            let Some(value) = buf.get(head_len..command_end) else {
-                return Err(BinaryError::Incomplete);
-            };
-            Command::Store {
-                op,
-                client_flags,
-                exptime: be_u32(extras, 4),
-                value,
-            }
-        }
-        _ => {
-            if buf.len() < command_end {
-                return Err(BinaryError::Incomplete);
-            }
-            keyless_or_simple(h.opcode, shape, extras)
-        }
-    };
-    let request = BinaryRequest {
-        opcode: h.opcode,
-        quiet: is_quiet(h.opcode),
-        opaque: h.opaque,
-        cas: h.cas,
-        key,
-        command,
-    };
-    Ok((request, command_end))
+    Ok(shape)
 }
 
-fn keyless_or_simple(op: u8, shape: Shape, extras: &[u8]) -> Command<'static> {
+/// set/add/replace/append/prepend: the whole value, or `TooLarge` once header, extras and key
+/// are in (the value is then swallowed, never buffered).
+fn storage_command<'a>(
+    h: &Header,
+    buf: &'a [u8],
+    extras: &[u8],
+    limits: &Limits,
+) -> Result<(Command<'a>, usize), BinaryError> {
+    let (extras_len, key_len) = (usize::from(h.extras_len), usize::from(h.key_len));
+    let head_len = HEADER_LEN + extras_len + key_len;
+    let value_len = h.body_len as usize - extras_len - key_len;
+    let op = store_op(h.opcode);
+    let client_flags = be_u32(extras, 0);
+    // memcached stores nonzero client flags in 4 extra bytes, which count against -I.
+    let flags_len = if client_flags == 0 { 0 } else { 4 };
+    let item_size = limits
+        .item_total_size(key_len, value_len)
+        .saturating_add(flags_len);
+    if item_size > limits.item_size_max {
+        let command = Command::TooLarge {
+            op,
+            swallow: value_len,
+        };
+        return Ok((command, head_len));
+    }
+    let end = head_len + value_len;
+    let Some(value) = buf.get(head_len..end) else {
+        return Err(BinaryError::Incomplete);
+    };
+    let command = Command::Store {
+        op,
+        client_flags,
+        exptime: be_u32(extras, 4),
+        value,
+    };
+    Ok((command, end))
+}
+
+fn simple_command(op: u8, shape: Shape, extras: &[u8]) -> Command<'static> {
     use opcode::*;
     match shape {
         Shape::Bare => match op {
