@@ -782,7 +782,42 @@ mod tests {
         assert_eq!(out, expected);
     }
 
+    /// Parses a stream fed in two reads, as the runtime does: every complete frame, in order.
+    fn parse_two_reads(stream: &[u8], split: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = stream[..split].to_vec();
+        let mut fed = split;
+        loop {
+            match parse(&buf, &L) {
+                Ok((r, n)) => {
+                    out.push(format!("{r:?}"));
+                    buf.drain(..n);
+                }
+                Err(BinaryError::Incomplete) if fed < stream.len() => {
+                    buf.extend_from_slice(&stream[fed..]);
+                    fed = stream.len();
+                }
+                Err(other) => {
+                    out.push(format!("{other:?}"));
+                    return out;
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_two_read_split_parses_the_same(
+            picks in proptest::collection::vec(0usize..14, 1..8),
+            split_seed in any::<usize>(),
+        ) {
+            let frames = valid_frames();
+            let stream: Vec<u8> = picks.iter().flat_map(|&i| frames[i].clone()).collect();
+            let whole = parse_two_reads(&stream, stream.len());
+            let split = split_seed % (stream.len() + 1);
+            prop_assert_eq!(parse_two_reads(&stream, split), whole);
+        }
+
         #[test]
         fn never_panics_and_consumes_within_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             match parse(&bytes, &L) {
