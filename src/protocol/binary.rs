@@ -22,6 +22,15 @@
 //!   and key are consumed, the value is swallowed as it arrives.
 //! * touch/gat/stat consume only header, extras and key; trailing body bytes are read as the
 //!   next frame (memcached does not check `body_len` for them).
+//!
+//! Deliberate differences (timing or memory-layout artifacts of memcached, not protocol):
+//! * memcached sends the error for a swallowed body (`Too large.`, `Unknown command`) only once
+//!   the whole body has arrived; corecache answers at once. The byte stream is the same.
+//! * On bad magic memcached also drops replies it had queued but not yet written in the same
+//!   read batch (e.g. a touch answered just before); corecache writes them, then closes.
+//! * memcached's incr/decr rewrites a shorter result in place padded with spaces unless the item
+//!   is still referenced by a queued get/touch reply of the same batch, in which case it stores
+//!   a new unpadded item; corecache always pads in place (the text protocol's rule).
 
 use super::Limits;
 
