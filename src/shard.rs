@@ -5,6 +5,8 @@
 //! that concern the whole server (`stats`, `flush_all`, `version`, ...) are split or answered by
 //! the runtime; this module supplies each shard's part of them.
 
+pub mod binary;
+
 use crate::clock::{self, Epoch, Instant32};
 use crate::protocol::{compose, GetVerb, Request, StoreVerb};
 use crate::router::ShardId;

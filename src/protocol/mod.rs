@@ -21,6 +21,8 @@
     clippy::indexing_slicing
 )]
 
+/// memcached's binary protocol (a connection whose first byte is 0x80): frame parser, composer.
+pub mod binary;
 pub mod client;
 pub mod compose;
 pub mod parse;

@@ -38,6 +38,9 @@ pub enum SlotKind {
     Flush { noreply: bool },
     /// `stats reset`: `RESET` once every shard has reset.
     Reset,
+    /// Binary `stat` of a gathered group: like `Stats`, converted to binary responses echoing
+    /// `opaque` when complete.
+    BinaryStats { kind: StatsKind, opaque: u32 },
 }
 
 /// A client connection.
@@ -71,6 +74,8 @@ pub struct Conn {
     pub last_cmd: u32,
     /// Peer address for `stats conns`.
     pub peer: String,
+    /// Wire protocol, decided by the first byte received (0x80: binary); `None` until then.
+    pub binary: Option<bool>,
 }
 
 impl Conn {
@@ -91,6 +96,7 @@ impl Conn {
             held_back: false,
             last_cmd: 0,
             peer,
+            binary: None,
         }
     }
 
@@ -180,6 +186,7 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
             }
         }
         SlotKind::Reset => out.extend_from_slice(crate::protocol::compose::RESET),
+        SlotKind::BinaryStats { .. } => out.extend_from_slice(&slot.buf),
     }
     slot.buf
 }

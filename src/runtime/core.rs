@@ -24,7 +24,7 @@ use crate::shard::Shard;
 const INBOUND_PER_TURN: usize = 16;
 
 /// Bytes parsed from one connection per turn before moving on (fairness between clients).
-const PARSE_BUDGET: usize = 256 * 1024;
+pub(super) const PARSE_BUDGET: usize = 256 * 1024;
 
 /// What a backend should do with a connection after feeding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,14 +38,14 @@ pub struct Core {
     pub me: u16,
     pub shard_count: u16,
     pub shard: Shard,
-    conns: Vec<Option<Conn>>,
+    pub(super) conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     generation_next: u32,
     mesh: Endpoint,
-    outbox: Outbox,
+    pub(super) outbox: Outbox,
     inbox: Vec<Envelope>,
     pub shared: Arc<Shared>,
-    limits: Limits,
+    pub(super) limits: Limits,
     pub now: Instant32,
     /// Connections with new output this turn.
     pub dirty: Vec<u32>,
@@ -57,7 +57,7 @@ pub struct Core {
     rbuf_max: usize,
     last_crawl: Instant32,
     /// Reply buffers for slots.
-    pool: BufPool,
+    pub(super) pool: BufPool,
 }
 
 impl Core {
@@ -164,7 +164,7 @@ impl Core {
         }
     }
 
-    fn mark_dirty(&mut self, idx: u32) {
+    pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
             if !c.dirty {
                 c.dirty = true;
@@ -206,6 +206,9 @@ impl Core {
 
     /// Parses and dispatches as much of the connection's buffered input as allowed.
     pub fn process(&mut self, idx: u32) -> ConnAction {
+        if self.binary_detect(idx) {
+            return self.process_binary(idx);
+        }
         let Some(conn) = self.conn_mut(idx) else {
             return ConnAction::Close;
         };
@@ -524,7 +527,7 @@ impl Core {
     }
 
     /// Opens a waiting slot; returns its seq.
-    fn new_slot(&mut self, idx: u32, parts: u32, kind: SlotKind) -> u64 {
+    pub(super) fn new_slot(&mut self, idx: u32, parts: u32, kind: SlotKind) -> u64 {
         let conn = self.conns[idx as usize]
             .as_mut()
             .expect("slot on a live connection");
@@ -589,7 +592,7 @@ impl Core {
     }
 
     /// This shard's part of a broadcast operation.
-    fn exec_broadcast_op(&mut self, op: &RemoteOp, out: &mut Vec<u8>) {
+    pub(super) fn exec_broadcast_op(&mut self, op: &RemoteOp, out: &mut Vec<u8>) {
         match *op {
             RemoteOp::Stats(kind) => stats::shard_part(self, kind, out),
             RemoteOp::Flush { at } => {
@@ -603,11 +606,12 @@ impl Core {
                 self.cmd_flush = 0;
             }
             RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
+            RemoteOp::Binary { .. } => debug_assert!(false, "binary ops are not broadcast"),
         }
     }
 
     /// A shard's part of a waiting reply arrived (from the mesh or from this core).
-    fn deliver_part(
+    pub(super) fn deliver_part(
         &mut self,
         idx: u32,
         generation: u32,
@@ -650,6 +654,9 @@ impl Core {
                 let slot = conn.slots.get_mut(pos as usize).expect("slot found above");
                 slot.buf = reply;
                 slot.kind = SlotKind::Plain;
+            }
+            if let Some(slot) = conn.slots.get_mut(pos as usize) {
+                super::binary::finish_stats_slot(&self.shared, self.now, slot);
             }
             conn.release_ready(&mut self.pool);
             self.mark_dirty(idx);
@@ -746,6 +753,14 @@ impl Core {
                     // Bytes were validated by the sender's parser; anything else is a bug.
                     other => debug_assert!(false, "unexpected remote request {other:?}"),
                 }
+            }
+            RemoteOp::Binary {
+                start: s,
+                end: e,
+                key_hash: h,
+            } => {
+                let raw = env_in.buf.get(*s as usize..*e as usize).unwrap_or_default();
+                self.exec_remote_binary(raw, *h, &mut reply.buf);
             }
             op => self.exec_broadcast_op(op, &mut reply.buf),
         }

@@ -40,6 +40,9 @@ pub enum RemoteOp {
         indices_start: u32,
         indices_end: u32,
     },
+    /// Execute the binary-protocol frame `buf[start..end]` (header, extras and key; the value
+    /// too unless it was too large) and reply with binary response bytes.
+    Binary { start: u32, end: u32, key_hash: u64 },
     /// Contribute this shard's counters to a `stats` reply (as `STAT name value` lines).
     Stats(StatsKind),
     /// Invalidate items stored before `at` (now if `at <= now`).

@@ -12,6 +12,7 @@
 //! Must not: touch a store except through its own executor's `Shard`.
 
 pub mod backend;
+pub mod binary;
 pub mod connection;
 pub mod core;
 pub mod epoll;

@@ -462,6 +462,30 @@ impl Store {
         self.tick(now);
     }
 
+    /// The cas of the key's live item, counting nothing (the binary protocol checks a request's
+    /// cas before delete, incr/decr and append/prepend, and returns the new cas after a store).
+    pub fn peek_cas(&mut self, key: &[u8], key_hash: u64, now: Instant32) -> Option<u64> {
+        self.tick(now);
+        let slot = self.find_live(key, key_hash, now).ok()?;
+        Some(self.cas_of(ItemRef::new(self.slabs.chunk(slot.loc)).seq()))
+    }
+
+    /// Stores a counter's initial value (binary incr/decr on a missing key): an `add` that, as
+    /// in memcached, counts neither a set nor an incr/decr miss.
+    pub fn create_counter(
+        &mut self,
+        key: &[u8],
+        key_hash: u64,
+        value: &[u8],
+        expires_at: Option<Instant32>,
+        now: Instant32,
+    ) -> Result<StoreOutcome, StoreError> {
+        let saved = self.counters.cmd_set;
+        let outcome = self.store(StoreMode::Add, key, key_hash, 0, expires_at, value, now);
+        self.counters.cmd_set = saved;
+        outcome
+    }
+
     /// Removes the key's item without counting a delete: a `set` refused as too large must not
     /// leave the old value behind (memcached unlinks it too).
     pub fn forget(&mut self, key: &[u8], key_hash: u64, now: Instant32) {

@@ -1,0 +1,348 @@
+//! The binary protocol on the executor: per-connection detection (first byte 0x80, as memcached
+//! decides, for the connection's lifetime), the parse loop, and dispatch.
+//!
+//! Keyed frames route like text requests: local keys execute inline, remote keys travel as raw
+//! frame bytes in a [`RemoteOp::Binary`] and the owner replies with composed response bytes.
+//! Every reply (including an empty one from a quiet success) keeps its place through the
+//! connection's in-order slots, so quiet replies that are sent stay in request order.
+
+use super::connection::{BufPool, Slot, SlotKind};
+use super::core::{ConnAction, Core, PARSE_BUDGET};
+use super::mesh::{ConnRef, RemoteOp, RemoteRequest, StatsKind};
+use super::{stats, Shared};
+use crate::clock::Instant32;
+use crate::protocol::binary::{
+    self, opcode, BinaryError, BinaryRequest, Command, Status, REQUEST_MAGIC,
+};
+use crate::protocol::StatsGroup;
+use crate::router::{key_hash, shard_of};
+
+impl Core {
+    /// Decides the connection's protocol on its first byte; true if it is binary.
+    pub(super) fn binary_detect(&mut self, idx: u32) -> bool {
+        let Some(conn) = self.conn_mut(idx) else {
+            return false;
+        };
+        if conn.binary.is_none() {
+            if let Some(&first) = conn.rbuf.first() {
+                conn.binary = Some(first == REQUEST_MAGIC);
+            }
+        }
+        conn.binary == Some(true)
+    }
+
+    /// [`Core::process`] for a binary connection.
+    pub(super) fn process_binary(&mut self, idx: u32) -> ConnAction {
+        let Some(conn) = self.conn_mut(idx) else {
+            return ConnAction::Close;
+        };
+        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let mut pos = 0;
+        let limits = self.limits;
+        while pos < rbuf.len() && pos < PARSE_BUDGET {
+            let Some(conn) = self.conn_mut(idx) else {
+                break;
+            };
+            if conn.swallow > 0 {
+                let n = conn.swallow.min(rbuf.len() - pos);
+                conn.swallow -= n;
+                pos += n;
+                continue;
+            }
+            if !conn.may_parse() || self.outbox.blocked() {
+                break;
+            }
+            match binary::parse(&rbuf[pos..], &limits) {
+                Ok((req, n)) => {
+                    self.dispatch_binary(idx, &req, &rbuf[pos..pos + n]);
+                    pos += n;
+                }
+                Err(BinaryError::Incomplete) => break,
+                Err(BinaryError::Invalid(rej)) => {
+                    let mut reply = Vec::new();
+                    if let Some(status) = rej.status {
+                        binary::error(&mut reply, rej.opcode, status, rej.opaque);
+                    }
+                    let conn = self
+                        .conns
+                        .get_mut(idx as usize)
+                        .and_then(Option::as_mut)
+                        .expect("connection checked above");
+                    push_in_order(conn, &mut self.pool, reply);
+                    if rej.close {
+                        conn.closing = true;
+                        pos = rbuf.len();
+                    } else {
+                        conn.swallow = rej.swallow;
+                        pos += rej.consumed.max(1);
+                    }
+                    self.mark_dirty(idx);
+                }
+            }
+        }
+        rbuf.drain(..pos.min(rbuf.len()));
+        let now = self.now.0;
+        let Some(conn) = self.conn_mut(idx) else {
+            return ConnAction::Close;
+        };
+        conn.last_cmd = now;
+        // A whole frame left unparsed (budget or backpressure) must be come back to, even
+        // after EOF; a partial one never completes once the peer has stopped sending.
+        conn.held_back = !rbuf.is_empty()
+            && conn.swallow == 0
+            && !conn.closing
+            && binary::parse(&rbuf, &limits) != Err(BinaryError::Incomplete);
+        conn.rbuf = rbuf;
+        if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
+            conn.rbuf.shrink_to(PARSE_BUDGET / 4);
+        }
+        if conn.closing {
+            self.mark_dirty(idx);
+        }
+        ConnAction::Keep
+    }
+
+    fn dispatch_binary(&mut self, idx: u32, req: &BinaryRequest<'_>, raw: &[u8]) {
+        let mut reply = Vec::new();
+        match req.command {
+            Command::Get { .. }
+            | Command::Store { .. }
+            | Command::TooLarge { .. }
+            | Command::Delete
+            | Command::Arith { .. }
+            | Command::Touch { .. } => return self.dispatch_binary_keyed(idx, req, raw),
+            Command::Flush { exptime } => return self.dispatch_binary_flush(idx, req, exptime),
+            Command::Stat => return self.dispatch_binary_stat(idx, req),
+            Command::Noop => binary::success(&mut reply, req.opcode, req.opaque, 0),
+            Command::Version => binary::response(
+                &mut reply,
+                req.opcode,
+                Status::Success,
+                req.opaque,
+                0,
+                &[],
+                &[],
+                env!("CARGO_PKG_VERSION").as_bytes(),
+            ),
+            Command::Quit => {
+                if !req.quiet {
+                    binary::success(&mut reply, req.opcode, req.opaque, 0);
+                }
+                let conn = self
+                    .conns
+                    .get_mut(idx as usize)
+                    .and_then(Option::as_mut)
+                    .expect("dispatch on a live connection");
+                push_in_order(conn, &mut self.pool, reply);
+                conn.closing = true;
+                self.mark_dirty(idx);
+                return;
+            }
+        }
+        let conn = self
+            .conns
+            .get_mut(idx as usize)
+            .and_then(Option::as_mut)
+            .expect("dispatch on a live connection");
+        push_in_order(conn, &mut self.pool, reply);
+        self.mark_dirty(idx);
+    }
+
+    fn dispatch_binary_keyed(&mut self, idx: u32, req: &BinaryRequest<'_>, raw: &[u8]) {
+        let hash = key_hash(req.key);
+        if let Command::TooLarge { swallow, .. } = req.command {
+            if let Some(c) = self.conn_mut(idx) {
+                c.swallow = swallow;
+            }
+        }
+        let owner = shard_of(hash, self.shard_count).0;
+        if owner == self.me {
+            let now = self.now;
+            let conn = self.conn_mut(idx).expect("dispatch on a live connection");
+            if conn.slots.is_empty() {
+                // Nothing waits: compose straight into the output (no copy).
+                let mut out = std::mem::take(&mut conn.out);
+                self.shard.exec_binary(req, hash, now, &mut out);
+                self.conn_mut(idx).expect("checked above").out = out;
+            } else {
+                let mut reply = Vec::new();
+                self.shard.exec_binary(req, hash, now, &mut reply);
+                let conn = self
+                    .conns
+                    .get_mut(idx as usize)
+                    .and_then(Option::as_mut)
+                    .expect("checked above");
+                push_in_order(conn, &mut self.pool, reply);
+            }
+            self.mark_dirty(idx);
+            return;
+        }
+        let seq = self.new_slot(idx, 1, SlotKind::Plain);
+        let generation = self.conn(idx).map_or(0, |c| c.generation);
+        let env = self.outbox.to(owner);
+        let start = env.buf.len() as u32;
+        env.buf.extend_from_slice(raw);
+        env.requests.push(RemoteRequest {
+            conn: ConnRef {
+                index: idx,
+                generation,
+            },
+            seq,
+            op: RemoteOp::Binary {
+                start,
+                end: env.buf.len() as u32,
+                key_hash: hash,
+            },
+        });
+    }
+
+    /// Executes a binary frame another core routed here (its bytes passed that core's parser).
+    pub(super) fn exec_remote_binary(&mut self, raw: &[u8], hash: u64, out: &mut Vec<u8>) {
+        match binary::parse(raw, &self.limits) {
+            Ok((req, _)) => {
+                let now = self.now;
+                self.shard.exec_binary(&req, hash, now, out);
+            }
+            other => debug_assert!(false, "unexpected remote binary frame {other:?}"),
+        }
+    }
+
+    fn dispatch_binary_flush(&mut self, idx: u32, req: &BinaryRequest<'_>, exptime: u32) {
+        let at = if exptime > 0 {
+            self.shard
+                .expires_at(i64::from(exptime), self.now)
+                .unwrap_or(self.now)
+        } else {
+            self.now
+        };
+        self.cmd_flush += 1;
+        let mut reply = Vec::new();
+        if !req.quiet {
+            binary::success(&mut reply, req.opcode, req.opaque, 0);
+        }
+        self.binary_broadcast(idx, reply, SlotKind::Plain, RemoteOp::Flush { at });
+    }
+
+    fn dispatch_binary_stat(&mut self, idx: u32, req: &BinaryRequest<'_>) {
+        let opaque = req.opaque;
+        let group = match req.key {
+            b"" => StatsKind::General,
+            b"items" => StatsKind::Items,
+            b"slabs" => StatsKind::Slabs,
+            b"sizes" => StatsKind::Sizes,
+            b"reset" => {
+                let mut reply = Vec::new();
+                binary::success(&mut reply, opcode::STAT, opaque, 0);
+                self.binary_broadcast(idx, reply, SlotKind::Plain, RemoteOp::ResetStats);
+                return;
+            }
+            key => {
+                let mut reply = Vec::new();
+                if key == b"settings" {
+                    let mut text = Vec::new();
+                    stats::local_group(self, StatsGroup::Settings, &mut text);
+                    binary::stats_from_text(&text, opaque, &mut reply);
+                } else if key == b"detail dump" {
+                    // memcached sends the (empty, detail is off) dump as one stat, "END\r\n".
+                    let dump = b"END\r\n";
+                    binary::response(
+                        &mut reply,
+                        opcode::STAT,
+                        Status::Success,
+                        opaque,
+                        0,
+                        &[],
+                        b"detailed",
+                        dump,
+                    );
+                    binary::success(&mut reply, opcode::STAT, opaque, 0);
+                } else if key.starts_with(b"detail ") {
+                    // memcached answers `detail on|off` with the terminator alone.
+                    binary::success(&mut reply, opcode::STAT, opaque, 0);
+                } else {
+                    // Unknown groups, and `conns` (text only in memcached): Not found.
+                    binary::error(&mut reply, opcode::STAT, Status::KeyNotFound, opaque);
+                }
+                let conn = self
+                    .conns
+                    .get_mut(idx as usize)
+                    .and_then(Option::as_mut)
+                    .expect("dispatch on a live connection");
+                push_in_order(conn, &mut self.pool, reply);
+                self.mark_dirty(idx);
+                return;
+            }
+        };
+        self.binary_broadcast(
+            idx,
+            Vec::new(),
+            SlotKind::BinaryStats {
+                kind: group,
+                opaque,
+            },
+            RemoteOp::Stats(group),
+        );
+    }
+
+    /// Runs `op` on every shard; the slot starts with `reply` and is released when all answered.
+    fn binary_broadcast(&mut self, idx: u32, reply: Vec<u8>, kind: SlotKind, op: RemoteOp) {
+        let parts = u32::from(self.shard_count);
+        let seq = self.new_slot(idx, parts, kind);
+        let generation = {
+            let conn = self.conn_mut(idx).expect("slot on a live connection");
+            if let Some(slot) = conn.slots.back_mut() {
+                slot.buf = reply;
+            }
+            conn.generation
+        };
+        for to in 0..self.shard_count {
+            if to != self.me {
+                self.outbox.to(to).requests.push(RemoteRequest {
+                    conn: ConnRef {
+                        index: idx,
+                        generation,
+                    },
+                    seq,
+                    op: op.clone(),
+                });
+            }
+        }
+        let mut part = Vec::new();
+        self.exec_broadcast_op(&op, &mut part);
+        self.deliver_part(idx, generation, seq, &part, &[]);
+    }
+}
+
+/// Converts a completed binary stats slot (every shard's parts gathered) into its responses.
+pub(super) fn finish_stats_slot(shared: &Shared, now: Instant32, slot: &mut Slot) {
+    if let SlotKind::BinaryStats { kind, opaque } = slot.kind {
+        let parts = std::mem::take(&mut slot.buf);
+        let mut text = Vec::with_capacity(parts.len());
+        stats::finish(shared, kind, now, &parts, &mut text);
+        let mut reply = Vec::with_capacity(text.len() * 2);
+        binary::stats_from_text(&text, opaque, &mut reply);
+        slot.buf = reply;
+        slot.kind = SlotKind::Plain;
+    }
+}
+
+/// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot. An
+/// empty reply (a quiet success) takes no slot.
+fn push_in_order(conn: &mut super::connection::Conn, pool: &mut BufPool, reply: Vec<u8>) {
+    if reply.is_empty() {
+        return;
+    }
+    if conn.slots.is_empty() {
+        conn.out.extend_from_slice(&reply);
+    } else {
+        let seq = conn.next_seq;
+        conn.next_seq += 1;
+        conn.slots.push_back(Slot {
+            seq,
+            parts_left: 0,
+            buf: reply,
+            kind: SlotKind::Plain,
+        });
+        conn.release_ready(pool);
+    }
+}
