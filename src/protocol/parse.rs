@@ -25,10 +25,12 @@
 //!   `SERVER_ERROR line too long` and the connection is closed.
 //!
 //! Commands memcached has but corecache does not (meta commands, `slabs`, `lru`, `watch`,
-//! `lru_crawler`, `cache_memlimit`, `shutdown`, `misbehave`) answer `ERROR` like an unknown verb.
+//! `misbehave`, and `lru_crawler` other than `metadump`) answer `ERROR` like an unknown verb.
 
 use super::compose;
-use super::{GetVerb, Keys, Limits, ParseError, Rejection, Request, StatsGroup, StoreVerb};
+use super::{
+    GetVerb, Keys, Limits, ParseError, Rejection, Request, ShutdownMode, StatsGroup, StoreVerb,
+};
 
 /// memcached skips at most this many leading spaces when deciding whether a newline-less long
 /// line is a multi-get.
@@ -265,6 +267,10 @@ fn parse_line<'a>(
         b"stats" => parse_stats(&tokens),
         b"version" => Ok(Request::Version),
         b"quit" => Ok(Request::Quit),
+        b"config" => parse_config(&tokens),
+        b"lru_crawler" => parse_lru_crawler(&tokens),
+        b"cache_memlimit" => parse_cache_memlimit(&tokens),
+        b"shutdown" => parse_shutdown(&tokens),
         #[cfg(feature = "test-hooks")]
         b"debug_time" => parse_debug_time(&tokens),
         _ => Err(compose::ERROR),
@@ -537,6 +543,56 @@ fn parse_debug_time<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8
         .and_then(|secs| u32::try_from(secs).ok())
         .ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
     Ok(Request::DebugTimeAdvance { secs })
+}
+
+/// `config get <key>` (ElastiCache auto discovery); any other shape is `ERROR`.
+fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count != 3 || tokens.get(1) != b"get" {
+        return Err(compose::ERROR);
+    }
+    Ok(Request::ConfigGet { key: tokens.get(2) })
+}
+
+/// `lru_crawler metadump all|<class>`, as memcached 1.6.18 answers it: fewer tokens is `ERROR`,
+/// a class that is not a number is `BADCLASS`. Other subcommands are not served (`ERROR`).
+fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count < 3 || tokens.get(1) != b"metadump" {
+        return Err(compose::ERROR);
+    }
+    let class = match tokens.get(2) {
+        b"all" => None,
+        digits => Some(strtoul_u32(digits).ok_or(compose::BADCLASS)?),
+    };
+    Ok(Request::LruCrawlerMetadump { class })
+}
+
+/// `cache_memlimit <megabytes> [noreply]` (a third argument other than `noreply` is ignored,
+/// as memcached does). Below 8 MB and above 10^9 MB are refused with memcached's replies.
+fn parse_cache_memlimit<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count != 2 && tokens.count != 3 {
+        return Err(compose::ERROR);
+    }
+    let noreply = tokens.noreply();
+    let Some(megabytes) = strtoul_u32(tokens.get(1)) else {
+        return Err(unless_noreply(noreply, compose::ERROR));
+    };
+    if megabytes < 8 {
+        return Err(unless_noreply(noreply, compose::MEMLIMIT_TOO_SMALL));
+    }
+    if megabytes > 1_000_000_000 {
+        return Err(unless_noreply(noreply, compose::MEMLIMIT_NOT_BYTES));
+    }
+    Ok(Request::CacheMemlimit { megabytes, noreply })
+}
+
+/// `shutdown [graceful]`; whether it is allowed (`-A`) is the runtime's decision.
+fn parse_shutdown<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    let mode = match (tokens.count, tokens.get(1)) {
+        (1, _) => ShutdownMode::Now,
+        (2, b"graceful") => ShutdownMode::Graceful,
+        _ => ShutdownMode::Invalid,
+    };
+    Ok(Request::Shutdown { mode })
 }
 
 /// C's `isspace` in the "C" locale.

@@ -38,6 +38,9 @@ pub enum SlotKind {
     Flush { noreply: bool },
     /// `stats reset`: `RESET` once every shard has reset.
     Reset,
+    /// An admin command (`stats detail on`, `cache_memlimit`): `OK` once every shard has done
+    /// its part (nothing if `noreply`).
+    Ok { noreply: bool },
 }
 
 /// A client connection.
@@ -141,7 +144,7 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) {
             out.extend_from_slice(crate::protocol::compose::END);
         }
         SlotKind::Stats(_) => out.extend_from_slice(&slot.buf),
-        SlotKind::Flush { noreply } => {
+        SlotKind::Flush { noreply } | SlotKind::Ok { noreply } => {
             if !noreply {
                 out.extend_from_slice(crate::protocol::compose::OK);
             }

@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::admin;
 use super::connection::{Conn, Slot, SlotKind};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -161,7 +162,7 @@ impl Core {
         }
     }
 
-    fn mark_dirty(&mut self, idx: u32) {
+    pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
             if !c.dirty {
                 c.dirty = true;
@@ -304,6 +305,10 @@ impl Core {
                 conn.closing = true;
                 self.mark_dirty(idx);
             }
+            Request::ConfigGet { .. }
+            | Request::LruCrawlerMetadump { .. }
+            | Request::CacheMemlimit { .. }
+            | Request::Shutdown { .. } => admin::dispatch(self, idx, req),
             Request::DebugTimeAdvance { secs } => {
                 self.advance_clock(secs);
                 let conn = self.conn_mut(idx).expect("dispatch on a live connection");
@@ -384,6 +389,9 @@ impl Core {
     }
 
     fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, _raw: &[u8]) {
+        if verb == GetVerb::Get && admin::try_legacy_get(self, idx, keys) {
+            return;
+        }
         let now = self.now;
         let touch_to = if verb.touches() {
             self.shard.expires_at(exptime, now)
@@ -514,7 +522,7 @@ impl Core {
     }
 
     /// Sends `op` to every other shard, runs it here, and replies when all have answered.
-    fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
+    pub(super) fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
         let others = u32::from(self.shard_count) - 1;
         let seq = self.new_slot(idx, others + 1, kind);
         let generation = self.conns[idx as usize]
@@ -548,7 +556,11 @@ impl Core {
                 self.broadcast(idx, SlotKind::Reset, RemoteOp::ResetStats);
                 return;
             }
-            StatsGroup::Settings | StatsGroup::Detail(_) | StatsGroup::Other(_) => {
+            StatsGroup::Detail(mode) => {
+                admin::dispatch_detail(self, idx, mode);
+                return;
+            }
+            StatsGroup::Settings | StatsGroup::Other(_) => {
                 let mut buf = Vec::new();
                 stats::local_group(self, group, &mut buf);
                 let conn = self.conn_mut(idx).expect("dispatch on a live connection");
@@ -570,9 +582,13 @@ impl Core {
             }
             RemoteOp::ResetStats => {
                 self.shard.store_mut().reset_stats();
+                self.shard.prefix_stats.clear();
                 self.bytes_read = 0;
                 self.bytes_written = 0;
                 self.cmd_flush = 0;
+            }
+            RemoteOp::Detail(_) | RemoteOp::Metadump { .. } | RemoteOp::MemLimit { .. } => {
+                admin::exec_shard_op(self, op, out)
             }
             RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
         }
@@ -740,7 +756,7 @@ impl Core {
 }
 
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot.
-fn push_reply(conn: &mut Conn, reply: &[u8]) {
+pub(super) fn push_reply(conn: &mut Conn, reply: &[u8]) {
     if reply.is_empty() {
         return;
     }
