@@ -124,6 +124,13 @@ pub fn stat_str(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The version `version` and `stats` report: the memcached release whose behaviour corecache
+/// follows. Clients gate features on it (memccapable relaxes its error checks from 1.6 on,
+/// ElastiCache discovery clients send `config get cluster` only from 1.4.14 on), so reporting
+/// corecache's own `0.x` made them treat it as an ancient memcached. corecache's own version is
+/// in `stats settings` (`corecache_version`) and `corecache --version`.
+pub const MEMCACHED_VERSION: &str = "1.6.18";
+
 /// `VERSION <version>\r\n`.
 pub fn version(out: &mut Vec<u8>, version: &str) {
     out.extend_from_slice(b"VERSION ");

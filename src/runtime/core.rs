@@ -288,7 +288,7 @@ impl Core {
             Request::Version => {
                 let conn = self.conn_mut(idx).expect("dispatch on a live connection");
                 let mut buf = Vec::with_capacity(32);
-                compose::version(&mut buf, env!("CARGO_PKG_VERSION"));
+                compose::version(&mut buf, compose::MEMCACHED_VERSION);
                 push_reply(conn, &buf);
                 self.mark_dirty(idx);
             }

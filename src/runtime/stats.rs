@@ -205,7 +205,7 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     compose::stat(out, "pid", u64::from(std::process::id()));
     compose::stat(out, "uptime", u64::from(now.since(crate::clock::START)));
     compose::stat(out, "time", shared.epoch.to_unix(now));
-    compose::stat_str(out, "version", env!("CARGO_PKG_VERSION"));
+    compose::stat_str(out, "version", compose::MEMCACHED_VERSION);
     compose::stat(out, "pointer_size", 64);
     compose::stat_str(out, "rusage_user", &user);
     compose::stat_str(out, "rusage_system", &system);
@@ -394,6 +394,7 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "flush_enabled", "yes");
             compose::stat_str(out, "hash_algorithm", "xxh3");
             compose::stat_str(out, "io_backend", shared.backend_name());
+            compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);
         }
         StatsGroup::Other(_) => {
