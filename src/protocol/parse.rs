@@ -1422,6 +1422,50 @@ mod tests {
         assert_rejects(b"debug_time back 10\r\n", ERROR);
     }
 
+    #[test]
+    fn admin_commands() {
+        let config = |key: &'static [u8]| Request::ConfigGet { key };
+        assert_eq!(ok(b"config get cluster\r\n").0, config(b"cluster"));
+        assert_eq!(ok(b"config get other\n").0, config(b"other"));
+        assert_rejects(b"config\r\n", ERROR);
+        assert_rejects(b"config set cluster\r\n", ERROR);
+        assert_rejects(b"config get cluster x\r\n", ERROR);
+
+        let metadump = |class| Request::LruCrawlerMetadump { class };
+        assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(None));
+        assert_eq!(ok(b"lru_crawler metadump 3\r\n").0, metadump(Some(3)));
+        assert_rejects(b"lru_crawler metadump\r\n", ERROR);
+        assert_rejects(b"lru_crawler crawl all\r\n", ERROR);
+        assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
+
+        let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };
+        assert_eq!(ok(b"cache_memlimit 100\r\n").0, memlimit(100, false));
+        assert_eq!(ok(b"cache_memlimit 8 noreply\r\n").0, memlimit(8, true));
+        assert_eq!(ok(b"cache_memlimit 8 x\r\n").0, memlimit(8, false));
+        assert_rejects(b"cache_memlimit\r\n", ERROR);
+        assert_rejects(b"cache_memlimit x\r\n", ERROR);
+        assert_rejects(b"cache_memlimit -5\r\n", ERROR);
+        assert_rejects(b"cache_memlimit 1 2 3\r\n", ERROR);
+        assert_rejects(b"cache_memlimit 7\r\n", compose::MEMLIMIT_TOO_SMALL);
+        assert_rejects(b"cache_memlimit 7 noreply\r\n", b"");
+        assert_rejects(
+            b"cache_memlimit 1000000001\r\n",
+            compose::MEMLIMIT_NOT_BYTES,
+        );
+
+        let shutdown = |mode| Request::Shutdown { mode };
+        assert_eq!(ok(b"shutdown\r\n").0, shutdown(ShutdownMode::Now));
+        assert_eq!(
+            ok(b"shutdown graceful\r\n").0,
+            shutdown(ShutdownMode::Graceful)
+        );
+        assert_eq!(ok(b"shutdown now\r\n").0, shutdown(ShutdownMode::Invalid));
+        assert_eq!(
+            ok(b"shutdown graceful x\r\n").0,
+            shutdown(ShutdownMode::Invalid)
+        );
+    }
+
     /// A pipeline of valid requests of every kind, newline styles mixed.
     const PIPELINE: &[u8] = b"get a\r\nset b 1 2 3\r\nxyz\r\ngets a b\nincr c 5\r\n\
         delete d noreply\r\ncas e 0 0 2 77\r\nhi\r\ntouch f 9\r\ngat 5 g h\r\n\
