@@ -43,12 +43,45 @@ fn cluster_nodes_flag() {
         return;
     }
     let nodes = "a.example|10.0.0.1|11211,b.example|10.0.0.2|11212";
-    let server = TestServer::start(&["-t", "2", "--cluster-nodes", nodes]);
-    let mut c = server.connect();
-    c.roundtrip(
-        b"config get cluster\r\n",
-        &config_reply(1, &nodes.replace(',', " "), "CONFIG cluster"),
-    );
+    for_each_config(|args| {
+        let mut args = args.to_vec();
+        args.extend(["--cluster-nodes", nodes]);
+        let server = TestServer::start(&args);
+        let mut c = server.connect();
+        let spaced = nodes.replace(',', " ");
+        c.roundtrip(
+            b"config get cluster\r\n",
+            &config_reply(1, &spaced, "CONFIG cluster"),
+        );
+        c.roundtrip(
+            b"get AmazonElastiCache:cluster\r\n",
+            &config_reply(1, &spaced, "VALUE AmazonElastiCache:cluster"),
+        );
+        // Only the key alone is the discovery request; with other keys it is a plain get.
+        c.roundtrip(b"get AmazonElastiCache:cluster other\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn bad_cluster_node_lists_are_refused_at_startup() {
+    if skip_in_memcached_mode("corecache flags") {
+        return;
+    }
+    for bad in [
+        &["--cluster-nodes", "a|10.0.0.1"][..],
+        &["--cluster-nodes", "a|not-an-ip|1"],
+        &["--cluster-config", "/nonexistent/corecache-nodes"],
+        &["--cluster-nodes", "a||1", "--cluster-config", "/tmp/x"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_corecache"))
+            .args(["-l", "127.0.0.1", "-p", "0"])
+            .args(bad)
+            .output()
+            .expect("run corecache");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{bad:?} was accepted");
+        assert!(stderr.contains("--cluster"), "{bad:?}: {stderr}");
+    }
 }
 
 #[test]
