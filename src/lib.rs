@@ -11,8 +11,8 @@
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
 //! Dependency direction: `main -> runtime -> {router, shard, config, clock}`;
-//! `shard -> {protocol, storage}`. `protocol`, `storage`, `clock` and `router` use nothing above
-//! them (enforced by `tests/layering.rs`).
+//! `shard -> {protocol, storage, prefix_stats}`. `protocol`, `storage`, `prefix_stats`, `clock`
+//! and `router` use nothing above them (enforced by `tests/layering.rs`).
 //!
 //! # The request path
 //! A connection's core reads into a bounded buffer, parses, and hashes each key once. It runs
