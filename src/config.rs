@@ -71,6 +71,13 @@ pub struct Args {
     /// CPUs to pin shards to, e.g. `0-3,6` (one per shard, in order); default: all, in order.
     #[arg(long = "cpus")]
     pub cpus: Option<String>,
+    /// ElastiCache auto discovery: the cluster's nodes, `host|ip|port,...` (default: this node).
+    #[arg(long = "cluster-nodes", conflicts_with = "cluster_config")]
+    pub cluster_nodes: Option<String>,
+    /// ElastiCache auto discovery: a file listing `host|ip|port` nodes, one per line or
+    /// space-separated; SIGHUP re-reads it.
+    #[arg(long = "cluster-config")]
+    pub cluster_config: Option<String>,
 }
 
 /// Validated settings.
@@ -90,6 +97,10 @@ pub struct Config {
     pub shutdown_enabled: bool,
     pub pidfile: Option<String>,
     pub limits: Limits,
+    /// `--cluster-nodes` as typed (checked by `runtime::cluster` at startup).
+    pub cluster_nodes: Option<String>,
+    /// `--cluster-config`: the node list file (read at startup and on SIGHUP).
+    pub cluster_config: Option<String>,
 }
 
 /// The largest `-t`: shard ids are `u16` and the mesh has one queue per ordered pair of shards.
@@ -189,6 +200,8 @@ impl Config {
             shutdown_enabled: a.enable_shutdown,
             pidfile: a.pidfile,
             limits,
+            cluster_nodes: a.cluster_nodes,
+            cluster_config: a.cluster_config,
         })
     }
 }

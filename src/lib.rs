@@ -6,12 +6,13 @@
 //! - [`protocol`]: memcached wire protocol: streaming parser and reply composer. PURE.
 //! - [`storage`]: one [`storage::Store`] per shard: slab allocator, hash table, LRU, expiry. PURE.
 //! - [`router`]: `key_hash` (seeded xxh3) and `shard_of`. PURE.
+//! - [`prefix_stats`]: `stats detail` per-prefix counters, one per shard. PURE.
 //! - [`shard`]: glue: executes a parsed request against a store and composes its reply.
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
 //! Dependency direction: `main -> runtime -> {router, shard, config, clock}`;
-//! `shard -> {protocol, storage}`. `protocol`, `storage`, `clock` and `router` use nothing above
-//! them (enforced by `tests/layering.rs`).
+//! `shard -> {protocol, storage, prefix_stats}`. `protocol`, `storage`, `prefix_stats`, `clock`
+//! and `router` use nothing above them (enforced by `tests/layering.rs`).
 //!
 //! # The request path
 //! A connection's core reads into a bounded buffer, parses, and hashes each key once. It runs
@@ -21,6 +22,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod prefix_stats;
 pub mod protocol;
 pub mod router;
 pub mod runtime;

@@ -8,6 +8,7 @@
 pub mod binary;
 
 use crate::clock::{self, Epoch, Instant32};
+use crate::prefix_stats::PrefixStats;
 use crate::protocol::{compose, GetVerb, Request, StoreVerb};
 use crate::router::ShardId;
 use crate::storage::{ArithOutcome, Store, StoreConfig, StoreError, StoreMode, StoreOutcome};
@@ -17,6 +18,8 @@ pub struct Shard {
     pub id: ShardId,
     store: Store,
     epoch: Epoch,
+    /// `stats detail` counters for this shard's keys.
+    pub prefix_stats: PrefixStats,
 }
 
 impl Shard {
@@ -25,6 +28,7 @@ impl Shard {
             id,
             store: Store::new(cfg),
             epoch,
+            prefix_stats: PrefixStats::default(),
         }
     }
 
@@ -58,6 +62,9 @@ impl Shard {
         } else {
             self.store.get(key, key_hash, now)
         };
+        if self.prefix_stats.enabled {
+            self.prefix_stats.record_get(key, item.is_some());
+        }
         if let Some(item) = item {
             let cas = verb.with_cas().then_some(item.cas);
             compose::value(out, item.key, item.client_flags, item.value, cas);
@@ -72,6 +79,15 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
+        if self.prefix_stats.enabled {
+            match *req {
+                Request::Store { key, .. } | Request::TooLarge { key, .. } => {
+                    self.prefix_stats.record_set(key)
+                }
+                Request::Delete { key, .. } => self.prefix_stats.record_delete(key),
+                _ => {}
+            }
+        }
         match *req {
             Request::Store {
                 verb,

@@ -39,6 +39,8 @@ enum Op {
     Flush(u32),
     Advance(u32),
     Crawl(usize),
+    /// `cache_memlimit`: a new budget of this many pages.
+    MemLimit(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -231,7 +233,7 @@ impl Model {
                 }
                 Answer::Nothing
             }
-            Op::Advance(_) | Op::Crawl(_) => Answer::Nothing,
+            Op::Advance(_) | Op::Crawl(_) | Op::MemLimit(_) => Answer::Nothing,
         }
     }
 
@@ -355,6 +357,11 @@ fn run_store(store: &mut Store, op: &Op, now: Instant32) -> Answer {
             assert!(store.crawl(now, *budget) <= *budget);
             Answer::Nothing
         }
+        Op::MemLimit(pages) => {
+            store.set_memory_limit(pages * PAGE_SIZE, now);
+            assert!(store.stats().total_malloced <= (pages * PAGE_SIZE) as u64);
+            Answer::Nothing
+        }
     }
 }
 
@@ -384,6 +391,7 @@ impl std::fmt::Debug for Op {
             Op::Flush(d) => write!(f, "Flush({d})"),
             Op::Advance(d) => write!(f, "Advance({d})"),
             Op::Crawl(b) => write!(f, "Crawl({b})"),
+            Op::MemLimit(p) => write!(f, "MemLimit({p})"),
         }
     }
 }
@@ -501,6 +509,20 @@ proptest! {
 
     #[test]
     fn tight_store_never_answers_wrong(ops in prop::collection::vec(op_strategy(), 1..300)) {
+        run(&ops, 6 * PAGE_SIZE, true);
+    }
+
+    /// `cache_memlimit` shrinking and growing between ops: evictions only, never a wrong answer.
+    /// Budgets stay at 6 pages or more, like the tight test: a touch that must relocate the
+    /// largest item (3 pages) needs room for both copies, and below that it answers a miss with
+    /// no eviction to show for it (a limit of the compact layout, not of the budget change).
+    #[test]
+    fn memory_limit_changes_never_answer_wrong(
+        ops in prop::collection::vec(
+            prop_oneof![20 => op_strategy(), 1 => (6usize..16).prop_map(Op::MemLimit)],
+            1..300,
+        )
+    ) {
         run(&ops, 6 * PAGE_SIZE, true);
     }
 }

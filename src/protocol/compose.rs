@@ -46,6 +46,17 @@ pub const CLIENT_ERROR_STATS_DETAIL_USAGE: &[u8] =
 pub const SERVER_ERROR_TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 /// No memory for the item even after eviction.
 pub const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// `lru_crawler metadump` of a class that does not exist.
+pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
+/// `cache_memlimit` below 8 MB.
+pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+/// `cache_memlimit` above 10^9 MB (the client probably passed bytes).
+pub const MEMLIMIT_NOT_BYTES: &[u8] =
+    b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
+/// `shutdown` without `-A`.
+pub const ERROR_SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+/// `shutdown <anything but graceful>` with `-A`.
+pub const CLIENT_ERROR_SHUTDOWN_MODE: &[u8] = b"CLIENT_ERROR invalid shutdown mode\r\n";
 /// A retrieval line longer than `get_line_len_max` (corecache's own bound; memcached has none).
 pub const LINE_TOO_LONG: &[u8] = b"SERVER_ERROR line too long\r\n";
 
@@ -112,6 +123,13 @@ pub fn stat_str(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
+
+/// The version `version` and `stats` report: the memcached release whose behaviour corecache
+/// follows. Clients gate features on it (memccapable relaxes its error checks from 1.6 on,
+/// ElastiCache discovery clients send `config get cluster` only from 1.4.14 on), so reporting
+/// corecache's own `0.x` made them treat it as an ancient memcached. corecache's own version is
+/// in `stats settings` (`corecache_version`) and `corecache --version`.
+pub const MEMCACHED_VERSION: &str = "1.6.18";
 
 /// `VERSION <version>\r\n`.
 pub fn version(out: &mut Vec<u8>, version: &str) {

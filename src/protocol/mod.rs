@@ -213,6 +213,26 @@ pub enum Request<'a> {
     /// `debug_time advance <secs>`: moves the server clock (feature `test-hooks` only; without
     /// the feature the parser answers `ERROR` as for any unknown command).
     DebugTimeAdvance { secs: u32 },
+    /// `config get <key>`: ElastiCache auto discovery; only `cluster` has a value.
+    ConfigGet { key: &'a [u8] },
+    /// `lru_crawler metadump all|<class>`: one line per live item; `class` None means all.
+    LruCrawlerMetadump { class: Option<u32> },
+    /// `cache_memlimit <megabytes> [noreply]`: a new `-m`, already checked against memcached's
+    /// bounds (8 to 1000000000 MB).
+    CacheMemlimit { megabytes: u32, noreply: bool },
+    /// `shutdown [graceful]` (allowed only with `-A`).
+    Shutdown { mode: ShutdownMode },
+}
+
+/// What `shutdown` was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// `shutdown`
+    Now,
+    /// `shutdown graceful`
+    Graceful,
+    /// Any other argument: `CLIENT_ERROR invalid shutdown mode` (when shutdown is allowed).
+    Invalid,
 }
 
 impl<'a> Request<'a> {

@@ -25,10 +25,12 @@
 //!   `SERVER_ERROR line too long` and the connection is closed.
 //!
 //! Commands memcached has but corecache does not (meta commands, `slabs`, `lru`, `watch`,
-//! `lru_crawler`, `cache_memlimit`, `shutdown`, `misbehave`) answer `ERROR` like an unknown verb.
+//! `misbehave`, and `lru_crawler` other than `metadump`) answer `ERROR` like an unknown verb.
 
 use super::compose;
-use super::{GetVerb, Keys, Limits, ParseError, Rejection, Request, StatsGroup, StoreVerb};
+use super::{
+    GetVerb, Keys, Limits, ParseError, Rejection, Request, ShutdownMode, StatsGroup, StoreVerb,
+};
 
 /// memcached skips at most this many leading spaces when deciding whether a newline-less long
 /// line is a multi-get.
@@ -265,6 +267,10 @@ fn parse_line<'a>(
         b"stats" => parse_stats(&tokens),
         b"version" => Ok(Request::Version),
         b"quit" => Ok(Request::Quit),
+        b"config" => parse_config(&tokens),
+        b"lru_crawler" => parse_lru_crawler(&tokens),
+        b"cache_memlimit" => parse_cache_memlimit(&tokens),
+        b"shutdown" => parse_shutdown(&tokens),
         #[cfg(feature = "test-hooks")]
         b"debug_time" => parse_debug_time(&tokens),
         _ => Err(compose::ERROR),
@@ -537,6 +543,56 @@ fn parse_debug_time<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8
         .and_then(|secs| u32::try_from(secs).ok())
         .ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
     Ok(Request::DebugTimeAdvance { secs })
+}
+
+/// `config get <key>` (ElastiCache auto discovery); any other shape is `ERROR`.
+fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count != 3 || tokens.get(1) != b"get" {
+        return Err(compose::ERROR);
+    }
+    Ok(Request::ConfigGet { key: tokens.get(2) })
+}
+
+/// `lru_crawler metadump all|<class>`, as memcached 1.6.18 answers it: fewer tokens is `ERROR`,
+/// a class that is not a number is `BADCLASS`. Other subcommands are not served (`ERROR`).
+fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count < 3 || tokens.get(1) != b"metadump" {
+        return Err(compose::ERROR);
+    }
+    let class = match tokens.get(2) {
+        b"all" => None,
+        digits => Some(strtoul_u32(digits).ok_or(compose::BADCLASS)?),
+    };
+    Ok(Request::LruCrawlerMetadump { class })
+}
+
+/// `cache_memlimit <megabytes> [noreply]` (a third argument other than `noreply` is ignored,
+/// as memcached does). Below 8 MB and above 10^9 MB are refused with memcached's replies.
+fn parse_cache_memlimit<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    if tokens.count != 2 && tokens.count != 3 {
+        return Err(compose::ERROR);
+    }
+    let noreply = tokens.noreply();
+    let Some(megabytes) = strtoul_u32(tokens.get(1)) else {
+        return Err(unless_noreply(noreply, compose::ERROR));
+    };
+    if megabytes < 8 {
+        return Err(unless_noreply(noreply, compose::MEMLIMIT_TOO_SMALL));
+    }
+    if megabytes > 1_000_000_000 {
+        return Err(unless_noreply(noreply, compose::MEMLIMIT_NOT_BYTES));
+    }
+    Ok(Request::CacheMemlimit { megabytes, noreply })
+}
+
+/// `shutdown [graceful]`; whether it is allowed (`-A`) is the runtime's decision.
+fn parse_shutdown<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    let mode = match (tokens.count, tokens.get(1)) {
+        (1, _) => ShutdownMode::Now,
+        (2, b"graceful") => ShutdownMode::Graceful,
+        _ => ShutdownMode::Invalid,
+    };
+    Ok(Request::Shutdown { mode })
 }
 
 /// C's `isspace` in the "C" locale.
@@ -1364,6 +1420,50 @@ mod tests {
             Request::DebugTimeAdvance { secs: 10 }
         );
         assert_rejects(b"debug_time back 10\r\n", ERROR);
+    }
+
+    #[test]
+    fn admin_commands() {
+        let config = |key: &'static [u8]| Request::ConfigGet { key };
+        assert_eq!(ok(b"config get cluster\r\n").0, config(b"cluster"));
+        assert_eq!(ok(b"config get other\n").0, config(b"other"));
+        assert_rejects(b"config\r\n", ERROR);
+        assert_rejects(b"config set cluster\r\n", ERROR);
+        assert_rejects(b"config get cluster x\r\n", ERROR);
+
+        let metadump = |class| Request::LruCrawlerMetadump { class };
+        assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(None));
+        assert_eq!(ok(b"lru_crawler metadump 3\r\n").0, metadump(Some(3)));
+        assert_rejects(b"lru_crawler metadump\r\n", ERROR);
+        assert_rejects(b"lru_crawler crawl all\r\n", ERROR);
+        assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
+
+        let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };
+        assert_eq!(ok(b"cache_memlimit 100\r\n").0, memlimit(100, false));
+        assert_eq!(ok(b"cache_memlimit 8 noreply\r\n").0, memlimit(8, true));
+        assert_eq!(ok(b"cache_memlimit 8 x\r\n").0, memlimit(8, false));
+        assert_rejects(b"cache_memlimit\r\n", ERROR);
+        assert_rejects(b"cache_memlimit x\r\n", ERROR);
+        assert_rejects(b"cache_memlimit -5\r\n", ERROR);
+        assert_rejects(b"cache_memlimit 1 2 3\r\n", ERROR);
+        assert_rejects(b"cache_memlimit 7\r\n", compose::MEMLIMIT_TOO_SMALL);
+        assert_rejects(b"cache_memlimit 7 noreply\r\n", b"");
+        assert_rejects(
+            b"cache_memlimit 1000000001\r\n",
+            compose::MEMLIMIT_NOT_BYTES,
+        );
+
+        let shutdown = |mode| Request::Shutdown { mode };
+        assert_eq!(ok(b"shutdown\r\n").0, shutdown(ShutdownMode::Now));
+        assert_eq!(
+            ok(b"shutdown graceful\r\n").0,
+            shutdown(ShutdownMode::Graceful)
+        );
+        assert_eq!(ok(b"shutdown now\r\n").0, shutdown(ShutdownMode::Invalid));
+        assert_eq!(
+            ok(b"shutdown graceful x\r\n").0,
+            shutdown(ShutdownMode::Invalid)
+        );
     }
 
     /// A pipeline of valid requests of every kind, newline styles mixed.

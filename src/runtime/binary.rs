@@ -122,7 +122,7 @@ impl Core {
                 0,
                 &[],
                 &[],
-                env!("CARGO_PKG_VERSION").as_bytes(),
+                crate::protocol::compose::MEMCACHED_VERSION.as_bytes(),
             ),
             Command::Quit => {
                 if !req.quiet {

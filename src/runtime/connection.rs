@@ -41,6 +41,9 @@ pub enum SlotKind {
     /// Binary `stat` of a gathered group: like `Stats`, converted to binary responses echoing
     /// `opaque` when complete.
     BinaryStats { kind: StatsKind, opaque: u32 },
+    /// An admin command (`stats detail on`, `cache_memlimit`): `OK` once every shard has done
+    /// its part (nothing if `noreply`).
+    Ok { noreply: bool },
 }
 
 /// A client connection.
@@ -180,7 +183,7 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
             out.extend_from_slice(crate::protocol::compose::END);
         }
         SlotKind::Stats(_) => out.extend_from_slice(&slot.buf),
-        SlotKind::Flush { noreply } => {
+        SlotKind::Flush { noreply } | SlotKind::Ok { noreply } => {
             if !noreply {
                 out.extend_from_slice(crate::protocol::compose::OK);
             }

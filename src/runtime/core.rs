@@ -8,6 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::admin;
 use super::connection::{BufPool, Conn, Slot, SlotKind};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -306,7 +307,7 @@ impl Core {
             Request::Stats { group } => self.dispatch_stats(idx, group),
             Request::Version => {
                 let mut buf = Vec::with_capacity(32);
-                compose::version(&mut buf, env!("CARGO_PKG_VERSION"));
+                compose::version(&mut buf, compose::MEMCACHED_VERSION);
                 let conn = self.conns[idx as usize]
                     .as_mut()
                     .expect("dispatch on a live connection");
@@ -328,6 +329,10 @@ impl Core {
                 conn.closing = true;
                 self.mark_dirty(idx);
             }
+            Request::ConfigGet { .. }
+            | Request::LruCrawlerMetadump { .. }
+            | Request::CacheMemlimit { .. }
+            | Request::Shutdown { .. } => admin::dispatch(self, idx, req),
             Request::DebugTimeAdvance { secs } => {
                 self.advance_clock(secs);
                 let conn = self.conns[idx as usize]
@@ -411,6 +416,9 @@ impl Core {
     }
 
     fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, _raw: &[u8]) {
+        if verb == GetVerb::Get && admin::try_legacy_get(self, idx, keys) {
+            return;
+        }
         let now = self.now;
         let touch_to = if verb.touches() {
             self.shard.expires_at(exptime, now)
@@ -543,7 +551,7 @@ impl Core {
     }
 
     /// Sends `op` to every other shard, runs it here, and replies when all have answered.
-    fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
+    pub(super) fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
         let others = u32::from(self.shard_count) - 1;
         let seq = self.new_slot(idx, others + 1, kind);
         let generation = self.conns[idx as usize]
@@ -577,7 +585,11 @@ impl Core {
                 self.broadcast(idx, SlotKind::Reset, RemoteOp::ResetStats);
                 return;
             }
-            StatsGroup::Settings | StatsGroup::Detail(_) | StatsGroup::Other(_) => {
+            StatsGroup::Detail(mode) => {
+                admin::dispatch_detail(self, idx, mode);
+                return;
+            }
+            StatsGroup::Settings | StatsGroup::Other(_) => {
                 let mut buf = Vec::new();
                 stats::local_group(self, group, &mut buf);
                 let conn = self.conns[idx as usize]
@@ -601,9 +613,13 @@ impl Core {
             }
             RemoteOp::ResetStats => {
                 self.shard.store_mut().reset_stats();
+                self.shard.prefix_stats.clear();
                 self.bytes_read = 0;
                 self.bytes_written = 0;
                 self.cmd_flush = 0;
+            }
+            RemoteOp::Detail(_) | RemoteOp::Metadump { .. } | RemoteOp::MemLimit { .. } => {
+                admin::exec_shard_op(self, op, out)
             }
             RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
             RemoteOp::Binary { .. } => debug_assert!(false, "binary ops are not broadcast"),
@@ -799,7 +815,7 @@ impl Core {
 }
 
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot.
-fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
+pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
     if reply.is_empty() {
         return;
     }

@@ -49,6 +49,20 @@ pub enum RemoteOp {
     Flush { at: Instant32 },
     /// Zero this shard's counters.
     ResetStats,
+    /// `stats detail on|off|dump` (see `runtime::admin`).
+    Detail(DetailOp),
+    /// `lru_crawler metadump`: this shard's live items (`None`: every class).
+    Metadump { class: Option<u8> },
+    /// `cache_memlimit`: this shard's new memory budget in bytes.
+    MemLimit { bytes: usize },
+}
+
+/// What `stats detail` asks of each shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetailOp {
+    On,
+    Off,
+    Dump,
 }
 
 /// The stats groups gathered from every shard.
@@ -60,6 +74,10 @@ pub enum StatsKind {
     Sizes,
     /// One line group per connection; shards' parts are concatenated, not summed.
     Conns,
+    /// `stats detail dump`: `PREFIX` lines, summed by prefix.
+    DetailDump,
+    /// `lru_crawler metadump`: item lines, concatenated.
+    Metadump,
 }
 
 /// One request inside an envelope.

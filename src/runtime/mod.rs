@@ -11,8 +11,10 @@
 //!
 //! Must not: touch a store except through its own executor's `Shard`.
 
+pub mod admin;
 pub mod backend;
 pub mod binary;
+pub mod cluster;
 pub mod connection;
 pub mod core;
 pub mod epoll;
@@ -51,6 +53,12 @@ pub struct Shared {
     /// The addresses actually bound (port 0 resolved).
     pub bound: Vec<SocketAddr>,
     backend: AtomicU8,
+    /// ElastiCache auto discovery node list (`config get cluster`).
+    pub cluster: cluster::Cluster,
+    /// `-m` in bytes, as changed by `cache_memlimit` (stats read it).
+    pub memory_bytes_max: AtomicU64,
+    /// `stats detail on|off` (for `stats settings`; each shard keeps its own switch).
+    pub detail_enabled: AtomicBool,
 }
 
 impl Shared {
@@ -90,6 +98,11 @@ pub fn run(config: Config) -> Result<(), String> {
     }
 
     let backend = backend::choose(config.io_backend, &config)?;
+    let cluster = cluster::Cluster::new(
+        config.cluster_nodes.as_deref(),
+        config.cluster_config.as_deref(),
+        &bound,
+    )?;
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -106,6 +119,9 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: AtomicBool::new(false),
         bound: bound.clone(),
         backend: AtomicU8::new(u8::from(backend == Backend::Uring)),
+        cluster,
+        memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
+        detail_enabled: AtomicBool::new(false),
         config,
     });
     if let Some(path) = &shared.config.pidfile {
@@ -153,7 +169,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let _ = out.flush();
     }
 
-    wait_for_stop_signal();
+    wait_for_stop_signal(&shared);
     shared.shutdown.store(true, Ordering::SeqCst);
     for w in &wakers {
         w.wake();
@@ -215,25 +231,39 @@ fn block_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 
-/// Waits (in the main thread) for SIGTERM or SIGINT.
-fn wait_for_stop_signal() {
-    // SAFETY: sigwait on a set of signals blocked in every thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        // sigwait can return early (a tracer attaching, for one); wait for a real signal.
-        loop {
-            let mut sig: libc::c_int = 0;
-            if libc::sigwait(&set, &mut sig) == 0 && (sig == libc::SIGTERM || sig == libc::SIGINT) {
-                break;
+/// Waits (in the main thread) for SIGTERM or SIGINT (the `shutdown` command raises SIGTERM).
+/// SIGHUP re-reads `--cluster-config` and keeps waiting.
+fn wait_for_stop_signal(shared: &Shared) {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait on a set of signals blocked in every thread.
+        let rc = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigwait(&set, &mut sig)
+        };
+        // sigwait can return early (a tracer attaching, for one): keep waiting.
+        if rc != 0 {
+            continue;
+        }
+        if sig != libc::SIGHUP {
+            return;
+        }
+        match shared.cluster.reload() {
+            Ok(version) if shared.verbosity.load(Ordering::Relaxed) > 0 => {
+                eprintln!("SIGHUP: cluster config version {version}");
             }
+            Ok(_) => {}
+            Err(e) => eprintln!("SIGHUP: keeping the old cluster config: {e}"),
         }
     }
 }

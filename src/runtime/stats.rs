@@ -93,7 +93,7 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
             );
             push_line(out, "total_malloced", st.total_malloced);
         }
-        StatsKind::Sizes => {}
+        StatsKind::Sizes | StatsKind::DetailDump | StatsKind::Metadump => {}
         StatsKind::Conns => conns_part(core, out),
     }
 }
@@ -160,6 +160,10 @@ fn sum_parts(parts: &[u8]) -> Vec<(String, u64)> {
 
 /// Composes the whole reply of a gathered stats group.
 pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], out: &mut Vec<u8>) {
+    if matches!(kind, StatsKind::DetailDump | StatsKind::Metadump) {
+        super::admin::finish(kind, parts, out);
+        return;
+    }
     if kind == StatsKind::Conns {
         out.extend_from_slice(parts);
         out.extend_from_slice(compose::END);
@@ -177,7 +181,7 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
                 compose::stat(out, name, *v);
             }
         }
-        StatsKind::Sizes | StatsKind::Conns => {}
+        StatsKind::Sizes | StatsKind::Conns | StatsKind::DetailDump | StatsKind::Metadump => {}
     }
     out.extend_from_slice(compose::END);
 }
@@ -201,7 +205,7 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     compose::stat(out, "pid", u64::from(std::process::id()));
     compose::stat(out, "uptime", u64::from(now.since(crate::clock::START)));
     compose::stat(out, "time", shared.epoch.to_unix(now));
-    compose::stat_str(out, "version", env!("CARGO_PKG_VERSION"));
+    compose::stat_str(out, "version", compose::MEMCACHED_VERSION);
     compose::stat(out, "pointer_size", 64);
     compose::stat_str(out, "rusage_user", &user);
     compose::stat_str(out, "rusage_system", &system);
@@ -253,7 +257,11 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     ] {
         compose::stat(out, name, get(name));
     }
-    compose::stat(out, "limit_maxbytes", cfg.memory_bytes_max as u64);
+    compose::stat(
+        out,
+        "limit_maxbytes",
+        shared.memory_bytes_max.load(Ordering::Relaxed),
+    );
     compose::stat(out, "accepting_conns", 1);
     compose::stat(out, "threads", u64::from(cfg.shard_count));
     for name in ["hash_bytes", "hash_is_expanding"] {
@@ -340,7 +348,11 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 .listen
                 .first()
                 .map_or(String::new(), |a| a.ip().to_string());
-            compose::stat(out, "maxbytes", cfg.memory_bytes_max as u64);
+            compose::stat(
+                out,
+                "maxbytes",
+                shared.memory_bytes_max.load(Ordering::Relaxed),
+            );
             compose::stat(out, "maxconns", cfg.conns_max as u64);
             compose::stat(out, "tcpport", u64::from(port));
             compose::stat(out, "udpport", 0);
@@ -367,7 +379,8 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat(out, "chunk_size", 48);
             compose::stat(out, "num_threads", u64::from(cfg.shard_count));
             compose::stat_str(out, "stat_key_prefix", ":");
-            compose::stat_str(out, "detail_enabled", "no");
+            let detail = shared.detail_enabled.load(Ordering::Relaxed);
+            compose::stat_str(out, "detail_enabled", if detail { "yes" } else { "no" });
             compose::stat_str(
                 out,
                 "cas_enabled",
@@ -381,12 +394,14 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "flush_enabled", "yes");
             compose::stat_str(out, "hash_algorithm", "xxh3");
             compose::stat_str(out, "io_backend", shared.backend_name());
+            compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);
         }
-        StatsGroup::Detail(_) | StatsGroup::Other(_) => {
+        StatsGroup::Other(_) => {
             // memcached answers an unknown stats group with a bare ERROR.
             out.extend_from_slice(compose::ERROR);
         }
+        // `stats detail` is gathered from every shard (`runtime::admin`).
         _ => out.extend_from_slice(compose::END),
     }
 }

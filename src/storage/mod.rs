@@ -19,6 +19,7 @@
 //! it was stored before the last flush: flushes compare the per-shard store sequence (each item's
 //! `seq`, which is also its cas), so a set in the same second right after a flush survives.
 
+pub mod admin;
 mod crawler;
 pub mod item;
 mod lru;
@@ -26,6 +27,7 @@ pub mod slab;
 pub mod stats;
 pub mod table;
 
+pub use admin::ItemMeta;
 pub use stats::{ClassCounters, ClassStats, StoreStats};
 
 use crate::clock::{is_dead, Instant32};

@@ -191,7 +191,7 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
             }
-            "-C" | "-v" | "-vv" => {
+            "-C" | "-v" | "-vv" | "-A" => {
                 out.push(a.to_string());
                 i += 1;
             }
@@ -444,6 +444,21 @@ impl TestServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Waits (bounded by `timeout`) for the server to exit by itself; its status, or None.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5)); // bounded exit poll
+        }
     }
 
     /// Everything the server wrote to stderr so far.

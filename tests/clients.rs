@@ -1,0 +1,397 @@
+//! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python and
+//! Node), libmemcached's `memccapable`, and three corecache nodes behind twemproxy (`nutcracker`).
+//!
+//! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
+//! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
+//! A client that is not installed fails the test when `CORECACHE_REQUIRE_CLIENTS=1` (as `.ci/run`
+//! sets it) and is otherwise skipped with a notice. Clients of the binary and meta protocols run
+//! only when the server speaks that protocol (probed with one request first); until then they
+//! are skipped with a notice saying so.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{memcached_mode, stat_u64, Client, TestServer};
+
+/// How long one client script may run.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The io backends each client runs against (`-t 2` each).
+fn configs() -> Vec<Vec<&'static str>> {
+    if memcached_mode() {
+        return vec![vec!["-t", "2"]];
+    }
+    vec![
+        vec!["-t", "2", "--io-backend", "epoll"],
+        vec!["-t", "2", "--io-backend", "uring"],
+    ]
+}
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// True if the client can run; otherwise fails (CORECACHE_REQUIRE_CLIENTS=1) or says it skips.
+fn available(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
+        panic!("{what} is not installed and CORECACHE_REQUIRE_CLIENTS=1 (run .ci/run)");
+    }
+    eprintln!("SKIPPED: {what} is not installed (set CORECACHE_REQUIRE_CLIENTS=1 to fail)");
+    false
+}
+
+fn python_module(module: &str) -> bool {
+    available(
+        &format!("python3 module {module}"),
+        Command::new("python3").args(["-c", &format!("import {module}")]),
+    )
+}
+
+fn node_module(module: &str) -> bool {
+    available(
+        &format!("node module {module} (npm install --prefix tests/clients)"),
+        Command::new("node")
+            .current_dir(clients_dir())
+            .args(["-e", &format!("require('{module}')")]),
+    )
+}
+
+/// Runs a command to completion within `timeout` (killed after), capturing its output.
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20)); // bounded child poll
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+#[track_caller]
+fn assert_success(what: &str, output: &Output) {
+    let text = format!(
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{text}",
+        output.status
+    );
+    eprintln!("{what}: passed\n{text}");
+}
+
+/// Which protocol a client needs, so it runs only where the server speaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Text,
+    Binary,
+    Meta,
+}
+
+/// Whether a reply is in the protocol asked.
+type ReplyCheck = fn(&[u8]) -> bool;
+
+/// Whether the server answers one request of `protocol` in that protocol.
+fn speaks(addr: SocketAddr, protocol: Protocol) -> bool {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (request, want): (&[u8], ReplyCheck) = match protocol {
+        Protocol::Text => (b"version\r\n", |r| r.starts_with(b"VERSION ")),
+        // A binary NOOP (magic 0x80, opcode 0x0a); the reply starts with magic 0x81.
+        Protocol::Binary => (
+            &[
+                0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            |r| r.first() == Some(&0x81),
+        ),
+        Protocol::Meta => (b"mn\r\n", |r| r.starts_with(b"MN\r\n")),
+    };
+    if stream.write_all(request).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    match stream.read(&mut reply) {
+        Ok(n) => want(&reply[..n]),
+        Err(_) => false,
+    }
+}
+
+/// Runs one client against every config, if installed and the protocol is served.
+fn run_client(name: &str, protocol: Protocol, command: impl Fn(SocketAddr) -> Command) {
+    for args in configs() {
+        let server = TestServer::start(&args);
+        if !speaks(server.addr(), protocol) {
+            eprintln!(
+                "SKIPPED: {name}: the server does not speak the {protocol:?} protocol yet ({args:?})"
+            );
+            continue;
+        }
+        let mut cmd = command(server.addr());
+        let output = run_bounded(&mut cmd, SCRIPT_TIMEOUT);
+        assert_success(&format!("{name} {args:?}"), &output);
+    }
+}
+
+fn python_script(
+    script: &'static str,
+    extra: &'static [&'static str],
+) -> impl Fn(SocketAddr) -> Command {
+    move |addr| {
+        let mut cmd = Command::new("python3");
+        cmd.current_dir(clients_dir())
+            .arg(script)
+            .arg(addr.to_string())
+            .args(extra);
+        cmd
+    }
+}
+
+#[test]
+fn pymemcache_text() {
+    if python_module("pymemcache") {
+        run_client(
+            "pymemcache",
+            Protocol::Text,
+            python_script("pymemcache_text.py", &[]),
+        );
+    }
+}
+
+#[test]
+fn pylibmc_text() {
+    if python_module("pylibmc") {
+        run_client(
+            "pylibmc text",
+            Protocol::Text,
+            python_script("pylibmc_client.py", &[]),
+        );
+    }
+}
+
+#[test]
+fn pylibmc_binary() {
+    if python_module("pylibmc") {
+        run_client(
+            "pylibmc binary",
+            Protocol::Binary,
+            python_script("pylibmc_client.py", &["--binary"]),
+        );
+    }
+}
+
+#[test]
+fn python_binary_memcached() {
+    if python_module("bmemcached") {
+        run_client(
+            "python-binary-memcached",
+            Protocol::Binary,
+            python_script("bmemcached_binary.py", &[]),
+        );
+    }
+}
+
+#[test]
+fn meta_memcache() {
+    if python_module("meta_memcache") {
+        run_client(
+            "meta-memcache",
+            Protocol::Meta,
+            python_script("meta_memcache_client.py", &[]),
+        );
+    }
+}
+
+#[test]
+fn memjs_binary() {
+    if node_module("memjs") {
+        run_client("memjs", Protocol::Binary, |addr| {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(clients_dir())
+                .arg("memjs_binary.js")
+                .arg(addr.to_string());
+            cmd
+        });
+    }
+}
+
+fn memccapable(mode: &'static str, protocol: Protocol) {
+    if !available(
+        "memccapable (libmemcached-tools)",
+        Command::new("sh").args(["-c", "command -v memccapable"]),
+    ) {
+        return;
+    }
+    run_client(&format!("memccapable {mode}"), protocol, |addr| {
+        let mut cmd = Command::new("memccapable");
+        cmd.args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+            .args(["-t", "5", mode]);
+        cmd
+    });
+}
+
+#[test]
+fn memccapable_ascii() {
+    memccapable("-a", Protocol::Text);
+}
+
+#[test]
+fn memccapable_binary() {
+    memccapable("-b", Protocol::Binary);
+}
+
+/// A child process killed and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts nutcracker in front of `nodes` (ketama); returns it and its listen address.
+fn start_twemproxy(nodes: &[SocketAddr], dir: &std::path::Path) -> (KillOnDrop, SocketAddr) {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stats_port = free_port();
+    let mut yaml = format!(
+        "corecache:\n  listen: {listen}\n  hash: fnv1a_64\n  distribution: ketama\n  \
+         timeout: 5000\n  server_retry_timeout: 1000\n  server_failure_limit: 3\n  \
+         auto_eject_hosts: false\n  servers:\n"
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        yaml.push_str(&format!("   - {node}:1 node{i}\n"));
+    }
+    let config = dir.join("nutcracker.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let child = Command::new("nutcracker")
+        .arg("-c")
+        .arg(&config)
+        .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+        .arg("-o")
+        .arg(dir.join("nutcracker.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nutcracker");
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join("nutcracker.log")).unwrap_or_default();
+            panic!("nutcracker exited at startup ({status}):\n{log}");
+        }
+        if TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok() {
+            return (child, listen);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nutcracker did not listen on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // bounded readiness poll
+    }
+}
+
+#[test]
+fn three_nodes_behind_twemproxy() {
+    if !available(
+        "nutcracker (twemproxy)",
+        Command::new("sh").args(["-c", "command -v nutcracker"]),
+    ) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("corecache-twemproxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes: Vec<TestServer> = (0..3).map(|_| TestServer::start(&["-t", "2"])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(TestServer::addr).collect();
+    let (_proxy, listen) = start_twemproxy(&addrs, &dir);
+    let mut c = Client::connect(listen);
+    let keys = 20_000;
+    let batch = 500;
+    let key = |i: usize| format!("tw:{i}");
+    let value = |i: usize| format!("value-{i}-{}", "x".repeat(i % 50));
+    // Pipelined sets, one batch at a time.
+    for start in (0..keys).step_by(batch) {
+        let mut request = Vec::new();
+        for i in start..start + batch {
+            let v = value(i);
+            request
+                .extend_from_slice(format!("set {} 0 0 {}\r\n{v}\r\n", key(i), v.len()).as_bytes());
+        }
+        c.send(&request);
+        c.read_exact_reply(&b"STORED\r\n".repeat(batch));
+    }
+    // Every key reads back through the proxy (multi-gets, which twemproxy splits by node).
+    for start in (0..keys).step_by(100) {
+        let names: Vec<String> = (start..start + 100).map(key).collect();
+        let mut expected = Vec::new();
+        for i in start..start + 100 {
+            let v = value(i);
+            expected
+                .extend_from_slice(format!("VALUE {} 0 {}\r\n{v}\r\n", key(i), v.len()).as_bytes());
+        }
+        expected.extend_from_slice(b"END\r\n");
+        c.roundtrip(format!("get {}\r\n", names.join(" ")).as_bytes(), &expected);
+    }
+    // Spread over all three nodes.
+    let mut total = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let items = stat_u64(&node.stats(), "curr_items");
+        assert!(items > 0, "node {i} holds no keys");
+        eprintln!("node {i}: curr_items {items}");
+        total += items;
+    }
+    assert_eq!(total, keys as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
