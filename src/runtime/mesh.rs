@@ -292,13 +292,16 @@ impl Endpoint {
 
 /// Above this capacity a received envelope's buffer is not kept for reuse.
 const RECYCLE_BYTES_MAX: usize = 4 << 20;
+/// Emptied envelopes kept per peer: enough for the envelopes in flight each way, so memory
+/// circulates between the two cores instead of being freed by the one that did not allocate it.
+const SPARES_PER_PEER: usize = 8;
 
 /// The envelopes being filled this turn, one per destination, plus any refused by a full queue,
 /// plus one spare per destination (an emptied envelope that came from it, to send back).
 pub struct Outbox {
     pending: Vec<Envelope>,
     blocked: Vec<bool>,
-    spare: Vec<Option<Envelope>>,
+    spare: Vec<Vec<Envelope>>,
     /// Cores that were asleep when an envelope was handed to them this turn.
     wake: Vec<u16>,
 }
@@ -313,7 +316,7 @@ impl Outbox {
                 })
                 .collect(),
             blocked: vec![false; usize::from(core_count)],
-            spare: (0..core_count).map(|_| None).collect(),
+            spare: (0..core_count).map(|_| Vec::new()).collect(),
             wake: Vec::new(),
         }
     }
@@ -330,10 +333,10 @@ impl Outbox {
         if env.buf.capacity() > RECYCLE_BYTES_MAX {
             return;
         }
-        if let Some(slot) = self.spare.get_mut(from) {
-            if slot.is_none() {
+        if let Some(spares) = self.spare.get_mut(from) {
+            if spares.len() < SPARES_PER_PEER {
                 env.clear();
-                *slot = Some(env);
+                spares.push(env);
             }
         }
     }
@@ -356,7 +359,7 @@ impl Outbox {
                 continue;
             }
             let from = env.from;
-            let mut next = self.spare[to].take().unwrap_or_default();
+            let mut next = self.spare[to].pop().unwrap_or_default();
             next.from = from;
             let full = std::mem::replace(env, next);
             match mesh.try_send(to as u16, full) {
