@@ -220,7 +220,7 @@ impl Core {
         if !req.quiet {
             binary::success(&mut reply, req.opcode, req.opaque, 0);
         }
-        self.binary_broadcast(idx, reply, SlotKind::Plain, RemoteOp::Flush { at });
+        self.broadcast_with(idx, reply, SlotKind::Plain, RemoteOp::Flush { at });
     }
 
     fn dispatch_binary_stat(&mut self, idx: u32, req: &BinaryRequest<'_>) {
@@ -233,7 +233,7 @@ impl Core {
             b"reset" => {
                 let mut reply = Vec::new();
                 binary::success(&mut reply, opcode::STAT, opaque, 0);
-                self.binary_broadcast(idx, reply, SlotKind::Plain, RemoteOp::ResetStats);
+                self.broadcast_with(idx, reply, SlotKind::Plain, RemoteOp::ResetStats);
                 return;
             }
             key => {
@@ -273,7 +273,7 @@ impl Core {
                 return;
             }
         };
-        self.binary_broadcast(
+        self.broadcast_with(
             idx,
             Vec::new(),
             SlotKind::BinaryStats {
@@ -282,34 +282,6 @@ impl Core {
             },
             RemoteOp::Stats(group),
         );
-    }
-
-    /// Runs `op` on every shard; the slot starts with `reply` and is released when all answered.
-    fn binary_broadcast(&mut self, idx: u32, reply: Vec<u8>, kind: SlotKind, op: RemoteOp) {
-        let parts = u32::from(self.shard_count);
-        let seq = self.new_slot(idx, parts, kind);
-        let generation = {
-            let conn = self.conn_mut(idx).expect("slot on a live connection");
-            if let Some(slot) = conn.slots.back_mut() {
-                slot.buf = reply;
-            }
-            conn.generation
-        };
-        for to in 0..self.shard_count {
-            if to != self.me {
-                self.outbox.to(to).requests.push(RemoteRequest {
-                    conn: ConnRef {
-                        index: idx,
-                        generation,
-                    },
-                    seq,
-                    op: op.clone(),
-                });
-            }
-        }
-        let mut part = Vec::new();
-        self.exec_broadcast_op(&op, &mut part);
-        self.deliver_part(idx, generation, seq, &part, &[]);
     }
 }
 
@@ -329,20 +301,7 @@ pub(super) fn finish_stats_slot(shared: &Shared, now: Instant32, slot: &mut Slot
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot. An
 /// empty reply (a quiet success) takes no slot.
 fn push_in_order(conn: &mut super::connection::Conn, pool: &mut BufPool, reply: Vec<u8>) {
-    if reply.is_empty() {
-        return;
-    }
-    if conn.slots.is_empty() {
-        conn.out.extend_from_slice(&reply);
-    } else {
-        let seq = conn.next_seq;
-        conn.next_seq += 1;
-        conn.slots.push_back(Slot {
-            seq,
-            parts_left: 0,
-            buf: reply,
-            kind: SlotKind::Plain,
-        });
-        conn.release_ready(pool);
+    if !reply.is_empty() {
+        conn.push_ready(reply, pool);
     }
 }

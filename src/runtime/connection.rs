@@ -128,6 +128,25 @@ impl Conn {
         }
     }
 
+    /// Queues a reply that is complete now: straight into `out` when nothing waits before it,
+    /// else as a ready slot behind the replies still waiting. Returns the buffer when unused.
+    pub fn push_ready(&mut self, buf: Vec<u8>, pool: &mut BufPool) {
+        if self.slots.is_empty() {
+            self.out.extend_from_slice(&buf);
+            pool.give(buf);
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.slots.push_back(Slot {
+            seq,
+            parts_left: 0,
+            buf,
+            kind: SlotKind::Plain,
+        });
+        self.release_ready(pool);
+    }
+
     /// Moves every completed slot at the front of the queue into `out`; their buffers go back
     /// to the pool.
     pub fn release_ready(&mut self, pool: &mut BufPool) {

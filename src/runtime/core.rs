@@ -374,24 +374,12 @@ impl Core {
             } else {
                 let mut buf = self.pool.take();
                 self.shard.exec_keyed(req, hash, now, &mut buf);
-                let seq = conn.next_seq;
-                conn.next_seq += 1;
-                conn.slots.push_back(Slot {
-                    seq,
-                    parts_left: 0,
-                    buf,
-                    kind: SlotKind::Plain,
-                });
-                conn.release_ready(&mut self.pool);
+                conn.push_ready(buf, &mut self.pool);
             }
             self.mark_dirty(idx);
             return;
         }
-        // TooLarge carries only the line; its block is swallowed here.
-        let raw = match *req {
-            Request::TooLarge { .. } => raw,
-            _ => raw,
-        };
+        // A TooLarge request carries only its line; its block is swallowed here.
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
         let generation = self.conns[idx as usize]
             .as_ref()
@@ -445,15 +433,7 @@ impl Core {
                         .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut buf);
                 }
                 buf.extend_from_slice(compose::END);
-                let seq = conn.next_seq;
-                conn.next_seq += 1;
-                conn.slots.push_back(Slot {
-                    seq,
-                    parts_left: 0,
-                    buf,
-                    kind: SlotKind::Plain,
-                });
-                conn.release_ready(&mut self.pool);
+                conn.push_ready(buf, &mut self.pool);
             }
             self.mark_dirty(idx);
             return;
@@ -552,11 +532,24 @@ impl Core {
 
     /// Sends `op` to every other shard, runs it here, and replies when all have answered.
     pub(super) fn broadcast(&mut self, idx: u32, kind: SlotKind, op: RemoteOp) {
+        self.broadcast_with(idx, Vec::new(), kind, op);
+    }
+
+    /// Like [`Core::broadcast`], with the reply starting as `head` (the shards' parts follow).
+    pub(super) fn broadcast_with(&mut self, idx: u32, head: Vec<u8>, kind: SlotKind, op: RemoteOp) {
         let others = u32::from(self.shard_count) - 1;
         let seq = self.new_slot(idx, others + 1, kind);
-        let generation = self.conns[idx as usize]
-            .as_ref()
-            .map_or(0, |c| c.generation);
+        let generation = match self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            Some(conn) => {
+                if !head.is_empty() {
+                    if let Some(slot) = conn.slots.back_mut() {
+                        slot.buf = head;
+                    }
+                }
+                conn.generation
+            }
+            None => 0,
+        };
         for to in 0..self.shard_count {
             if to != self.me {
                 self.outbox.to(to).requests.push(RemoteRequest {
@@ -822,18 +815,8 @@ pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
     if conn.slots.is_empty() {
         conn.out.extend_from_slice(reply);
     } else {
-        let seq = conn.next_seq;
-        conn.next_seq += 1;
-        conn.slots.push_back(Slot {
-            seq,
-            parts_left: 0,
-            buf: {
-                let mut buf = pool.take();
-                buf.extend_from_slice(reply);
-                buf
-            },
-            kind: SlotKind::Plain,
-        });
-        conn.release_ready(pool);
+        let mut buf = pool.take();
+        buf.extend_from_slice(reply);
+        conn.push_ready(buf, pool);
     }
 }
