@@ -31,6 +31,20 @@ fn parse_requests(c: &mut Criterion) {
     .concat();
     bench_one(c, "set_64_bytes", &set);
     bench_one(c, "incr", b"incr counter:42 1\r\n");
+    bench_one(c, "decr", b"decr counter:42 1 noreply\r\n");
+    bench_one(c, "gets", b"gets user:1234567890\r\n");
+    bench_one(c, "gat", b"gat 3600 user:1234567890\r\n");
+    bench_one(c, "touch", b"touch user:1234567890 3600\r\n");
+    bench_one(c, "delete", b"delete user:1234567890\r\n");
+    let cas = [
+        &b"cas user:1234567890 0 3600 64 123456789\r\n"[..],
+        &[b'v'; 64],
+        b"\r\n",
+    ]
+    .concat();
+    bench_one(c, "cas_64_bytes", &cas);
+    bench_one(c, "version", b"version\r\n");
+    bench_one(c, "stats", b"stats\r\n");
 }
 
 criterion_group!(benches, parse_requests);

@@ -1,12 +1,12 @@
 //! Store micro-benchmarks (the pure core only): get hit, get miss, set (overwrite and new keys
-//! under eviction), and slab allocation + free.
+//! under eviction), slab allocation + free, and key hashing with shard selection.
 //!
 //! `cargo bench --bench store`
 
 use std::hint::black_box;
 
 use corecache::clock::START;
-use corecache::router::hash::key_hash;
+use corecache::router::hash::{key_hash, shard_of};
 use corecache::storage::{Store, StoreConfig, StoreMode};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -121,5 +121,19 @@ fn bench_slab(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_get, bench_set, bench_slab);
+fn bench_hash(c: &mut Criterion) {
+    let short = b"key:0000001";
+    let long = [b'k'; 250];
+    c.bench_function("key_hash_11_bytes", |b| {
+        b.iter(|| key_hash(black_box(short)))
+    });
+    c.bench_function("key_hash_250_bytes", |b| {
+        b.iter(|| key_hash(black_box(&long)))
+    });
+    c.bench_function("key_hash_and_shard_of_4", |b| {
+        b.iter(|| shard_of(key_hash(black_box(short)), black_box(4)))
+    });
+}
+
+criterion_group!(benches, bench_get, bench_set, bench_slab, bench_hash);
 criterion_main!(benches);

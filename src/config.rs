@@ -107,14 +107,20 @@ pub struct Config {
 pub const SHARD_COUNT_MAX: u16 = 256;
 
 impl Config {
-    /// Parses and validates a command line.
-    pub fn from_args<I, T>(args: I) -> Result<Config, String>
+    /// Parses and validates a command line. `Err(Ok(text))` is help or version text to print
+    /// before exiting successfully; `Err(Err(reason))` is a one-line reason to refuse to start.
+    pub fn from_args<I, T>(args: I) -> Result<Config, Result<String, String>>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let args = Args::try_parse_from(args).map_err(|e| e.to_string())?;
-        Config::validate(args)
+        let args = Args::try_parse_from(args).map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Ok(e.to_string())
+            }
+            _ => Err(one_line(&e.to_string())),
+        })?;
+        Config::validate(args).map_err(Err)
     }
 
     /// Turns plain arguments into settings, or a one-line reason.
@@ -206,6 +212,16 @@ impl Config {
     }
 }
 
+/// Folds a multi-line message into one line, without clap's "error:" prefix and help hint.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `1m`, `512k`, `2048` (bytes) -> bytes, within 1k..1024m.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
@@ -278,6 +294,7 @@ mod tests {
 
     fn cfg(args: &[&str]) -> Result<Config, String> {
         Config::from_args(std::iter::once("corecache").chain(args.iter().copied()))
+            .map_err(|e| e.unwrap_or_else(|reason| reason))
     }
 
     #[test]
@@ -329,6 +346,7 @@ mod tests {
         assert!(cfg(&["-c", "0"]).is_err());
         assert!(cfg(&["-I", "10k", "-t", "2"]).is_ok());
         assert!(cfg(&["-t", "2", "--cpus", "0"]).is_err());
-        assert!(cfg(&["--io-backend", "kqueue"]).is_err());
+        let err = cfg(&["--io-backend", "kqueue"]).unwrap_err();
+        assert!(err.contains("kqueue") && !err.contains('\n'), "{err}");
     }
 }

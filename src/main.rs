@@ -1,21 +1,19 @@
 //! The corecache server: command line -> validated config -> runtime.
 
+use std::io::Write;
+
 use corecache::config::Config;
 
 fn main() {
     let config = match Config::from_args(std::env::args_os()) {
         Ok(c) => c,
-        Err(msg) => {
-            // clap's own help and version output arrive here too; print them as they are.
-            let msg = msg.trim_end();
-            if msg.starts_with("Usage:")
-                || msg.starts_with("A thread-per-core")
-                || msg.starts_with("corecache ")
-            {
-                println!("{msg}");
-                std::process::exit(0);
-            }
-            eprintln!("corecache: {msg}");
+        Err(Ok(help_or_version)) => {
+            // A closed stdout (`corecache --help | head`) is not an error worth reporting.
+            let _ = write!(std::io::stdout(), "{help_or_version}");
+            std::process::exit(0);
+        }
+        Err(Err(reason)) => {
+            eprintln!("corecache: {reason}");
             std::process::exit(64);
         }
     };

@@ -165,7 +165,15 @@ struct Loop {
 
 /// Checks that io_uring works here with every feature this backend uses.
 pub fn probe(_cfg: &Config) -> Result<(), String> {
-    let mut ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    // Tests of the fallback: io_uring cannot be blocked from inside a test, so a test build
+    // can be told to act as if the probe failed.
+    #[cfg(feature = "test-hooks")]
+    if std::env::var_os("CORECACHE_TEST_DENY_URING").is_some() {
+        return Err("denied by CORECACHE_TEST_DENY_URING".into());
+    }
+    // The same ring, at the same size, that every executor builds: a probe that passes means
+    // the executors' rings fit too (older kernels charge rings to RLIMIT_MEMLOCK).
+    let mut ring = build_ring().map_err(|e| format!("io_uring_setup: {e}"))?;
     let mut p = Probe::new();
     ring.submitter()
         .register_probe(&mut p)
@@ -247,17 +255,25 @@ fn push(ring: &mut IoUring, e: &squeue::Entry) -> Result<(), String> {
     unsafe { ring.submission().push(e) }.map_err(|_| "submission queue full".to_string())
 }
 
+/// Builds an executor's ring: single issuer with deferred task work where the kernel has
+/// them, and smaller queues when the full size does not fit the locked-memory limit.
 fn build_ring() -> io::Result<IoUring> {
-    let mut b = IoUring::builder();
-    b.setup_cqsize(CQ_ENTRIES)
-        .setup_single_issuer()
-        .setup_defer_taskrun();
-    match b.build(SQ_ENTRIES) {
-        Ok(r) => Ok(r),
-        Err(_) => IoUring::builder()
-            .setup_cqsize(CQ_ENTRIES)
-            .build(SQ_ENTRIES),
+    let mut last = io::Error::other("no ring size tried");
+    for shrink in [1, 4, 16] {
+        let (sq, cq) = (SQ_ENTRIES / shrink, CQ_ENTRIES / shrink);
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+        match b.build(sq) {
+            Ok(r) => return Ok(r),
+            Err(_) => match IoUring::builder().setup_cqsize(cq).build(sq) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            },
+        }
     }
+    Err(last)
 }
 
 /// Serves on `listeners` until shutdown.
