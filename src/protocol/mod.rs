@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod compose;
+pub mod meta;
 pub mod parse;
 
 /// Bounds the parser enforces. Built once from the validated config.
@@ -211,6 +212,8 @@ pub enum Request<'a> {
     /// `debug_time advance <secs>`: moves the server clock (feature `test-hooks` only; without
     /// the feature the parser answers `ERROR` as for any unknown command).
     DebugTimeAdvance { secs: u32 },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`); see [`meta`].
+    Meta(meta::MetaRequest<'a>),
 }
 
 impl<'a> Request<'a> {
