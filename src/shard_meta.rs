@@ -49,7 +49,8 @@ impl Shard {
     }
 
     fn exec_mg(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
-        let key = req.key.as_bytes();
+        let key_buf = req.key();
+        let key = key_buf.as_bytes();
         let options = req.options;
         let touched = options.exptime.is_some();
         let mut snapshot = self.store_mut().meta_peek(key, key_hash, now, true);
@@ -133,7 +134,8 @@ impl Shard {
     }
 
     fn exec_ms(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
-        let key = req.key.as_bytes();
+        let key_buf = req.key();
+        let key = key_buf.as_bytes();
         let options = req.options;
         if req.too_large_swallow.is_some() {
             // memcached unlinks the old item whatever the mode, so stale data does not linger.
@@ -194,7 +196,8 @@ impl Shard {
     }
 
     fn exec_md(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
-        let key = req.key.as_bytes();
+        let key_buf = req.key();
+        let key = key_buf.as_bytes();
         let options = req.options;
         let invalidate = options
             .invalidate
@@ -216,7 +219,8 @@ impl Shard {
     }
 
     fn exec_ma(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
-        let key = req.key.as_bytes();
+        let key_buf = req.key();
+        let key = key_buf.as_bytes();
         let options = req.options;
         // A vivified item starts with no expiry; its N flag sets one below.
         let vivify = options.vivify.map(|_| (options.initial, None));
@@ -229,8 +233,12 @@ impl Shard {
             options.cas_expected,
             vivify,
         );
-        let (value, created) = match outcome {
-            MetaArithOutcome::Value { value, created } => (value, created),
+        let (value, created, replaced) = match outcome {
+            MetaArithOutcome::Value {
+                value,
+                created,
+                replaced,
+            } => (value, created, replaced),
             MetaArithOutcome::NotFound | MetaArithOutcome::Exists => {
                 let code = if outcome == MetaArithOutcome::Exists {
                     meta::EX
@@ -265,7 +273,9 @@ impl Shard {
             reply.extend_from_slice(meta::HD);
         }
         let new_expiry = ma_flags(self, req, &snapshot, created, now, &mut reply);
-        if let Some(expires_at) = new_expiry {
+        // memcached applies T to the item do_add_delta returns: the old one when the result
+        // outgrew it, so the new ttl is lost then (`ma k T0` on "99" keeps the old ttl).
+        if let (Some(expires_at), false) = (new_expiry, replaced) {
             self.store_mut()
                 .meta_set_expiry(key, key_hash, expires_at, now);
         }
@@ -282,7 +292,8 @@ impl Shard {
     }
 
     fn exec_me(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
-        let key = req.key.as_bytes();
+        let key_buf = req.key();
+        let key = key_buf.as_bytes();
         let Some(snapshot) = self.store_mut().meta_peek(key, key_hash, now, false) else {
             out.extend_from_slice(meta::EN);
             out.extend_from_slice(b"\r\n");
@@ -349,7 +360,7 @@ fn ma_flags(
                 new_expiry = Some(expiry);
             }
             b'O' => meta::token_flag(out, token),
-            b'k' => meta::key_flag(out, req.key.as_bytes(), options.base64),
+            b'k' => meta::key_flag(out, req.key().as_bytes(), options.base64),
             _ => {}
         }
     }
@@ -361,7 +372,7 @@ fn echo_flags(req: &MetaRequest<'_>, out: &mut Vec<u8>) {
     for token in req.flag_tokens() {
         match token.first().copied().unwrap_or_default() {
             b'O' => meta::token_flag(out, token),
-            b'k' => meta::key_flag(out, req.key.as_bytes(), req.options.base64),
+            b'k' => meta::key_flag(out, req.key().as_bytes(), req.options.base64),
             _ => {}
         }
     }

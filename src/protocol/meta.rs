@@ -144,8 +144,8 @@ pub struct MetaOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetaRequest<'a> {
     pub verb: MetaVerb,
-    /// The key, decoded if `b` was given (empty for `mn`).
-    pub key: MetaKey,
+    /// The key token as sent (base64 when `options.base64`; empty for `mn`). Use [`Self::key`].
+    pub key_token: &'a [u8],
     /// The flag tokens as sent, space separated (for in-order execution and return flags).
     pub flags: &'a [u8],
     pub options: MetaOptions,
@@ -157,6 +157,16 @@ pub struct MetaRequest<'a> {
 }
 
 impl<'a> MetaRequest<'a> {
+    /// The key, decoded if `b` was given (the parser has checked that it decodes).
+    pub fn key(&self) -> MetaKey {
+        let key = if self.options.base64 {
+            base64_decode(self.key_token)
+        } else {
+            MetaKey::from_slice(self.key_token)
+        };
+        key.unwrap_or(MetaKey::EMPTY)
+    }
+
     /// Each flag token, in request order.
     pub fn flag_tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.flags.split(|&b| b == b' ').filter(|t| !t.is_empty())
@@ -231,7 +241,7 @@ pub fn parse<'a>(
     let err = |reply| reject(reply, line_len, 0);
     let mut request = MetaRequest {
         verb,
-        key: MetaKey::EMPTY,
+        key_token: &[],
         flags: &[],
         options: MetaOptions {
             delta: 1,
@@ -295,9 +305,8 @@ pub fn parse<'a>(
         };
         reject(reply, line_len, block_len)
     };
-    let mut decoded = MetaKey::EMPTY;
-    preparse(&mut request, key, &mut decoded).map_err(preparse_error)?;
-    request.key = decoded;
+    request.key_token = key;
+    preparse(&mut request, key).map_err(preparse_error)?;
     check_after_preparse(&request).map_err(|reply| reject(reply, line_len, block_len))?;
     let Some(value_len) = value_len else {
         return Ok((Request::Meta(request), line_len));
@@ -336,7 +345,7 @@ fn finish_set<'a>(
         4
     };
     let item_size = limits
-        .item_total_size(request.key.as_bytes().len(), value_len)
+        .item_total_size(request.key().as_bytes().len(), value_len)
         .saturating_add(flags_len);
     let block_len = value_len.saturating_add(2);
     if item_size > limits.item_size_max {
@@ -361,7 +370,7 @@ fn finish_set<'a>(
 /// `me <key> [b]`.
 fn parse_debug<'a>(
     mut request: MetaRequest<'a>,
-    key: &[u8],
+    key: &'a [u8],
     mut words: impl Iterator<Item = (usize, &'a [u8])>,
     line_len: usize,
 ) -> Result<(Request<'a>, usize), ParseError> {
@@ -371,24 +380,19 @@ fn parse_debug<'a>(
     } else {
         MetaKey::from_slice(key)
     };
-    let Some(decoded) = decoded.filter(|k| k.len > 0) else {
+    if decoded.filter(|k| k.len > 0).is_none() {
         return Err(reject(CLIENT_ERROR_BAD_FORMAT, line_len, 0));
-    };
-    request.key = decoded;
+    }
+    request.key_token = key;
     request.options.base64 = binary;
     Ok((Request::Meta(request), line_len))
 }
 
 /// memcached's `_meta_flag_preparse`: one pass over the flag tokens. Returns the error reply;
 /// value errors keep scanning (the last message wins), unknown or repeated flags stop at once.
-fn preparse(
-    request: &mut MetaRequest<'_>,
-    key: &[u8],
-    decoded: &mut MetaKey,
-) -> Result<(), &'static [u8]> {
+fn preparse(request: &mut MetaRequest<'_>, key: &[u8]) -> Result<(), &'static [u8]> {
     let mut seen = [false; 127];
     let mut error: Option<&'static [u8]> = None;
-    *decoded = MetaKey::from_slice(key).unwrap_or(MetaKey::EMPTY);
     let options = &mut request.options;
     let flags = request.flags;
     for token in flags.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
@@ -403,9 +407,8 @@ fn preparse(
         match flag {
             b'b' => {
                 options.base64 = true;
-                match base64_decode(key).filter(|k| k.len > 0) {
-                    Some(k) => *decoded = k,
-                    None => error = Some(CLIENT_ERROR_DECODING_KEY),
+                if base64_decode(key).filter(|k| k.len > 0).is_none() {
+                    error = Some(CLIENT_ERROR_DECODING_KEY);
                 }
             }
             b'N' => match number(CLIENT_ERROR_BAD_TOKEN) {
@@ -577,10 +580,11 @@ mod tests {
 
     #[test]
     fn mg_flags() {
-        let (m, n) = meta(b"mg foo s v c f t k O123 h l q u\r\n");
-        assert_eq!(n, 34);
+        let line = b"mg foo s v c f t k O123 h l q u\r\n";
+        let (m, n) = meta(line);
+        assert_eq!(n, line.len());
         assert_eq!(m.verb, MetaVerb::Get);
-        assert_eq!(m.key.as_bytes(), b"foo");
+        assert_eq!(m.key().as_bytes(), b"foo");
         assert!(m.options.value && m.options.quiet && m.options.no_update);
         assert_eq!(m.flag_tokens().count(), 11);
         let (m, _) = meta(b"mg foo T30 N-1 R5 P L\r\n");
@@ -588,9 +592,9 @@ mod tests {
         assert_eq!(m.options.vivify, Some(-1));
         assert_eq!(m.options.recache, Some(5));
         let (m, _) = meta(b"mg Zm9v b k\r\n");
-        assert_eq!(m.key.as_bytes(), b"foo");
+        assert_eq!(m.key().as_bytes(), b"foo");
         assert!(m.options.base64);
-        let (m, _) = meta(b"mg foo vv v1x\r\n");
+        let (m, _) = meta(b"mg foo vv k1x\r\n");
         assert!(m.options.value);
         let (m, _) = meta(b"mn extra\r\n");
         assert_eq!(m.verb, MetaVerb::Noop);

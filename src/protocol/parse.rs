@@ -1088,7 +1088,7 @@ mod tests {
             (b"GET a\r\n".to_vec(), ERROR),
             (b"foo\r\n".to_vec(), ERROR),
             (b"g\r\n".to_vec(), ERROR),
-            (b"mn\r\n".to_vec(), ERROR),
+            (b"mx\r\n".to_vec(), ERROR),
             (b"get\r\n".to_vec(), ERROR),
             (b"get \r\n".to_vec(), ERROR),
             (b"gets\r\n".to_vec(), ERROR),

@@ -334,7 +334,7 @@ impl Core {
     fn dispatch_keyed(&mut self, idx: u32, req: &Request<'_>, raw: &[u8]) {
         // A meta key is hashed decoded (base64 keys route by their bytes).
         let hash = match req {
-            Request::Meta(meta) => key_hash(meta.key.as_bytes()),
+            Request::Meta(meta) => key_hash(meta.key().as_bytes()),
             _ => key_hash(req.key().unwrap_or_default()),
         };
         let swallow = match *req {

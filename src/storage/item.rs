@@ -454,6 +454,7 @@ mod tests {
         assert_eq!(view.client_flags(), 3);
         ItemMut::new(&mut chunk).set_meta_bits(0);
         assert_eq!(ItemRef::new(&chunk).meta_bits(), 0);
+        let view = ItemRef::new(&chunk);
         assert_eq!(view.client_flags(), 3);
         write_free(&mut chunk, 17);
         assert_eq!(free_next(&chunk), 17);

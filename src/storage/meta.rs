@@ -44,10 +44,12 @@ pub enum MetaDeleteOutcome {
 /// How `ma` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaArithOutcome {
-    /// The new value; `created` when `N` made the item (its value is the initial value).
+    /// The new value; `created` when `N` made the item (its value is the initial value);
+    /// `replaced` when the result outgrew the old value and a new item replaced it.
     Value {
         value: u64,
         created: bool,
+        replaced: bool,
     },
     NotFound,
     /// `C` did not match.
@@ -341,6 +343,8 @@ impl Store {
     /// `ma`: incr/decr with an optional `C` check, or with `vivify` (initial value, expiry)
     /// create the item on a miss. Counters as memcached: hits and misses as incr/decr, nothing
     /// for a vivified item or a cas mismatch.
+    // One call per `ma`, like `Store::store` for the storage commands.
+    #[allow(clippy::too_many_arguments)]
     pub fn meta_arith(
         &mut self,
         key: &[u8],
@@ -362,10 +366,14 @@ impl Store {
             }
         }
         let saved = (self.counters.incr_misses, self.counters.decr_misses);
+        let old_len = self.lookup(key, key_hash).map_or(0, |slot| {
+            ItemRef::new(self.slabs.chunk(slot.loc)).value_len()
+        });
         match self.arith(key, key_hash, incr, delta, now) {
             ArithOutcome::Value(value) => MetaArithOutcome::Value {
                 value,
                 created: false,
+                replaced: decimal_len(value) > old_len,
             },
             ArithOutcome::NonNumeric => MetaArithOutcome::NonNumeric,
             ArithOutcome::NotFound => {
@@ -389,10 +397,20 @@ impl Store {
                     Ok(StoreOutcome::Stored) => MetaArithOutcome::Value {
                         value: initial,
                         created: true,
+                        replaced: false,
                     },
                     _ => MetaArithOutcome::OutOfMemory,
                 }
             }
         }
     }
+}
+
+fn decimal_len(mut value: u64) -> usize {
+    let mut len = 1;
+    while value >= 10 {
+        value /= 10;
+        len += 1;
+    }
+    len
 }
