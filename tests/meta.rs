@@ -35,6 +35,15 @@ const TABLE: &[(&[u8], &[u8])] = &[
     (b"mg foo v\tk\r\n", b"VA 2\r\nhi\r\n"),
     (b"mg foo   v   s\r\n", b"VA 2 s2\r\nhi\r\n"),
     (b"mg foo P L u\r\n", b"HD\r\n"),
+    // u: no LRU bump, so the item is not marked fetched
+    (b"ms uu 1\r\nx\r\n", b"HD\r\n"),
+    (b"mg uu u h v\r\n", b"VA 1 h0\r\nx\r\n"),
+    (b"mg uu h\r\n", b"HD h0\r\n"),
+    (b"mg uu h\r\n", b"HD h1\r\n"),
+    (b"mg uu u\r\n", b"HD\r\n"),
+    (b"ms uu 1\r\nx\r\n", b"HD\r\n"),
+    (b"mg uu u\r\n", b"HD\r\n"),
+    (b"mg uu h\r\n", b"HD h0\r\n"),
     (b"mg foo O\r\n", b"HD O\r\n"),
     // --- ms: flags, ttl, cas return, fresh item is unfetched ---
     (b"ms foo 2 T100 F5 c\r\nhi\r\n", b"HD c{cas:foo2}\r\n"),
