@@ -499,7 +499,12 @@ fn stale_while_revalidate() {
                 format!("mg {k} t v\r\n"),
                 format!("VA 2 t{{cas:t2{k}}} X W\r\nv2\r\n"),
             );
-            // a cas newer than the item's with I is just a mismatch
+            // a zero cas, or one newer than the item's, with I is just a mismatch
+            step(
+                &mut second,
+                format!("ms {k} 2 C0 I c\r\nzz\r\n"),
+                "EX c0\r\n".into(),
+            );
             step(
                 &mut second,
                 format!("ms {k} 2 C18446744073709551615 I c\r\nzz\r\n"),

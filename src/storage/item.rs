@@ -318,6 +318,11 @@ impl<'a> ItemMut<'a> {
         let time = self.view().last_access().0;
         self.set_access_word(time | bits);
     }
+    /// Marks the item as not read since it was stored (meta `ma`, which memcached does not
+    /// count as a fetch).
+    pub fn clear_fetched(&mut self) {
+        self.chunk[0] &= !FETCHED;
+    }
     pub fn set_key_binary(&mut self) {
         self.chunk[0] |= KEY_BINARY;
     }

@@ -277,7 +277,8 @@ impl Store {
         match (mode, args.cas_expected) {
             (StoreMode::Set | StoreMode::Replace, Some(expected)) => {
                 mode = StoreMode::Cas(expected);
-                if args.invalidate {
+                // memcached never stores stale under a zero cas (`C0 I` is a plain mismatch).
+                if args.invalidate && expected != 0 {
                     if let Ok(slot) = self.find_live(key, key_hash, now) {
                         let item = ItemRef::new(self.slabs.chunk(slot.loc));
                         if expected < self.cas_of(item.seq()) {
@@ -330,7 +331,9 @@ impl Store {
             return Ok((outcome, 0));
         };
         let mut item = ItemMut::new(self.slabs.chunk_mut(slot.loc));
-        if args.key_binary {
+        // memcached builds an appended or prepended item afresh, without the binary-key mark.
+        let fresh = !matches!(args.mode, StoreMode::Append | StoreMode::Prepend);
+        if args.key_binary && fresh {
             item.set_key_binary();
         }
         if carry_bits != 0 {
@@ -356,25 +359,33 @@ impl Store {
         vivify: Option<(u64, Option<Instant32>)>,
     ) -> MetaArithOutcome {
         self.tick(now);
-        if let (Some(expected), Ok(slot)) = (
-            cas_expected.filter(|&c| c != 0),
-            self.find_live(key, key_hash, now),
-        ) {
-            let cas = self.cas_of(ItemRef::new(self.slabs.chunk(slot.loc)).seq());
-            if cas != expected {
+        let mut old_len = 0;
+        let mut fetched = false;
+        if let Ok(slot) = self.find_live(key, key_hash, now) {
+            let item = ItemRef::new(self.slabs.chunk(slot.loc));
+            (old_len, fetched) = (item.value_len(), item.is_fetched());
+            // memcached refuses an empty value before it compares the cas.
+            if old_len == 0 {
+                return MetaArithOutcome::NonNumeric;
+            }
+            let cas = self.cas_of(item.seq());
+            if cas_expected.is_some_and(|expected| expected != 0 && expected != cas) {
                 return MetaArithOutcome::Exists;
             }
         }
         let saved = (self.counters.incr_misses, self.counters.decr_misses);
-        let old_len = self.lookup(key, key_hash).map_or(0, |slot| {
-            ItemRef::new(self.slabs.chunk(slot.loc)).value_len()
-        });
         match self.arith(key, key_hash, incr, delta, now) {
-            ArithOutcome::Value(value) => MetaArithOutcome::Value {
-                value,
-                created: false,
-                replaced: decimal_len(value) > old_len,
-            },
+            ArithOutcome::Value(value) => {
+                // memcached's incr does not fetch the item (the classic path here does).
+                if let (false, Some(slot)) = (fetched, self.lookup(key, key_hash)) {
+                    ItemMut::new(self.slabs.chunk_mut(slot.loc)).clear_fetched();
+                }
+                MetaArithOutcome::Value {
+                    value,
+                    created: false,
+                    replaced: decimal_len(value) > old_len,
+                }
+            }
             ArithOutcome::NonNumeric => MetaArithOutcome::NonNumeric,
             ArithOutcome::NotFound => {
                 let Some((initial, expires_at)) = vivify else {
