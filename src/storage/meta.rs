@@ -425,3 +425,136 @@ fn decimal_len(mut value: u64) -> usize {
     }
     len
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::START;
+    use crate::storage::StoreConfig;
+
+    fn hash(key: &[u8]) -> u64 {
+        key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn store() -> Store {
+        Store::new(StoreConfig {
+            memory_bytes_max: 64 * 1024,
+            page_size: 16 * 1024,
+            slab_growth_factor: 1.25,
+            item_size_max: 16 * 1024,
+            cas_enabled: true,
+            key_hash: hash,
+        })
+    }
+
+    fn set(store: &mut Store, key: &[u8], value: &[u8], expires_at: Option<Instant32>) -> u64 {
+        let args = MetaStoreArgs {
+            mode: StoreMode::Set,
+            cas_expected: None,
+            invalidate: false,
+            key_binary: false,
+        };
+        let (outcome, cas) = store
+            .meta_store(args, key, hash(key), 0, expires_at, value, START)
+            .unwrap();
+        assert_eq!(outcome, StoreOutcome::Stored);
+        cas
+    }
+
+    #[test]
+    fn invalidate_marks_stale_and_a_matching_cas_store_clears_it() {
+        let mut s = store();
+        let now = START;
+        let cas = set(&mut s, b"k", b"v1", None);
+        // md I T30 on an item without an expiry field relocates it; the marks survive.
+        let expires_at = Some(now.plus(30));
+        let outcome = s.meta_delete(b"k", hash(b"k"), now, None, Some(Some(expires_at)));
+        assert_eq!(outcome, MetaDeleteOutcome::Invalidated);
+        s.check_invariants();
+        let snap = s.meta_peek(b"k", hash(b"k"), now, false).unwrap();
+        assert!(snap.stale && !snap.token_sent);
+        assert!(snap.cas > cas, "invalidation gives a new cas");
+        assert_eq!(snap.expires_at, expires_at);
+        // the first reader takes the token
+        s.meta_get_finish(b"k", hash(b"k"), now, None, false, true, true);
+        let snap = s.meta_peek(b"k", hash(b"k"), now, false).unwrap();
+        assert!(snap.stale && snap.token_sent && snap.fetched);
+        // a touch that relocates keeps the marks
+        s.meta_get_finish(b"k", hash(b"k"), now, Some(None), true, false, true);
+        s.check_invariants();
+        let peek = s.meta_peek(b"k", hash(b"k"), now, false).unwrap();
+        assert!(peek.stale && peek.token_sent);
+        // an older cas with I stores the value, still stale, with the old expiry
+        let args = MetaStoreArgs {
+            mode: StoreMode::Set,
+            cas_expected: Some(1),
+            invalidate: true,
+            key_binary: false,
+        };
+        let (outcome, _) = s
+            .meta_store(args, b"k", hash(b"k"), 0, Some(now.plus(99)), b"old", now)
+            .unwrap();
+        assert_eq!(outcome, StoreOutcome::Stored);
+        let again = s.meta_peek(b"k", hash(b"k"), now, false).unwrap();
+        assert!(again.stale && again.token_sent);
+        assert_eq!(again.expires_at, None);
+        // the current cas replaces it and ends the stale period
+        let args = MetaStoreArgs {
+            cas_expected: Some(again.cas),
+            invalidate: false,
+            ..args
+        };
+        let (outcome, new_cas) = s
+            .meta_store(args, b"k", hash(b"k"), 0, None, b"v2", now)
+            .unwrap();
+        assert_eq!(outcome, StoreOutcome::Stored);
+        let fresh = s.meta_peek(b"k", hash(b"k"), now, false).unwrap();
+        assert!(!fresh.stale && !fresh.token_sent);
+        assert_eq!(fresh.cas, new_cas);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn vivify_and_arith_count_like_memcached() {
+        let mut s = store();
+        let now = START;
+        let snap = s.meta_vivify(b"v", hash(b"v"), None, now).unwrap();
+        assert!(snap.created);
+        assert_eq!(snap.value_len, 0);
+        assert_eq!(
+            s.meta_arith(b"v", hash(b"v"), now, true, 1, None, None),
+            MetaArithOutcome::NonNumeric
+        );
+        let outcome = s.meta_arith(b"n", hash(b"n"), now, true, 1, None, Some((9, None)));
+        assert_eq!(
+            outcome,
+            MetaArithOutcome::Value {
+                value: 9,
+                created: true,
+                replaced: false
+            }
+        );
+        let outcome = s.meta_arith(b"n", hash(b"n"), now, true, 1, None, None);
+        assert_eq!(
+            outcome,
+            MetaArithOutcome::Value {
+                value: 10,
+                created: false,
+                replaced: true
+            }
+        );
+        assert!(!s.meta_peek(b"n", hash(b"n"), now, false).unwrap().fetched);
+        assert_eq!(
+            s.meta_arith(b"n", hash(b"n"), now, true, 1, Some(12345), None),
+            MetaArithOutcome::Exists
+        );
+        let stats = s.stats();
+        assert_eq!(
+            (stats.cmd_set, stats.incr_hits, stats.incr_misses),
+            (0, 1, 0)
+        );
+        s.check_invariants();
+    }
+}
