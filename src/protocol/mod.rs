@@ -217,7 +217,8 @@ pub enum Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The single key this request addresses, if it addresses exactly one.
+    /// The single key this request addresses, if it addresses exactly one. `None` for meta
+    /// commands, whose key may be base64 on the wire: use [`meta::MetaRequest::key`].
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
             Request::Store { key, .. }

@@ -150,7 +150,12 @@ impl Store {
     ) -> Option<ItemView<'_>> {
         let mut slot = self.lookup(key, key_hash)?;
         if let Some(expires_at) = new_expiry {
-            slot.loc = self.set_expiry(slot, key_hash, expires_at, now)?;
+            // Without memory for a layout with an expiry field the item keeps its old expiry
+            // (the reply header is already composed, so the item must still be served).
+            match self.set_expiry(slot, key_hash, expires_at, now) {
+                Some(loc) => slot.loc = loc,
+                None => slot = self.lookup(key, key_hash)?,
+            }
         }
         if send_token {
             let bits = ItemRef::new(self.slabs.chunk(slot.loc)).meta_bits() | TOKEN_SENT;
