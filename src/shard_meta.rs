@@ -58,6 +58,18 @@ impl Shard {
             let expires_at = self.expires_at(vivify, now);
             snapshot = self.store_mut().meta_vivify(key, key_hash, expires_at, now);
         }
+        if req.opaque_too_long() {
+            // memcached finds it while composing the reply: after the lookup (and vivify), and
+            // after the bump of a plain lookup (h, l, T, N and R delay the bump, so none).
+            let delays_bump = req
+                .flag_tokens()
+                .any(|token| matches!(token.first(), Some(b'h' | b'l' | b'T' | b'N' | b'R')));
+            if snapshot.is_some() && !delays_bump && !options.no_update {
+                self.store_mut().meta_bump(key, key_hash, now);
+            }
+            out.extend_from_slice(meta::CLIENT_ERROR_OPAQUE_TOO_LONG);
+            return;
+        }
         let Some(snapshot) = snapshot else {
             self.store_mut().meta_get_miss();
             if !options.quiet {
@@ -233,6 +245,15 @@ impl Shard {
             options.cas_expected,
             vivify,
         );
+        let failed = matches!(
+            outcome,
+            MetaArithOutcome::NonNumeric | MetaArithOutcome::OutOfMemory
+        );
+        if !failed && req.opaque_too_long() {
+            // memcached finds it while composing the reply, after the increment.
+            out.extend_from_slice(meta::CLIENT_ERROR_OPAQUE_TOO_LONG);
+            return;
+        }
         let (value, created, replaced) = match outcome {
             MetaArithOutcome::Value {
                 value,

@@ -230,6 +230,21 @@ const TABLE: &[(&[u8], &[u8])] = &[
     (b"ma cnt k O1\r\n", b"NF kcnt O1\r\n"),
     (b"ma cnt N0\r\n", b"HD\r\n"),
     (b"ma cnt v\r\n", b"VA 1\r\n1\r\n"),
+    // ma and mg find a long opaque only after doing the work
+    (
+        b"ma cnt Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        b"CLIENT_ERROR opaque token too long\r\n",
+    ),
+    (b"mg cnt v h\r\n", b"VA 1 h0\r\n2\r\n"),
+    (
+        b"mg cnt s Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        b"CLIENT_ERROR opaque token too long\r\n",
+    ),
+    (
+        b"md cnt Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        b"CLIENT_ERROR opaque token too long\r\n",
+    ),
+    (b"mg cnt v\r\n", b"VA 1\r\n2\r\n"),
     (
         b"ma cnt2 N0 J10 v t c\r\n",
         b"VA 2 t-1 c{cas:cnt1}\r\n10\r\n",
@@ -258,6 +273,10 @@ const TABLE: &[(&[u8], &[u8])] = &[
     (b"ms str 2\r\nab\r\n", b"HD\r\n"),
     (
         b"ma str v\r\n",
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+    ),
+    (
+        b"ma str Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
         b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
     ),
     (b"ms big 20\r\n18446744073709551615\r\n", b"HD\r\n"),

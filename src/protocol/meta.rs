@@ -42,7 +42,7 @@ const CLIENT_ERROR_INVALID_OR_DUPLICATE: &[u8] = b"CLIENT_ERROR invalid or dupli
 const CLIENT_ERROR_DECODING_KEY: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
 const CLIENT_ERROR_MG_TOO_LONG: &[u8] = b"CLIENT_ERROR options flags are too long\r\n";
 const CLIENT_ERROR_TOO_LONG: &[u8] = b"CLIENT_ERROR options flags too long\r\n";
-const CLIENT_ERROR_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
+pub const CLIENT_ERROR_OPAQUE_TOO_LONG: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
 const CLIENT_ERROR_M_LENGTH: &[u8] = b"CLIENT_ERROR incorrect length for M token\r\n";
 const CLIENT_ERROR_MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
 const CLIENT_ERROR_MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
@@ -170,6 +170,13 @@ impl<'a> MetaRequest<'a> {
     /// Each flag token, in request order.
     pub fn flag_tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.flags.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+
+    /// Whether an `O` token is longer than memcached allows (`CLIENT_ERROR opaque token too
+    /// long`; `mg` and `ma` answer it after executing).
+    pub fn opaque_too_long(&self) -> bool {
+        self.flag_tokens()
+            .any(|token| token.first() == Some(&b'O') && token.len() > OPAQUE_LEN_MAX)
     }
 
     /// The `ms` mode.
@@ -323,10 +330,10 @@ fn check_after_preparse(request: &MetaRequest<'_>) -> Result<(), &'static [u8]> 
         (MetaVerb::Arith, Some(_)) => return Err(CLIENT_ERROR_MA_MODE),
         _ => {}
     }
-    for token in request.flag_tokens() {
-        if token.first() == Some(&b'O') && token.len() > OPAQUE_LEN_MAX {
-            return Err(CLIENT_ERROR_OPAQUE_TOO_LONG);
-        }
+    // mg and ma find a long opaque only while composing their reply, after the work is done.
+    let checks_now = matches!(request.verb, MetaVerb::Set | MetaVerb::Delete);
+    if checks_now && request.opaque_too_long() {
+        return Err(CLIENT_ERROR_OPAQUE_TOO_LONG);
     }
     Ok(())
 }
@@ -659,8 +666,10 @@ mod tests {
                 String::from_utf8_lossy(buf)
             );
         }
-        let long_o = b"mg foo Oabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\r\n";
+        let long_o = b"md foo Oabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\r\n";
         assert_eq!(rejected(long_o).reply, CLIENT_ERROR_OPAQUE_TOO_LONG);
+        let (m, _) = meta(b"mg foo Oabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz\r\n");
+        assert!(m.opaque_too_long());
         let mut long_key = b"mg ".to_vec();
         long_key.extend(std::iter::repeat_n(b'a', 251));
         long_key.extend_from_slice(b" v\r\n");

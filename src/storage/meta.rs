@@ -174,6 +174,14 @@ impl Store {
         Some(self.view_of(slot.loc))
     }
 
+    /// An LRU bump that marks the item fetched, counting nothing (an `mg` that fails after its
+    /// lookup).
+    pub fn meta_bump(&mut self, key: &[u8], key_hash: u64, now: Instant32) {
+        if let Some(slot) = self.lookup(key, key_hash) {
+            self.access(slot.loc, now);
+        }
+    }
+
     /// An `mg` miss counts a get miss, even with `T`: memcached 1.6.18 decides on touch
     /// counters only while printing a hit.
     pub fn meta_get_miss(&mut self) {
