@@ -8,6 +8,7 @@
 //! - [`router`]: `key_hash` (seeded xxh3) and `shard_of`. PURE.
 //! - [`prefix_stats`]: `stats detail` per-prefix counters, one per shard. PURE.
 //! - [`shard`]: glue: executes a parsed request against a store and composes its reply.
+//! - [`shard_meta`]: the same for memcached's meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
 //! Dependency direction: `main -> runtime -> {router, shard, config, clock}`;
@@ -27,4 +28,5 @@ pub mod protocol;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod shard_meta;
 pub mod storage;

@@ -25,6 +25,7 @@
 pub mod binary;
 pub mod client;
 pub mod compose;
+pub mod meta;
 pub mod parse;
 
 /// Bounds the parser enforces. Built once from the validated config.
@@ -222,6 +223,8 @@ pub enum Request<'a> {
     CacheMemlimit { megabytes: u32, noreply: bool },
     /// `shutdown [graceful]` (allowed only with `-A`).
     Shutdown { mode: ShutdownMode },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`); see [`meta`].
+    Meta(meta::MetaRequest<'a>),
 }
 
 /// What `shutdown` was asked for.
@@ -236,7 +239,8 @@ pub enum ShutdownMode {
 }
 
 impl<'a> Request<'a> {
-    /// The single key this request addresses, if it addresses exactly one.
+    /// The single key this request addresses, if it addresses exactly one. `None` for meta
+    /// commands, whose key may be base64 on the wire: use [`meta::MetaRequest::key`].
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
             Request::Store { key, .. }

@@ -24,8 +24,9 @@
 //!   A retrieval line longer than `get_line_len_max` (memcached has no bound) is answered
 //!   `SERVER_ERROR line too long` and the connection is closed.
 //!
-//! Commands memcached has but corecache does not (meta commands, `slabs`, `lru`, `watch`,
-//! `misbehave`, and `lru_crawler` other than `metadump`) answer `ERROR` like an unknown verb.
+//! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are parsed in [`super::meta`].
+//! Commands memcached has but corecache does not (`slabs`, `lru`, `watch`, `misbehave`, and
+//! `lru_crawler` other than `metadump`) answer `ERROR` like an unknown verb.
 
 use super::compose;
 use super::{
@@ -240,6 +241,9 @@ fn parse_line<'a>(
     let Some((_, verb)) = tokenizer.next() else {
         return Err(reject(compose::ERROR, line_len));
     };
+    if let Some(meta_verb) = super::meta::verb_of(verb) {
+        return super::meta::parse(meta_verb, buf, line, line_len, limits);
+    }
     let get_verb = match verb {
         b"get" | b"bget" => Some(GetVerb::Get),
         b"gets" => Some(GetVerb::Gets),
@@ -636,7 +640,7 @@ fn c_number(token: &[u8]) -> Option<(bool, u64)> {
 
 /// memcached's `safe_strtoull`: `strtoull` (a `-` negates modulo 2^64), refusing a minus sign
 /// only when the result looks negative as a signed value.
-fn strtoull_u64(token: &[u8]) -> Option<u64> {
+pub(crate) fn strtoull_u64(token: &[u8]) -> Option<u64> {
     let (negative, magnitude) = c_number(token)?;
     let value = if negative {
         magnitude.wrapping_neg()
@@ -650,13 +654,13 @@ fn strtoull_u64(token: &[u8]) -> Option<u64> {
 }
 
 /// memcached's `safe_strtoul` on a 64-bit host: `safe_strtoull`, then truncated to 32 bits.
-fn strtoul_u32(token: &[u8]) -> Option<u32> {
+pub(crate) fn strtoul_u32(token: &[u8]) -> Option<u32> {
     strtoull_u64(token).map(|value| value as u32)
 }
 
 /// memcached's `safe_strtol` on a 64-bit host: `strtol` into a 64-bit `long` (out of range
 /// fails), then truncated to 32 bits.
-fn strtol_i32(token: &[u8]) -> Option<i32> {
+pub(crate) fn strtol_i32(token: &[u8]) -> Option<i32> {
     let (negative, magnitude) = c_number(token)?;
     let value: i64 = if negative {
         if magnitude > i64::MIN.unsigned_abs() {
@@ -1140,7 +1144,7 @@ mod tests {
             (b"GET a\r\n".to_vec(), ERROR),
             (b"foo\r\n".to_vec(), ERROR),
             (b"g\r\n".to_vec(), ERROR),
-            (b"mn\r\n".to_vec(), ERROR),
+            (b"mx\r\n".to_vec(), ERROR),
             (b"get\r\n".to_vec(), ERROR),
             (b"get \r\n".to_vec(), ERROR),
             (b"gets\r\n".to_vec(), ERROR),

@@ -16,6 +16,7 @@ use super::mesh::{
 use super::stats;
 use super::Shared;
 use crate::clock::Instant32;
+use crate::protocol::meta::MetaVerb;
 use crate::protocol::parse::parse;
 use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
 use crate::router::{key_hash, shard_of};
@@ -295,6 +296,14 @@ impl Core {
             | Request::Delete { .. }
             | Request::Arith { .. }
             | Request::Touch { .. } => self.dispatch_keyed(idx, req, raw),
+            Request::Meta(meta) if meta.verb == MetaVerb::Noop => {
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, crate::protocol::meta::MN);
+                self.mark_dirty(idx);
+            }
+            Request::Meta(_) => self.dispatch_keyed(idx, req, raw),
             Request::FlushAll { delay, noreply } => {
                 let at = if delay > 0 {
                     self.shard.expires_at(delay, self.now).unwrap_or(self.now)
@@ -356,9 +365,17 @@ impl Core {
     fn advance_clock(&mut self, _secs: u32) {}
 
     fn dispatch_keyed(&mut self, idx: u32, req: &Request<'_>, raw: &[u8]) {
-        let key = req.key().unwrap_or_default();
-        let hash = key_hash(key);
-        if let Request::TooLarge { swallow, .. } = *req {
+        // A meta key is hashed decoded (base64 keys route by their bytes).
+        let hash = match req {
+            Request::Meta(meta) => key_hash(meta.key().as_bytes()),
+            _ => key_hash(req.key().unwrap_or_default()),
+        };
+        let swallow = match *req {
+            Request::TooLarge { swallow, .. } => Some(swallow),
+            Request::Meta(meta) => meta.too_large_swallow,
+            _ => None,
+        };
+        if let Some(swallow) = swallow {
             if let Some(c) = self.conn_mut(idx) {
                 c.swallow = swallow;
             }
@@ -370,10 +387,10 @@ impl Core {
                 .as_mut()
                 .expect("dispatch on a live connection");
             if conn.slots.is_empty() {
-                self.shard.exec_keyed(req, hash, now, &mut conn.out);
+                self.shard.exec_one(req, hash, now, &mut conn.out);
             } else {
                 let mut buf = self.pool.take();
-                self.shard.exec_keyed(req, hash, now, &mut buf);
+                self.shard.exec_one(req, hash, now, &mut buf);
                 conn.push_ready(buf, &mut self.pool);
             }
             self.mark_dirty(idx);
@@ -755,6 +772,10 @@ impl Core {
                             );
                             reply.segments.push((i, (reply.buf.len() - before) as u32));
                         }
+                    }
+                    Ok((Request::Meta(meta), _)) => {
+                        let now = self.now;
+                        self.shard.exec_meta(&meta, *h, now, &mut reply.buf);
                     }
                     Ok((r, _)) if r.key().is_some() => {
                         self.shard.exec_keyed(&r, *h, now, &mut reply.buf);

@@ -6,11 +6,13 @@
 //! ```text
 //! offset  size  field
 //! 0       1     state: bit0 LINKED, bit1 FETCHED, bits2-3 CLOCK count (0..=3),
-//!               bit4 HAS_CLIENT_FLAGS, bit5 HAS_EXPIRES, bit6 LONG_VALUE_LEN, bit7 unused
+//!               bit4 HAS_CLIENT_FLAGS, bit5 HAS_EXPIRES, bit6 LONG_VALUE_LEN,
+//!               bit7 KEY_BINARY (stored by a meta `ms ... b`: meta replies echo the key in base64)
 //! 1       1     key_len (1..=250)
 //! 2       2|4   value_len: u16, or u32 when LONG_VALUE_LEN
 //! +0      8     seq: the per-shard store sequence; it is also the item's cas
-//! +8      4     last_access (Instant32)
+//! +8      4     last_access (Instant32) in bits 0-29; bit30 STALE, bit31 TOKEN_SENT (meta
+//!               protocol: marked stale by `md I`, a win token was sent by `mg`)
 //! +12     4     client_flags        (only when HAS_CLIENT_FLAGS, i.e. nonzero)
 //! +12|16  4     expires_at (0: never) (only when HAS_EXPIRES)
 //! then          key, value
@@ -33,6 +35,14 @@ pub const CLOCK_MAX: u8 = 3;
 const HAS_CLIENT_FLAGS: u8 = 1 << 4;
 const HAS_EXPIRES: u8 = 1 << 5;
 const LONG_VALUE_LEN: u8 = 1 << 6;
+/// The key came base64-encoded (`ms <key> <len> b`); meta replies print it encoded.
+pub const KEY_BINARY: u8 = 1 << 7;
+/// In the last_access word: the item was invalidated (`md <key> I`) and is served stale.
+pub const STALE: u32 = 1 << 30;
+/// In the last_access word: a win token (`W`) was sent for this item.
+pub const TOKEN_SENT: u32 = 1 << 31;
+/// The last_access word's time bits (2^30 s is 34 years of uptime; later times saturate).
+const ACCESS_TIME_MASK: u32 = (1 << 30) - 1;
 
 /// Header bytes of the smallest layout.
 pub const HEADER_BYTES_MIN: usize = 16;
@@ -141,7 +151,8 @@ pub fn write(chunk: &mut [u8], item: &NewItem<'_>) {
     chunk[0] = state;
     chunk[1] = layout.key_len as u8;
     chunk[at..at + 8].copy_from_slice(&item.seq.to_le_bytes());
-    chunk[at + 8..at + 12].copy_from_slice(&item.now.0.to_le_bytes());
+    let access = item.now.0.min(ACCESS_TIME_MASK);
+    chunk[at + 8..at + 12].copy_from_slice(&access.to_le_bytes());
     at += 12;
     if layout.has_client_flags {
         chunk[at..at + 4].copy_from_slice(&item.client_flags.to_le_bytes());
@@ -215,7 +226,20 @@ impl<'a> ItemRef<'a> {
         u64::from_le_bytes(raw)
     }
     pub fn last_access(&self) -> Instant32 {
-        Instant32(u32_at(self.chunk, self.seq_offset() + 8))
+        Instant32(u32_at(self.chunk, self.seq_offset() + 8) & ACCESS_TIME_MASK)
+    }
+    /// The meta bits of the last_access word ([`STALE`], [`TOKEN_SENT`]).
+    pub fn meta_bits(&self) -> u32 {
+        u32_at(self.chunk, self.seq_offset() + 8) & !ACCESS_TIME_MASK
+    }
+    pub fn is_stale(&self) -> bool {
+        self.meta_bits() & STALE != 0
+    }
+    pub fn token_sent(&self) -> bool {
+        self.meta_bits() & TOKEN_SENT != 0
+    }
+    pub fn key_binary(&self) -> bool {
+        self.state() & KEY_BINARY != 0
     }
     pub fn client_flags(&self) -> u32 {
         if self.state() & HAS_CLIENT_FLAGS != 0 {
@@ -282,8 +306,25 @@ impl<'a> ItemMut<'a> {
     pub fn touch_access(&mut self, now: Instant32) {
         let clock = (self.view().clock() + 1).min(CLOCK_MAX);
         self.chunk[0] = (self.chunk[0] & !CLOCK_MASK) | FETCHED | (clock << CLOCK_SHIFT);
+        self.set_access_word(now.0.min(ACCESS_TIME_MASK) | self.view().meta_bits());
+    }
+    fn set_access_word(&mut self, word: u32) {
         let at = self.view().seq_offset() + 8;
-        self.chunk[at..at + 4].copy_from_slice(&now.0.to_le_bytes());
+        self.chunk[at..at + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    /// Sets the meta bits ([`STALE`], [`TOKEN_SENT`]) of the last_access word.
+    pub fn set_meta_bits(&mut self, bits: u32) {
+        assert_eq!(bits & ACCESS_TIME_MASK, 0, "not a meta bit");
+        let time = self.view().last_access().0;
+        self.set_access_word(time | bits);
+    }
+    /// Marks the item as not read since it was stored (meta `ma`, which memcached does not
+    /// count as a fetch).
+    pub fn clear_fetched(&mut self) {
+        self.chunk[0] &= !FETCHED;
+    }
+    pub fn set_key_binary(&mut self) {
+        self.chunk[0] |= KEY_BINARY;
     }
     /// Recency only (memcached's bump on an add that found the item): CLOCK +1 and the access
     /// time, without marking it FETCHED.
@@ -407,6 +448,18 @@ mod tests {
         assert!(view.is_fetched());
         assert_eq!(view.last_access(), Instant32(8));
         assert_eq!(view.expires_at(), None);
+        assert!(!view.is_stale() && !view.token_sent() && !view.key_binary());
+        let mut m = ItemMut::new(&mut chunk);
+        m.set_meta_bits(STALE | TOKEN_SENT);
+        m.set_key_binary();
+        m.touch_access(Instant32(9));
+        let view = ItemRef::new(&chunk);
+        assert!(view.is_stale() && view.token_sent() && view.key_binary());
+        assert_eq!(view.last_access(), Instant32(9));
+        assert_eq!(view.client_flags(), 3);
+        ItemMut::new(&mut chunk).set_meta_bits(0);
+        assert_eq!(ItemRef::new(&chunk).meta_bits(), 0);
+        let view = ItemRef::new(&chunk);
         assert_eq!(view.client_flags(), 3);
         write_free(&mut chunk, 17);
         assert_eq!(free_next(&chunk), 17);

@@ -23,6 +23,7 @@ pub mod admin;
 mod crawler;
 pub mod item;
 mod lru;
+pub mod meta;
 pub mod slab;
 pub mod stats;
 pub mod table;
@@ -709,7 +710,7 @@ impl Store {
     ) -> Option<Loc> {
         let old = ItemRef::new(self.slabs.chunk(slot.loc));
         let (client_flags, seq) = (old.client_flags(), old.seq());
-        let state = old.state();
+        let (state, meta_bits) = (old.state(), old.meta_bits());
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.extend_from_slice(old.key());
@@ -732,8 +733,9 @@ impl Store {
             // Keep the recency state (FETCHED, CLOCK) of the old item.
             let clock = (state >> 2) & 0b11;
             let chunk = self.slabs.chunk_mut(loc);
-            chunk[0] |= state & item::FETCHED;
+            chunk[0] |= state & (item::FETCHED | item::KEY_BINARY);
             ItemMut::new(chunk).set_clock(clock);
+            ItemMut::new(chunk).set_meta_bits(meta_bits);
             // A move, not a new item: total_items stays.
             self.link(key, key_hash, loc, false);
         }
