@@ -20,6 +20,10 @@ pub struct Shard {
     epoch: Epoch,
     /// `stats detail` counters for this shard's keys.
     pub prefix_stats: PrefixStats,
+    /// Stores refused because the item could not fit (memcached's `store_too_large`).
+    pub store_too_large: u64,
+    /// Stores refused for want of memory (memcached's `store_no_memory`).
+    pub store_no_memory: u64,
 }
 
 impl Shard {
@@ -29,7 +33,23 @@ impl Shard {
             store: Store::new(cfg),
             epoch,
             prefix_stats: PrefixStats::default(),
+            store_too_large: 0,
+            store_no_memory: 0,
         }
+    }
+
+    /// Counts a refused store, as memcached does whatever the protocol (noreply included).
+    pub fn count_store_error(&mut self, e: StoreError) {
+        match e {
+            StoreError::TooLarge => self.store_too_large += 1,
+            StoreError::OutOfMemory => self.store_no_memory += 1,
+        }
+    }
+
+    /// Zeroes this shard's own counters (the store's are reset separately).
+    pub fn reset_counters(&mut self) {
+        self.store_too_large = 0;
+        self.store_no_memory = 0;
     }
 
     /// The store, for stats and maintenance.
@@ -107,15 +127,13 @@ impl Shard {
                     StoreVerb::Cas => StoreMode::Cas(cas_expected),
                 };
                 let expires_at = self.expires_at(exptime, now);
-                let reply: &[u8] = match self.store.store(
-                    mode,
-                    key,
-                    key_hash,
-                    client_flags,
-                    expires_at,
-                    value,
-                    now,
-                ) {
+                let result =
+                    self.store
+                        .store(mode, key, key_hash, client_flags, expires_at, value, now);
+                if let Err(e) = result {
+                    self.count_store_error(e);
+                }
+                let reply: &[u8] = match result {
                     Ok(StoreOutcome::Stored) => compose::STORED,
                     Ok(StoreOutcome::NotStored) => compose::NOT_STORED,
                     Ok(StoreOutcome::Exists) => compose::EXISTS,
@@ -134,6 +152,7 @@ impl Shard {
                 if verb == StoreVerb::Set {
                     self.store.forget(key, key_hash, now);
                 }
+                self.count_store_error(StoreError::TooLarge);
                 if !noreply {
                     out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
                 }

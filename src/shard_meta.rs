@@ -152,6 +152,7 @@ impl Shard {
         if req.too_large_swallow.is_some() {
             // memcached unlinks the old item whatever the mode, so stale data does not linger.
             self.store_mut().forget(key, key_hash, now);
+            self.count_store_error(StoreError::TooLarge);
             out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
             return;
         }
@@ -184,10 +185,12 @@ impl Shard {
             Ok((StoreOutcome::Exists, _)) => (meta::EX, 0),
             Ok((StoreOutcome::NotFound, _)) => (meta::NF, 0),
             Err(StoreError::TooLarge) => {
+                self.count_store_error(StoreError::TooLarge);
                 out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
                 return;
             }
             Err(StoreError::OutOfMemory) => {
+                self.count_store_error(StoreError::OutOfMemory);
                 out.extend_from_slice(compose::SERVER_ERROR_OUT_OF_MEMORY);
                 return;
             }

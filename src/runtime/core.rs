@@ -623,6 +623,7 @@ impl Core {
             }
             RemoteOp::ResetStats => {
                 self.shard.store_mut().reset_stats();
+                self.shard.reset_counters();
                 self.shard.prefix_stats.clear();
                 self.bytes_read = 0;
                 self.bytes_written = 0;

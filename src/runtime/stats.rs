@@ -37,6 +37,8 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("bytes_read", core.bytes_read),
                 ("bytes_written", core.bytes_written),
                 ("cmd_flush", core.cmd_flush),
+                ("store_too_large", core.shard.store_too_large),
+                ("store_no_memory", core.shard.store_no_memory),
                 ("hash_bytes", st.hash_bytes),
                 ("hash_is_expanding", u64::from(st.hash_is_expanding)),
                 ("bytes", st.bytes),

@@ -43,6 +43,7 @@ impl Shard {
                 if op == StoreOp::Set {
                     self.store.forget(req.key, key_hash, now);
                 }
+                self.count_store_error(StoreError::TooLarge);
                 Err(Status::TooLarge)
             }
             Command::Delete => self.binary_delete(req, key_hash, now),
@@ -196,9 +197,14 @@ impl Shard {
             }),
             Ok(StoreOutcome::Exists) => Err(Status::KeyExists),
             Ok(StoreOutcome::NotFound) => Err(Status::KeyNotFound),
-            Err(StoreError::TooLarge) if concat => Err(Status::NotStored),
-            Err(StoreError::TooLarge) => Err(Status::TooLarge),
-            Err(StoreError::OutOfMemory) => Err(Status::OutOfMemory),
+            Err(e) => {
+                self.count_store_error(e);
+                Err(match e {
+                    StoreError::TooLarge if concat => Status::NotStored,
+                    StoreError::TooLarge => Status::TooLarge,
+                    StoreError::OutOfMemory => Status::OutOfMemory,
+                })
+            }
         }
     }
 
