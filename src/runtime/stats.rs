@@ -199,6 +199,47 @@ fn class_of(name: &str, kind: StatsKind) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Summed counters, in memcached's order (after the connection fields).
+const COUNTERS: &[&str] = &[
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "bytes_read",
+    "bytes_written",
+];
+/// Hash table fields (after `threads`).
+const TABLE: &[&str] = &["hash_bytes", "hash_is_expanding"];
+/// Item and eviction fields (memcached's last block).
+const ITEMS: &[&str] = &[
+    "bytes",
+    "curr_items",
+    "total_items",
+    "expired_unfetched",
+    "evicted_unfetched",
+    "evictions",
+    "reclaimed",
+    "crawler_reclaimed",
+    "slabs_moved",
+];
+
 /// `stats` in memcached's field order.
 fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Vec<u8>) {
     let get = |name: &str| sums.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
@@ -232,31 +273,7 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         "connection_structures",
         shared.curr_connections.load(Ordering::Relaxed),
     );
-    for name in [
-        "cmd_get",
-        "cmd_set",
-        "cmd_flush",
-        "cmd_touch",
-        "get_hits",
-        "get_misses",
-        "get_expired",
-        "get_flushed",
-        "delete_misses",
-        "delete_hits",
-        "incr_misses",
-        "incr_hits",
-        "decr_misses",
-        "decr_hits",
-        "cas_misses",
-        "cas_hits",
-        "cas_badval",
-        "touch_hits",
-        "touch_misses",
-        "store_too_large",
-        "store_no_memory",
-        "bytes_read",
-        "bytes_written",
-    ] {
+    for name in COUNTERS {
         compose::stat(out, name, get(name));
     }
     compose::stat(
@@ -266,62 +283,22 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     );
     compose::stat(out, "accepting_conns", 1);
     compose::stat(out, "threads", u64::from(cfg.shard_count));
-    for name in ["hash_bytes", "hash_is_expanding"] {
+    for name in TABLE {
         compose::stat(out, name, get(name));
     }
-    for name in [
-        "bytes",
-        "curr_items",
-        "total_items",
-        "expired_unfetched",
-        "evicted_unfetched",
-        "evictions",
-        "reclaimed",
-        "crawler_reclaimed",
-        "slabs_moved",
-    ] {
+    for name in ITEMS {
         compose::stat(out, name, get(name));
     }
     // Anything else the stores count, after memcached's fields.
-    const LISTED: &[&str] = &[
-        "cmd_get",
-        "cmd_set",
-        "cmd_flush",
-        "cmd_touch",
-        "get_hits",
-        "get_misses",
-        "get_expired",
-        "get_flushed",
-        "delete_misses",
-        "delete_hits",
-        "incr_misses",
-        "incr_hits",
-        "decr_misses",
-        "decr_hits",
-        "cas_misses",
-        "cas_hits",
-        "cas_badval",
-        "touch_hits",
-        "touch_misses",
-        "store_too_large",
-        "store_no_memory",
-        "bytes_read",
-        "bytes_written",
-        "hash_is_expanding",
-        "hash_bytes",
-        "total_malloced",
-        "bytes",
-        "curr_items",
-        "total_items",
-        "expired_unfetched",
-        "evicted_unfetched",
-        "evictions",
-        "reclaimed",
-        "crawler_reclaimed",
-        "slabs_moved",
-    ];
+    let listed = |name: &str| {
+        COUNTERS
+            .iter()
+            .chain(TABLE)
+            .chain(ITEMS)
+            .any(|&n| n == name)
+    };
     for (name, v) in sums {
-        if !LISTED.contains(&name.as_str()) {
+        if !listed(name) && name != "total_malloced" {
             compose::stat(out, name, *v);
         }
     }

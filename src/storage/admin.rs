@@ -103,7 +103,7 @@ impl Store {
     }
 
     /// Unlinks every item of a page (reclaiming dead ones, evicting live ones) and releases it.
-    fn evict_page(&mut self, page_id: u32, now: Instant32) {
+    pub(super) fn evict_page(&mut self, page_id: u32, now: Instant32) {
         let carved = self.slabs.pages[page_id as usize].carved;
         for chunk in 0..carved {
             let loc = Loc {

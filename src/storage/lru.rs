@@ -145,36 +145,15 @@ impl Store {
     /// Moves a page from a donor class to the free budget for `class`. `forced`: any donor
     /// with a page will do; otherwise only one under less than half of `class`'s pressure.
     fn move_page(&mut self, class: u8, forced: bool, now: Instant32) -> bool {
-        let Some((donor, page_id)) = self.pick_donor(class, forced) else {
+        let Some((_donor, page_id)) = self.pick_donor(class, forced) else {
             return false;
         };
-        let carved = self.slabs.pages[page_id as usize].carved;
-        for chunk in 0..carved {
-            let loc = Loc {
-                page: page_id,
-                chunk,
-            };
-            let item = ItemRef::new(self.slabs.chunk(loc));
-            if item.is_linked() {
-                let why = match self.dead_reason(item, now) {
-                    Some(_) => Unlink::Reclaimed,
-                    None => Unlink::EvictedByPageMove,
-                };
-                self.unlink_loc(loc, why);
-            }
-            if self.slabs.pages[page_id as usize].vacant {
-                break; // a huge item's page goes away with its item
-            }
-        }
-        if !self.slabs.pages[page_id as usize].vacant {
-            self.slabs.release_page(page_id);
-        }
+        self.evict_page(page_id, now);
         self.counters.slabs_moved += 1;
         for window in &mut self.evictions_window {
             *window /= 2;
         }
         self.evictions_window[usize::from(class)] = 0;
-        let _ = donor;
         true
     }
 
