@@ -183,7 +183,10 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
                 compose::stat(out, name, *v);
             }
         }
-        StatsKind::Sizes | StatsKind::Conns | StatsKind::DetailDump | StatsKind::Metadump => {}
+        // Item size histograms are not kept (memcached's `-o track_sizes`); say so as
+        // memcached does when they are off.
+        StatsKind::Sizes => compose::stat_str(out, "sizes_status", "disabled"),
+        StatsKind::Conns | StatsKind::DetailDump | StatsKind::Metadump => {}
     }
     out.extend_from_slice(compose::END);
 }
