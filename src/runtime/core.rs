@@ -702,6 +702,11 @@ impl Core {
         let mut inbox = std::mem::take(&mut self.inbox);
         self.mesh.drain(INBOUND_PER_TURN, &mut inbox);
         let count = inbox.len();
+        if count > 0 {
+            // Requests from other cores may have been sent after this turn sampled the clock
+            // (and after a `debug_time` jump there): never execute them with an older `now`.
+            self.now = self.shared.now();
+        }
         for env in inbox.drain(..) {
             self.handle_envelope(env);
         }
