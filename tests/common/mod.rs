@@ -186,7 +186,8 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
     while i < args.len() {
         let a = args[i];
         match a {
-            "-t" | "-m" | "-c" | "-I" | "-f" => {
+            // `-o` options are memcached's own (corecache has none); they pass through.
+            "-t" | "-m" | "-c" | "-I" | "-f" | "-o" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
@@ -215,7 +216,7 @@ impl TestServer {
         }
     }
 
-    fn start_corecache(args: &[&str]) -> TestServer {
+    pub fn start_corecache(args: &[&str]) -> TestServer {
         let bin = env!("CARGO_BIN_EXE_corecache");
         let mut child = Command::new(bin)
             .args(["-l", "127.0.0.1", "-p", "0"])
@@ -292,7 +293,7 @@ impl TestServer {
         server
     }
 
-    fn start_memcached(args: &[&str]) -> TestServer {
+    pub fn start_memcached(args: &[&str]) -> TestServer {
         let bin = std::env::var("CORECACHE_TEST_MEMCACHED").unwrap_or_else(|_| MEMCACHED.into());
         let port = free_port();
         let mut cmd = Command::new(&bin);
@@ -823,6 +824,7 @@ fn placeholder(s: &[u8]) -> Option<(&'static str, &str, usize)> {
 }
 
 /// A tiny deterministic PRNG (xorshift64*) for seeded workloads and garbage.
+#[derive(Clone)]
 pub struct Rng(u64);
 
 impl Rng {
