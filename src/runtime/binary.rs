@@ -8,7 +8,7 @@
 
 use super::connection::{BufPool, Slot, SlotKind};
 use super::core::{ConnAction, Core, PARSE_BUDGET};
-use super::mesh::{ConnRef, RemoteOp, RemoteRequest, StatsKind};
+use super::mesh::{RemoteOp, RemoteRequest, StatsKind};
 use super::{stats, Shared};
 use crate::clock::Instant32;
 use crate::protocol::binary::{
@@ -36,7 +36,7 @@ impl Core {
         let Some(conn) = self.conn_mut(idx) else {
             return ConnAction::Close;
         };
-        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let rbuf = std::mem::take(&mut conn.rbuf);
         let mut pos = 0;
         let limits = self.limits;
         while pos < rbuf.len() && pos < PARSE_BUDGET {
@@ -80,26 +80,14 @@ impl Core {
                 }
             }
         }
-        rbuf.drain(..pos.min(rbuf.len()));
-        let now = self.now.0;
-        let Some(conn) = self.conn_mut(idx) else {
-            return ConnAction::Close;
-        };
-        conn.last_cmd = now;
         // A whole frame left unparsed (budget or backpressure) must be come back to, even
         // after EOF; a partial one never completes once the peer has stopped sending.
-        conn.held_back = !rbuf.is_empty()
-            && conn.swallow == 0
-            && !conn.closing
-            && binary::parse(&rbuf, &limits) != Err(BinaryError::Incomplete);
-        conn.rbuf = rbuf;
-        if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
-            conn.rbuf.shrink_to(PARSE_BUDGET / 4);
-        }
-        if conn.closing {
-            self.mark_dirty(idx);
-        }
-        ConnAction::Keep
+        self.finish_input(idx, rbuf, pos, |rest, conn| {
+            !rest.is_empty()
+                && conn.swallow == 0
+                && !conn.closing
+                && binary::parse(rest, &limits) != Err(BinaryError::Incomplete)
+        })
     }
 
     fn dispatch_binary(&mut self, idx: u32, req: &BinaryRequest<'_>, raw: &[u8]) {
@@ -178,15 +166,12 @@ impl Core {
             return;
         }
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
-        let generation = self.conn(idx).map_or(0, |c| c.generation);
+        let conn_ref = self.conn_ref(idx);
         let env = self.outbox.to(owner);
         let start = env.buf.len() as u32;
         env.buf.extend_from_slice(raw);
         env.requests.push(RemoteRequest {
-            conn: ConnRef {
-                index: idx,
-                generation,
-            },
+            conn: conn_ref,
             seq,
             op: RemoteOp::Binary {
                 start,

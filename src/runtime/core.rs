@@ -214,7 +214,7 @@ impl Core {
         let Some(conn) = self.conn_mut(idx) else {
             return ConnAction::Close;
         };
-        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let rbuf = std::mem::take(&mut conn.rbuf);
         let mut pos = 0;
         let limits = self.limits;
         // Whether input was left unparsed for a reason other than "incomplete": a budget or
@@ -264,22 +264,43 @@ impl Core {
                 }
             }
         }
+        self.finish_input(idx, rbuf, pos, |_, _| held_back)
+    }
+
+    /// Ends a parse pass (text or binary): drops the `pos` bytes parsed, gives the rest back to
+    /// the connection, and records whether it was held back (must be come back to, even after
+    /// EOF) as `held_back` decides from the remaining bytes.
+    pub(super) fn finish_input(
+        &mut self,
+        idx: u32,
+        mut rbuf: Vec<u8>,
+        pos: usize,
+        held_back: impl FnOnce(&[u8], &Conn) -> bool,
+    ) -> ConnAction {
         rbuf.drain(..pos.min(rbuf.len()));
         let now = self.now.0;
         let Some(conn) = self.conn_mut(idx) else {
             return ConnAction::Close;
         };
         conn.last_cmd = now;
+        conn.held_back = held_back(&rbuf, conn);
         conn.rbuf = rbuf;
-        conn.held_back = held_back;
         if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
             conn.rbuf.shrink_to(PARSE_BUDGET / 4);
         }
-        let closing = conn.closing;
-        if closing {
+        if conn.closing {
             self.mark_dirty(idx);
         }
         ConnAction::Keep
+    }
+
+    /// The cross-core reference to a live connection.
+    pub(super) fn conn_ref(&self, idx: u32) -> ConnRef {
+        let generation = self.conn(idx).map_or(0, |c| c.generation);
+        ConnRef {
+            index: idx,
+            generation,
+        }
     }
 
     // ---- dispatch ----
@@ -398,17 +419,12 @@ impl Core {
         }
         // A TooLarge request carries only its line; its block is swallowed here.
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
-        let generation = self.conns[idx as usize]
-            .as_ref()
-            .map_or(0, |c| c.generation);
+        let conn_ref = self.conn_ref(idx);
         let env = self.outbox.to(owner);
         let start = env.buf.len() as u32;
         env.buf.extend_from_slice(raw);
         env.requests.push(RemoteRequest {
-            conn: ConnRef {
-                index: idx,
-                generation,
-            },
+            conn: conn_ref,
             seq,
             op: RemoteOp::Text {
                 start,
@@ -487,9 +503,7 @@ impl Core {
             });
             seq
         };
-        let generation = self.conns[idx as usize]
-            .as_ref()
-            .map_or(0, |c| c.generation);
+        let conn_ref = self.conn_ref(idx);
         let verb_word: &[u8] = match verb {
             GetVerb::Get => b"get",
             GetVerb::Gets => b"gets",
@@ -515,10 +529,7 @@ impl Core {
             let indices_end = env.indices.len() as u32;
             env.buf.extend_from_slice(b"\r\n");
             env.requests.push(RemoteRequest {
-                conn: ConnRef {
-                    index: idx,
-                    generation,
-                },
+                conn: conn_ref,
                 seq,
                 op: RemoteOp::Text {
                     start,
@@ -556,24 +567,16 @@ impl Core {
     pub(super) fn broadcast_with(&mut self, idx: u32, head: Vec<u8>, kind: SlotKind, op: RemoteOp) {
         let others = u32::from(self.shard_count) - 1;
         let seq = self.new_slot(idx, others + 1, kind);
-        let generation = match self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
-            Some(conn) => {
-                if !head.is_empty() {
-                    if let Some(slot) = conn.slots.back_mut() {
-                        slot.buf = head;
-                    }
-                }
-                conn.generation
+        if !head.is_empty() {
+            if let Some(slot) = self.conn_mut(idx).and_then(|c| c.slots.back_mut()) {
+                slot.buf = head;
             }
-            None => 0,
-        };
+        }
+        let conn_ref = self.conn_ref(idx);
         for to in 0..self.shard_count {
             if to != self.me {
                 self.outbox.to(to).requests.push(RemoteRequest {
-                    conn: ConnRef {
-                        index: idx,
-                        generation,
-                    },
+                    conn: conn_ref,
                     seq,
                     op: op.clone(),
                 });
@@ -581,7 +584,7 @@ impl Core {
         }
         let mut part = Vec::new();
         self.exec_broadcast_op(&op, &mut part);
-        self.deliver_part(idx, generation, seq, &part, &[]);
+        self.deliver_part(idx, conn_ref.generation, seq, &part, &[]);
     }
 
     fn dispatch_stats(&mut self, idx: u32, group: StatsGroup<'_>) {
