@@ -301,7 +301,28 @@ fn free_port() -> u16 {
 }
 
 /// Starts nutcracker in front of `nodes` (ketama); returns it and its listen address.
+/// nutcracker cannot bind port 0, so it gets a port found free a moment earlier; another test
+/// can take that port in between. Such a start is retried on fresh ports (bounded).
+const TWEMPROXY_START_TRIES: usize = 5;
+
 fn start_twemproxy(nodes: &[SocketAddr], dir: &std::path::Path) -> (KillOnDrop, SocketAddr) {
+    for attempt in 1..=TWEMPROXY_START_TRIES {
+        match try_start_twemproxy(nodes, dir) {
+            Ok(started) => return started,
+            Err(log) if log.contains("Address already in use") => {
+                eprintln!("nutcracker port taken (attempt {attempt}), retrying on a new port");
+            }
+            Err(log) => panic!("nutcracker exited at startup:\n{log}"),
+        }
+    }
+    panic!("nutcracker found no free port in {TWEMPROXY_START_TRIES} tries");
+}
+
+/// One start on freshly chosen ports: the proxy and its address, or nutcracker's log.
+fn try_start_twemproxy(
+    nodes: &[SocketAddr],
+    dir: &std::path::Path,
+) -> Result<(KillOnDrop, SocketAddr), String> {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let stats_port = free_port();
     let mut yaml = format!(
@@ -313,13 +334,15 @@ fn start_twemproxy(nodes: &[SocketAddr], dir: &std::path::Path) -> (KillOnDrop, 
         yaml.push_str(&format!("   - {node}:1 node{i}\n"));
     }
     let config = dir.join("nutcracker.yml");
+    let log_path = dir.join("nutcracker.log");
     std::fs::write(&config, yaml).unwrap();
+    let _ = std::fs::remove_file(&log_path);
     let child = Command::new("nutcracker")
         .arg("-c")
         .arg(&config)
         .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
         .arg("-o")
-        .arg(dir.join("nutcracker.log"))
+        .arg(&log_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -329,11 +352,11 @@ fn start_twemproxy(nodes: &[SocketAddr], dir: &std::path::Path) -> (KillOnDrop, 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = child.0.try_wait() {
-            let log = std::fs::read_to_string(dir.join("nutcracker.log")).unwrap_or_default();
-            panic!("nutcracker exited at startup ({status}):\n{log}");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("({status})\n{log}"));
         }
         if TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok() {
-            return (child, listen);
+            return Ok((child, listen));
         }
         assert!(
             Instant::now() < deadline,

@@ -44,6 +44,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 const MEMCACHED: &str = "/usr/bin/memcached";
+/// Starts of memcached tried before a failure is reported (each on a new port).
+const MEMCACHED_START_TRIES: usize = 5;
 
 /// True when `CORECACHE_TEST_SERVER=memcached`: tests run against the real memcached.
 pub fn memcached_mode() -> bool {
@@ -294,6 +296,19 @@ impl TestServer {
     }
 
     pub fn start_memcached(args: &[&str]) -> TestServer {
+        // memcached cannot bind port 0, so it gets a port found free a moment earlier; another
+        // test can take it in between. A start that exits at once is retried on a new port.
+        for _ in 1..MEMCACHED_START_TRIES {
+            if let Some(server) = Self::try_start_memcached(args, false) {
+                return server;
+            }
+        }
+        Self::try_start_memcached(args, true).expect("the last try panics on failure")
+    }
+
+    /// One start on a fresh port. An early exit is `None`, or a panic with the server's
+    /// stderr when `last`.
+    fn try_start_memcached(args: &[&str], last: bool) -> Option<TestServer> {
         let bin = std::env::var("CORECACHE_TEST_MEMCACHED").unwrap_or_else(|_| MEMCACHED.into());
         let port = free_port();
         let mut cmd = Command::new(&bin);
@@ -324,11 +339,15 @@ impl TestServer {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
+                if !last {
+                    server.kill_and_reap();
+                    return None;
+                }
                 server.fail_startup(&format!("memcached exited at startup: {status}"));
             }
             if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 drop(probe);
-                return server;
+                return Some(server);
             }
             if Instant::now() > deadline {
                 server.fail_startup("memcached did not accept a connection in time");
