@@ -318,6 +318,19 @@ fn start_twemproxy(nodes: &[SocketAddr], dir: &std::path::Path) -> (KillOnDrop, 
     panic!("nutcracker found no free port in {TWEMPROXY_START_TRIES} tries");
 }
 
+/// Whether the port serves nutcracker's stats (a JSON document naming the service).
+fn answers_as_nutcracker(port: u16) -> bool {
+    use std::io::Read;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut body = Vec::new();
+    let _ = s.take(1 << 20).read_to_end(&mut body);
+    String::from_utf8_lossy(&body).contains("\"service\":\"nutcracker\"")
+}
+
 /// One start on freshly chosen ports: the proxy and its address, or nutcracker's log.
 fn try_start_twemproxy(
     nodes: &[SocketAddr],
@@ -355,7 +368,11 @@ fn try_start_twemproxy(
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(format!("({status})\n{log}"));
         }
-        if TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok() {
+        // Ready when the proxy port accepts and the stats port answers as nutcracker (so
+        // neither port belongs to another test's server).
+        if TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok()
+            && answers_as_nutcracker(stats_port)
+        {
             return Ok((child, listen));
         }
         assert!(

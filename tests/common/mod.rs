@@ -176,6 +176,24 @@ fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
+/// The `pid` a memcached-protocol server reports in `stats`, if it answers in time.
+fn stats_pid(mut stream: TcpStream) -> Option<u32> {
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"stats\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(b"END\r\n") && buf.len() < 1 << 16 {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT pid ")?.trim().parse().ok())
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().unwrap().port()
@@ -346,8 +364,17 @@ impl TestServer {
                 server.fail_startup(&format!("memcached exited at startup: {status}"));
             }
             if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                drop(probe);
-                return Some(server);
+                // The port may have gone to another test's server: ours reports our pid.
+                let pid = server.child.as_ref().map(|c| c.id());
+                match stats_pid(probe) {
+                    Some(p) if Some(p) == pid => return Some(server),
+                    Some(_) if !last => {
+                        server.kill_and_reap();
+                        return None;
+                    }
+                    Some(p) => server.fail_startup(&format!("port {port} answers as pid {p}")),
+                    None => {} // not answering yet
+                }
             }
             if Instant::now() > deadline {
                 server.fail_startup("memcached did not accept a connection in time");
