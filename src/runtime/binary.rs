@@ -8,7 +8,7 @@
 
 use super::connection::{BufPool, Slot, SlotKind};
 use super::core::{ConnAction, Core, PARSE_BUDGET};
-use super::mesh::{RemoteOp, RemoteRequest, StatsKind};
+use super::mesh::{RemoteOp, StatsKind};
 use super::{stats, Shared};
 use crate::clock::Instant32;
 use crate::protocol::binary::{
@@ -127,13 +127,7 @@ impl Core {
                 return;
             }
         }
-        let conn = self
-            .conns
-            .get_mut(idx as usize)
-            .and_then(Option::as_mut)
-            .expect("dispatch on a live connection");
-        push_in_order(conn, &mut self.pool, reply);
-        self.mark_dirty(idx);
+        self.queue_reply(idx, reply);
     }
 
     fn dispatch_binary_keyed(&mut self, idx: u32, req: &BinaryRequest<'_>, raw: &[u8]) {
@@ -153,7 +147,7 @@ impl Core {
                 self.shard.exec_binary(req, hash, now, &mut out);
                 self.conn_mut(idx).expect("checked above").out = out;
             } else {
-                let mut reply = Vec::new();
+                let mut reply = self.pool.take();
                 self.shard.exec_binary(req, hash, now, &mut reply);
                 let conn = self
                     .conns
@@ -165,19 +159,10 @@ impl Core {
             self.mark_dirty(idx);
             return;
         }
-        let seq = self.new_slot(idx, 1, SlotKind::Plain);
-        let conn_ref = self.conn_ref(idx);
-        let env = self.outbox.to(owner);
-        let start = env.buf.len() as u32;
-        env.buf.extend_from_slice(raw);
-        env.requests.push(RemoteRequest {
-            conn: conn_ref,
-            seq,
-            op: RemoteOp::Binary {
-                start,
-                end: env.buf.len() as u32,
-                key_hash: hash,
-            },
+        self.forward(idx, owner, raw, |start, end| RemoteOp::Binary {
+            start,
+            end,
+            key_hash: hash,
         });
     }
 
@@ -248,13 +233,7 @@ impl Core {
                     // Unknown groups, and `conns` (text only in memcached): Not found.
                     binary::error(&mut reply, opcode::STAT, Status::KeyNotFound, opaque);
                 }
-                let conn = self
-                    .conns
-                    .get_mut(idx as usize)
-                    .and_then(Option::as_mut)
-                    .expect("dispatch on a live connection");
-                push_in_order(conn, &mut self.pool, reply);
-                self.mark_dirty(idx);
+                self.queue_reply(idx, reply);
                 return;
             }
         };
@@ -267,6 +246,16 @@ impl Core {
             },
             RemoteOp::Stats(group),
         );
+    }
+}
+
+impl Core {
+    /// Queues a complete binary reply in order and marks the connection for writing.
+    fn queue_reply(&mut self, idx: u32, reply: Vec<u8>) {
+        if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            push_in_order(conn, &mut self.pool, reply);
+        }
+        self.mark_dirty(idx);
     }
 }
 

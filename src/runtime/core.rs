@@ -418,21 +418,34 @@ impl Core {
             return;
         }
         // A TooLarge request carries only its line; its block is swallowed here.
+        self.forward(idx, owner, raw, |start, end| RemoteOp::Text {
+            start,
+            end,
+            key_hash: hash,
+            indices_start: 0,
+            indices_end: 0,
+        });
+    }
+
+    /// Sends a single-key request's wire bytes to the shard that owns its key; its reply
+    /// takes a slot in the connection's order. `op` describes the bytes' range in the envelope.
+    pub(super) fn forward(
+        &mut self,
+        idx: u32,
+        owner: u16,
+        raw: &[u8],
+        op: impl FnOnce(u32, u32) -> RemoteOp,
+    ) {
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
-        let conn_ref = self.conn_ref(idx);
+        let conn = self.conn_ref(idx);
         let env = self.outbox.to(owner);
         let start = env.buf.len() as u32;
         env.buf.extend_from_slice(raw);
+        let end = env.buf.len() as u32;
         env.requests.push(RemoteRequest {
-            conn: conn_ref,
+            conn,
             seq,
-            op: RemoteOp::Text {
-                start,
-                end: env.buf.len() as u32,
-                key_hash: hash,
-                indices_start: 0,
-                indices_end: 0,
-            },
+            op: op(start, end),
         });
     }
 
