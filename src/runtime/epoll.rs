@@ -28,6 +28,8 @@ const ACCEPTS_PER_TURN: usize = 64;
 const READ_PER_TURN: usize = 256 * 1024;
 /// Longest wait when idle (the clock and the crawler tick at least this often).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How soon accepting is retried after a shortage (descriptors, buffers, memory).
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How long shutdown waits for queued replies to drain.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
@@ -43,6 +45,21 @@ struct Loop {
     /// Connections whose input was left unparsed (budget or backpressure).
     stalled: Vec<u32>,
     wakes: Vec<u16>,
+    /// Per listener: connections may still wait in its queue. Readiness is edge-triggered, so
+    /// a listener left with pending connections (turn budget spent, or a shortage) gets no new
+    /// event and must be retried by the loop itself.
+    accept_pending: Vec<Accept>,
+}
+
+/// Where a listener's accepting stands after a turn.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Accept {
+    /// Queue drained; the next connection raises an event.
+    Drained,
+    /// The turn's budget ran out: continue next turn without sleeping.
+    Budget,
+    /// A shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM): retry after [`ACCEPT_RETRY`].
+    Shortage,
 }
 
 /// Serves on `listeners` until shutdown.
@@ -55,7 +72,8 @@ pub fn run(
     let waker_fd = core.mesh().waker().raw_fd();
     poll.registry()
         .register(&mut SourceFd(&waker_fd), WAKER, Interest::READABLE)?;
-    let mut mio_listeners = Vec::with_capacity(listeners.len());
+    let listeners_len = listeners.len();
+    let mut mio_listeners = Vec::with_capacity(listeners_len);
     for (i, l) in listeners.into_iter().enumerate() {
         l.set_nonblocking(true)?;
         let mut l = MioListener::from_std(l);
@@ -71,6 +89,7 @@ pub fn run(
         dirty: Vec::new(),
         stalled: Vec::new(),
         wakes: Vec::new(),
+        accept_pending: vec![Accept::Drained; listeners_len],
     };
     let _ = ready.send(Ok(()));
     let mut events = Events::with_capacity(1024);
@@ -84,6 +103,11 @@ pub fn run(
         }
         waker.set_sleeping(false);
         core.turn_begin();
+        for li in 0..lp.accept_pending.len() {
+            if lp.accept_pending[li] != Accept::Drained {
+                lp.accept(&mut core, li)?;
+            }
+        }
         for ev in events.iter() {
             match ev.token() {
                 WAKER => waker.drain(),
@@ -118,6 +142,8 @@ pub fn run(
                 waker.set_sleeping(false);
                 lp.turn(&mut core);
                 Some(Duration::ZERO)
+            } else if lp.accept_pending.contains(&Accept::Shortage) {
+                Some(ACCEPT_RETRY)
             } else {
                 Some(IDLE_WAIT)
             }
@@ -127,7 +153,9 @@ pub fn run(
 
 impl Loop {
     fn busy(&self, core: &Core) -> bool {
-        !self.stalled.is_empty() || core.outbox_blocked()
+        !self.stalled.is_empty()
+            || core.outbox_blocked()
+            || self.accept_pending.contains(&Accept::Budget)
     }
 
     /// Mesh, stalled input, envelopes out (waking sleeping receivers), replies out.
@@ -152,15 +180,27 @@ impl Loop {
         self.dirty = dirty;
     }
 
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections from listener `li` and records in
+    /// `accept_pending` whether more may be waiting.
     fn accept(&mut self, core: &mut Core, li: usize) -> io::Result<()> {
+        let state = self.accept_some(core, li)?;
+        if let Some(p) = self.accept_pending.get_mut(li) {
+            *p = state;
+        }
+        Ok(())
+    }
+
+    fn accept_some(&mut self, core: &mut Core, li: usize) -> io::Result<Accept> {
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listeners.get(li) else {
-                return Ok(());
+                return Ok(Accept::Drained);
             };
             let (mut stream, peer) = match listener.accept() {
                 Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if is_transient_accept_error(&e) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accept::Drained),
+                Err(e) if is_accept_shortage(&e) => return Ok(Accept::Shortage),
+                // The failure concerns that one connection; the next may be fine.
+                Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
             let Some(idx) = core.open(peer.to_string()) else {
@@ -183,7 +223,7 @@ impl Loop {
             }
             self.streams[idx as usize] = Some(stream);
         }
-        Ok(())
+        Ok(Accept::Budget)
     }
 
     /// Reads what the connection may take now and feeds it to the core.
@@ -348,19 +388,20 @@ pub fn should_close(c: &Conn) -> bool {
         && (c.closing || !c.held_back)
 }
 
-/// Accept errors that concern one connection or a passing shortage, not the listener.
-pub fn is_transient_accept_error(e: &io::Error) -> bool {
+/// Accept errors that concern one connection only, not the listener.
+fn is_connection_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOBUFS
-                | libc::ENOMEM
-                | libc::EPROTO
-                | libc::EPERM
-        )
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+    )
+}
+
+/// Accept errors that mean the process is short of something for now: retrying at once would
+/// spin, so accepting pauses briefly.
+pub fn is_accept_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 

@@ -80,10 +80,43 @@ impl Shared {
     }
 }
 
+/// Descriptors the server needs besides its connections, per shard (listeners, ring or epoll
+/// instance, wake-up eventfd) and for the process (standard streams, signal handling, files).
+const FDS_PER_SHARD: usize = 8;
+const FDS_PER_PROCESS: usize = 32;
+
+/// Raises the soft RLIMIT_NOFILE so `-c` connections fit, as far as the hard limit allows
+/// (memcached does the same). Where it does not, accepting pauses on EMFILE and resumes as
+/// descriptors free up; the shortfall is reported once here.
+fn raise_nofile_limit(conns_max: usize, shards: usize) {
+    let want = (conns_max + FDS_PER_PROCESS + FDS_PER_SHARD * shards) as libc::rlim_t;
+    // SAFETY: getrlimit/setrlimit on a zeroed rlimit struct we own.
+    let (soft, hard) = unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            }
+        }
+        (lim.rlim_cur, lim.rlim_max)
+    };
+    if soft < want {
+        eprintln!(
+            "open-file limit {soft} (hard {hard}) is below the {want} that -c {conns_max} needs; \
+             connections beyond it wait in the listen queue"
+        );
+    }
+}
+
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), String> {
     block_signals();
     let shard_count = usize::from(config.shard_count);
+    raise_nofile_limit(config.conns_max, shard_count);
 
     // Bind every listener before anything is announced.
     let mut per_core: Vec<Vec<TcpListener>> = (0..shard_count).map(|_| Vec::new()).collect();

@@ -17,7 +17,7 @@ use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use super::core::Core;
-use super::epoll::{should_close, TOO_MANY_CONNECTIONS};
+use super::epoll::{is_accept_shortage, should_close, TOO_MANY_CONNECTIONS};
 use crate::config::Config;
 
 /// Submission queue entries per ring.
@@ -34,6 +34,9 @@ const BUF_SIZE: usize = 4 * 1024;
 const BGID: u16 = 0;
 /// Longest wait when idle (the clock and crawler tick at least this often).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How soon a listener whose accept stopped on a shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+/// is re-armed: at once would spin while the shortage lasts.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 /// How long shutdown waits for queued replies to drain.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
@@ -153,6 +156,8 @@ struct Loop {
     bufs: BufRing,
     listeners: Vec<TcpListener>,
     accept_armed: Vec<bool>,
+    /// Set while accepting pauses after a shortage; the loop re-arms once it passes.
+    accept_retry_at: Option<Instant>,
     conns: Vec<Option<IoConn>>,
     waker_fd: RawFd,
     waker_armed: bool,
@@ -289,6 +294,7 @@ pub fn run(
         ring,
         bufs,
         accept_armed: vec![false; listeners.len()],
+        accept_retry_at: None,
         listeners,
         conns: Vec::new(),
         waker_fd: waker.raw_fd(),
@@ -315,6 +321,7 @@ pub fn run(
             lp.shutdown(&mut core)?;
             return Ok(());
         }
+        lp.retry_accepts()?;
         wait = if !lp.stalled.is_empty() || core.outbox_blocked() {
             Duration::ZERO
         } else {
@@ -323,6 +330,8 @@ pub fn run(
                 waker.set_sleeping(false);
                 lp.turn(&mut core)?;
                 Duration::ZERO
+            } else if lp.accept_retry_at.is_some() {
+                ACCEPT_RETRY
             } else {
                 IDLE_WAIT
             }
@@ -452,12 +461,26 @@ impl Loop {
         }
     }
 
+    /// Re-arms the listeners paused by a shortage once [`ACCEPT_RETRY`] has passed.
+    fn retry_accepts(&mut self) -> io::Result<()> {
+        if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
+            self.accept_retry_at = None;
+            self.arm_accepts()?;
+        }
+        Ok(())
+    }
+
     fn on_accept(&mut self, core: &mut Core, li: usize, res: i32, flags: u32) -> io::Result<()> {
         if !cqueue::more(flags) {
             if let Some(a) = self.accept_armed.get_mut(li) {
                 *a = false;
             }
-            self.arm_accepts()?;
+            let shortage = res < 0 && is_accept_shortage(&io::Error::from_raw_os_error(-res));
+            if shortage {
+                self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+            } else if self.accept_retry_at.is_none() {
+                self.arm_accepts()?;
+            }
         }
         if res < 0 {
             return Ok(()); // a failed accept concerns that connection only

@@ -237,8 +237,36 @@ impl TestServer {
     }
 
     pub fn start_corecache(args: &[&str]) -> TestServer {
+        Self::start_corecache_with(args, |_| {})
+    }
+
+    /// Starts corecache with its soft and hard RLIMIT_NOFILE set to `nofile`.
+    pub fn start_corecache_with_nofile(args: &[&str], nofile: u64) -> TestServer {
+        use std::os::unix::process::CommandExt;
+        Self::start_corecache_with(args, |cmd| {
+            // SAFETY: the closure runs in the forked child before exec and calls only
+            // setrlimit, which is async-signal-safe; it touches no memory shared with the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: nofile as libc::rlim_t,
+                        rlim_max: nofile as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    /// Starts corecache after `configure` has adjusted its command.
+    pub fn start_corecache_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> TestServer {
         let bin = env!("CARGO_BIN_EXE_corecache");
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        configure(&mut cmd);
+        let mut child = cmd
             .args(["-l", "127.0.0.1", "-p", "0"])
             .args(args)
             .stdin(Stdio::null())
@@ -431,6 +459,19 @@ impl TestServer {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// CPU time (user + system) the server process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')').expect("comm field") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
     }
 
     /// Resident set size of the server process (VmRSS from /proc/PID/status), in bytes.
