@@ -180,11 +180,21 @@ impl Config {
                     .map(Some)
                     .collect()
             }
-            None if usize::from(shard_count) <= cpus_available => {
-                (0..usize::from(shard_count)).map(Some).collect()
+            // By default each shard gets its own CPU among those the process may run on (as
+            // `taskset` or a cpuset left them), in ascending order.
+            None => {
+                let allowed = allowed_cpus();
+                if usize::from(shard_count) <= allowed.len() {
+                    allowed
+                        .into_iter()
+                        .take(usize::from(shard_count))
+                        .map(Some)
+                        .collect()
+                } else {
+                    // More shards than cpus: let the kernel schedule them.
+                    vec![None; usize::from(shard_count)]
+                }
             }
-            // More shards than cpus: let the kernel schedule them.
-            None => vec![None; usize::from(shard_count)],
         };
         let cas_enabled = !a.disable_cas;
         let limits = Limits {
@@ -240,6 +250,17 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("-I {s}: must be between 1k and 1024m"));
     }
     Ok(bytes)
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+fn allowed_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    cpus
 }
 
 /// `0-3,6` -> [0, 1, 2, 3, 6].
@@ -348,5 +369,26 @@ mod tests {
         assert!(cfg(&["-t", "2", "--cpus", "0"]).is_err());
         let err = cfg(&["--io-backend", "kqueue"]).unwrap_err();
         assert!(err.contains("kqueue") && !err.contains('\n'), "{err}");
+    }
+
+    /// Default pinning follows the process's affinity mask: confined to one CPU (as by
+    /// `taskset -c N`), the one shard is pinned to that CPU, not to CPU 0.
+    #[test]
+    fn default_pinning_stays_within_the_affinity_mask() {
+        std::thread::spawn(|| {
+            let all = allowed_cpus();
+            let last = *all.last().expect("at least one cpu");
+            assert!(core_affinity::set_for_current(core_affinity::CoreId {
+                id: last
+            }));
+            assert_eq!(allowed_cpus(), vec![last]);
+            let c = cfg(&["-t", "1"]).unwrap();
+            assert_eq!(c.shard_cpus, vec![Some(last)]);
+            // More shards than allowed cpus: no pinning.
+            let c = cfg(&["-t", "2"]).unwrap();
+            assert_eq!(c.shard_cpus, vec![None, None]);
+        })
+        .join()
+        .unwrap();
     }
 }
