@@ -449,7 +449,7 @@ impl Core {
         });
     }
 
-    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, _raw: &[u8]) {
+    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, raw: &[u8]) {
         if verb == GetVerb::Get && admin::try_legacy_get(self, idx, keys) {
             return;
         }
@@ -484,8 +484,23 @@ impl Core {
             self.mark_dirty(idx);
             return;
         }
-        // Split: local keys now, one sub-request per remote owner.
         let key_count = keys.iter().count();
+        if key_count == 1 {
+            // One remote key: the owner runs the whole command, END included, and its reply
+            // is the reply (no per-key segments to reassemble).
+            if let Some(k) = keys.iter().next() {
+                let h = key_hash(k);
+                self.forward(idx, shard_of(h, n).0, raw, |start, end| RemoteOp::Text {
+                    start,
+                    end,
+                    key_hash: h,
+                    indices_start: 0,
+                    indices_end: 0,
+                });
+                return;
+            }
+        }
+        // Split: local keys now, one sub-request per remote owner.
         let mut owners: Vec<u16> = Vec::with_capacity(key_count);
         let mut buf = self.pool.take();
         let mut segments = vec![(0u32, 0u32); key_count];
@@ -782,6 +797,14 @@ impl Core {
                         } else {
                             None
                         };
+                        if indices.is_empty() {
+                            // A whole command forwarded to the owner of its one key.
+                            for k in keys.iter() {
+                                self.shard
+                                    .exec_get_key(verb, touch_to, k, *h, now, &mut reply.buf);
+                            }
+                            reply.buf.extend_from_slice(compose::END);
+                        }
                         for (k, &i) in keys.iter().zip(indices.iter()) {
                             let before = reply.buf.len();
                             self.shard.exec_get_key(
