@@ -350,3 +350,76 @@ fn readiness_line_is_exact_and_every_shard_serves() {
         assert_eq!(stat_u64(&s, "threads"), u64::from(n));
     });
 }
+
+/// Segments with data the client's socket has received so far (TCP_INFO).
+fn data_segments_in(c: &Client) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; zeroed is a valid value for every field.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            c.stream().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
+    info.tcpi_data_segs_in
+}
+
+/// A pipelined batch of gets whose keys alternate between two shards is answered with one
+/// send: the replies ready on the connection's own shard wait for the other shard's rather
+/// than going out as a separate, partial answer. Both orders (own shard's key first, other
+/// shard's key first) are tried, so one of them has a local prefix whichever shard took the
+/// connection.
+#[test]
+fn pipelined_batch_across_shards_is_answered_in_one_send() {
+    if skip_in_memcached_mode("how corecache batches replies across its shards") {
+        return;
+    }
+    for_each_config(|args| {
+        if args[1] != "2" {
+            return;
+        }
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let mut by_shard: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        for i in 0.. {
+            let k = format!("batch{i}");
+            let s = shard_of(key_hash(k.as_bytes()), 2).0 as usize;
+            if by_shard[s].len() < 8 {
+                by_shard[s].push(k);
+            }
+            if by_shard.iter().all(|v| v.len() == 8) {
+                break;
+            }
+        }
+        for keys in &by_shard {
+            for k in keys {
+                c.roundtrip(format!("set {k} 0 0 2\r\nok\r\n").as_bytes(), b"STORED\r\n");
+            }
+        }
+        for first in [0usize, 1] {
+            let mut req = Vec::new();
+            let mut want = Vec::new();
+            for i in 0..8 {
+                for s in [first, 1 - first] {
+                    let k = &by_shard[s][i];
+                    req.extend_from_slice(format!("get {k}\r\n").as_bytes());
+                    want.extend_from_slice(format!("VALUE {k} 0 2\r\nok\r\nEND\r\n").as_bytes());
+                }
+            }
+            let before = data_segments_in(&c);
+            c.roundtrip(&req, &want);
+            let segments = data_segments_in(&c) - before;
+            assert_eq!(
+                segments, 1,
+                "shard {first}'s key first: 16 replies in {segments} sends"
+            );
+        }
+    });
+}

@@ -110,6 +110,20 @@ impl Conn {
             && self.slots.len() < SLOTS_MAX
     }
 
+    /// Whether ready replies should wait for the slots behind them rather than go out now.
+    ///
+    /// A pipelining client's batch whose later requests went to other shards would otherwise
+    /// be answered in pieces: the local prefix this turn, the rest a mesh round trip later. Each
+    /// piece costs a send here and a read (and, for a client that refills its pipeline as
+    /// replies arrive, a smaller next batch) there. Holding the prefix until the slots complete
+    /// costs it one mesh round trip, which the batch's last reply waits for anyway. Bounded:
+    /// past [`PARTIAL_HOLD_BYTES_MAX`] ready bytes go out regardless.
+    pub fn holds_partial(&self) -> bool {
+        !self.slots.is_empty()
+            && !self.closing
+            && self.out.len() - self.out_sent < PARTIAL_HOLD_BYTES_MAX
+    }
+
     /// Bytes waiting to be written.
     pub fn unsent(&self) -> &[u8] {
         &self.out[self.out_sent..]
@@ -158,6 +172,9 @@ impl Conn {
         }
     }
 }
+
+/// Most ready bytes [`Conn::holds_partial`] keeps back.
+pub const PARTIAL_HOLD_BYTES_MAX: usize = 32 * 1024;
 
 /// Most buffers a core keeps for reuse, and the largest one it keeps.
 const POOL_BUFS_MAX: usize = 1024;

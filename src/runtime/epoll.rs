@@ -308,6 +308,9 @@ impl Loop {
             return;
         };
         let Some(c) = core.conn_mut(idx) else { return };
+        if c.holds_partial() {
+            return; // sent with the rest once the slots complete
+        }
         let was_paused = !c.may_parse();
         let mut written = 0u64;
         while !c.unsent().is_empty() {

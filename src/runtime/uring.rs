@@ -710,7 +710,7 @@ impl Loop {
         if should_close(cc) && cc.inflight == 0 {
             return self.close(core, idx);
         }
-        if in_flight || cc.unsent().is_empty() {
+        if in_flight || cc.unsent().is_empty() || cc.holds_partial() {
             return Ok(());
         }
         let fresh = self.spare.pop().unwrap_or_default();
