@@ -406,9 +406,8 @@ fn pipelined_batch_across_shards_is_answered_in_one_send() {
         for first in [0usize, 1] {
             let mut req = Vec::new();
             let mut want = Vec::new();
-            for i in 0..8 {
-                for s in [first, 1 - first] {
-                    let k = &by_shard[s][i];
+            for (a, b) in by_shard[first].iter().zip(&by_shard[1 - first]) {
+                for k in [a, b] {
                     req.extend_from_slice(format!("get {k}\r\n").as_bytes());
                     want.extend_from_slice(format!("VALUE {k} 0 2\r\nok\r\nEND\r\n").as_bytes());
                 }
