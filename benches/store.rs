@@ -20,6 +20,7 @@ fn store(memory_bytes_max: usize) -> Store {
         item_size_max: 1 << 20,
         cas_enabled: true,
         key_hash,
+        large_pages: false,
     })
 }
 

@@ -417,6 +417,7 @@ fn run(ops: &[Op], memory_bytes_max: usize, tight: bool) -> StoreStats {
         item_size_max: ITEM_SIZE_MAX,
         cas_enabled: true,
         key_hash: hash,
+        large_pages: false,
     });
     let mut model = Model {
         items: HashMap::new(),

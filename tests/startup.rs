@@ -76,3 +76,46 @@ fn uring_when_asked_for_refuses_to_start_without_it() {
     );
     assert!(err.contains("io_uring unavailable"), "{err}");
 }
+
+/// `-L`: item memory comes from 2 MiB-aligned regions advised for transparent huge pages (the
+/// `hg` flag in smaps) and serves items as usual; without it, no region is advised.
+#[test]
+fn large_pages_flag_advises_item_memory() {
+    if memcached_mode() {
+        return; // memcached's -L preallocates all of -m; a different feature
+    }
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"));
+    for (flag, expect_advised) in [(Some("-L"), thp), (None, false)] {
+        for backend in ["epoll", "uring"] {
+            let mut args = vec!["-t", "2", "-m", "64", "--io-backend", backend];
+            args.extend(flag);
+            let server = TestServer::start(&args);
+            let mut c = server.connect();
+            let value = "x".repeat(1000);
+            let mut req = Vec::new();
+            for i in 0..2000 {
+                req.extend_from_slice(format!("set lp{i} 0 0 1000\r\n{value}\r\n").as_bytes());
+            }
+            c.roundtrip(&req, &b"STORED\r\n".repeat(2000));
+            for i in [0, 999, 1999] {
+                c.roundtrip(
+                    format!("get lp{i}\r\n").as_bytes(),
+                    format!("VALUE lp{i} 0 1000\r\n{value}\r\nEND\r\n").as_bytes(),
+                );
+            }
+            let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", server.pid()))
+                .expect("read smaps");
+            let advised = smaps
+                .lines()
+                .filter(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "hg"))
+                .count();
+            if expect_advised {
+                // One region per shard at least (2,000 items of 1 KB fill two pages or more).
+                assert!(advised >= 2, "{args:?}: {advised} advised regions");
+            } else {
+                assert_eq!(advised, 0, "{args:?}: {advised} advised regions");
+            }
+        }
+    }
+}

@@ -13,7 +13,8 @@
 #                          [--reps N] [--out DIR] [--list]
 # Environment: CORECACHE (default target/release/corecache), MEMCACHED (default: found on
 # PATH, installed with apt-get if missing), BENCH (default target/release/corecache-bench),
-# SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2, or 0-1 on a 2-cpu host), MEMORY_MB (1024),
+# SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2; on a host with fewer than 3 cpus both
+# shards share SERVER_CPU, so -t 2 gets the same cpu as -t 1 and never the client's), MEMORY_MB (1024),
 # CORECACHE_CPUS_FLAG (1: pass `--cpus` to corecache so its executors pin inside the taskset).
 set -euo pipefail
 
@@ -54,7 +55,7 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 MEMORY_MB=${MEMORY_MB:-1024}
 CORECACHE_CPUS_FLAG=${CORECACHE_CPUS_FLAG:-1}
 if [[ -z ${SHARDS2_CPUS:-} ]]; then
-    if [[ $(nproc) -ge 3 ]]; then SHARDS2_CPUS=1-2; else SHARDS2_CPUS=0-1; fi
+    if [[ $(nproc) -ge 3 ]]; then SHARDS2_CPUS=1-2; else SHARDS2_CPUS=$SERVER_CPU,$SERVER_CPU; fi
 fi
 CLK_TCK=$(getconf CLK_TCK)
 

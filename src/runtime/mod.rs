@@ -236,6 +236,7 @@ fn executor(
         item_size_max: cfg.item_size_max,
         cas_enabled: cfg.cas_enabled,
         key_hash,
+        large_pages: cfg.large_pages,
     };
     let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));

@@ -146,6 +146,7 @@ mod tests {
             item_size_max: 4096,
             cas_enabled: true,
             key_hash: hash,
+            large_pages: false,
         })
     }
 

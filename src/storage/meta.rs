@@ -459,6 +459,7 @@ mod tests {
             item_size_max: 16 * 1024,
             cas_enabled: true,
             key_hash: hash,
+            large_pages: false,
         })
     }
 

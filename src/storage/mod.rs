@@ -24,6 +24,7 @@ mod crawler;
 pub mod item;
 mod lru;
 pub mod meta;
+pub mod pagemem;
 pub mod slab;
 pub mod stats;
 pub mod table;
@@ -51,6 +52,8 @@ pub struct StoreConfig {
     pub cas_enabled: bool,
     /// The server's key hash.
     pub key_hash: fn(&[u8]) -> u64,
+    /// `-L`: back pages with transparent huge pages (see `pagemem`).
+    pub large_pages: bool,
 }
 
 /// The storage commands.
@@ -152,7 +155,8 @@ pub struct Store {
 impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
         assert!(cfg.page_size >= 1024, "page_size below 1 KiB");
-        let slabs = Slabs::new(cfg.page_size, cfg.slab_growth_factor, cfg.memory_bytes_max);
+        let slabs = Slabs::new(cfg.page_size, cfg.slab_growth_factor, cfg.memory_bytes_max)
+            .with_large_pages(cfg.large_pages);
         let class_count = slabs.classes.len();
         Store {
             cfg,

@@ -16,6 +16,7 @@
 //! its class's `partial` list iff it has a free or uncarved chunk.
 
 use super::item;
+use super::pagemem::{PageArena, PageBuf};
 
 /// Chunk sizes step by 8 bytes up to this size, then by the growth factor.
 pub const FINE_CLASS_BYTES_MAX: usize = 256;
@@ -59,7 +60,7 @@ pub struct SlabClass {
 
 /// One page: a class's chunks, or one huge item.
 pub struct Page {
-    pub buf: Box<[u8]>,
+    pub buf: PageBuf,
     pub class: u8,
     /// Budget units charged (1 for a normal page).
     pub units: u32,
@@ -85,6 +86,8 @@ pub struct Slabs {
     pub units_used: usize,
     pub units_max: usize,
     pub page_size: usize,
+    /// Where page memory comes from (declared after `pages`, so it drops after them).
+    arena: PageArena,
 }
 
 /// The chunk sizes of the normal classes for a page size and growth factor.
@@ -126,7 +129,14 @@ impl Slabs {
             units_used: 0,
             units_max,
             page_size,
+            arena: PageArena::new(page_size, false),
         }
+    }
+
+    /// Takes page memory from huge-page regions (`-L`) instead of the heap.
+    pub fn with_large_pages(mut self, on: bool) -> Slabs {
+        self.arena = PageArena::new(self.page_size, on);
+        self
     }
 
     /// The huge class's id.
@@ -218,7 +228,7 @@ impl Slabs {
         self.units_used += units as usize;
         assert!(self.units_used <= self.units_max);
         let page = Page {
-            buf: vec![0u8; bytes].into_boxed_slice(),
+            buf: self.arena.alloc(bytes),
             class,
             units,
             carved: 0,
@@ -270,7 +280,9 @@ impl Slabs {
         let class = usize::from(page.class);
         self.units_used -= page.units as usize;
         page.vacant = true;
-        page.buf = Box::new([]);
+        let buf = std::mem::take(&mut page.buf);
+        self.arena.release(buf);
+        let page = &mut self.pages[page_id as usize];
         page.in_partial = false;
         let class = &mut self.classes[class];
         let index = class

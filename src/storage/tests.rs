@@ -22,6 +22,7 @@ fn config(memory_bytes_max: usize, page_size: usize) -> StoreConfig {
         item_size_max: page_size,
         cas_enabled: true,
         key_hash: test_hash,
+        large_pages: false,
     }
 }
 
