@@ -27,6 +27,16 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// See [`Store::prefetch_bucket`].
+    pub fn prefetch_bucket(&self, key_hash: u64) {
+        self.store.prefetch_bucket(key_hash);
+    }
+
+    /// See [`Store::prefetch_items`].
+    pub fn prefetch_items(&self, key_hash: u64) {
+        self.store.prefetch_items(key_hash);
+    }
+
     pub fn new(id: ShardId, cfg: StoreConfig, epoch: Epoch) -> Shard {
         Shard {
             id,

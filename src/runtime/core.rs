@@ -60,6 +60,34 @@ pub struct Core {
     last_crawl: Instant32,
     /// Reply buffers for slots.
     pub(super) pool: BufPool,
+    /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
+    warm_previous: Vec<u64>,
+    warm_spare: Vec<u64>,
+}
+
+/// Most keys in one group of [`Core::warm_group`].
+const WARM_GROUP_KEYS: usize = 32;
+
+/// The key of the text request at the start of `input` (the first key of a multi-key get),
+/// and where the request after it starts (past a storage command's data block). `None` for a
+/// line that is incomplete, names no key, or is not one of the common keyed commands.
+fn leading_key(input: &[u8]) -> Option<(&[u8], usize)> {
+    let nl = input.iter().position(|&b| b == b'\n')?;
+    let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let verb = tokens.next()?;
+    let key = tokens.next()?;
+    let next = match verb {
+        b"get" | b"gets" | b"mg" | b"delete" | b"touch" | b"incr" | b"decr" | b"md" | b"ma" => {
+            nl + 1
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let bytes: usize = std::str::from_utf8(tokens.nth(2)?).ok()?.parse().ok()?;
+            (nl + 1).checked_add(bytes)?.checked_add(2)?
+        }
+        _ => return None,
+    };
+    Some((key, next))
 }
 
 impl Core {
@@ -90,6 +118,8 @@ impl Core {
             rbuf_max,
             last_crawl: Instant32(0),
             pool: BufPool::default(),
+            warm_previous: Vec::new(),
+            warm_spare: Vec::new(),
         }
     }
 
@@ -194,6 +224,66 @@ impl Core {
             None => return ConnAction::Close,
         }
         self.process(idx)
+    }
+
+    /// Appends received bytes without parsing them (the loop processes the connection later in
+    /// the turn, after [`Core::warm_group`]).
+    pub fn input_only(&mut self, idx: u32, data: &[u8]) {
+        self.bytes_read += data.len() as u64;
+        if let Some(c) = self.conn_mut(idx) {
+            c.rbuf.extend_from_slice(data);
+        }
+    }
+
+    /// Warms the cache for the requests waiting in a group of these connections' input,
+    /// before they run; returns how many of `idxs` the group took (at least one when any).
+    ///
+    /// A lookup of a random key misses the cache twice, on its bucket and then on its item,
+    /// and each miss costs more than parsing and answering the request. Run one request at a
+    /// time, the misses happen one after another. Instead the loop calls this once per group,
+    /// ahead of processing: each call asks for the buckets of the group's local keys (up to
+    /// [`WARM_GROUP_KEYS`]) and for the items of the previous group's keys, whose buckets have
+    /// arrived by then. Called two groups ahead of processing, both kinds of line have a
+    /// group's worth of work to arrive in. Requests are scanned from the start of each
+    /// connection's input while they are common keyed text commands ([`leading_key`]).
+    pub fn warm_group(&mut self, idxs: &[u32]) -> usize {
+        let mut hashes = std::mem::take(&mut self.warm_spare);
+        hashes.clear();
+        let mut taken = 0;
+        'conns: for &idx in idxs {
+            taken += 1;
+            let Some(c) = self.conns.get(idx as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            let mut input = c.rbuf.as_slice();
+            while let Some((key, next)) = leading_key(input) {
+                let h = key_hash(key);
+                if shard_of(h, self.shard_count).0 == self.me {
+                    self.shard.prefetch_bucket(h);
+                    hashes.push(h);
+                    if hashes.len() == WARM_GROUP_KEYS {
+                        break 'conns;
+                    }
+                }
+                let Some(rest) = input.get(next..) else {
+                    break;
+                };
+                input = rest;
+            }
+        }
+        for &h in &self.warm_previous {
+            self.shard.prefetch_items(h);
+        }
+        self.warm_spare = std::mem::replace(&mut self.warm_previous, hashes);
+        taken
+    }
+
+    /// Ends a turn's warming: the last group's items are warmed, and nothing carries over.
+    pub fn warm_finish(&mut self) {
+        for &h in &self.warm_previous {
+            self.shard.prefetch_items(h);
+        }
+        self.warm_previous.clear();
     }
 
     /// Records that the peer closed its sending side.
@@ -884,5 +974,40 @@ pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
         let mut buf = pool.take();
         buf.extend_from_slice(reply);
         conn.push_ready(buf, pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_key;
+
+    #[test]
+    fn leading_key_walks_keyed_text_requests() {
+        let input =
+            b"get a b\r\nset k 0 0 5\r\nhello\r\nmg m v\r\ncas c 1 2 3 99\r\nxyz\r\nincr n 1\r\n";
+        let mut keys = Vec::new();
+        let mut rest: &[u8] = input;
+        while let Some((key, next)) = leading_key(rest) {
+            keys.push(String::from_utf8(key.to_vec()).unwrap());
+            rest = &rest[next..];
+        }
+        assert_eq!(keys, ["a", "k", "m", "c", "n"]);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn leading_key_stops_where_it_cannot_know() {
+        assert_eq!(leading_key(b"get incomplete"), None);
+        assert_eq!(leading_key(b"stats\r\n"), None);
+        assert_eq!(leading_key(b"get\r\n"), None);
+        assert_eq!(leading_key(b"set k 0 0 notanumber\r\n"), None);
+        assert_eq!(leading_key(b"\x80\x00\x00"), None);
+        // A data block not yet received: the key is known, the next request's start lies
+        // past the end of the input.
+        let (key, next) = leading_key(b"set k 0 0 100\r\nabc").unwrap();
+        assert_eq!(key, b"k");
+        assert!(next > 18);
+        // Absurd lengths do not overflow.
+        assert_eq!(leading_key(b"set k 0 0 18446744073709551615\r\n"), None);
     }
 }

@@ -534,8 +534,9 @@ impl Loop {
         let more = cqueue::more(flags);
         if let Some(bid) = bid {
             if res > 0 && self.live(idx, generation).is_some_and(|c| !c.closing) {
+                // Parsed later in the turn, after the prefetch pass over every connection.
                 let data = self.bufs.get(bid, res as usize);
-                core.input(idx, data);
+                core.input_only(idx, data);
             }
             self.bufs.push(bid);
             self.buffers_returned = true;
@@ -637,8 +638,35 @@ impl Loop {
     fn turn(&mut self, core: &mut Core) -> io::Result<()> {
         core.poll_mesh();
         let stalled = std::mem::take(&mut self.stalled);
-        for &idx in &stalled {
+        // Warm the caches ahead of processing: buckets two groups ahead, items one.
+        let mut group_ends = std::collections::VecDeque::with_capacity(4);
+        let mut warmed = 0;
+        while warmed < stalled.len() && group_ends.len() < 3 {
+            warmed += core.warm_group(&stalled[warmed..]).max(1);
+            group_ends.push_back(warmed);
+        }
+        if warmed == stalled.len() {
+            core.warm_finish();
+        }
+        let mut group_end = group_ends.pop_front().unwrap_or(0);
+        for (i, &idx) in stalled.iter().enumerate() {
+            if i == group_end {
+                group_end = group_ends.pop_front().unwrap_or(stalled.len());
+                if warmed < stalled.len() {
+                    warmed += core.warm_group(&stalled[warmed..]).max(1);
+                    group_ends.push_back(warmed);
+                } else {
+                    core.warm_finish();
+                }
+            }
             core.process(idx);
+            // Input left for want of budget comes back next turn without waiting for another
+            // completion (input held back by unsent output resumes when a send completes).
+            if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse())
+                && !self.stalled.contains(&idx)
+            {
+                self.stalled.push(idx);
+            }
             self.mark(core, idx);
             self.sync_recv(core, idx)?;
         }

@@ -37,6 +37,9 @@ use item::{ItemMut, ItemRef, Layout, NewItem};
 use slab::{Loc, Slabs};
 use table::{SlotRef, Table, MIGRATE_BUCKETS_PER_STEP};
 
+/// How much of an item [`Store::prefetch_items`] warms: header, key and the start of the value.
+const ITEM_PREFETCH_BYTES: usize = 192;
+
 /// A shard's storage settings.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
@@ -540,6 +543,27 @@ impl Store {
         } else {
             0
         }
+    }
+
+    /// First step of warming a lookup: start loading the key's home bucket.
+    pub fn prefetch_bucket(&self, key_hash: u64) {
+        self.table.prefetch(key_hash);
+    }
+
+    /// Second step, once the bucket has had time to arrive: start loading the headers of the
+    /// items whose tag matches (the lookup compares their keys; the read uses their fields).
+    pub fn prefetch_items(&self, key_hash: u64) {
+        self.table.home_candidates(key_hash, |loc| {
+            if let Some((ptr, len)) = self.slabs.chunk_ptr(loc) {
+                // Header, key and the start of the value: the lines a hit reads first.
+                let warm = len.min(ITEM_PREFETCH_BYTES);
+                let first = ptr as usize & !63;
+                let last = (ptr as usize + warm.max(1) - 1) & !63;
+                for line in (first..=last).step_by(64) {
+                    table::prefetch_line(line as *const u8);
+                }
+            }
+        });
     }
 
     fn lookup(&self, key: &[u8], key_hash: u64) -> Option<SlotRef> {

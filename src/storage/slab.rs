@@ -309,6 +309,17 @@ impl Slabs {
         }
     }
 
+    /// Where a chunk starts and its size, if `loc` names a live page (for prefetching; the
+    /// pointer is never dereferenced).
+    pub fn chunk_ptr(&self, loc: Loc) -> Option<(*const u8, usize)> {
+        let page = self.pages.get(loc.page as usize)?;
+        // A huge item's class has chunk size 0: its one chunk starts the page.
+        let size = self.classes.get(usize::from(page.class))?.chunk_size;
+        let start = loc.chunk as usize * size;
+        let rest = page.buf.get(start..)?;
+        Some((rest.as_ptr(), if size == 0 { rest.len() } else { size }))
+    }
+
     pub fn chunk(&self, loc: Loc) -> &[u8] {
         let size = self.chunk_size_of(loc);
         let start = loc.chunk as usize * size;
@@ -462,5 +473,26 @@ mod tests {
         assert_eq!(huge, slabs.huge_class());
         assert_eq!(slabs.units_for(huge, 1500), 2);
         assert_eq!(slabs.try_alloc(huge, 1500), None);
+    }
+
+    #[test]
+    fn chunk_ptr_points_at_the_chunk() {
+        for large_pages in [false, true] {
+            let mut slabs = Slabs::new(1 << 20, 1.25, 8 << 20).with_large_pages(large_pages);
+            let class = slabs.class_for(100);
+            let a = slabs.try_alloc(class, 100).unwrap();
+            let b = slabs.try_alloc(class, 100).unwrap();
+            for loc in [a, b] {
+                let (ptr, len) = slabs.chunk_ptr(loc).unwrap();
+                assert_eq!(ptr, slabs.chunk(loc).as_ptr());
+                assert_eq!(len, slabs.chunk(loc).len());
+            }
+            assert!(slabs
+                .chunk_ptr(Loc {
+                    page: 999,
+                    chunk: 0
+                })
+                .is_none());
+        }
     }
 }

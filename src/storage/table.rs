@@ -29,6 +29,19 @@ pub const LOAD_MAX: f64 = 0.9;
 pub const LOAD_AFTER_GROWTH: f64 = 0.6;
 pub const MIGRATE_BUCKETS_PER_STEP: usize = 2;
 
+/// Asks the CPU to load the cache line holding `ptr` (a hint: no effect on correctness, and
+/// nothing on targets without a prefetch instruction here).
+#[inline]
+pub fn prefetch_line(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing into the program; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = 1;
 const BITS_24: u64 = (1 << 24) - 1;
@@ -83,6 +96,11 @@ impl Buckets {
 
     fn bucket(&self, bucket: usize) -> &[u64] {
         &self.slots[bucket * SLOTS_PER_BUCKET..(bucket + 1) * SLOTS_PER_BUCKET]
+    }
+
+    /// The home bucket's slots, for prefetching.
+    fn home_bucket(&self, key_hash: u64) -> &[u64] {
+        self.bucket(self.home(key_hash))
     }
 
     fn find(
@@ -193,6 +211,25 @@ impl Table {
     }
 
     /// The slot of the key whose location `matches` accepts.
+    /// Asks the CPU to start loading the home bucket of `key_hash` (current table only).
+    pub fn prefetch(&self, key_hash: u64) {
+        let bucket = self.cur.home_bucket(key_hash);
+        prefetch_line(bucket.as_ptr().cast());
+        // A bucket is one cache line only when the slots happen to be 64-byte aligned.
+        prefetch_line(bucket[SLOTS_PER_BUCKET - 1..].as_ptr().cast());
+    }
+
+    /// Locations in `key_hash`'s home bucket (current table) whose tag matches: the items a
+    /// lookup will compare keys with first. Reads the bucket; call after [`Table::prefetch`].
+    pub fn home_candidates(&self, key_hash: u64, mut each: impl FnMut(Loc)) {
+        let tag = tag_of(key_hash);
+        for &slot in self.cur.home_bucket(key_hash) {
+            if slot >> 48 == tag {
+                each(decode(slot));
+            }
+        }
+    }
+
     pub fn find(&self, key_hash: u64, matches: &mut dyn FnMut(Loc) -> bool) -> Option<SlotRef> {
         if let Some(index) = self.cur.find(key_hash, 0, matches) {
             return Some(SlotRef {
