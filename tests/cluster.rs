@@ -422,3 +422,38 @@ fn pipelined_batch_across_shards_is_answered_in_one_send() {
         }
     });
 }
+
+/// 20,000 pipelined `noreply` sets over two shards fill the connection's reply slots many
+/// times over; each time the other shard's answers free them, parsing must resume by itself
+/// (no reply goes out, so no finished send brings the connection back), and the final get is
+/// answered. Also a 2 MB pipeline of 1 KB sets with replies, read while it is written.
+#[test]
+fn pipelines_that_fill_the_reply_slots_keep_going() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let value = "v".repeat(100);
+        let mut req = Vec::new();
+        for i in 0..20_000 {
+            req.extend_from_slice(format!("set nr{i} 0 0 100 noreply\r\n{value}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"get nr0 nr19999\r\n");
+        c.roundtrip(
+            &req,
+            format!("VALUE nr0 0 100\r\n{value}\r\nVALUE nr19999 0 100\r\n{value}\r\nEND\r\n")
+                .as_bytes(),
+        );
+        let value = "x".repeat(1000);
+        let mut req = Vec::new();
+        for i in 0..2000 {
+            req.extend_from_slice(format!("set big{i} 0 0 1000\r\n{value}\r\n").as_bytes());
+        }
+        let mut writer = c.stream().try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            use std::io::Write;
+            writer.write_all(&req).unwrap();
+        });
+        c.read_exact_reply(&b"STORED\r\n".repeat(2000));
+        sender.join().unwrap();
+    });
+}

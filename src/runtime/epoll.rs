@@ -282,12 +282,7 @@ impl Loop {
 
     /// Notes unfinished work so the next turn comes back to this connection.
     fn after_io(&mut self, core: &mut Core, idx: u32) {
-        let Some(c) = core.conn(idx) else { return };
-        let more_input = c.read_ready && !c.eof;
-        if (more_input || c.held_back) && core.wants_read(idx) && !self.stalled.contains(&idx) {
-            // Input is waiting and may now be taken: come back next turn.
-            self.stalled.push(idx);
-        }
+        self.resume_if_waiting(core, idx);
         self.mark(core, idx);
     }
 
@@ -309,9 +304,9 @@ impl Loop {
         };
         let Some(c) = core.conn_mut(idx) else { return };
         if c.holds_partial() {
+            self.resume_if_waiting(core, idx);
             return; // sent with the rest once the slots complete
         }
-        let was_paused = !c.may_parse();
         let mut written = 0u64;
         while !c.unsent().is_empty() {
             match stream.write(c.unsent()) {
@@ -330,13 +325,22 @@ impl Loop {
             }
         }
         let close = should_close(c);
-        let resumed = was_paused && c.may_parse();
         core.bytes_written += written;
         if close {
             self.drop_conn(core, idx);
             return;
         }
-        if resumed && !self.stalled.contains(&idx) {
+        self.resume_if_waiting(core, idx);
+    }
+
+    /// Comes back next turn to a connection whose input waits (unread in the socket, or read
+    /// but held back) once it may be taken. Readiness is edge-triggered: no new event reports
+    /// input that was already signalled, so whatever unblocks parsing (a write draining the
+    /// output, another shard's replies freeing slots) must requeue the connection here.
+    fn resume_if_waiting(&mut self, core: &Core, idx: u32) {
+        let Some(c) = core.conn(idx) else { return };
+        let waiting = (c.read_ready && !c.eof) || c.held_back;
+        if waiting && core.wants_read(idx) && !self.stalled.contains(&idx) {
             self.stalled.push(idx);
         }
     }

@@ -732,6 +732,15 @@ impl Loop {
             .get(idx as usize)
             .and_then(Option::as_ref)
             .is_some_and(|c| c.send.is_some());
+        // Input held back (slots or output were full) may be taken again now that another
+        // shard's replies or a finished send made room: come back to it next turn.
+        if core
+            .conn(idx)
+            .is_some_and(|c| c.held_back && !c.closing && c.may_parse())
+            && !self.stalled.contains(&idx)
+        {
+            self.stalled.push(idx);
+        }
         let Some(cc) = core.conn_mut(idx) else {
             return Ok(());
         };
