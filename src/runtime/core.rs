@@ -65,8 +65,22 @@ pub struct Core {
     warm_spare: Vec<u64>,
 }
 
-/// Most keys in one group of [`Core::warm_group`].
+/// Most keys in one group of [`Core::warm_group`] (and requests per warming group of an
+/// envelope).
 const WARM_GROUP_KEYS: usize = 32;
+
+/// The key hash of a single-key request from another core (multi-key parts carry none).
+fn remote_key_hash(op: &RemoteOp) -> Option<u64> {
+    match op {
+        RemoteOp::Text {
+            key_hash,
+            indices_end: 0,
+            ..
+        }
+        | RemoteOp::Binary { key_hash, .. } => Some(*key_hash),
+        _ => None,
+    }
+}
 
 /// The key of the text request at the start of `input` (the first key of a multi-key get),
 /// and where the request after it starts (past a storage command's data block). `None` for a
@@ -837,7 +851,24 @@ impl Core {
 
     fn handle_envelope(&mut self, env: Envelope) {
         let from = env.from;
-        for req in &env.requests {
+        // Warm buckets two groups ahead and items one group ahead, as for local input.
+        let g = WARM_GROUP_KEYS;
+        let hashes = |from: usize| {
+            env.requests
+                .iter()
+                .skip(from)
+                .take(g)
+                .filter_map(|r| remote_key_hash(&r.op))
+        };
+        hashes(0)
+            .chain(hashes(g))
+            .for_each(|h| self.shard.prefetch_bucket(h));
+        hashes(0).for_each(|h| self.shard.prefetch_items(h));
+        for (i, req) in env.requests.iter().enumerate() {
+            if i % g == 0 {
+                hashes(i + 2 * g).for_each(|h| self.shard.prefetch_bucket(h));
+                hashes(i + g).for_each(|h| self.shard.prefetch_items(h));
+            }
             self.exec_remote(from, &env, req);
         }
         for rep in &env.replies {
