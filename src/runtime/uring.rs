@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{BufRingEntry, Fd, SubmitArgs, Timespec};
+use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use super::core::Core;
@@ -141,6 +141,9 @@ impl Drop for BufRing {
 /// One connection's kernel-side state.
 struct IoConn {
     fd: OwnedFd,
+    /// The slot of `fd` in the ring's registered file table, when it has one: operations
+    /// name it there, sparing the kernel a descriptor lookup and reference per operation.
+    fixed: Option<u32>,
     generation: u32,
     recv_armed: bool,
     cancel_sent: bool,
@@ -166,7 +169,14 @@ struct Loop {
     spare: Vec<Vec<u8>>,
     buffers_returned: bool,
     wakes: Vec<u16>,
+    /// Size of the registered file table (0: none, operations use plain descriptors).
+    fixed_slots: u32,
+    /// Completions copied out of the ring by `reap` (kept to reuse its allocation).
+    cqes: Vec<(u64, i32, u32)>,
 }
+
+/// Registered file table entries per core at most; connections beyond use plain descriptors.
+const FIXED_FILES_MAX: u32 = 65_536;
 
 /// Checks that io_uring works here with every feature this backend uses.
 pub fn probe(_cfg: &Config) -> Result<(), String> {
@@ -304,7 +314,17 @@ pub fn run(
         spare: Vec::new(),
         buffers_returned: false,
         wakes: Vec::new(),
+        fixed_slots: 0,
+        cqes: Vec::with_capacity(64),
     };
+    // A sparse table with a slot per possible connection; without it (older kernels) every
+    // operation names its plain descriptor.
+    let slots = u32::try_from(lp_conns_max(&core))
+        .unwrap_or(FIXED_FILES_MAX)
+        .min(FIXED_FILES_MAX);
+    if lp.ring.submitter().register_files_sparse(slots).is_ok() {
+        lp.fixed_slots = slots;
+    }
     // Other io_uring cores wake this one with ring messages from now on.
     waker.set_ring_fd(lp.ring.as_raw_fd());
     lp.arm_accepts()?;
@@ -337,6 +357,11 @@ pub fn run(
             }
         };
     }
+}
+
+/// The most connections one core may hold.
+fn lp_conns_max(core: &Core) -> usize {
+    core.shared.config.conns_max
 }
 
 fn to_io(e: String) -> io::Error {
@@ -413,15 +438,23 @@ impl Loop {
         }
         c.recv_armed = true;
         c.cancel_sent = false;
-        let e = opcode::RecvMulti::new(Fd(c.fd.as_raw_fd()), BGID)
-            .build()
-            .user_data(ud(K_RECV, c.generation, idx));
+        let e = match c.fixed {
+            Some(slot) => opcode::RecvMulti::new(Fixed(slot), BGID).build(),
+            None => opcode::RecvMulti::new(Fd(c.fd.as_raw_fd()), BGID).build(),
+        }
+        .user_data(ud(K_RECV, c.generation, idx));
         self.push(&e)
     }
 
     /// Handles every completion that has arrived.
     fn reap(&mut self, core: &mut Core) -> io::Result<()> {
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(64);
+        let mut cqes = std::mem::take(&mut self.cqes);
+        let result = self.reap_into(core, &mut cqes);
+        self.cqes = cqes;
+        result
+    }
+
+    fn reap_into(&mut self, core: &mut Core, cqes: &mut Vec<(u64, i32, u32)>) -> io::Result<()> {
         loop {
             cqes.clear();
             cqes.extend(
@@ -433,7 +466,7 @@ impl Loop {
             if cqes.is_empty() {
                 return Ok(());
             }
-            for &(u, res, flags) in &cqes {
+            for &(u, res, flags) in cqes.iter() {
                 let (kind, generation, idx) = ud_parts(u);
                 match kind {
                     K_ACCEPT => self.on_accept(core, idx as usize, res, flags)?,
@@ -504,8 +537,18 @@ impl Loop {
         if self.conns.len() <= idx as usize {
             self.conns.resize_with(idx as usize + 1, || None);
         }
+        let fixed = (idx < self.fixed_slots)
+            .then(|| {
+                self.ring
+                    .submitter()
+                    .register_files_update(idx, &[fd.as_raw_fd()])
+                    .ok()
+                    .map(|_| idx)
+            })
+            .flatten();
         self.conns[idx as usize] = Some(IoConn {
             fd,
+            fixed,
             generation,
             recv_armed: false,
             cancel_sent: false,
@@ -609,13 +652,15 @@ impl Loop {
             return Ok(());
         };
         let rest = &buf[off..];
-        let e = opcode::Send::new(
-            Fd(c.fd.as_raw_fd()),
-            rest.as_ptr(),
-            rest.len().min(u32::MAX as usize) as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
+        let (ptr, len) = (rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
+        let e = match c.fixed {
+            Some(slot) => opcode::Send::new(Fixed(slot), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+            None => opcode::Send::new(Fd(c.fd.as_raw_fd()), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+        }
         .user_data(ud(K_SEND, c.generation, idx));
         // The buffer moves into `c.send` before the kernel sees the entry; moving a Vec does not
         // move its heap allocation, so the pointer stays valid until the completion.
@@ -784,6 +829,10 @@ impl Loop {
             .is_some_and(|c| c.closing && !c.recv_armed && c.send.is_none());
         if done {
             if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::take) {
+                if let Some(slot) = c.fixed {
+                    // The table holds its own reference: clear the slot so the socket closes.
+                    let _ = self.ring.submitter().register_files_update(slot, &[-1]);
+                }
                 drop(c.fd);
             }
             core.close(idx);
