@@ -22,48 +22,76 @@ pub const REGION_BYTES: usize = 2 << 20;
 /// memory than it saves in TLB misses.
 pub const ARENA_PAGE_BYTES_MIN: usize = 64 * 1024;
 
-/// The memory of one page.
-pub enum PageBuf {
-    /// Heap memory: huge items, small page sizes, or when mapping failed.
-    Heap(Box<[u8]>),
-    /// A block of an arena region, owned exclusively by this page until released.
-    Block { ptr: NonNull<u8>, len: usize },
+/// The memory of one page: heap memory (huge items, small page sizes, `-L` off, or when mapping
+/// failed) or a block of an arena region. Either way it is a pointer and a length, so reading a
+/// chunk costs no branch on where the page came from.
+pub struct PageBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Owned heap memory (freed on drop); otherwise an arena block, which only
+    /// [`PageArena::release`] takes back.
+    heap: bool,
 }
 
-// SAFETY: a `Block` is exclusively owned by its `PageBuf`, like a `Box`: the arena hands each
-// block to one page at a time and touches it again only after `PageArena::release` takes the
-// `PageBuf` back by value. Moving it to another thread moves that ownership.
+// SAFETY: a `PageBuf` owns its memory exclusively, like a `Box`: heap memory is its own, and the
+// arena hands each block to one page at a time and touches it again only after
+// `PageArena::release` takes the `PageBuf` back by value. Moving it to another thread moves
+// that ownership.
 unsafe impl Send for PageBuf {}
+
+impl PageBuf {
+    fn from_heap(bytes: Box<[u8]>) -> PageBuf {
+        let len = bytes.len();
+        let raw = Box::into_raw(bytes).cast::<u8>();
+        PageBuf {
+            // A Box's pointer is never null (dangling but non-null when empty).
+            ptr: NonNull::new(raw).unwrap_or(NonNull::dangling()),
+            len,
+            heap: true,
+        }
+    }
+
+    /// Whether this page is an arena block.
+    pub fn is_block(&self) -> bool {
+        !self.heap
+    }
+}
 
 impl Default for PageBuf {
     fn default() -> PageBuf {
-        PageBuf::Heap(Box::new([]))
+        PageBuf::from_heap(Box::new([]))
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        if self.heap {
+            // SAFETY: `ptr`/`len` came from `Box::into_raw` of a `Box<[u8]>` of that length
+            // (`from_heap`) and were not freed since: this rebuilds and drops that Box once.
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.ptr.as_ptr(),
+                    self.len,
+                ))
+            });
+        }
     }
 }
 
 impl Deref for PageBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            PageBuf::Heap(b) => b,
-            // SAFETY: `ptr..ptr+len` lies inside a live mapping of the arena (regions are
-            // unmapped only when the arena drops, after its pages) and belongs to this page only.
-            PageBuf::Block { ptr, len } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: `ptr..ptr+len` is this page's memory: its own heap allocation, or an arena
+        // block inside a live mapping (regions are unmapped only when the arena drops, after
+        // its pages) that belongs to this page only.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for PageBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        match self {
-            PageBuf::Heap(b) => b,
-            // SAFETY: as in `deref`; `&mut self` makes this the only reference to the block.
-            PageBuf::Block { ptr, len } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference to the memory.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -99,21 +127,26 @@ impl PageArena {
             }
             if let Some(addr) = self.free.pop() {
                 if let Some(ptr) = NonNull::new(addr as *mut u8) {
-                    return PageBuf::Block { ptr, len: bytes };
+                    return PageBuf {
+                        ptr,
+                        len: bytes,
+                        heap: false,
+                    };
                 }
             }
         }
-        PageBuf::Heap(vec![0u8; bytes].into_boxed_slice())
+        PageBuf::from_heap(vec![0u8; bytes].into_boxed_slice())
     }
 
     /// Takes a page's memory back: a block returns to the free list, its memory to the kernel.
     pub fn release(&mut self, buf: PageBuf) {
-        if let PageBuf::Block { ptr, len } = buf {
+        if buf.is_block() {
             // SAFETY: the block is ours again (taken by value); MADV_DONTNEED on private
             // anonymous memory drops its contents, and the next touch reads zeros.
-            unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
-            self.free.push(ptr.as_ptr() as usize);
+            unsafe { libc::madvise(buf.ptr.as_ptr().cast(), buf.len, libc::MADV_DONTNEED) };
+            self.free.push(buf.ptr.as_ptr() as usize);
         }
+        // A heap page is freed by its drop; a block's drop does nothing.
     }
 
     /// Regions mapped so far.
@@ -188,7 +221,7 @@ mod tests {
         let mut arena = PageArena::new(page, true);
         let mut a = arena.alloc(page);
         let mut b = arena.alloc(page);
-        assert!(matches!(a, PageBuf::Block { .. }) && matches!(b, PageBuf::Block { .. }));
+        assert!(a.is_block() && b.is_block());
         assert_eq!(arena.region_count(), 1);
         assert_eq!(
             a.as_ptr() as usize % REGION_BYTES,
@@ -215,14 +248,14 @@ mod tests {
     fn other_sizes_come_from_the_heap() {
         let mut arena = PageArena::new(1 << 20, true);
         let odd = arena.alloc(3 << 20);
-        assert!(matches!(odd, PageBuf::Heap(_)));
+        assert!(!odd.is_block());
         assert_eq!(odd.len(), 3 << 20);
         arena.release(odd);
         let mut tiny = PageArena::new(1024, true);
-        assert!(matches!(tiny.alloc(1024), PageBuf::Heap(_)));
+        assert!(!tiny.alloc(1024).is_block());
         assert_eq!(tiny.region_count(), 0);
         let mut off = PageArena::new(1 << 20, false);
-        assert!(matches!(off.alloc(1 << 20), PageBuf::Heap(_)));
+        assert!(!off.alloc(1 << 20).is_block());
         assert_eq!(off.region_count(), 0);
     }
 
