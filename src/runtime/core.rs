@@ -68,6 +68,11 @@ pub struct Core {
 /// Most keys in one group of [`Core::warm_group`] (and requests per warming group of an
 /// envelope).
 const WARM_GROUP_KEYS: usize = 32;
+/// Most requests one group scans, local or not (the scan of a long pipeline of keys owned by
+/// other shards stops here instead of reading the whole buffer every turn).
+const WARM_GROUP_SCAN_MAX: usize = 4 * WARM_GROUP_KEYS;
+/// Longest request line [`leading_key`] looks through for its end.
+const WARM_LINE_BYTES_MAX: usize = 1024;
 
 /// The key hash of a single-key request from another core (multi-key parts carry none).
 fn remote_key_hash(op: &RemoteOp) -> Option<u64> {
@@ -86,7 +91,11 @@ fn remote_key_hash(op: &RemoteOp) -> Option<u64> {
 /// and where the request after it starts (past a storage command's data block). `None` for a
 /// line that is incomplete, names no key, or is not one of the common keyed commands.
 fn leading_key(input: &[u8]) -> Option<(&[u8], usize)> {
-    let nl = input.iter().position(|&b| b == b'\n')?;
+    // Long lines (multi-key gets, junk) are left to the parser rather than searched again here.
+    let nl = input
+        .iter()
+        .take(WARM_LINE_BYTES_MAX)
+        .position(|&b| b == b'\n')?;
     let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
     let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
     let verb = tokens.next()?;
@@ -264,6 +273,7 @@ impl Core {
         let mut hashes = std::mem::take(&mut self.warm_spare);
         hashes.clear();
         let mut taken = 0;
+        let mut scanned = 0;
         'conns: for &idx in idxs {
             taken += 1;
             let Some(c) = self.conns.get(idx as usize).and_then(Option::as_ref) else {
@@ -271,6 +281,11 @@ impl Core {
             };
             let mut input = c.rbuf.as_slice();
             while let Some((key, next)) = leading_key(input) {
+                // Requests for other shards are scanned but not warmed: bound the scan too.
+                scanned += 1;
+                if scanned > WARM_GROUP_SCAN_MAX {
+                    break 'conns;
+                }
                 let h = key_hash(key);
                 if shard_of(h, self.shard_count).0 == self.me {
                     self.shard.prefetch_bucket(h);
@@ -1040,5 +1055,10 @@ mod tests {
         assert!(next > 18);
         // Absurd lengths do not overflow.
         assert_eq!(leading_key(b"set k 0 0 18446744073709551615\r\n"), None);
+        // A line longer than the scan looks at is left to the parser.
+        let mut long = b"get ".to_vec();
+        long.extend(std::iter::repeat_n(b'k', 2000));
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(leading_key(&long), None);
     }
 }
