@@ -6,7 +6,7 @@
 //! newly stored item starts with both clear, so any successful store ends a stale period.
 
 use super::item::{ItemMut, ItemRef, STALE, TOKEN_SENT};
-use super::{ArithOutcome, ItemView, Miss, Store, StoreError, StoreMode, StoreOutcome, Unlink};
+use super::{ArithOutcome, ItemView, Store, StoreError, StoreMode, StoreOutcome, Unlink};
 use crate::clock::Instant32;
 
 /// An item's metadata at one moment (the value is read separately).
@@ -104,11 +104,7 @@ impl Store {
             Ok(slot) => Some(self.snapshot(slot.loc, false)),
             Err(miss) => {
                 if counts_miss_reason {
-                    match miss {
-                        Miss::Expired => self.counters.get_expired += 1,
-                        Miss::Flushed => self.counters.get_flushed += 1,
-                        Miss::Absent => {}
-                    }
+                    self.count_miss_reason(miss);
                 }
                 None
             }

@@ -217,11 +217,7 @@ impl Store {
             }
             Err(miss) => {
                 self.counters.get_misses += 1;
-                match miss {
-                    Miss::Expired => self.counters.get_expired += 1,
-                    Miss::Flushed => self.counters.get_flushed += 1,
-                    Miss::Absent => {}
-                }
+                self.count_miss_reason(miss);
                 None
             }
         }
@@ -571,6 +567,15 @@ impl Store {
         self.table.find(key_hash, &mut |loc| {
             ItemRef::new(slabs.chunk(loc)).key() == key
         })
+    }
+
+    /// `get_expired` / `get_flushed`: why a read found nothing.
+    fn count_miss_reason(&mut self, miss: Miss) {
+        match miss {
+            Miss::Expired => self.counters.get_expired += 1,
+            Miss::Flushed => self.counters.get_flushed += 1,
+            Miss::Absent => {}
+        }
     }
 
     /// Why an item is dead at `now`, if it is.
