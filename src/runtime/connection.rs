@@ -173,6 +173,59 @@ impl Conn {
     }
 }
 
+/// Whether the connection is finished: closing or at EOF, with nothing left to send or await.
+pub fn should_close(c: &Conn) -> bool {
+    (c.closing || c.eof)
+        && c.slots.is_empty()
+        && c.unsent().is_empty()
+        && c.inflight == 0
+        && (c.closing || !c.held_back)
+}
+
+/// Connections a loop must come back to next turn, each listed once. Membership is a flag per
+/// connection index, so queueing costs O(1) however many connections are waiting (a linear
+/// `contains` made a turn with many readable connections quadratic).
+#[derive(Debug, Default)]
+pub struct Stalled {
+    list: Vec<u32>,
+    queued: Vec<bool>,
+}
+
+impl Stalled {
+    /// Queues `idx` unless it is queued already.
+    pub fn push(&mut self, idx: u32) {
+        let i = idx as usize;
+        if self.queued.len() <= i {
+            self.queued.resize(i + 1, false);
+        }
+        if !self.queued[i] {
+            self.queued[i] = true;
+            self.list.push(idx);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Takes the queue in arrival order; pushes after this start a new one.
+    pub fn take(&mut self) -> Vec<u32> {
+        let list = std::mem::take(&mut self.list);
+        for &idx in &list {
+            self.queued[idx as usize] = false;
+        }
+        list
+    }
+
+    /// Forgets a connection that is gone.
+    pub fn remove(&mut self, idx: u32) {
+        if self.queued.get(idx as usize).copied().unwrap_or(false) {
+            self.queued[idx as usize] = false;
+            self.list.retain(|&i| i != idx);
+        }
+    }
+}
+
 /// Most ready bytes [`Conn::holds_partial`] keeps back.
 pub const PARTIAL_HOLD_BYTES_MAX: usize = 32 * 1024;
 
@@ -266,5 +319,26 @@ mod tests {
             pool.give(Vec::with_capacity(16));
         }
         assert_eq!(pool.bufs.len(), POOL_BUFS_MAX);
+    }
+}
+
+#[cfg(test)]
+mod stalled_tests {
+    use super::Stalled;
+
+    #[test]
+    fn queues_each_connection_once_until_taken() {
+        let mut s = Stalled::default();
+        assert!(s.is_empty());
+        for idx in [5, 2, 5, 9, 2] {
+            s.push(idx);
+        }
+        s.remove(9);
+        s.remove(40); // never queued
+        assert_eq!(s.take(), vec![5, 2]);
+        assert!(s.is_empty());
+        s.push(5); // may be queued again once taken
+        s.push(9);
+        assert_eq!(s.take(), vec![5, 9]);
     }
 }

@@ -228,6 +228,17 @@ impl Core {
         }
     }
 
+    /// Marks the connection for the end-of-turn flush if it has output to send or is finished
+    /// (for the backends, after I/O on it).
+    pub fn mark_if_pending(&mut self, idx: u32) {
+        let pending = self
+            .conn(idx)
+            .is_some_and(|c| !c.unsent().is_empty() || super::connection::should_close(c));
+        if pending {
+            self.mark_dirty(idx);
+        }
+    }
+
     /// Takes the list of connections with output; clears their dirty marks.
     pub fn take_dirty(&mut self, into: &mut Vec<u32>) {
         into.clear();
@@ -636,20 +647,7 @@ impl Core {
         let mut remote: Vec<u16> = owners.iter().copied().filter(|&o| o != me).collect();
         remote.sort_unstable();
         remote.dedup();
-        let seq = {
-            let conn = self.conns[idx as usize]
-                .as_mut()
-                .expect("dispatch on a live connection");
-            let seq = conn.next_seq;
-            conn.next_seq += 1;
-            conn.slots.push_back(Slot {
-                seq,
-                parts_left: remote.len() as u32,
-                buf,
-                kind: SlotKind::Get { segments },
-            });
-            seq
-        };
+        let seq = self.new_slot_with(idx, remote.len() as u32, SlotKind::Get { segments }, buf);
         let conn_ref = self.conn_ref(idx);
         let verb_word: &[u8] = match verb {
             GetVerb::Get => b"get",
@@ -691,6 +689,12 @@ impl Core {
 
     /// Opens a waiting slot; returns its seq.
     pub(super) fn new_slot(&mut self, idx: u32, parts: u32, kind: SlotKind) -> u64 {
+        let buf = self.pool.take();
+        self.new_slot_with(idx, parts, kind, buf)
+    }
+
+    /// Opens a waiting slot whose reply starts as `buf`; returns its seq.
+    fn new_slot_with(&mut self, idx: u32, parts: u32, kind: SlotKind, buf: Vec<u8>) -> u64 {
         let conn = self.conns[idx as usize]
             .as_mut()
             .expect("slot on a live connection");
@@ -699,7 +703,7 @@ impl Core {
         conn.slots.push_back(Slot {
             seq,
             parts_left: parts,
-            buf: self.pool.take(),
+            buf,
             kind,
         });
         seq

@@ -15,7 +15,7 @@ use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::connection::Conn;
+use super::connection::{should_close, Stalled};
 use super::core::Core;
 
 /// Token of the core's wake-up eventfd.
@@ -43,7 +43,7 @@ struct Loop {
     scratch: Vec<u8>,
     dirty: Vec<u32>,
     /// Connections whose input was left unparsed (budget or backpressure).
-    stalled: Vec<u32>,
+    stalled: Stalled,
     wakes: Vec<u16>,
     /// Per listener: connections may still wait in its queue. Readiness is edge-triggered, so
     /// a listener left with pending connections (turn budget spent, or a shortage) gets no new
@@ -87,7 +87,7 @@ pub fn run(
         streams: Vec::new(),
         scratch: vec![0; 64 * 1024],
         dirty: Vec::new(),
-        stalled: Vec::new(),
+        stalled: Stalled::default(),
         wakes: Vec::new(),
         accept_pending: vec![Accept::Drained; listeners_len],
     };
@@ -123,7 +123,7 @@ pub fn run(
                         lp.read(&mut core, idx);
                     }
                     if ev.is_writable() {
-                        lp.mark(&mut core, idx);
+                        core.mark_if_pending(idx);
                     }
                 }
             }
@@ -161,7 +161,7 @@ impl Loop {
     /// Mesh, stalled input, envelopes out (waking sleeping receivers), replies out.
     fn turn(&mut self, core: &mut Core) {
         core.poll_mesh();
-        let stalled = std::mem::take(&mut self.stalled);
+        let stalled = self.stalled.take();
         for idx in stalled {
             self.read(core, idx);
         }
@@ -283,18 +283,7 @@ impl Loop {
     /// Notes unfinished work so the next turn comes back to this connection.
     fn after_io(&mut self, core: &mut Core, idx: u32) {
         self.resume_if_waiting(core, idx);
-        self.mark(core, idx);
-    }
-
-    fn mark(&mut self, core: &mut Core, idx: u32) {
-        if let Some(c) = core.conn(idx) {
-            if !c.dirty && (!c.unsent().is_empty() || should_close(c)) {
-                if let Some(c) = core.conn_mut(idx) {
-                    c.dirty = true;
-                }
-                core.dirty.push(idx);
-            }
-        }
+        core.mark_if_pending(idx);
     }
 
     /// One write of everything the connection has ready.
@@ -340,7 +329,7 @@ impl Loop {
     fn resume_if_waiting(&mut self, core: &Core, idx: u32) {
         let Some(c) = core.conn(idx) else { return };
         let waiting = (c.read_ready && !c.eof) || c.held_back;
-        if waiting && core.wants_read(idx) && !self.stalled.contains(&idx) {
+        if waiting && core.wants_read(idx) {
             self.stalled.push(idx);
         }
     }
@@ -349,7 +338,7 @@ impl Loop {
         if let Some(mut s) = self.streams.get_mut(idx as usize).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut s);
         }
-        self.stalled.retain(|&i| i != idx);
+        self.stalled.remove(idx);
         core.close(idx);
     }
 
@@ -384,15 +373,6 @@ impl Loop {
             self.drop_conn(core, idx);
         }
     }
-}
-
-/// Whether the connection is finished: closing or at EOF, with nothing left to send or await.
-pub fn should_close(c: &Conn) -> bool {
-    (c.closing || c.eof)
-        && c.slots.is_empty()
-        && c.unsent().is_empty()
-        && c.inflight == 0
-        && (c.closing || !c.held_back)
 }
 
 /// Accept errors that concern one connection only, not the listener.

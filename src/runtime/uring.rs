@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
+use super::connection::{should_close, Stalled};
 use super::core::Core;
-use super::epoll::{is_accept_shortage, should_close, TOO_MANY_CONNECTIONS};
+use super::epoll::{is_accept_shortage, TOO_MANY_CONNECTIONS};
 use crate::config::Config;
 
 /// Submission queue entries per ring.
@@ -165,7 +166,7 @@ struct Loop {
     waker_fd: RawFd,
     waker_armed: bool,
     dirty: Vec<u32>,
-    stalled: Vec<u32>,
+    stalled: Stalled,
     spare: Vec<Vec<u8>>,
     buffers_returned: bool,
     wakes: Vec<u16>,
@@ -310,7 +311,7 @@ pub fn run(
         waker_fd: waker.raw_fd(),
         waker_armed: false,
         dirty: Vec::new(),
-        stalled: Vec::new(),
+        stalled: Stalled::default(),
         spare: Vec::new(),
         buffers_returned: false,
         wakes: Vec::new(),
@@ -598,9 +599,7 @@ impl Loop {
         } else if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
             return self.close(core, idx);
         }
-        if !self.stalled.contains(&idx) {
-            self.stalled.push(idx);
-        }
+        self.stalled.push(idx);
         Ok(())
     }
 
@@ -633,10 +632,8 @@ impl Loop {
         }
         self.recycle(buf);
         // More replies may have queued while this send was in flight; input may resume.
-        if !self.stalled.contains(&idx) {
-            self.stalled.push(idx);
-        }
-        self.mark(core, idx);
+        self.stalled.push(idx);
+        core.mark_if_pending(idx);
         Ok(())
     }
 
@@ -668,21 +665,10 @@ impl Loop {
         self.push(&e)
     }
 
-    fn mark(&mut self, core: &mut Core, idx: u32) {
-        if let Some(c) = core.conn(idx) {
-            if !c.dirty && (!c.unsent().is_empty() || should_close(c)) {
-                if let Some(c) = core.conn_mut(idx) {
-                    c.dirty = true;
-                }
-                core.dirty.push(idx);
-            }
-        }
-    }
-
     /// Mesh, stalled input, envelopes out, sends out, receives re-armed or paused.
     fn turn(&mut self, core: &mut Core) -> io::Result<()> {
         core.poll_mesh();
-        let stalled = std::mem::take(&mut self.stalled);
+        let stalled = self.stalled.take();
         // Warm the caches ahead of processing: buckets two groups ahead, items one.
         let mut group_ends = std::collections::VecDeque::with_capacity(4);
         let mut warmed = 0;
@@ -707,12 +693,10 @@ impl Loop {
             core.process(idx);
             // Input left for want of budget comes back next turn without waiting for another
             // completion (input held back by unsent output resumes when a send completes).
-            if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse())
-                && !self.stalled.contains(&idx)
-            {
+            if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse()) {
                 self.stalled.push(idx);
             }
-            self.mark(core, idx);
+            core.mark_if_pending(idx);
             self.sync_recv(core, idx)?;
         }
         core.turn_end();
@@ -782,7 +766,6 @@ impl Loop {
         if core
             .conn(idx)
             .is_some_and(|c| c.held_back && !c.closing && c.may_parse())
-            && !self.stalled.contains(&idx)
         {
             self.stalled.push(idx);
         }
@@ -817,7 +800,7 @@ impl Loop {
             // SAFETY: shutdown(2) on a socket we own; completes any pending receive with EOF.
             unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
-        self.stalled.retain(|&i| i != idx);
+        self.stalled.remove(idx);
         self.try_finish_close(core, idx)
     }
 
@@ -856,7 +839,7 @@ impl Loop {
                 break;
             }
             for idx in core.conn_indices() {
-                self.mark(core, idx);
+                core.mark_if_pending(idx);
             }
             self.turn(core)?;
             self.enter(Duration::from_millis(10))?;
