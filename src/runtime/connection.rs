@@ -208,13 +208,15 @@ impl Stalled {
         self.list.is_empty()
     }
 
-    /// Takes the queue in arrival order; pushes after this start a new one.
-    pub fn take(&mut self) -> Vec<u32> {
-        let list = std::mem::take(&mut self.list);
-        for &idx in &list {
+    /// Moves the queue, in arrival order, into `into` (cleared first); pushes after this start
+    /// a new queue. The two vectors swap, so a loop that hands `into` back each turn allocates
+    /// nothing once both have grown.
+    pub fn take_into(&mut self, into: &mut Vec<u32>) {
+        into.clear();
+        std::mem::swap(&mut self.list, into);
+        for &idx in into.iter() {
             self.queued[idx as usize] = false;
         }
-        list
     }
 
     /// Forgets a connection that is gone.
@@ -335,10 +337,13 @@ mod stalled_tests {
         }
         s.remove(9);
         s.remove(40); // never queued
-        assert_eq!(s.take(), vec![5, 2]);
+        let mut out = vec![7];
+        s.take_into(&mut out);
+        assert_eq!(out, vec![5, 2]);
         assert!(s.is_empty());
         s.push(5); // may be queued again once taken
         s.push(9);
-        assert_eq!(s.take(), vec![5, 9]);
+        s.take_into(&mut out);
+        assert_eq!(out, vec![5, 9]);
     }
 }

@@ -44,6 +44,8 @@ struct Loop {
     dirty: Vec<u32>,
     /// Connections whose input was left unparsed (budget or backpressure).
     stalled: Stalled,
+    /// The list [`Stalled::take_into`] fills each turn, kept for its capacity.
+    taken: Vec<u32>,
     wakes: Vec<u16>,
     /// Per listener: connections may still wait in its queue. Readiness is edge-triggered, so
     /// a listener left with pending connections (turn budget spent, or a shortage) gets no new
@@ -88,6 +90,7 @@ pub fn run(
         scratch: vec![0; 64 * 1024],
         dirty: Vec::new(),
         stalled: Stalled::default(),
+        taken: Vec::new(),
         wakes: Vec::new(),
         accept_pending: vec![Accept::Drained; listeners_len],
     };
@@ -161,10 +164,12 @@ impl Loop {
     /// Mesh, stalled input, envelopes out (waking sleeping receivers), replies out.
     fn turn(&mut self, core: &mut Core) {
         core.poll_mesh();
-        let stalled = self.stalled.take();
-        for idx in stalled {
+        let mut stalled = std::mem::take(&mut self.taken);
+        self.stalled.take_into(&mut stalled);
+        for &idx in &stalled {
             self.read(core, idx);
         }
+        self.taken = stalled;
         core.turn_end();
         core.take_wakes(&mut self.wakes);
         for &to in &self.wakes {

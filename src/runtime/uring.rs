@@ -6,6 +6,7 @@
 //! dropped (it is declared first, so dropped first), a send buffer until its completion arrives.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -167,6 +168,10 @@ struct Loop {
     waker_armed: bool,
     dirty: Vec<u32>,
     stalled: Stalled,
+    /// The list [`Stalled::take_into`] fills each turn, and the warming groups' ends; both kept
+    /// for their capacity.
+    taken: Vec<u32>,
+    group_ends: VecDeque<usize>,
     spare: Vec<Vec<u8>>,
     buffers_returned: bool,
     wakes: Vec<u16>,
@@ -312,6 +317,8 @@ pub fn run(
         waker_armed: false,
         dirty: Vec::new(),
         stalled: Stalled::default(),
+        taken: Vec::new(),
+        group_ends: VecDeque::with_capacity(4),
         spare: Vec::new(),
         buffers_returned: false,
         wakes: Vec::new(),
@@ -668,9 +675,11 @@ impl Loop {
     /// Mesh, stalled input, envelopes out, sends out, receives re-armed or paused.
     fn turn(&mut self, core: &mut Core) -> io::Result<()> {
         core.poll_mesh();
-        let stalled = self.stalled.take();
+        let mut stalled = std::mem::take(&mut self.taken);
+        self.stalled.take_into(&mut stalled);
         // Warm the caches ahead of processing: buckets two groups ahead, items one.
-        let mut group_ends = std::collections::VecDeque::with_capacity(4);
+        let mut group_ends = std::mem::take(&mut self.group_ends);
+        group_ends.clear();
         let mut warmed = 0;
         while warmed < stalled.len() && group_ends.len() < 3 {
             warmed += core.warm_group(&stalled[warmed..]).max(1);
@@ -699,6 +708,8 @@ impl Loop {
             core.mark_if_pending(idx);
             self.sync_recv(core, idx)?;
         }
+        self.taken = stalled;
+        self.group_ends = group_ends;
         core.turn_end();
         self.wake_receivers(core)?;
         core.take_dirty(&mut self.dirty);
