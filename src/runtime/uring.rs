@@ -637,9 +637,14 @@ impl Loop {
         if let Some(cc) = core.conn_mut(idx) {
             cc.inflight = 0;
         }
+        let recv_armed = c.recv_armed;
         self.recycle(buf);
-        // More replies may have queued while this send was in flight; input may resume.
-        self.stalled.push(idx);
+        // Input held back, or not read while output was high, may resume now: come back to the
+        // connection next turn. Otherwise (the common case) there is nothing to parse, and
+        // replies that queued while this send was in flight only need a flush.
+        if !recv_armed || core.conn(idx).is_some_and(|cc| cc.held_back) {
+            self.stalled.push(idx);
+        }
         core.mark_if_pending(idx);
         Ok(())
     }
