@@ -88,8 +88,6 @@ struct InFlight {
 
 struct Conn {
     server: usize,
-    /// In its server's `room` list.
-    listed: bool,
     stream: Option<TcpStream>,
     retry_at_ns: u64,
     wbuf: Vec<u8>,
@@ -135,10 +133,7 @@ pub struct Client {
     index: usize,
     threads: usize,
     conns: Vec<Conn>,
-    /// Per server, its connections that may take another request, in turn order. A connection
-    /// is listed at most once (`Conn::listed`); entries that lost their room or their stream
-    /// since are dropped when met.
-    room: Vec<VecDeque<usize>>,
+    by_server: Vec<Vec<usize>>,
     backlog: Vec<VecDeque<Pending>>,
     rng: Rng,
     value: Vec<u8>,
@@ -157,12 +152,11 @@ impl Client {
     pub fn new(plan: Arc<Plan>, index: usize, threads: usize, progress: Arc<Progress>) -> Client {
         let rbuf_len = (2 * (plan.value_size.max + 512)).max(READ_BUF_LEN_MIN);
         let mut conns = Vec::new();
-        let mut room = vec![VecDeque::new(); plan.servers.len()];
-        for (server, list) in room.iter_mut().enumerate() {
+        let mut by_server = vec![Vec::new(); plan.servers.len()];
+        for (server, list) in by_server.iter_mut().enumerate() {
             for _ in 0..plan.connections {
-                list.push_back(conns.len());
+                list.push(conns.len());
                 conns.push(Conn {
-                    listed: true,
                     server,
                     stream: None,
                     retry_at_ns: 0,
@@ -189,7 +183,7 @@ impl Client {
             index,
             threads,
             conns,
-            room,
+            by_server,
             progress,
             flushed: [0; 6],
             poll_fds: Vec::new(),
@@ -208,10 +202,8 @@ impl Client {
             let first = keys * self.index as u64 / self.threads as u64 + 1;
             let last = keys * (self.index as u64 + 1) / self.threads as u64;
             self.depth = self.plan.pipeline.max(16);
-            self.list_all_with_room();
             self.run_loop(Source::Prefill { next: first, last }, u64::MAX);
             self.depth = self.plan.pipeline;
-            self.list_all_with_room();
         }
         self.flush_progress();
         self.progress.ready_threads.fetch_add(1, Ordering::AcqRel);
@@ -371,40 +363,10 @@ impl Client {
         self.backlog.iter().all(|q| q.is_empty())
     }
 
-    fn has_room_anywhere(&mut self) -> bool {
-        (0..self.room.len()).any(|server| self.peek_room(server).is_some())
-    }
-
-    fn has_room(&self, i: usize) -> bool {
-        let c = &self.conns[i];
-        c.stream.is_some() && c.inflight.len() < self.depth
-    }
-
-    /// Lists connection `i` as able to take a request, if it is and is not listed yet.
-    fn list_if_room(&mut self, i: usize) {
-        if !self.conns[i].listed && self.has_room(i) {
-            self.conns[i].listed = true;
-            let server = self.conns[i].server;
-            self.room[server].push_back(i);
-        }
-    }
-
-    fn list_all_with_room(&mut self) {
-        for i in 0..self.conns.len() {
-            self.list_if_room(i);
-        }
-    }
-
-    /// The next of `server`'s connections with room, dropping listed ones that have none.
-    fn peek_room(&mut self, server: usize) -> Option<usize> {
-        while let Some(&i) = self.room[server].front() {
-            if self.has_room(i) {
-                return Some(i);
-            }
-            self.room[server].pop_front();
-            self.conns[i].listed = false;
-        }
-        None
+    fn has_room_anywhere(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.stream.is_some() && c.inflight.len() < self.depth)
     }
 
     /// A fresh get, multi-get or set drawn from the workload.
@@ -476,20 +438,22 @@ impl Client {
         }
     }
 
-    /// Moves requests from the server's backlog to its connections with room, one request
-    /// per connection in turn (so pipelines fill evenly), in O(1) per request.
+    /// Moves requests from the server's backlog to its least-loaded connections.
     fn dispatch(&mut self, server: usize, now: u64) {
         while !self.backlog[server].is_empty() {
-            let Some(i) = self.peek_room(server) else {
+            let best = self.by_server[server]
+                .iter()
+                .copied()
+                .filter(|&i| self.conns[i].stream.is_some())
+                .min_by_key(|&i| self.conns[i].inflight.len());
+            let Some(i) = best else { return };
+            if self.conns[i].inflight.len() >= self.depth {
                 return;
-            };
+            }
             let Some(req) = self.backlog[server].pop_front() else {
                 return;
             };
-            self.room[server].pop_front();
-            self.conns[i].listed = false;
             self.send(i, req, now);
-            self.list_if_room(i);
         }
     }
 
@@ -682,7 +646,6 @@ impl Client {
             if let Some(outcome) = done {
                 if let Some(finished) = self.conns[i].inflight.pop_front() {
                     self.complete(finished, outcome, now, &mut misses);
-                    self.list_if_room(i);
                 }
             }
         }
@@ -796,10 +759,7 @@ impl Client {
             Ok(s)
         });
         match result {
-            Ok(stream) => {
-                self.conns[i].stream = Some(stream);
-                self.list_if_room(i);
-            }
+            Ok(stream) => self.conns[i].stream = Some(stream),
             Err(_) => {
                 self.stats.connect_failures += 1;
                 self.conns[i].retry_at_ns = self.now_ns() + RECONNECT_DELAY.as_nanos() as u64;
