@@ -217,6 +217,28 @@ fn connection_churn() {
     });
 }
 
+/// Requests that arrive together with the peer's FIN are answered before the connection
+/// closes. On epoll a short read ends reading without the EAGAIN probe, so the FIN reported
+/// in the same readiness event must still be read; repeated to catch it either way round.
+#[test]
+fn requests_arriving_with_the_fin_are_answered_then_closed() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        for i in 0..200u32 {
+            let mut c = server.connect();
+            let req = format!("set fin{i} 0 0 1\r\nv\r\nget fin{i}\r\n");
+            c.send(req.as_bytes());
+            c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+            let expected = format!("STORED\r\nVALUE fin{i} 0 1\r\nv\r\nEND\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&c.expect_closed()),
+                expected,
+                "round {i}"
+            );
+        }
+    });
+}
+
 /// A burst of connections that piles up in the listen queue while the server is stopped is
 /// served in full once it runs again: accepting continues past one turn's budget even when no
 /// further connection arrives to signal the listener, and a late newcomer is not stuck behind

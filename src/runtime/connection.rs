@@ -69,6 +69,9 @@ pub struct Conn {
     pub dirty: bool,
     /// The socket may have unread bytes (epoll edge-triggered bookkeeping).
     pub read_ready: bool,
+    /// Readiness reported the peer's FIN or an error (epoll): read until EOF or EAGAIN, since
+    /// a short read does not show that a FIN waits behind the data, and no new edge will.
+    pub read_hup: bool,
     /// The peer closed its write side.
     pub eof: bool,
     /// Parsing stopped with input left for a budget or backpressure (not for lack of bytes).
@@ -95,6 +98,7 @@ impl Conn {
             closing: false,
             dirty: false,
             read_ready: true,
+            read_hup: false,
             eof: false,
             held_back: false,
             last_cmd: 0,

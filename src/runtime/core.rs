@@ -5,6 +5,7 @@
 //! `Conn::rbuf` and calling [`Core::process`]), runs one [`Core::turn_begin`] /
 //! [`Core::turn_end`] pair per loop turn, and writes each dirty connection's `out` once.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -316,6 +317,45 @@ impl Core {
         }
         self.warm_spare = std::mem::replace(&mut self.warm_previous, hashes);
         taken
+    }
+
+    /// Processes these connections' buffered input in order, warming the cache ahead of it
+    /// ([`Core::warm_group`]: buckets two groups ahead, items one), and calls `after` for each
+    /// connection once it is processed; stops at the first error `after` returns. `ends` is
+    /// scratch space for the groups' ends, passed in so a loop can keep its capacity.
+    pub fn process_warmed<E>(
+        &mut self,
+        idxs: &[u32],
+        ends: &mut VecDeque<usize>,
+        mut after: impl FnMut(&mut Core, u32) -> Result<(), E>,
+    ) -> Result<(), E> {
+        ends.clear();
+        let mut warmed = 0;
+        while warmed < idxs.len() && ends.len() < 3 {
+            warmed += self.warm_group(&idxs[warmed..]).max(1);
+            ends.push_back(warmed);
+        }
+        if warmed == idxs.len() {
+            self.warm_finish();
+        }
+        let mut group_end = ends.pop_front().unwrap_or(0);
+        for (i, &idx) in idxs.iter().enumerate() {
+            if i == group_end {
+                group_end = ends.pop_front().unwrap_or(idxs.len());
+                if warmed < idxs.len() {
+                    warmed += self.warm_group(&idxs[warmed..]).max(1);
+                    ends.push_back(warmed);
+                } else {
+                    self.warm_finish();
+                }
+            }
+            self.process(idx);
+            if let Err(e) = after(self, idx) {
+                self.warm_previous.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Ends a turn's warming: the last group's items are warmed, and nothing carries over.

@@ -687,39 +687,19 @@ impl Loop {
         core.poll_mesh();
         let mut stalled = std::mem::take(&mut self.taken);
         self.stalled.take_into(&mut stalled);
-        // Warm the caches ahead of processing: buckets two groups ahead, items one.
         let mut group_ends = std::mem::take(&mut self.group_ends);
-        group_ends.clear();
-        let mut warmed = 0;
-        while warmed < stalled.len() && group_ends.len() < 3 {
-            warmed += core.warm_group(&stalled[warmed..]).max(1);
-            group_ends.push_back(warmed);
-        }
-        if warmed == stalled.len() {
-            core.warm_finish();
-        }
-        let mut group_end = group_ends.pop_front().unwrap_or(0);
-        for (i, &idx) in stalled.iter().enumerate() {
-            if i == group_end {
-                group_end = group_ends.pop_front().unwrap_or(stalled.len());
-                if warmed < stalled.len() {
-                    warmed += core.warm_group(&stalled[warmed..]).max(1);
-                    group_ends.push_back(warmed);
-                } else {
-                    core.warm_finish();
-                }
-            }
-            core.process(idx);
+        let result = core.process_warmed(&stalled, &mut group_ends, |core, idx| {
             // Input left for want of budget comes back next turn without waiting for another
             // completion (input held back by unsent output resumes when a send completes).
             if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse()) {
                 self.stalled.push(idx);
             }
             core.mark_if_pending(idx);
-            self.sync_recv(core, idx)?;
-        }
+            self.sync_recv(core, idx)
+        });
         self.taken = stalled;
         self.group_ends = group_ends;
+        result?;
         core.turn_end();
         self.wake_receivers(core)?;
         core.take_dirty(&mut self.dirty);
