@@ -4,7 +4,30 @@
 //!
 //! Both backends drive the same [`super::core::Core`]: they differ only in how bytes move.
 
+use std::io;
+use std::time::Duration;
+
 use crate::config::{Config, IoBackendChoice};
+
+/// Longest wait when idle (the clock and the crawler tick at least this often).
+pub const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How soon accepting is retried after a shortage (descriptors, buffers, memory): at once
+/// would spin while the shortage lasts.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// How long shutdown waits for queued replies to drain.
+pub const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// The reply memcached sends before closing a connection over the `-c` limit.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// Accept errors that mean the process is short of something for now: retrying at once would
+/// spin, so accepting pauses for [`ACCEPT_RETRY`].
+pub fn is_accept_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
 
 /// The backend every executor runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! The executor's engine, shared by both networking backends: connections, parsing, routing,
 //! local execution, envelopes to and from other cores, and in-order replies.
 //!
-//! A backend only moves bytes: it feeds received bytes in ([`Core::input`] or by filling
-//! `Conn::rbuf` and calling [`Core::process`]), runs one [`Core::turn_begin`] /
+//! A backend only moves bytes: it appends received bytes ([`Core::input_only`]), has them
+//! parsed and run warmed ([`Core::process_warmed`]), runs one [`Core::turn_begin`] /
 //! [`Core::turn_end`] pair per loop turn, and writes each dirty connection's `out` once.
 
 use std::collections::VecDeque;
@@ -249,16 +249,6 @@ impl Core {
                 c.dirty = false;
             }
         }
-    }
-
-    /// Feeds received bytes to a connection and processes them.
-    pub fn input(&mut self, idx: u32, data: &[u8]) -> ConnAction {
-        self.bytes_read += data.len() as u64;
-        match self.conn_mut(idx) {
-            Some(c) => c.rbuf.extend_from_slice(data),
-            None => return ConnAction::Close,
-        }
-        self.process(idx)
     }
 
     /// Appends received bytes without parsing them (the loop processes the connection later in
@@ -588,10 +578,15 @@ impl Core {
             return;
         }
         // A TooLarge request carries only its line; its block is swallowed here.
+        self.forward_text(idx, owner, raw, hash);
+    }
+
+    /// Forwards a whole single-key text command to `owner`, which answers it in full.
+    fn forward_text(&mut self, idx: u32, owner: u16, raw: &[u8], key_hash: u64) {
         self.forward(idx, owner, raw, |start, end| RemoteOp::Text {
             start,
             end,
-            key_hash: hash,
+            key_hash,
             indices_start: 0,
             indices_end: 0,
         });
@@ -660,13 +655,7 @@ impl Core {
             // is the reply (no per-key segments to reassemble).
             if let Some(k) = keys.iter().next() {
                 let h = key_hash(k);
-                self.forward(idx, shard_of(h, n).0, raw, |start, end| RemoteOp::Text {
-                    start,
-                    end,
-                    key_hash: h,
-                    indices_start: 0,
-                    indices_end: 0,
-                });
+                self.forward_text(idx, shard_of(h, n).0, raw, h);
                 return;
             }
         }

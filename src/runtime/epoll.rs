@@ -16,6 +16,9 @@ use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::backend::{
+    is_accept_shortage, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT, TOO_MANY_CONNECTIONS,
+};
 use super::connection::{should_close, Stalled};
 use super::core::Core;
 
@@ -27,15 +30,6 @@ const LISTENER_BASE: usize = usize::MAX - 2;
 const ACCEPTS_PER_TURN: usize = 64;
 /// Bytes read from one connection per turn.
 const READ_PER_TURN: usize = 256 * 1024;
-/// Longest wait when idle (the clock and the crawler tick at least this often).
-const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// How soon accepting is retried after a shortage (descriptors, buffers, memory).
-const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-/// How long shutdown waits for queued replies to drain.
-const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
-
-/// The reply memcached sends before closing a connection over the `-c` limit.
-pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 
 struct Loop {
     poll: Poll,
@@ -400,15 +394,6 @@ fn is_connection_accept_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
-    )
-}
-
-/// Accept errors that mean the process is short of something for now: retrying at once would
-/// spin, so accepting pauses briefly.
-pub fn is_accept_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
+use super::backend::{
+    is_accept_shortage, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT, TOO_MANY_CONNECTIONS,
+};
 use super::connection::{should_close, Stalled};
 use super::core::Core;
-use super::epoll::{is_accept_shortage, TOO_MANY_CONNECTIONS};
 use crate::config::Config;
 
 /// Submission queue entries per ring.
@@ -39,13 +41,6 @@ const BUF_SIZE: usize = 4 * 1024;
 const BUF_STRIDE: usize = BUF_SIZE + 64;
 /// The buffer group id of the receive buffer ring.
 const BGID: u16 = 0;
-/// Longest wait when idle (the clock and crawler tick at least this often).
-const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// How soon a listener whose accept stopped on a shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM)
-/// is re-armed: at once would spin while the shortage lasts.
-const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-/// How long shutdown waits for queued replies to drain.
-const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 // user_data layout: kind (8 bits) | generation (24 bits) | index (32 bits).
 const K_ACCEPT: u64 = 1;
