@@ -24,6 +24,8 @@ pub struct Shard {
     pub store_too_large: u64,
     /// Stores refused for want of memory (memcached's `store_no_memory`).
     pub store_no_memory: u64,
+    /// `me` commands run on this shard's keys (memcached's `cmd_meta`).
+    pub cmd_meta: u64,
 }
 
 impl Shard {
@@ -45,6 +47,7 @@ impl Shard {
             prefix_stats: PrefixStats::default(),
             store_too_large: 0,
             store_no_memory: 0,
+            cmd_meta: 0,
         }
     }
 
@@ -60,6 +63,7 @@ impl Shard {
     pub fn reset_counters(&mut self) {
         self.store_too_large = 0;
         self.store_no_memory = 0;
+        self.cmd_meta = 0;
     }
 
     /// The store, for stats and maintenance.

@@ -316,6 +316,7 @@ impl Shard {
     }
 
     fn exec_me(&mut self, req: &MetaRequest<'_>, key_hash: u64, now: Instant32, out: &mut Vec<u8>) {
+        self.cmd_meta += 1;
         let key_buf = req.key();
         let key = key_buf.as_bytes();
         let Some(snapshot) = self.store_mut().meta_peek(key, key_hash, now, false) else {

@@ -466,6 +466,18 @@ fn cas_disabled_with_dash_c() {
 }
 
 const REQUIRED_STATS: &[&str] = &[
+    "cmd_meta",
+    "accepting_conns",
+    "listen_disabled_num",
+    "time_in_listen_disabled_us",
+    "conn_yields",
+    "hash_power_level",
+    "hash_bytes",
+    "hash_is_expanding",
+    "slabs_moved",
+    "lru_crawler_starts",
+    "crawler_reclaimed",
+    "crawler_items_checked",
     "pid",
     "uptime",
     "time",
@@ -508,6 +520,118 @@ const REQUIRED_STATS: &[&str] = &[
     "expired_unfetched",
     "evicted_unfetched",
 ];
+
+/// memcached 1.6.18's `stats` fields in its order (those corecache reports; memcached mode
+/// checks the list against memcached itself).
+const STATS_ORDER: &[&str] = &[
+    "pid",
+    "uptime",
+    "time",
+    "version",
+    "pointer_size",
+    "rusage_user",
+    "rusage_system",
+    "max_connections",
+    "curr_connections",
+    "total_connections",
+    "rejected_connections",
+    "connection_structures",
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "get_expired",
+    "get_flushed",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "bytes_read",
+    "bytes_written",
+    "limit_maxbytes",
+    "accepting_conns",
+    "listen_disabled_num",
+    "time_in_listen_disabled_us",
+    "threads",
+    "conn_yields",
+    "hash_power_level",
+    "hash_bytes",
+    "hash_is_expanding",
+    "slabs_moved",
+    "lru_crawler_starts",
+    "bytes",
+    "curr_items",
+    "total_items",
+    "expired_unfetched",
+    "evicted_unfetched",
+    "evictions",
+    "reclaimed",
+    "crawler_reclaimed",
+    "crawler_items_checked",
+];
+
+#[test]
+fn stats_fields_follow_memcached_order() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let (_, raw) = c.stats_raw("");
+        let text = String::from_utf8_lossy(&raw);
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let positions: Vec<usize> = STATS_ORDER
+            .iter()
+            .map(|want| {
+                names
+                    .iter()
+                    .position(|n| n == want)
+                    .unwrap_or_else(|| panic!("stats lacks {want}: {names:?}"))
+            })
+            .collect();
+        for (pair, names_pair) in positions.windows(2).zip(STATS_ORDER.windows(2)) {
+            assert!(
+                pair[0] < pair[1],
+                "{} should come before {}: {names:?}",
+                names_pair[0],
+                names_pair[1]
+            );
+        }
+    });
+}
+
+/// `cmd_meta` counts `me` commands (found or not) and nothing else.
+#[test]
+fn meta_debug_commands_are_counted() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+        let s0 = c.stats_sub("");
+        c.send(b"me a\r\n");
+        let line = c.read_line();
+        assert!(line.starts_with(b"ME a exp=-1 la="), "{}", escape(&line));
+        c.roundtrip(b"me missing\r\n", b"EN\r\n");
+        c.roundtrip(b"me\r\n", b"CLIENT_ERROR bad command line format\r\n");
+        c.roundtrip(b"mg a v\r\nmn\r\n", b"VA 1\r\nx\r\nMN\r\n");
+        let s1 = c.stats_sub("");
+        assert_eq!(stat_u64(&s1, "cmd_meta") - stat_u64(&s0, "cmd_meta"), 2);
+    });
+}
 
 #[test]
 fn stats_fields_values_and_exact_deltas() {

@@ -340,6 +340,13 @@ fn descriptor_shortage_pauses_accepting_and_recovers() {
         let mut c = server.connect();
         let s = c.stats_sub("");
         assert!(stat_u64(&s, "total_connections") > CLIENTS as u64);
+        // The pauses show as memcached shows a disabled listener; accepting again now.
+        assert!(stat_u64(&s, "listen_disabled_num") >= 1, "{s:?}");
+        assert!(
+            stat_u64(&s, "time_in_listen_disabled_us") >= 1_000,
+            "paused for less than a millisecond: {s:?}"
+        );
+        assert_eq!(stat_u64(&s, "accepting_conns"), 1);
     });
 }
 

@@ -39,7 +39,11 @@ impl Core {
         let rbuf = std::mem::take(&mut conn.rbuf);
         let mut pos = 0;
         let limits = self.limits;
-        while pos < rbuf.len() && pos < PARSE_BUDGET {
+        while pos < rbuf.len() {
+            if pos >= PARSE_BUDGET {
+                self.conn_yields += 1;
+                break;
+            }
             let Some(conn) = self.conn_mut(idx) else {
                 break;
             };

@@ -57,6 +57,9 @@ pub struct Core {
     pub bytes_written: u64,
     /// `flush_all` commands received by this core's connections.
     pub cmd_flush: u64,
+    /// Times a connection stopped parsing at [`PARSE_BUDGET`] so others could run (memcached's
+    /// `conn_yields`, there counted at `-R` requests per event).
+    pub conn_yields: u64,
     rbuf_max: usize,
     last_crawl: Instant32,
     /// Reply buffers for slots.
@@ -139,6 +142,7 @@ impl Core {
             bytes_read: 0,
             bytes_written: 0,
             cmd_flush: 0,
+            conn_yields: 0,
             rbuf_max,
             last_crawl: Instant32(0),
             pool: BufPool::default(),
@@ -383,6 +387,7 @@ impl Core {
         while pos < rbuf.len() {
             if pos >= PARSE_BUDGET {
                 held_back = true;
+                self.conn_yields += 1;
                 break;
             }
             let outbox_blocked = self.outbox.blocked();
@@ -811,6 +816,7 @@ impl Core {
                 self.bytes_read = 0;
                 self.bytes_written = 0;
                 self.cmd_flush = 0;
+                self.conn_yields = 0;
             }
             RemoteOp::Detail(_) | RemoteOp::Metadump { .. } | RemoteOp::MemLimit { .. } => {
                 admin::exec_shard_op(self, op, out)

@@ -17,7 +17,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::backend::{
-    is_accept_shortage, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT, TOO_MANY_CONNECTIONS,
+    is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
+    TOO_MANY_CONNECTIONS,
 };
 use super::connection::{should_close, Stalled};
 use super::core::Core;
@@ -49,6 +50,8 @@ struct Loop {
     /// a listener left with pending connections (turn budget spent, or a shortage) gets no new
     /// event and must be retried by the loop itself.
     accept_pending: Vec<Accept>,
+    /// Accepting paused for a shortage, as `stats` reports it.
+    accept_pause: ListenPause,
 }
 
 /// Where a listener's accepting stands after a turn.
@@ -92,6 +95,7 @@ pub fn run(
         group_ends: VecDeque::with_capacity(4),
         wakes: Vec::new(),
         accept_pending: vec![Accept::Drained; listeners_len],
+        accept_pause: ListenPause::default(),
     };
     let _ = ready.send(Ok(()));
     let mut events = Events::with_capacity(1024);
@@ -202,6 +206,8 @@ impl Loop {
         if let Some(p) = self.accept_pending.get_mut(li) {
             *p = state;
         }
+        let paused = self.accept_pending.contains(&Accept::Shortage);
+        self.accept_pause.set(paused, &core.shared.listen);
         Ok(())
     }
 

@@ -59,6 +59,8 @@ pub struct Shared {
     pub memory_bytes_max: AtomicU64,
     /// `stats detail on|off` (for `stats settings`; each shard keeps its own switch).
     pub detail_enabled: AtomicBool,
+    /// Pauses of accepting for want of descriptors or memory, across cores.
+    pub listen: backend::ListenStats,
 }
 
 impl Shared {
@@ -155,6 +157,7 @@ pub fn run(config: Config) -> Result<(), String> {
         cluster,
         memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
         detail_enabled: AtomicBool::new(false),
+        listen: backend::ListenStats::default(),
         config,
     });
     if let Some(path) = &shared.config.pidfile {

@@ -37,10 +37,13 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("bytes_read", core.bytes_read),
                 ("bytes_written", core.bytes_written),
                 ("cmd_flush", core.cmd_flush),
+                ("cmd_meta", core.shard.cmd_meta),
+                ("conn_yields", core.conn_yields),
                 ("store_too_large", core.shard.store_too_large),
                 ("store_no_memory", core.shard.store_no_memory),
                 ("hash_bytes", st.hash_bytes),
                 ("hash_is_expanding", u64::from(st.hash_is_expanding)),
+                ("hash_slots", st.hash_slots),
                 ("bytes", st.bytes),
                 ("curr_items", st.curr_items),
                 ("total_items", st.total_items),
@@ -49,6 +52,8 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("evictions", st.evictions),
                 ("reclaimed", st.reclaimed),
                 ("crawler_reclaimed", st.crawler_reclaimed),
+                ("crawler_items_checked", st.crawler_items_checked),
+                ("lru_crawler_starts", st.lru_crawler_starts),
                 ("slabs_moved", st.slabs_moved),
                 ("total_malloced", st.total_malloced),
             ] {
@@ -208,6 +213,7 @@ const COUNTERS: &[&str] = &[
     "cmd_set",
     "cmd_flush",
     "cmd_touch",
+    "cmd_meta",
     "get_hits",
     "get_misses",
     "get_expired",
@@ -228,8 +234,13 @@ const COUNTERS: &[&str] = &[
     "bytes_read",
     "bytes_written",
 ];
-/// Hash table fields (after `threads`).
-const TABLE: &[&str] = &["hash_bytes", "hash_is_expanding"];
+/// Hash table, slab mover and crawler fields (after `hash_power_level`).
+const TABLE: &[&str] = &[
+    "hash_bytes",
+    "hash_is_expanding",
+    "slabs_moved",
+    "lru_crawler_starts",
+];
 /// Item and eviction fields (memcached's last block).
 const ITEMS: &[&str] = &[
     "bytes",
@@ -240,8 +251,10 @@ const ITEMS: &[&str] = &[
     "evictions",
     "reclaimed",
     "crawler_reclaimed",
-    "slabs_moved",
+    "crawler_items_checked",
 ];
+/// Lines the shards send that feed other fields rather than print as they are.
+const INPUTS: &[&str] = &["conn_yields", "hash_slots", "total_malloced"];
 
 /// `stats` in memcached's field order.
 fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Vec<u8>) {
@@ -284,8 +297,22 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         "limit_maxbytes",
         shared.memory_bytes_max.load(Ordering::Relaxed),
     );
-    compose::stat(out, "accepting_conns", 1);
+    let listen = &shared.listen;
+    let paused = listen.paused.load(Ordering::Relaxed);
+    compose::stat(out, "accepting_conns", u64::from(paused == 0));
+    compose::stat(
+        out,
+        "listen_disabled_num",
+        listen.disabled_num.load(Ordering::Relaxed),
+    );
+    compose::stat(
+        out,
+        "time_in_listen_disabled_us",
+        listen.disabled_us.load(Ordering::Relaxed),
+    );
     compose::stat(out, "threads", u64::from(cfg.shard_count));
+    compose::stat(out, "conn_yields", get("conn_yields"));
+    compose::stat(out, "hash_power_level", power_level(get("hash_slots")));
     for name in TABLE {
         compose::stat(out, name, get(name));
     }
@@ -298,13 +325,20 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
             .iter()
             .chain(TABLE)
             .chain(ITEMS)
+            .chain(INPUTS)
             .any(|&n| n == name)
     };
     for (name, v) in sums {
-        if !listed(name) && name != "total_malloced" {
+        if !listed(name) {
             compose::stat(out, name, *v);
         }
     }
+}
+
+/// memcached's `hash_power_level`: the base-2 logarithm of the hash table's slots (rounded
+/// down: corecache's tables are not powers of two).
+fn power_level(slots: u64) -> u64 {
+    u64::from(slots.checked_ilog2().unwrap_or(0))
 }
 
 /// Process CPU time as memcached prints it: `seconds.microseconds`.
@@ -404,6 +438,14 @@ mod tests {
                 ("1:chunk_size".into(), 96)
             ]
         );
+    }
+
+    #[test]
+    fn power_level_is_the_log_of_the_slots_rounded_down() {
+        assert_eq!(power_level(0), 0);
+        assert_eq!(power_level(1 << 16), 16);
+        assert_eq!(power_level((1 << 17) - 1), 16);
+        assert_eq!(power_level(3 << 16), 17);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use io_uring::types::{BufRingEntry, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use super::backend::{
-    is_accept_shortage, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT, TOO_MANY_CONNECTIONS,
+    is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
+    TOO_MANY_CONNECTIONS,
 };
 use super::connection::{should_close, Stalled};
 use super::core::Core;
@@ -163,6 +164,8 @@ struct Loop {
     accept_armed: Vec<bool>,
     /// Set while accepting pauses after a shortage; the loop re-arms once it passes.
     accept_retry_at: Option<Instant>,
+    /// Accepting paused for a shortage, as `stats` reports it.
+    accept_pause: ListenPause,
     conns: Vec<Option<IoConn>>,
     waker_fd: RawFd,
     waker_armed: bool,
@@ -311,6 +314,7 @@ pub fn run(
         bufs,
         accept_armed: vec![false; listeners.len()],
         accept_retry_at: None,
+        accept_pause: ListenPause::default(),
         listeners,
         conns: Vec::new(),
         waker_fd: waker.raw_fd(),
@@ -349,7 +353,7 @@ pub fn run(
             lp.shutdown(&mut core)?;
             return Ok(());
         }
-        lp.retry_accepts()?;
+        lp.retry_accepts(&core)?;
         wait = if !lp.stalled.is_empty() || core.outbox_blocked() {
             Duration::ZERO
         } else {
@@ -503,9 +507,10 @@ impl Loop {
     }
 
     /// Re-arms the listeners paused by a shortage once [`ACCEPT_RETRY`] has passed.
-    fn retry_accepts(&mut self) -> io::Result<()> {
+    fn retry_accepts(&mut self, core: &Core) -> io::Result<()> {
         if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
             self.accept_retry_at = None;
+            self.accept_pause.set(false, &core.shared.listen);
             self.arm_accepts()?;
         }
         Ok(())
@@ -519,6 +524,7 @@ impl Loop {
             let shortage = res < 0 && is_accept_shortage(&io::Error::from_raw_os_error(-res));
             if shortage {
                 self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                self.accept_pause.set(true, &core.shared.listen);
             } else if self.accept_retry_at.is_none() {
                 self.arm_accepts()?;
             }

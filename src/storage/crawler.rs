@@ -18,9 +18,16 @@ pub(super) struct Cursor {
     chunk: u32,
 }
 
+impl Cursor {
+    fn at_start(&self) -> bool {
+        self.class == 0 && self.page_index == 0 && self.chunk == 0
+    }
+}
+
 impl Store {
-    /// Examines at most `budget_items` chunks, reclaiming dead items; returns how many it
-    /// reclaimed (also counted in `reclaimed` and `crawler_reclaimed`).
+    /// Examines at most `budget_items` chunks, and at most one pass over every class,
+    /// reclaiming dead items; returns how many it reclaimed (also counted in `reclaimed` and
+    /// `crawler_reclaimed`; the linked items it looked at count in `crawler_items_checked`).
     pub fn crawl(&mut self, now: Instant32, budget_items: usize) -> usize {
         self.tick(now);
         let mut reclaimed = 0;
@@ -29,13 +36,22 @@ impl Store {
         let mut steps = 0;
         let steps_max = budget_items + self.slabs.classes.len() + 1;
         while examined < budget_items && steps < steps_max {
+            // One pass at most per call: a small cache is not swept again in the same call.
+            let cursor = &self.crawl_cursor;
+            if steps > 0 && (cursor.class >= self.slabs.classes.len() || cursor.at_start()) {
+                break;
+            }
             steps += 1;
             let Some(loc) = self.crawl_next() else {
                 continue;
             };
             examined += 1;
             let item = ItemRef::new(self.slabs.chunk(loc));
-            if item.is_linked() && self.dead_reason(item, now).is_some() {
+            if !item.is_linked() {
+                continue;
+            }
+            self.counters.crawler_items_checked += 1;
+            if self.dead_reason(item, now).is_some() {
                 self.unlink_loc(loc, Unlink::CrawlerReclaimed);
                 reclaimed += 1;
             }
@@ -43,11 +59,16 @@ impl Store {
         reclaimed
     }
 
-    /// The next chunk to examine, or None when the cursor moved to the next class.
+    /// The next chunk to examine, or None when the cursor moved to the next class. Counts a
+    /// pass over every class as it begins, if anything is stored (memcached's
+    /// `lru_crawler_starts`).
     fn crawl_next(&mut self) -> Option<Loc> {
         let cursor = &mut self.crawl_cursor;
         if cursor.class >= self.slabs.classes.len() {
             *cursor = Cursor::default();
+        }
+        if cursor.at_start() && self.curr_items > 0 {
+            self.counters.lru_crawler_starts += 1;
         }
         let class = &self.slabs.classes[cursor.class];
         if cursor.page_index >= class.pages.len() {

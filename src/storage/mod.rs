@@ -784,6 +784,7 @@ impl Store {
         stats.total_malloced = self.slabs.page_bytes() as u64;
         stats.limit_maxbytes = (self.slabs.units_max * self.slabs.page_size) as u64;
         stats.hash_bytes = self.table.bytes() as u64;
+        stats.hash_slots = self.table.home_slots() as u64;
         stats.hash_is_expanding = self.table.is_migrating();
         stats.classes = (0..self.slabs.classes.len())
             .filter(|&class| {

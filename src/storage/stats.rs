@@ -45,6 +45,10 @@ pub struct StoreStats {
     pub evicted_unfetched: u64,
     /// Items reclaimed by [`super::Store::crawl`] (memcached's `crawler_reclaimed`).
     pub crawler_reclaimed: u64,
+    /// Linked items the crawler examined (memcached's `crawler_items_checked`).
+    pub crawler_items_checked: u64,
+    /// Crawler passes begun over every class (memcached's `lru_crawler_starts`).
+    pub lru_crawler_starts: u64,
     /// Pages moved between classes (memcached's `slabs_moved`).
     pub slabs_moved: u64,
     /// Gauge: page memory held, bytes (memcached's `total_malloced`).
@@ -53,6 +57,9 @@ pub struct StoreStats {
     pub limit_maxbytes: u64,
     /// Gauge: hash table slot memory, bytes.
     pub hash_bytes: u64,
+    /// Gauge: home slots of the current hash table (one item each at most; memcached's
+    /// `hash_power_level` is the base-2 logarithm of the slots across shards).
+    pub hash_slots: u64,
     /// Gauge: whether the table is migrating to a new size (memcached's `hash_is_expanding`).
     pub hash_is_expanding: bool,
     /// Per slab class, for `stats slabs` / `stats items`; only classes holding pages.

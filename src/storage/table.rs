@@ -206,6 +206,11 @@ impl Table {
         (self.cur.slots.len() + self.old.as_ref().map_or(0, |old| old.slots.len())) * 8
     }
 
+    /// Home slots of the current table (overflow buckets not counted).
+    pub fn home_slots(&self) -> usize {
+        self.cur.home_count * SLOTS_PER_BUCKET
+    }
+
     pub fn is_migrating(&self) -> bool {
         self.old.is_some()
     }

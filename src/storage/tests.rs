@@ -515,6 +515,39 @@ fn crawler_respects_its_budget() {
 }
 
 #[test]
+fn crawler_counts_the_items_it_checks_and_the_passes_it_begins() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    for i in 0..30 {
+        set(&mut store, &key_of(i), b"v", None, T0);
+    }
+    assert_eq!(store.stats().lru_crawler_starts, 0);
+    // A budget far over the chunks: the first pass checks all 30, then the sweep wraps.
+    store.crawl(T0, 10_000);
+    let stats = store.stats();
+    assert!(stats.lru_crawler_starts >= 1);
+    assert!(stats.crawler_items_checked >= 30);
+    // Item by item: 30 live items are checked 30 times per pass, free chunks not at all.
+    let mut store = Store::new(config(64 * 1024, 1024));
+    for i in 0..30 {
+        set(&mut store, &key_of(i), b"v", None, T0);
+    }
+    let mut passes = Vec::new();
+    for _ in 0..2000 {
+        store.crawl(T0, 1);
+        passes.push(store.stats().lru_crawler_starts);
+    }
+    let stats = store.stats();
+    let starts = stats.lru_crawler_starts;
+    assert!(starts >= 2, "{starts} passes in 2000 steps");
+    // Every completed pass checked every item once.
+    assert!(stats.crawler_items_checked >= 30 * (starts - 1));
+    assert!(stats.crawler_items_checked <= 30 * starts);
+    assert!(passes.windows(2).all(|w| w[1] - w[0] <= 1));
+    store.reset_stats();
+    assert_eq!(store.stats().crawler_items_checked, 0);
+}
+
+#[test]
 fn large_item_round_trips() {
     let mut cfg = config(8 << 20, 1 << 20);
     cfg.item_size_max = 2 << 20;
