@@ -237,6 +237,8 @@ fn executor(
         cas_enabled: cfg.cas_enabled,
         key_hash,
         large_pages: cfg.large_pages,
+        chunk_bytes_smallest: cfg.chunk_bytes_smallest,
+        evictions_enabled: cfg.evictions_enabled,
     };
     let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
