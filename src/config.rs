@@ -405,11 +405,7 @@ impl Config {
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
     let refused: [(bool, &str, &str); 7] = [
-        (
-            a.unix_socket.is_some(),
-            "-s",
-            "UNIX sockets are not served; listen on TCP with -l/-p",
-        ),
+        (a.unix_socket.is_some(), "-s", "UNIX sockets are not served"),
         (a.unix_mask.is_some(), "-a", "UNIX sockets are not served"),
         (
             a.memory_file.is_some(),
