@@ -749,6 +749,157 @@ mod tests {
         assert!(err.contains("kqueue") && !err.contains('\n'), "{err}");
     }
 
+    /// Every memcached flag corecache serves, in its short and its long form.
+    #[test]
+    fn memcached_flags_short_and_long() {
+        let forms: [(&[&str], &[&str]); 12] = [
+            (&["-u", "nobody"], &["--user", "nobody"]),
+            (&["-d"], &["--daemon"]),
+            (&["-b", "64"], &["--listen-backlog", "64"]),
+            (&["-R", "5"], &["--max-reqs-per-event", "5"]),
+            (&["-M"], &["--disable-evictions"]),
+            (&["-F"], &["--disable-flush-all"]),
+            (&["-X"], &["--disable-dumping"]),
+            (&["-k"], &["--lock-memory"]),
+            (&["-r"], &["--enable-coredumps"]),
+            (&["-n", "48"], &["--slab-min-size", "48"]),
+            (&["-B", "binary"], &["--protocol", "binary"]),
+            (&["-o", "idle_timeout=7"], &["--extended", "idle_timeout=7"]),
+        ];
+        for (short, long) in forms {
+            let a = cfg(short).unwrap_or_else(|e| panic!("{short:?}: {e}"));
+            let b = cfg(long).unwrap_or_else(|e| panic!("{long:?}: {e}"));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{short:?} vs {long:?}");
+            let default = cfg(&[]).unwrap();
+            assert_ne!(
+                format!("{a:?}"),
+                format!("{default:?}"),
+                "{short:?} changed nothing"
+            );
+        }
+        let c = cfg(&[
+            "-u", "nobody", "-d", "-b", "64", "-R", "5", "-M", "-F", "-X", "-k", "-r",
+        ])
+        .unwrap();
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert!(c.daemonize && c.lock_memory && c.coredumps);
+        assert_eq!((c.listen_backlog, c.reqs_per_event), (64, 5));
+        assert!(!c.evictions_enabled && !c.flush_enabled && !c.dump_enabled);
+        let c = cfg(&["-n", "48", "-B", "ascii", "-D", "#", "-o", "idle_timeout=7"]).unwrap();
+        assert_eq!(c.chunk_bytes_smallest, 64);
+        assert_eq!(c.protocol, ProtocolChoice::Ascii);
+        assert_eq!(c.stat_key_prefix, b'#');
+        assert!(c.detail_enabled);
+        assert_eq!(c.idle_timeout_secs, 7);
+        assert!(c.notices.is_empty());
+        // -W is accepted and changes nothing: there is no watch command to disable.
+        assert_eq!(
+            format!("{:?}", cfg(&["-W"]).unwrap()),
+            format!("{:?}", cfg(&["--disable-watch"]).unwrap())
+        );
+        // -vvv counts, -u with an empty name is no user.
+        assert_eq!(cfg(&["-vvv"]).unwrap().verbosity, 3);
+        assert_eq!(cfg(&["-u", ""]).unwrap().user, None);
+    }
+
+    #[test]
+    fn memcached_flag_defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.user, None);
+        assert!(!c.daemonize && !c.lock_memory && !c.coredumps);
+        assert_eq!((c.listen_backlog, c.reqs_per_event), (1024, 20));
+        assert!(c.evictions_enabled && c.flush_enabled && c.dump_enabled);
+        assert_eq!(c.chunk_bytes_smallest, CHUNK_BYTES_SMALLEST);
+        assert_eq!(c.protocol, ProtocolChoice::Auto);
+        assert_eq!((c.stat_key_prefix, c.detail_enabled), (b':', false));
+        assert_eq!(c.idle_timeout_secs, 0);
+    }
+
+    #[test]
+    fn memcached_flag_bad_values() {
+        for (args, expect) in [
+            (&["-b", "0"][..], "-b 0"),
+            (&["-b", "x"], "-b"),
+            (&["-R", "0"], "-R 0"),
+            (&["-n", "0"], "-n 0"),
+            (&["-n", "600000"], "-n 600000"),
+            (&["-B", "foo"], "foo"),
+            (&["-D", ""], "-D"),
+            (&["-D", "ab"], "-D"),
+            (&["-o", "bogus"], "Illegal suboption \"bogus\""),
+            (&["-o", "idle_timeout"], "idle_timeout"),
+            (&["-o", "idle_timeout=x"], "idle_timeout=x"),
+            (&["-o", "hash_algorithm=md5"], "hash_algorithm"),
+        ] {
+            let err = cfg(args).unwrap_err();
+            assert!(err.contains(expect), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+
+    /// Features corecache does not provide are refused, short and long form.
+    #[test]
+    fn unserved_features_are_refused() {
+        for (short, long, flag) in [
+            (
+                &["-s", "/tmp/s"][..],
+                &["--unix-socket", "/tmp/s"][..],
+                "-s",
+            ),
+            (&["-a", "700"], &["--unix-mask", "700"], "-a"),
+            (&["-e", "/tmp/m"], &["--memory-file", "/tmp/m"], "-e"),
+            (&["-S"], &["--enable-sasl"], "-S"),
+            (&["-Y", "/tmp/a"], &["--auth-file", "/tmp/a"], "-Y"),
+            (&["-Z"], &["--enable-ssl"], "-Z"),
+            (&["-N", "1"], &["--napi_ids", "1"], "-N"),
+        ] {
+            for args in [short, long] {
+                let err = cfg(args).unwrap_err();
+                assert!(
+                    err.starts_with(flag) && err.contains("corecache"),
+                    "{args:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extended_options() {
+        let ext =
+            |list: &[&str]| parse_extended(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(ext(&[]).unwrap(), Extended::default());
+        let e = ext(&["maxconns_fast,hash_algorithm=xxh3", "idle_timeout=3"]).unwrap();
+        assert_eq!(e.idle_timeout_secs, 3);
+        assert!(e.notices.is_empty());
+        let e = ext(&["modern,hot_lru_pct=20,ext_path=/x:1G,ssl_key=k,hash_algorithm=murmur3"])
+            .unwrap();
+        assert_eq!(e.notices.len(), 1, "{:?}", e.notices);
+        for name in ["modern", "hot_lru_pct", "ext_path", "ssl_key", "murmur3"] {
+            assert!(e.notices[0].contains(name), "{name}: {:?}", e.notices);
+        }
+        assert!(
+            ext(&["ext_"]).is_ok(),
+            "a family prefix alone is still extstore's"
+        );
+        assert!(ext(&["hot_lru"]).is_err());
+    }
+
+    #[test]
+    fn license_and_chunk_sizes() {
+        let text = Config::from_args(["corecache", "-i"]).unwrap_err().unwrap();
+        assert!(text.contains("Apache-2.0"), "{text}");
+        assert_eq!(
+            Config::from_args(["corecache", "--license"])
+                .unwrap_err()
+                .unwrap(),
+            text
+        );
+        assert_eq!(chunk_bytes_smallest(1), CHUNK_BYTES_SMALLEST);
+        assert_eq!(chunk_bytes_smallest(8), 24);
+        assert_eq!(chunk_bytes_smallest(9), 32);
+        assert_eq!(chunk_bytes_smallest(48), 64);
+    }
+
     /// Default pinning follows the process's affinity mask: confined to one CPU (as by
     /// `taskset -c N`), the one shard is pinned to that CPU, not to CPU 0.
     #[test]
