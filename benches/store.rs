@@ -21,6 +21,8 @@ fn store(memory_bytes_max: usize) -> Store {
         cas_enabled: true,
         key_hash,
         large_pages: false,
+        chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
+        evictions_enabled: true,
     })
 }
 

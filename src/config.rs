@@ -1,14 +1,29 @@
 //! Command line -> plain [`Args`] (clap) -> validated [`Config`].
 //!
-//! Flags reuse memcached's letters and meanings so corecache can replace memcached in an existing
-//! unit file: `-p -l -m -c -t -I -f -C -v -U -A -P`. Validation turns every bad value into a
-//! one-line reason; `main` prints it and exits non-zero.
+//! Flags reuse memcached 1.6.18's letters, long names and meanings so corecache can replace
+//! memcached in an existing unit file, `/etc/memcached.conf` or test harness:
+//! * served as memcached serves them: `-p -l -m -c -t -I -f -C -L -v -U -A -P`, `-u` (drop root
+//!   to a user once the sockets are bound), `-d` (daemon), `-b` (listen backlog), `-R` (requests
+//!   per connection per loop turn), `-M` (no evictions), `-F` (no `flush_all`), `-X` (no
+//!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
+//!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (accepted: corecache has no `watch`
+//!   to disable), `-i` (license), and `-o` suboptions (see [`parse_extended`]): those corecache
+//!   can honour are honoured, those tuning machinery it does not have are ignored with one
+//!   notice line, unknown ones are refused as memcached refuses them.
+//! * refused with a one-line reason, because corecache does not provide the feature: `-s -a -e
+//!   -S -Y -Z -N`.
+//!
+//! Unlike memcached, corecache runs as root without `-u` (memcached refuses to).
+//!
+//! Validation turns every bad value into a one-line reason; `main` prints it and exits 64.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::protocol::Limits;
+use crate::storage::item::HEADER_BYTES_MIN;
+use crate::storage::slab::CHUNK_BYTES_SMALLEST;
 
 /// Which networking backend the executors use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -19,6 +34,28 @@ pub enum IoBackendChoice {
     Uring,
     /// epoll.
     Epoll,
+}
+
+/// `-B`: which wire protocols a connection may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolChoice {
+    /// Decided per connection by its first byte (0x80: binary), as memcached's `auto`.
+    Auto,
+    /// Text and meta only: every byte is read as text.
+    Ascii,
+    /// Binary only: a connection whose first bytes are not a binary header is closed.
+    Binary,
+}
+
+impl ProtocolChoice {
+    /// The name `stats settings` shows (`binding_protocol`), as memcached prints it.
+    pub fn stats_name(self) -> &'static str {
+        match self {
+            ProtocolChoice::Auto => "auto-negotiate",
+            ProtocolChoice::Ascii => "ascii",
+            ProtocolChoice::Binary => "binary",
+        }
+    }
 }
 
 /// The command line as typed.
@@ -70,6 +107,73 @@ pub struct Args {
     /// Write the process id to this file.
     #[arg(short = 'P', long = "pidfile")]
     pub pidfile: Option<String>,
+    /// When started as root: switch to this user (and its group) once the sockets are bound.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Run as a daemon (detach from the terminal; `-P` then holds the daemon's pid).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Listen backlog of every listening socket.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    pub listen_backlog: i32,
+    /// Most requests one connection runs per loop turn before others get their turn.
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
+    pub max_reqs_per_event: u32,
+    /// When memory is full, refuse stores (SERVER_ERROR out of memory) instead of evicting.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+    /// Refuse `flush_all`.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+    /// Refuse `lru_crawler metadump` and `stats cachedump`.
+    #[arg(short = 'X', long = "disable-dumping")]
+    pub disable_dumping: bool,
+    /// Accepted for memcached compatibility: corecache has no `watch` command to disable.
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
+    /// Lock all memory (mlockall); a failure is a warning.
+    #[arg(short = 'k', long = "lock-memory")]
+    pub lock_memory: bool,
+    /// Raise the core file size limit to its hard maximum.
+    #[arg(short = 'r', long = "enable-coredumps")]
+    pub enable_coredumps: bool,
+    /// Smallest space for key, value and client flags in a chunk, beyond the 16-byte item
+    /// header (corecache's smallest chunk is 24 bytes: 8).
+    #[arg(short = 'n', long = "slab-min-size", default_value_t = SLAB_MIN_SIZE_DEFAULT)]
+    pub slab_min_size: usize,
+    /// Wire protocols a connection may speak.
+    #[arg(short = 'B', long = "protocol", value_enum, default_value_t = ProtocolChoice::Auto)]
+    pub protocol: ProtocolChoice,
+    /// Delimiter between key prefix and id for `stats detail`; turns detail collection on.
+    #[arg(short = 'D')]
+    pub prefix_delimiter: Option<String>,
+    /// memcached's extended options, comma-separated (may be repeated).
+    #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
+    pub extended: Vec<String>,
+    /// Print the license and exit.
+    #[arg(short = 'i', long = "license")]
+    pub license: bool,
+    /// Not served: UNIX sockets.
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<String>,
+    /// Not served: UNIX socket access mask.
+    #[arg(short = 'a', long = "unix-mask")]
+    pub unix_mask: Option<String>,
+    /// Not served: restartable cache in a memory file.
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<String>,
+    /// Not served: SASL authentication.
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
+    /// Not served: ASCII authentication.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<String>,
+    /// Not served: TLS.
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+    /// Not served: NAPI ids.
+    #[arg(short = 'N', long = "napi_ids")]
+    pub napi_ids: Option<String>,
     /// Networking backend.
     #[arg(long = "io-backend", value_enum, default_value_t = IoBackendChoice::Auto)]
     pub io_backend: IoBackendChoice,
@@ -103,12 +207,57 @@ pub struct Config {
     pub io_backend: IoBackendChoice,
     pub shutdown_enabled: bool,
     pub pidfile: Option<String>,
+    /// `-u`: the user to switch to when started as root.
+    pub user: Option<String>,
+    /// `-d`: run as a daemon.
+    pub daemonize: bool,
+    /// `-b`: listen backlog.
+    pub listen_backlog: i32,
+    /// `-R`: most requests a connection runs per loop turn.
+    pub reqs_per_event: u32,
+    /// `-M` turns this off: a full store refuses instead of evicting.
+    pub evictions_enabled: bool,
+    /// `-F` turns this off.
+    pub flush_enabled: bool,
+    /// `-X` turns this off.
+    pub dump_enabled: bool,
+    /// `-k`: mlockall at startup.
+    pub lock_memory: bool,
+    /// `-r`: raise RLIMIT_CORE.
+    pub coredumps: bool,
+    /// The smallest slab chunk in bytes (from `-n`).
+    pub chunk_bytes_smallest: usize,
+    /// `-B`.
+    pub protocol: ProtocolChoice,
+    /// `-D`: the `stats detail` prefix delimiter.
+    pub stat_key_prefix: u8,
+    /// `-D` given: `stats detail` starts on.
+    pub detail_enabled: bool,
+    /// `-o idle_timeout`: close connections idle longer than this many seconds (0: never).
+    pub idle_timeout_secs: u32,
+    /// Notices for stderr at startup (ignored `-o` suboptions).
+    pub notices: Vec<String>,
     pub limits: Limits,
     /// `--cluster-nodes` as typed (checked by `runtime::cluster` at startup).
     pub cluster_nodes: Option<String>,
     /// `--cluster-config`: the node list file (read at startup and on SIGHUP).
     pub cluster_config: Option<String>,
 }
+
+/// memcached's `-n` default is 48 bytes beyond its 48-byte item header; corecache's smallest
+/// chunk is 24 bytes, 8 beyond its 16-byte header, so its default is 8.
+pub const SLAB_MIN_SIZE_DEFAULT: usize = CHUNK_BYTES_SMALLEST - HEADER_BYTES_MIN;
+/// The largest `-n`: the smallest chunk must leave room for more classes below a 1 MiB page.
+pub const SLAB_MIN_SIZE_MAX: usize = 512 * 1024;
+
+/// The license line `-i` prints.
+pub const LICENSE: &str = concat!(
+    "corecache ",
+    env!("CARGO_PKG_VERSION"),
+    " is licensed under the ",
+    env!("CARGO_PKG_LICENSE"),
+    " license.\n"
+);
 
 /// The largest `-t`: shard ids are `u16` and the mesh has one queue per ordered pair of shards.
 pub const SHARD_COUNT_MAX: u16 = 256;
@@ -127,11 +276,15 @@ impl Config {
             }
             _ => Err(one_line(&e.to_string())),
         })?;
+        if args.license {
+            return Err(Ok(LICENSE.to_string()));
+        }
         Config::validate(args).map_err(Err)
     }
 
     /// Turns plain arguments into settings, or a one-line reason.
     pub fn validate(a: Args) -> Result<Config, String> {
+        refuse_unserved(&a)?;
         if a.udp_port != 0 {
             return Err(format!(
                 "-U {}: UDP is not served by corecache; use -U 0",
@@ -205,6 +358,8 @@ impl Config {
         };
         let cas_enabled = !a.disable_cas;
         let large_pages = a.large_pages;
+        let process = check_process_flags(&a)?;
+        let extended = parse_extended(&a.extended)?;
         let limits = Limits {
             item_size_max,
             cas_enabled,
@@ -224,11 +379,225 @@ impl Config {
             io_backend: a.io_backend,
             shutdown_enabled: a.enable_shutdown,
             pidfile: a.pidfile,
+            user: a.user.filter(|u| !u.is_empty()),
+            daemonize: a.daemon,
+            listen_backlog: process.listen_backlog,
+            reqs_per_event: process.reqs_per_event,
+            evictions_enabled: !a.disable_evictions,
+            flush_enabled: !a.disable_flush_all,
+            dump_enabled: !a.disable_dumping,
+            lock_memory: a.lock_memory,
+            coredumps: a.enable_coredumps,
+            chunk_bytes_smallest: process.chunk_bytes_smallest,
+            protocol: a.protocol,
+            stat_key_prefix: process.stat_key_prefix,
+            detail_enabled: a.prefix_delimiter.is_some(),
+            idle_timeout_secs: extended.idle_timeout_secs,
+            notices: extended.notices,
             limits,
             cluster_nodes: a.cluster_nodes,
             cluster_config: a.cluster_config,
         })
     }
+}
+
+/// Flags for memcached features corecache does not provide: refused with a reason rather than
+/// accepted and ignored, since a client or operator relying on them would be misled.
+fn refuse_unserved(a: &Args) -> Result<(), String> {
+    let refused: [(bool, &str, &str); 7] = [
+        (a.unix_socket.is_some(), "-s", "UNIX sockets are not served"),
+        (a.unix_mask.is_some(), "-a", "UNIX sockets are not served"),
+        (
+            a.memory_file.is_some(),
+            "-e",
+            "a restartable memory file is not supported",
+        ),
+        (a.enable_sasl, "-S", "SASL authentication is not supported"),
+        (
+            a.auth_file.is_some(),
+            "-Y",
+            "ASCII authentication is not supported",
+        ),
+        (a.enable_ssl, "-Z", "TLS is not supported"),
+        (a.napi_ids.is_some(), "-N", "NAPI ids are not supported"),
+    ];
+    match refused.iter().find(|(given, _, _)| *given) {
+        Some((_, flag, why)) => Err(format!("{flag}: {why} by corecache")),
+        None => Ok(()),
+    }
+}
+
+/// The checked values of `-b -R -n -D`.
+struct ProcessFlags {
+    listen_backlog: i32,
+    reqs_per_event: u32,
+    chunk_bytes_smallest: usize,
+    stat_key_prefix: u8,
+}
+
+fn check_process_flags(a: &Args) -> Result<ProcessFlags, String> {
+    if a.listen_backlog < 1 {
+        return Err(format!(
+            "-b {}: the backlog must be at least 1",
+            a.listen_backlog
+        ));
+    }
+    if a.max_reqs_per_event == 0 {
+        return Err("-R 0: the number of requests per event must be greater than 0".into());
+    }
+    if a.slab_min_size == 0 || a.slab_min_size > SLAB_MIN_SIZE_MAX {
+        return Err(format!(
+            "-n {}: must be 1..{SLAB_MIN_SIZE_MAX} bytes",
+            a.slab_min_size
+        ));
+    }
+    let stat_key_prefix = match a.prefix_delimiter.as_deref() {
+        None => crate::prefix_stats::DELIMITER,
+        Some(d) => match d.as_bytes() {
+            [c] if c.is_ascii_graphic() => *c,
+            _ => {
+                return Err(format!(
+                    "-D {d:?}: the delimiter must be one printable character"
+                ))
+            }
+        },
+    };
+    Ok(ProcessFlags {
+        listen_backlog: a.listen_backlog,
+        reqs_per_event: a.max_reqs_per_event,
+        chunk_bytes_smallest: chunk_bytes_smallest(a.slab_min_size),
+        stat_key_prefix,
+    })
+}
+
+/// The smallest chunk for `-n <bytes>`: the item header plus that many bytes, 8-byte aligned,
+/// never below [`CHUNK_BYTES_SMALLEST`].
+pub fn chunk_bytes_smallest(slab_min_size: usize) -> usize {
+    (HEADER_BYTES_MIN + slab_min_size)
+        .next_multiple_of(8)
+        .max(CHUNK_BYTES_SMALLEST)
+}
+
+/// What the `-o` suboptions decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Extended {
+    pub idle_timeout_secs: u32,
+    /// One line naming the ignored suboptions and why, if any were.
+    pub notices: Vec<String>,
+}
+
+/// memcached's `-o` suboptions that tune machinery corecache does not have, with the reason.
+/// Accepted (so existing command lines start) and named in one startup notice.
+const EXTENDED_IGNORED: &[(&str, &str)] = &[
+    (
+        "no_maxconns_fast",
+        "over-limit connections are always answered and closed",
+    ),
+    ("hashpower", "the hash table grows incrementally"),
+    ("no_hashexpand", "the hash table grows incrementally"),
+    ("tail_repair_time", "no item refcounts to repair"),
+    ("lru_crawler", "the crawler always runs"),
+    ("no_lru_crawler", "the crawler always runs"),
+    ("lru_crawler_sleep", "the crawler runs in budgeted slices"),
+    ("lru_crawler_tocrawl", "the crawler runs in budgeted slices"),
+    ("lru_maintainer", "CLOCK eviction, no LRU maintainer"),
+    ("no_lru_maintainer", "CLOCK eviction, no LRU maintainer"),
+    ("hot_lru_pct", "CLOCK eviction, no segmented LRU"),
+    ("warm_lru_pct", "CLOCK eviction, no segmented LRU"),
+    ("hot_max_factor", "CLOCK eviction, no segmented LRU"),
+    ("warm_max_factor", "CLOCK eviction, no segmented LRU"),
+    ("temporary_ttl", "CLOCK eviction, no temporary LRU"),
+    ("slab_reassign", "pages move between classes on demand"),
+    ("no_slab_reassign", "pages move between classes on demand"),
+    ("slab_automove", "pages move between classes on demand"),
+    ("no_slab_automove", "pages move between classes on demand"),
+    (
+        "slab_automove_ratio",
+        "pages move between classes on demand",
+    ),
+    (
+        "slab_automove_window",
+        "pages move between classes on demand",
+    ),
+    (
+        "slab_automove_freeratio",
+        "pages move between classes on demand",
+    ),
+    ("slab_sizes", "slab classes come from -f and -n"),
+    ("slab_chunk_max", "slab classes come from -f and -n"),
+    ("no_chunked_items", "items are never chunked"),
+    (
+        "read_buf_mem_limit",
+        "read buffers are bounded per connection",
+    ),
+    ("watcher_logbuf_size", "no watch command"),
+    ("worker_logbuf_size", "no watch command"),
+    ("track_sizes", "no item size histograms"),
+    ("no_inline_ascii_resp", "nothing to turn off"),
+    ("inline_ascii_response", "nothing to turn on"),
+    ("modern", "nothing to turn on"),
+    ("no_modern", "no 1.4 defaults to return to"),
+    ("drop_privileges", "no seccomp sandbox"),
+    ("no_drop_privileges", "no seccomp sandbox"),
+    ("sock_cookie_id", "no socket cookies"),
+];
+
+/// Prefixes of suboption families that are ignored as a whole: extstore and TLS.
+const EXTENDED_IGNORED_PREFIXES: &[(&str, &str)] =
+    &[("ext_", "no external storage"), ("ssl_", "no TLS")];
+
+/// Parses memcached's `-o` lists. Honoured: `idle_timeout=<secs>`, `maxconns_fast` (corecache's
+/// only over-limit behaviour), `hash_algorithm=xxh3` (corecache's hash). `hash_algorithm=`
+/// `murmur3|jenkins` is accepted with a notice (the hash table's hash is internal; corecache
+/// always uses xxh3). Suboptions tuning machinery corecache lacks are accepted and named in one
+/// notice line. Unknown names are refused with memcached's message.
+pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
+    let mut out = Extended::default();
+    let mut ignored: Vec<String> = Vec::new();
+    for opt in lists
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        match name {
+            "maxconns_fast" => {}
+            "idle_timeout" => {
+                let v = value.ok_or("-o idle_timeout: missing numeric argument")?;
+                out.idle_timeout_secs = v
+                    .parse()
+                    .map_err(|_| format!("-o idle_timeout={v}: not a number of seconds"))?;
+            }
+            "hash_algorithm" => match value {
+                Some("xxh3") => {}
+                Some(v @ ("murmur3" | "jenkins")) => ignored.push(format!(
+                    "hash_algorithm={v} (corecache always hashes keys with xxh3)"
+                )),
+                _ => {
+                    return Err("-o hash_algorithm: unknown option (jenkins, murmur3, xxh3)".into())
+                }
+            },
+            _ => {
+                let why = EXTENDED_IGNORED
+                    .iter()
+                    .chain(EXTENDED_IGNORED_PREFIXES)
+                    .find(|(n, _)| name == *n || (n.ends_with('_') && name.starts_with(n)))
+                    .map(|(_, why)| *why)
+                    .ok_or_else(|| format!("Illegal suboption \"{opt}\""))?;
+                ignored.push(format!("{name} ({why})"));
+            }
+        }
+    }
+    if !ignored.is_empty() {
+        out.notices.push(format!(
+            "ignoring -o options for memcached machinery corecache does not have: {}",
+            ignored.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 /// Folds a multi-line message into one line, without clap's "error:" prefix and help hint.
@@ -378,6 +747,157 @@ mod tests {
         assert!(cfg(&["-t", "2", "--cpus", "0"]).is_err());
         let err = cfg(&["--io-backend", "kqueue"]).unwrap_err();
         assert!(err.contains("kqueue") && !err.contains('\n'), "{err}");
+    }
+
+    /// Every memcached flag corecache serves, in its short and its long form.
+    #[test]
+    fn memcached_flags_short_and_long() {
+        let forms: [(&[&str], &[&str]); 12] = [
+            (&["-u", "nobody"], &["--user", "nobody"]),
+            (&["-d"], &["--daemon"]),
+            (&["-b", "64"], &["--listen-backlog", "64"]),
+            (&["-R", "5"], &["--max-reqs-per-event", "5"]),
+            (&["-M"], &["--disable-evictions"]),
+            (&["-F"], &["--disable-flush-all"]),
+            (&["-X"], &["--disable-dumping"]),
+            (&["-k"], &["--lock-memory"]),
+            (&["-r"], &["--enable-coredumps"]),
+            (&["-n", "48"], &["--slab-min-size", "48"]),
+            (&["-B", "binary"], &["--protocol", "binary"]),
+            (&["-o", "idle_timeout=7"], &["--extended", "idle_timeout=7"]),
+        ];
+        for (short, long) in forms {
+            let a = cfg(short).unwrap_or_else(|e| panic!("{short:?}: {e}"));
+            let b = cfg(long).unwrap_or_else(|e| panic!("{long:?}: {e}"));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{short:?} vs {long:?}");
+            let default = cfg(&[]).unwrap();
+            assert_ne!(
+                format!("{a:?}"),
+                format!("{default:?}"),
+                "{short:?} changed nothing"
+            );
+        }
+        let c = cfg(&[
+            "-u", "nobody", "-d", "-b", "64", "-R", "5", "-M", "-F", "-X", "-k", "-r",
+        ])
+        .unwrap();
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert!(c.daemonize && c.lock_memory && c.coredumps);
+        assert_eq!((c.listen_backlog, c.reqs_per_event), (64, 5));
+        assert!(!c.evictions_enabled && !c.flush_enabled && !c.dump_enabled);
+        let c = cfg(&["-n", "48", "-B", "ascii", "-D", "#", "-o", "idle_timeout=7"]).unwrap();
+        assert_eq!(c.chunk_bytes_smallest, 64);
+        assert_eq!(c.protocol, ProtocolChoice::Ascii);
+        assert_eq!(c.stat_key_prefix, b'#');
+        assert!(c.detail_enabled);
+        assert_eq!(c.idle_timeout_secs, 7);
+        assert!(c.notices.is_empty());
+        // -W is accepted and changes nothing: there is no watch command to disable.
+        assert_eq!(
+            format!("{:?}", cfg(&["-W"]).unwrap()),
+            format!("{:?}", cfg(&["--disable-watch"]).unwrap())
+        );
+        // -vvv counts, -u with an empty name is no user.
+        assert_eq!(cfg(&["-vvv"]).unwrap().verbosity, 3);
+        assert_eq!(cfg(&["-u", ""]).unwrap().user, None);
+    }
+
+    #[test]
+    fn memcached_flag_defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.user, None);
+        assert!(!c.daemonize && !c.lock_memory && !c.coredumps);
+        assert_eq!((c.listen_backlog, c.reqs_per_event), (1024, 20));
+        assert!(c.evictions_enabled && c.flush_enabled && c.dump_enabled);
+        assert_eq!(c.chunk_bytes_smallest, CHUNK_BYTES_SMALLEST);
+        assert_eq!(c.protocol, ProtocolChoice::Auto);
+        assert_eq!((c.stat_key_prefix, c.detail_enabled), (b':', false));
+        assert_eq!(c.idle_timeout_secs, 0);
+    }
+
+    #[test]
+    fn memcached_flag_bad_values() {
+        for (args, expect) in [
+            (&["-b", "0"][..], "-b 0"),
+            (&["-b", "x"], "-b"),
+            (&["-R", "0"], "-R 0"),
+            (&["-n", "0"], "-n 0"),
+            (&["-n", "600000"], "-n 600000"),
+            (&["-B", "foo"], "foo"),
+            (&["-D", ""], "-D"),
+            (&["-D", "ab"], "-D"),
+            (&["-o", "bogus"], "Illegal suboption \"bogus\""),
+            (&["-o", "idle_timeout"], "idle_timeout"),
+            (&["-o", "idle_timeout=x"], "idle_timeout=x"),
+            (&["-o", "hash_algorithm=md5"], "hash_algorithm"),
+        ] {
+            let err = cfg(args).unwrap_err();
+            assert!(err.contains(expect), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+
+    /// Features corecache does not provide are refused, short and long form.
+    #[test]
+    fn unserved_features_are_refused() {
+        for (short, long, flag) in [
+            (
+                &["-s", "/tmp/s"][..],
+                &["--unix-socket", "/tmp/s"][..],
+                "-s",
+            ),
+            (&["-a", "700"], &["--unix-mask", "700"], "-a"),
+            (&["-e", "/tmp/m"], &["--memory-file", "/tmp/m"], "-e"),
+            (&["-S"], &["--enable-sasl"], "-S"),
+            (&["-Y", "/tmp/a"], &["--auth-file", "/tmp/a"], "-Y"),
+            (&["-Z"], &["--enable-ssl"], "-Z"),
+            (&["-N", "1"], &["--napi_ids", "1"], "-N"),
+        ] {
+            for args in [short, long] {
+                let err = cfg(args).unwrap_err();
+                assert!(
+                    err.starts_with(flag) && err.contains("corecache"),
+                    "{args:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extended_options() {
+        let ext =
+            |list: &[&str]| parse_extended(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(ext(&[]).unwrap(), Extended::default());
+        let e = ext(&["maxconns_fast,hash_algorithm=xxh3", "idle_timeout=3"]).unwrap();
+        assert_eq!(e.idle_timeout_secs, 3);
+        assert!(e.notices.is_empty());
+        let e = ext(&["modern,hot_lru_pct=20,ext_path=/x:1G,ssl_key=k,hash_algorithm=murmur3"])
+            .unwrap();
+        assert_eq!(e.notices.len(), 1, "{:?}", e.notices);
+        for name in ["modern", "hot_lru_pct", "ext_path", "ssl_key", "murmur3"] {
+            assert!(e.notices[0].contains(name), "{name}: {:?}", e.notices);
+        }
+        assert!(
+            ext(&["ext_"]).is_ok(),
+            "a family prefix alone is still extstore's"
+        );
+        assert!(ext(&["hot_lru"]).is_err());
+    }
+
+    #[test]
+    fn license_and_chunk_sizes() {
+        let text = Config::from_args(["corecache", "-i"]).unwrap_err().unwrap();
+        assert!(text.contains("Apache-2.0"), "{text}");
+        assert_eq!(
+            Config::from_args(["corecache", "--license"])
+                .unwrap_err()
+                .unwrap(),
+            text
+        );
+        assert_eq!(chunk_bytes_smallest(1), CHUNK_BYTES_SMALLEST);
+        assert_eq!(chunk_bytes_smallest(8), 24);
+        assert_eq!(chunk_bytes_smallest(9), 32);
+        assert_eq!(chunk_bytes_smallest(48), 64);
     }
 
     /// Default pinning follows the process's affinity mask: confined to one CPU (as by

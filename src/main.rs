@@ -17,6 +17,9 @@ fn main() {
             std::process::exit(64);
         }
     };
+    for notice in &config.notices {
+        eprintln!("corecache: {notice}");
+    }
     if let Err(msg) = corecache::runtime::run(config) {
         eprintln!("corecache: {msg}");
         std::process::exit(1);

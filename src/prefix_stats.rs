@@ -3,8 +3,8 @@
 //! PURE: one [`PrefixStats`] per shard, fed by the shard for its own keys while enabled; the
 //! runtime gathers every shard's [`PrefixStats::dump`] and merges them with [`merge_dumps`].
 //!
-//! memcached's rules: the prefix is the key up to the first `:` (`stat_key_prefix`); a key with
-//! no `:` is not counted. `get` counts every key looked up (and `hit` the hits), `set` every
+//! memcached's rules: the prefix is the key up to the first delimiter (`stat_key_prefix`, `:`
+//! unless `-D` names another); a key without it is not counted. `get` counts every key looked up (and `hit` the hits), `set` every
 //! storage command, `del` every delete (hit or miss). Counters survive `stats detail off` and are
 //! cleared by `stats reset`.
 //!
@@ -28,13 +28,30 @@ pub struct PrefixCounts {
 }
 
 /// A shard's prefix counters and its `stats detail on|off` switch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PrefixStats {
     pub enabled: bool,
+    /// The byte that ends a key's prefix (`-D`).
+    delimiter: u8,
     prefixes: HashMap<Vec<u8>, PrefixCounts>,
 }
 
+impl Default for PrefixStats {
+    fn default() -> PrefixStats {
+        PrefixStats::new(DELIMITER, false)
+    }
+}
+
 impl PrefixStats {
+    /// Counters for prefixes ending at `delimiter`, collecting from the start if `enabled`.
+    pub fn new(delimiter: u8, enabled: bool) -> PrefixStats {
+        PrefixStats {
+            enabled,
+            delimiter,
+            prefixes: HashMap::new(),
+        }
+    }
+
     /// A `get` of `key` (hit or miss).
     pub fn record_get(&mut self, key: &[u8], hit: bool) {
         if let Some(c) = self.counts(key) {
@@ -66,7 +83,8 @@ impl PrefixStats {
         if !self.enabled {
             return None;
         }
-        let end = key.iter().position(|&b| b == DELIMITER)?;
+        let delimiter = self.delimiter;
+        let end = key.iter().position(|&b| b == delimiter)?;
         let prefix = &key[..end];
         if !self.prefixes.contains_key(prefix) {
             if self.prefixes.len() >= PREFIXES_MAX {
@@ -156,6 +174,16 @@ mod tests {
         let mut out = Vec::new();
         s.dump(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_delimiter_is_configurable() {
+        let mut s = PrefixStats::new(b'#', true);
+        s.record_set(b"a#1");
+        s.record_set(b"b:2");
+        let mut out = Vec::new();
+        s.dump(&mut out);
+        assert_eq!(out, b"PREFIX a get 0 hit 0 set 1 del 0\r\n");
     }
 
     #[test]

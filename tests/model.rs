@@ -418,6 +418,8 @@ fn run(ops: &[Op], memory_bytes_max: usize, tight: bool) -> StoreStats {
         cas_enabled: true,
         key_hash: hash,
         large_pages: false,
+        chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
+        evictions_enabled: true,
     });
     let mut model = Model {
         items: HashMap::new(),

@@ -633,6 +633,26 @@ fn meta_debug_commands_are_counted() {
     });
 }
 
+/// `conn_yields` counts a connection stopping after `-R` requests (default 20) with more
+/// waiting, so that others get their turn; every request is still answered, in order.
+#[test]
+fn connection_yields_after_reqs_per_event() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let s0 = c.stats_sub("");
+        const NOOPS: usize = 1000;
+        c.send(&b"mn\r\n".repeat(NOOPS));
+        c.read_exact_reply(&b"MN\r\n".repeat(NOOPS));
+        let s1 = c.stats_sub("");
+        let yields = stat_u64(&s1, "conn_yields") - stat_u64(&s0, "conn_yields");
+        assert!(
+            yields >= 1 && yields <= (NOOPS / 20) as u64,
+            "{yields} yields for {NOOPS} pipelined requests"
+        );
+    });
+}
+
 #[test]
 fn stats_fields_values_and_exact_deltas() {
     for_each_config(|args| {

@@ -119,3 +119,478 @@ fn large_pages_flag_advises_item_memory() {
         }
     }
 }
+
+// ---- memcached's other flags ----
+
+use std::time::{Duration, Instant};
+
+use common::{stat_u64, wait_until, Client};
+
+/// Whether this test process runs as root (the `-u` tests need it).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The `Uid:` or `Gid:` fields of /proc/<pid>/status (real, effective, saved, filesystem).
+fn proc_ids(pid: u32, field: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .expect("field")
+        .split_whitespace()
+        .map(|v| v.parse().expect("id"))
+        .collect()
+}
+
+fn proc_status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn user_flag_drops_root_after_binding() {
+    if memcached_mode() || !is_root() {
+        eprintln!("skipped: needs corecache and root");
+        return;
+    }
+    let server = TestServer::start(&["-t", "2", "-u", "nobody"]);
+    let pid = server.pid();
+    let uids = proc_ids(pid, "Uid:");
+    assert_eq!(uids.len(), 4);
+    assert!(uids.iter().all(|&u| u == uids[0] && u != 0), "{uids:?}");
+    let gids = proc_ids(pid, "Gid:");
+    assert!(gids.iter().all(|&g| g == gids[0] && g != 0), "{gids:?}");
+    assert_eq!(
+        proc_status_field(pid, "Groups:"),
+        "",
+        "supplementary groups kept"
+    );
+    // Every executor thread runs as the user too.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let tid: u32 = task.unwrap().file_name().to_string_lossy().parse().unwrap();
+        assert_eq!(proc_ids(tid, "Uid:"), uids, "thread {tid}");
+    }
+    let mut c = server.connect();
+    c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+}
+
+#[test]
+fn unknown_user_is_refused_as_root() {
+    if memcached_mode() || !is_root() {
+        eprintln!("skipped: needs corecache and root");
+        return;
+    }
+    let err = refused(&["-u", "no-such-user-corecache"], &[]);
+    assert!(
+        err.contains("can't find the user no-such-user-corecache"),
+        "{err}"
+    );
+}
+
+/// Kills a daemon (not our child) if a test fails before stopping it.
+struct DaemonGuard(Option<libc::pid_t>);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: kill(2) on the daemon this test started; it takes no memory.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Gone, or a zombie waiting for its new parent to reap it.
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn daemon_detaches_writes_its_pid_and_serves() {
+    if memcached_mode() {
+        return;
+    }
+    let pidfile = std::env::temp_dir().join(format!("corecache-daemon-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    // The parent exits once the daemon serves, after printing the daemon's listening line.
+    let out = Command::new(env!("CARGO_BIN_EXE_corecache"))
+        .args(["-l", "127.0.0.1", "-p", "0", "-t", "1", "-d", "-P"])
+        .arg(&pidfile)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run corecache -d");
+    let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let pid: u32 = text.trim().parse().unwrap_or(0);
+    let mut guard = DaemonGuard((pid > 0).then_some(pid as libc::pid_t));
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pid > 0, "pidfile holds {text:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let addr = stdout
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("no listening line: {stdout:?}"));
+    assert!(!process_gone(pid), "daemon {pid} is not running");
+    // A new session led by the daemon, working directory `/`.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[3], pid.to_string(), "session id (setsid)");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+    let mut c = Client::connect(addr.parse().unwrap());
+    c.roundtrip(b"set d 0 0 1\r\nx\r\n", b"STORED\r\n");
+    c.roundtrip(b"get d\r\n", b"VALUE d 0 1\r\nx\r\nEND\r\n");
+    // SIGTERM stops it cleanly: it exits and removes its pidfile.
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || process_gone(pid)),
+        "daemon did not stop"
+    );
+    guard.0 = None;
+    assert!(!pidfile.exists(), "pidfile left behind");
+}
+
+#[test]
+fn disable_flush_all_refuses_flush() {
+    let server = TestServer::start(&["-t", "2", "-F"]);
+    let mut c = server.connect();
+    c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+    c.roundtrip(
+        b"flush_all\r\nflush_all 10\r\nflush_all noreply\r\nget k\r\n",
+        b"CLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\n\
+VALUE k 0 1\r\nv\r\nEND\r\n",
+    );
+    // Binary flush and flushq: an auth error, quiet or not ("Auth failure.").
+    for opcode in [0x08u8, 0x18] {
+        let mut req = vec![0x80, opcode, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        req.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+        req.extend_from_slice(&[0; 8]);
+        let mut reply = vec![0x81, opcode, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 13];
+        reply.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+        reply.extend_from_slice(&[0; 8]);
+        reply.extend_from_slice(b"Auth failure.");
+        server.connect().roundtrip(&req, &reply);
+    }
+    let settings = c.stats_sub("settings");
+    assert_eq!(settings["flush_enabled"], "no");
+    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+}
+
+#[test]
+fn disable_evictions_answers_out_of_memory_and_keeps_items() {
+    let server = TestServer::start(&["-t", "1", "-m", "2", "-M"]);
+    let mut c = server.connect();
+    let value = "x".repeat(10_000);
+    let mut stored = 0;
+    loop {
+        c.send(format!("set k{stored} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
+        let line = c.read_line();
+        if line == b"STORED\r\n" {
+            stored += 1;
+            assert!(stored < 1000, "2 MB never filled");
+            continue;
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&line),
+            "SERVER_ERROR out of memory storing object\r\n"
+        );
+        break;
+    }
+    assert!(stored > 10, "only {stored} items fit");
+    for i in 0..stored {
+        c.roundtrip(
+            format!("get k{i}\r\n").as_bytes(),
+            format!("VALUE k{i} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes(),
+        );
+    }
+    let stats = c.stats_sub("");
+    assert_eq!(stat_u64(&stats, "evictions"), 0);
+    assert_eq!(stat_u64(&stats, "curr_items"), stored);
+    assert!(stat_u64(&stats, "store_no_memory") >= 1);
+    let items = c.stats_sub("items");
+    assert!(
+        items
+            .iter()
+            .any(|(k, v)| k.ends_with(":outofmemory") && v != "0"),
+        "{items:?}"
+    );
+    assert_eq!(c.stats_sub("settings")["evictions"], "off");
+}
+
+#[test]
+fn disable_dumping_refuses_metadump_and_cachedump() {
+    let server = TestServer::start(&["-t", "2", "-X"]);
+    let mut c = server.connect();
+    c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+    c.roundtrip(
+        b"lru_crawler metadump all\r\n",
+        b"ERROR metadump not allowed\r\n",
+    );
+    c.roundtrip(
+        b"lru_crawler metadump 1\r\n",
+        b"ERROR metadump not allowed\r\n",
+    );
+    c.roundtrip(
+        b"stats cachedump 1 1\r\n",
+        b"CLIENT_ERROR stats cachedump not allowed\r\n",
+    );
+    assert_eq!(c.stats_sub("settings")["dump_enabled"], "no");
+    let other = TestServer::start(&["-t", "1"]);
+    assert_eq!(other.stats_sub("settings")["dump_enabled"], "yes");
+}
+
+#[test]
+fn backlog_and_requests_per_event_flags() {
+    common::for_each_config(|config| {
+        let mut args = config.to_vec();
+        args.extend_from_slice(&["-b", "77", "-R", "1"]);
+        let server = TestServer::start(&args);
+        let settings = server.stats_sub("settings");
+        assert_eq!(settings["tcp_backlog"], "77");
+        assert_eq!(settings["reqs_per_event"], "1");
+        if !server.is_memcached() && std::path::Path::new("/usr/bin/ss").exists() {
+            // A listening socket's Send-Q is its backlog.
+            let port = server.addr().port().to_string();
+            let out = Command::new("/usr/bin/ss")
+                .args(["-ltnH", "sport", "=", &format!(":{port}")])
+                .output()
+                .expect("ss");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(!text.trim().is_empty(), "ss lists no listener on {port}");
+            for line in text.lines() {
+                assert_eq!(line.split_whitespace().nth(2), Some("77"), "{text}");
+            }
+        }
+        // One request per turn still answers a whole pipeline, in order, also when the
+        // client has closed its side before the server got through it.
+        let mut c = server.connect();
+        let mut req = Vec::new();
+        let mut expect = Vec::new();
+        for i in 0..100 {
+            req.extend_from_slice(
+                format!("set r{i} 0 0 1\r\n{}\r\nget r{i}\r\n", i % 10).as_bytes(),
+            );
+            expect.extend_from_slice(
+                format!("STORED\r\nVALUE r{i} 0 1\r\n{}\r\nEND\r\n", i % 10).as_bytes(),
+            );
+        }
+        c.send(&req);
+        c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+        c.read_exact_reply(&expect);
+        assert!(c.expect_closed().is_empty());
+    });
+}
+
+#[test]
+fn prefix_delimiter_turns_detail_on() {
+    let server = TestServer::start(&["-t", "2", "-D", "#"]);
+    let mut c = server.connect();
+    let settings = c.stats_sub("settings");
+    assert_eq!(settings["stat_key_prefix"], "#");
+    assert_eq!(settings["detail_enabled"], "yes");
+    c.roundtrip(
+        b"set a#1 0 0 1\r\nx\r\nget a#1\r\nget b:2\r\nstats detail dump\r\n",
+        b"STORED\r\nVALUE a#1 0 1\r\nx\r\nEND\r\nEND\r\nPREFIX a get 1 hit 1 set 1 del 0\r\nEND\r\n",
+    );
+}
+
+#[test]
+fn slab_min_size_sets_the_smallest_chunk() {
+    if memcached_mode() {
+        return; // memcached's classes start at its 48-byte header plus -n
+    }
+    for (args, shown, smallest) in [(&[][..], "8", 24u64), (&["-n", "48"][..], "48", 64)] {
+        let mut all = vec!["-t", "1"];
+        all.extend_from_slice(args);
+        let server = TestServer::start(&all);
+        let mut c = server.connect();
+        assert_eq!(c.stats_sub("settings")["chunk_size"], shown, "{args:?}");
+        c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+        let slabs = c.stats_sub("slabs");
+        let min = slabs
+            .iter()
+            .filter(|(k, _)| k.ends_with(":chunk_size"))
+            .map(|(_, v)| v.parse::<u64>().unwrap())
+            .filter(|&v| v > 0)
+            .min();
+        assert_eq!(min, Some(smallest), "{args:?}");
+        // The one-byte item sits in the smallest class.
+        let used = slabs
+            .iter()
+            .find(|(k, v)| k.ends_with(":used_chunks") && *v == "1")
+            .map(|(k, _)| k.split(':').next().unwrap().to_string())
+            .expect("a used chunk");
+        assert_eq!(stat_u64(&slabs, &format!("{used}:chunk_size")), smallest);
+    }
+}
+
+#[test]
+fn protocol_flag_restricts_connections() {
+    let get_a = [
+        0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, b'a',
+    ];
+    // ascii: a binary frame is read as text (one unknown command up to the newline).
+    let server = TestServer::start(&["-t", "2", "-B", "ascii"]);
+    let mut c = server.connect();
+    let mut req = get_a.to_vec();
+    req.extend_from_slice(b"\r\nversion\r\n");
+    c.roundtrip(&req, b"ERROR\r\nVERSION 1.6.18\r\n");
+    assert_eq!(c.stats_sub("settings")["binding_protocol"], "ascii");
+    if memcached_mode() {
+        // The harness's readiness probe speaks text; these bytes were checked by hand against
+        // memcached -B binary (the same reply, and a close after 24 bytes of text).
+        return;
+    }
+    // binary: a binary get works; text is an invalid header, and the connection closes.
+    let server = TestServer::start(&["-t", "2", "-B", "binary"]);
+    let mut reply = vec![0x81, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7];
+    reply.extend_from_slice(&[0; 8]);
+    reply.extend_from_slice(b"Not found");
+    server.connect().roundtrip(&get_a, &reply);
+    let mut c = server.connect();
+    c.send(b"get aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    assert!(c.expect_closed().is_empty());
+    let auto = TestServer::start(&["-t", "1"]);
+    assert_eq!(
+        auto.stats_sub("settings")["binding_protocol"],
+        "auto-negotiate"
+    );
+}
+
+#[test]
+fn idle_timeout_closes_idle_connections() {
+    let server = TestServer::start(&["-t", "2", "-o", "idle_timeout=1"]);
+    let mut busy = server.connect();
+    assert_eq!(busy.stats_sub("settings")["idle_timeout"], "1");
+    let started = Instant::now();
+    let mut idle = server.connect();
+    // Closed without a reply (bounded by the client's read timeout, 10 s).
+    assert!(idle.expect_closed().is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed too early"
+    );
+    // The counter of connections drops with it.
+    assert!(wait_until(Duration::from_secs(10), || {
+        stat_u64(&server.stats(), "curr_connections") <= 2
+    }));
+}
+
+#[test]
+fn ignored_extended_options_start_with_one_notice() {
+    if memcached_mode() {
+        return;
+    }
+    let server = TestServer::start(&[
+        "-t",
+        "1",
+        "-o",
+        "modern,hot_lru_pct=20,lru_crawler_sleep=50",
+    ]);
+    server
+        .connect()
+        .roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+    assert!(wait_until(Duration::from_secs(5), || server
+        .stderr_text()
+        .contains("ignoring -o options")));
+    let err = server.stderr_text();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ignoring -o")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for name in ["modern", "hot_lru_pct", "lru_crawler_sleep"] {
+        assert!(lines[0].contains(name), "{name}: {err}");
+    }
+}
+
+#[test]
+fn unserved_flags_and_unknown_suboptions_are_refused() {
+    if memcached_mode() {
+        return;
+    }
+    for (args, expect) in [
+        (&["-s", "/tmp/corecache.sock"][..], "-s: UNIX sockets"),
+        (&["-a", "700"], "-a:"),
+        (&["-e", "/tmp/corecache.mem"], "-e:"),
+        (&["-S"], "-S: SASL"),
+        (&["--enable-sasl"], "-S: SASL"),
+        (&["-Y", "/tmp/auth"], "-Y:"),
+        (&["-Z"], "-Z: TLS"),
+        (&["-N", "1"], "-N:"),
+        (&["-o", "bogus"], "Illegal suboption \"bogus\""),
+        (&["-o", "idle_timeout"], "idle_timeout"),
+        (&["-B", "foo"], "foo"),
+        (&["-R", "0"], "-R 0"),
+        (&["-D", "ab"], "-D"),
+    ] {
+        let err = refused(args, &[]);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn license_prints_and_exits() {
+    if memcached_mode() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_corecache"))
+        .arg("-i")
+        .output()
+        .expect("run corecache -i");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Apache-2.0"));
+}
+
+#[test]
+fn lock_memory_and_coredumps() {
+    if memcached_mode() {
+        return;
+    }
+    let server = TestServer::start(&["-t", "1", "-m", "8", "-k", "-r"]);
+    let pid = server.pid();
+    let locked_kb: u64 = proc_status_field(pid, "VmLck:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let err = server.stderr_text();
+    if is_root() {
+        assert!(locked_kb > 0, "nothing locked; stderr: {err}");
+    } else {
+        assert!(locked_kb > 0 || err.contains("mlockall() failed"), "{err}");
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit line");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    // soft == hard, and not 0.
+    assert_eq!(fields[4], fields[5], "{core}");
+    assert_ne!(fields[4], "0", "{core}");
+    server
+        .connect()
+        .roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+}

@@ -92,6 +92,8 @@ pub enum Status {
     NonNumeric,
     UnknownCommand,
     OutOfMemory,
+    /// Also what memcached answers a refused flush (`-F`).
+    AuthError,
 }
 
 impl Status {
@@ -107,6 +109,7 @@ impl Status {
             Status::NonNumeric => 0x0006,
             Status::UnknownCommand => 0x0081,
             Status::OutOfMemory => 0x0082,
+            Status::AuthError => 0x0020,
         }
     }
 
@@ -122,6 +125,7 @@ impl Status {
             Status::NonNumeric => b"Non-numeric server-side value for incr or decr",
             Status::UnknownCommand => b"Unknown command",
             Status::OutOfMemory => b"Out of memory",
+            Status::AuthError => b"Auth failure.",
         }
     }
 }

@@ -45,6 +45,12 @@ pub const CLIENT_ERROR_STATS_DETAIL_USAGE: &[u8] =
 /// A storage command whose item exceeds `-I`.
 pub const SERVER_ERROR_TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 /// No memory for the item even after eviction.
+/// `flush_all` with `-F`.
+pub const CLIENT_ERROR_FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
+/// `lru_crawler metadump` with `-X`.
+pub const ERROR_METADUMP_DISABLED: &[u8] = b"ERROR metadump not allowed\r\n";
+/// `stats cachedump` with `-X`.
+pub const CLIENT_ERROR_CACHEDUMP_DISABLED: &[u8] = b"CLIENT_ERROR stats cachedump not allowed\r\n";
 pub const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 /// `lru_crawler metadump` of a class that does not exist.
 pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";

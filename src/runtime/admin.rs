@@ -36,6 +36,9 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
             }
             reply(core, idx, &buf);
         }
+        Request::LruCrawlerMetadump { .. } if !core.shared.config.dump_enabled => {
+            reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
+        }
         Request::LruCrawlerMetadump { class } => {
             let class_count = core.shard.store().class_count();
             match class.map(u8::try_from) {

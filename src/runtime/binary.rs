@@ -11,6 +11,7 @@ use super::core::{ConnAction, Core, PARSE_BUDGET};
 use super::mesh::{RemoteOp, StatsKind};
 use super::{stats, Shared};
 use crate::clock::Instant32;
+use crate::config::ProtocolChoice;
 use crate::protocol::binary::{
     self, opcode, BinaryError, BinaryRequest, Command, Status, REQUEST_MAGIC,
 };
@@ -20,13 +21,18 @@ use crate::router::{key_hash, shard_of};
 impl Core {
     /// Decides the connection's protocol on its first byte; true if it is binary.
     pub(super) fn binary_detect(&mut self, idx: u32) -> bool {
+        let protocol = self.shared.config.protocol;
         let Some(conn) = self.conn_mut(idx) else {
             return false;
         };
         if conn.binary.is_none() {
-            if let Some(&first) = conn.rbuf.first() {
-                conn.binary = Some(first == REQUEST_MAGIC);
-            }
+            // `-B`: `ascii` reads every byte as text, `binary` every byte as binary frames
+            // (a text request is then an invalid header, and the connection is closed).
+            conn.binary = match protocol {
+                ProtocolChoice::Auto => conn.rbuf.first().map(|&first| first == REQUEST_MAGIC),
+                ProtocolChoice::Ascii => Some(false),
+                ProtocolChoice::Binary => Some(true),
+            };
         }
         conn.binary == Some(true)
     }
@@ -39,8 +45,9 @@ impl Core {
         let rbuf = std::mem::take(&mut conn.rbuf);
         let mut pos = 0;
         let limits = self.limits;
+        let mut requests = 0;
         while pos < rbuf.len() {
-            if pos >= PARSE_BUDGET {
+            if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
                 self.conn_yields += 1;
                 break;
             }
@@ -60,9 +67,11 @@ impl Core {
                 Ok((req, n)) => {
                     self.dispatch_binary(idx, &req, &rbuf[pos..pos + n]);
                     pos += n;
+                    requests += 1;
                 }
                 Err(BinaryError::Incomplete) => break,
                 Err(BinaryError::Invalid(rej)) => {
+                    requests += 1;
                     let mut reply = Vec::new();
                     if let Some(status) = rej.status {
                         binary::error(&mut reply, rej.opcode, status, rej.opaque);
@@ -182,6 +191,13 @@ impl Core {
     }
 
     fn dispatch_binary_flush(&mut self, idx: u32, req: &BinaryRequest<'_>, exptime: u32) {
+        if !self.shared.config.flush_enabled {
+            // `-F`: memcached answers an auth error, quiet or not.
+            let mut reply = Vec::new();
+            binary::error(&mut reply, req.opcode, Status::AuthError, req.opaque);
+            self.queue_reply(idx, reply);
+            return;
+        }
         let at = if exptime > 0 {
             self.shard
                 .expires_at(i64::from(exptime), self.now)

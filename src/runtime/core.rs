@@ -27,6 +27,7 @@ use crate::shard::Shard;
 const INBOUND_PER_TURN: usize = 16;
 
 /// Bytes parsed from one connection per turn before moving on (fairness between clients).
+/// Requests are bounded too, by `-R` (`Core::reqs_per_event`).
 pub(super) const PARSE_BUDGET: usize = 256 * 1024;
 
 /// What a backend should do with a connection after feeding it.
@@ -61,6 +62,8 @@ pub struct Core {
     /// `conn_yields`, there counted at `-R` requests per event).
     pub conn_yields: u64,
     rbuf_max: usize,
+    /// `-R`: requests one connection runs per turn before the others get theirs.
+    pub(super) reqs_per_event: usize,
     last_crawl: Instant32,
     /// Reply buffers for slots.
     pub(super) pool: BufPool,
@@ -122,6 +125,7 @@ impl Core {
         let me = mesh.me.0;
         let shard_count = shared.config.shard_count;
         let limits = shared.config.limits;
+        let reqs_per_event = shared.config.reqs_per_event as usize;
         let rbuf_max = limits
             .get_line_len_max
             .max(limits.item_size_max + limits.line_len_max + 2);
@@ -144,6 +148,7 @@ impl Core {
             cmd_flush: 0,
             conn_yields: 0,
             rbuf_max,
+            reqs_per_event,
             last_crawl: Instant32(0),
             pool: BufPool::default(),
             warm_previous: Vec::new(),
@@ -175,7 +180,9 @@ impl Core {
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation_next;
         self.generation_next = self.generation_next.wrapping_add(1).max(1);
-        let conn = Conn::new(generation, peer);
+        let mut conn = Conn::new(generation, peer);
+        // Idle since it connected (`-o idle_timeout`, `stats conns`).
+        conn.last_cmd = self.now.0;
         let idx = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = Some(conn);
@@ -384,8 +391,9 @@ impl Core {
         // Whether input was left unparsed for a reason other than "incomplete": a budget or
         // backpressure. Such input must be come back to; an incomplete request at EOF is not.
         let mut held_back = false;
+        let mut requests = 0;
         while pos < rbuf.len() {
-            if pos >= PARSE_BUDGET {
+            if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
                 held_back = true;
                 self.conn_yields += 1;
                 break;
@@ -409,9 +417,11 @@ impl Core {
                     let raw = &rbuf[pos..pos + n];
                     self.dispatch(idx, &req, raw);
                     pos += n;
+                    requests += 1;
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
+                    requests += 1;
                     let conn = self.conns[idx as usize]
                         .as_mut()
                         .expect("connection checked above");
@@ -490,6 +500,17 @@ impl Core {
                 self.mark_dirty(idx);
             }
             Request::Meta(_) => self.dispatch_keyed(idx, req, raw),
+            Request::FlushAll { noreply, .. } if !self.shared.config.flush_enabled => {
+                // memcached counts the refused command.
+                self.cmd_flush += 1;
+                if !noreply {
+                    let conn = self.conns[idx as usize]
+                        .as_mut()
+                        .expect("dispatch on a live connection");
+                    push_reply(conn, &mut self.pool, compose::CLIENT_ERROR_FLUSH_DISABLED);
+                    self.mark_dirty(idx);
+                }
+            }
             Request::FlushAll { delay, noreply } => {
                 let at = if delay > 0 {
                     self.shard.expires_at(delay, self.now).unwrap_or(self.now)
@@ -1027,13 +1048,38 @@ impl Core {
         *self.outbox.to(from) = reply;
     }
 
-    /// End of a loop turn: send this turn's envelopes and do bounded housekeeping.
+    /// End of a loop turn: send this turn's envelopes and do bounded housekeeping (once a
+    /// second: the crawler's slice, and closing idle connections).
     pub fn turn_end(&mut self) {
         self.outbox.flush(&self.mesh);
         if self.now != self.last_crawl {
             self.last_crawl = self.now;
             let now = self.now;
             self.shard.store_mut().crawl(now, 1000);
+            self.close_idle();
+        }
+    }
+
+    /// `-o idle_timeout=<secs>`: marks for closing every connection that has sent no command
+    /// for longer than that and has nothing left to send or wait for (memcached closes such a
+    /// connection without a reply). The backend closes it at the end of this turn.
+    fn close_idle(&mut self) {
+        let timeout = self.shared.config.idle_timeout_secs;
+        if timeout == 0 {
+            return;
+        }
+        let now = self.now.0;
+        let mut idle = Vec::new();
+        for (idx, conn) in self.conns.iter_mut().enumerate() {
+            let Some(c) = conn.as_mut() else { continue };
+            let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
+            if quiet && !c.closing && now.saturating_sub(c.last_cmd) > timeout {
+                c.closing = true;
+                idle.push(idx as u32);
+            }
+        }
+        for idx in idle {
+            self.mark_dirty(idx);
         }
     }
 

@@ -348,8 +348,11 @@ impl Loop {
     /// output, another shard's replies freeing slots) must requeue the connection here.
     fn resume_if_waiting(&mut self, core: &Core, idx: u32) {
         let Some(c) = core.conn(idx) else { return };
-        let waiting = (c.read_ready && !c.eof) || c.held_back;
-        if waiting && core.wants_read(idx) {
+        let read_more = c.read_ready && !c.eof && core.wants_read(idx);
+        // Input already read but held back (`-R`, the parse budget) is parsed even after the
+        // peer's FIN, and even with a full read buffer: neither needs another read.
+        let parse_more = c.held_back && c.may_parse() && !core.outbox_blocked();
+        if read_more || parse_more {
             self.stalled.push(idx);
         }
     }

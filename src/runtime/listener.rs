@@ -6,23 +6,25 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Backlog of pending connections per socket (the kernel caps it at `somaxconn`).
-const BACKLOG: i32 = 1024;
-
-/// Binds `count` SO_REUSEPORT sockets to `addr`. With port 0 the first socket picks the port and
-/// the others join it. Returns the sockets and the address actually bound.
-pub fn bind_group(addr: SocketAddr, count: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+/// Binds `count` SO_REUSEPORT sockets to `addr`, each with a listen queue of `backlog` pending
+/// connections (`-b`; the kernel caps it at `somaxconn`). With port 0 the first socket picks
+/// the port and the others join it. Returns the sockets and the address actually bound.
+pub fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
     let mut out = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let l = bind_one(bound)?;
+        let l = bind_one(bound, backlog)?;
         bound = l.local_addr()?;
         out.push(l);
     }
     Ok((out, bound))
 }
 
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -59,7 +61,7 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: listen(2) on a bound socket we own.
-    if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } < 0 {
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(TcpListener::from(fd))
@@ -130,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_group_shares_one_port() {
-        let (ls, bound) = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let (ls, bound) = bind_group("127.0.0.1:0".parse().unwrap(), 3, 1024).unwrap();
         assert_ne!(bound.port(), 0);
         for l in &ls {
             assert_eq!(l.local_addr().unwrap(), bound);
@@ -139,9 +141,31 @@ mod tests {
         let _c = std::net::TcpStream::connect(bound).unwrap();
     }
 
+    /// `-b`: the backlog reaches the kernel (`ss` shows it as a listener's Send-Q; here, a
+    /// backlog of 1 holds at most two unaccepted connections before SYNs are dropped).
+    #[test]
+    fn the_backlog_bounds_unaccepted_connections() {
+        let (ls, bound) = bind_group("127.0.0.1:0".parse().unwrap(), 1, 1).unwrap();
+        let mut connected = Vec::new();
+        for _ in 0..4 {
+            let Ok(c) =
+                std::net::TcpStream::connect_timeout(&bound, std::time::Duration::from_millis(300))
+            else {
+                break;
+            };
+            connected.push(c);
+        }
+        assert!(
+            connected.len() < 4,
+            "backlog 1 held {} connections",
+            connected.len()
+        );
+        drop(ls);
+    }
+
     #[test]
     fn ipv6_loopback_binds_where_available() {
-        if let Ok((_, bound)) = bind_group("[::1]:0".parse().unwrap(), 2) {
+        if let Ok((_, bound)) = bind_group("[::1]:0".parse().unwrap(), 2, 1024) {
             assert!(bound.is_ipv6());
         }
     }

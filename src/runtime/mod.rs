@@ -20,6 +20,7 @@ pub mod core;
 pub mod epoll;
 pub mod listener;
 pub mod mesh;
+pub mod process;
 pub mod stats;
 pub mod uring;
 
@@ -31,6 +32,7 @@ use std::time::Instant;
 
 use crate::clock::{Epoch, Instant32, START};
 use crate::config::Config;
+use crate::prefix_stats::PrefixStats;
 use crate::router::{key_hash, ShardId};
 use crate::shard::Shard;
 use crate::storage::StoreConfig;
@@ -115,23 +117,67 @@ fn raise_nofile_limit(conns_max: usize, shards: usize) {
 }
 
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), String> {
+///
+/// Order (see `process`): bind every listener (as root, so ports below 1024 work), raise
+/// RLIMIT_CORE (`-r`), detach (`-d`, while the process still has one thread), drop root
+/// (`-u`), lock memory (`-k`, after the fork and the identity change, as memcached does), write
+/// the pidfile, start the executors, announce. A daemon's `listening` lines and startup errors
+/// go to the parent, which prints them and exits.
+pub fn run(mut config: Config) -> Result<(), String> {
     block_signals();
     let shard_count = usize::from(config.shard_count);
     raise_nofile_limit(config.conns_max, shard_count);
+    // memcached ignores -u unless it runs as root; an unknown user fails before binding.
+    let user = match &config.user {
+        Some(name) if process::is_root() => Some(process::lookup_user(name)?),
+        _ => None,
+    };
 
     // Bind every listener before anything is announced.
     let mut per_core: Vec<Vec<TcpListener>> = (0..shard_count).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in &config.listen {
-        let (group, actual) = listener::bind_group(addr, shard_count)
+        let (group, actual) = listener::bind_group(addr, shard_count, config.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (core, l) in group.into_iter().enumerate() {
             per_core[core].push(l);
         }
         bound.push(actual);
     }
+    if config.coredumps {
+        process::enable_coredumps()?;
+    }
+    let mut report = None;
+    if config.daemonize {
+        // The daemon may leave the working directory: a relative pidfile keeps its meaning.
+        if let Some(path) = &config.pidfile {
+            let cwd = std::env::current_dir().map_err(|e| format!("-P {path}: {e}"))?;
+            config.pidfile = Some(cwd.join(path).to_string_lossy().into_owned());
+        }
+        report = Some(process::daemonize(config.coredumps)?);
+    }
+    let result = serve(config, per_core, bound, user.as_ref(), &mut report);
+    if let (Err(reason), Some(report)) = (&result, report) {
+        report.failed(reason);
+    }
+    result
+}
 
+/// [`run`] from the identity change on: starts the executors, announces, serves, stops.
+fn serve(
+    config: Config,
+    per_core: Vec<Vec<TcpListener>>,
+    bound: Vec<SocketAddr>,
+    user: Option<&process::UserIds>,
+    report: &mut Option<process::DaemonReport>,
+) -> Result<(), String> {
+    let shard_count = per_core.len();
+    if let Some(user) = user {
+        process::drop_privileges(user)?;
+    }
+    if config.lock_memory {
+        process::lock_memory();
+    }
     let backend = backend::choose(config.io_backend, &config)?;
     let cluster = cluster::Cluster::new(
         config.cluster_nodes.as_deref(),
@@ -156,7 +202,7 @@ pub fn run(config: Config) -> Result<(), String> {
         backend: AtomicU8::new(u8::from(backend == Backend::Uring)),
         cluster,
         memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
-        detail_enabled: AtomicBool::new(false),
+        detail_enabled: AtomicBool::new(config.detail_enabled),
         listen: backend::ListenStats::default(),
         config,
     });
@@ -197,12 +243,14 @@ pub fn run(config: Config) -> Result<(), String> {
             shared.backend_name()
         );
     }
-    {
-        let mut out = std::io::stdout().lock();
-        for addr in &bound {
-            let _ = writeln!(out, "listening {addr}");
+    let announcement: String = bound.iter().map(|a| format!("listening {a}\n")).collect();
+    match report.take() {
+        Some(report) => report.ready(&announcement),
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(announcement.as_bytes());
+            let _ = out.flush();
         }
-        let _ = out.flush();
     }
 
     wait_for_stop_signal(&shared);
@@ -240,8 +288,11 @@ fn executor(
         cas_enabled: cfg.cas_enabled,
         key_hash,
         large_pages: cfg.large_pages,
+        chunk_bytes_smallest: cfg.chunk_bytes_smallest,
+        evictions_enabled: cfg.evictions_enabled,
     };
-    let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
+    let mut shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
+    shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),

@@ -379,39 +379,54 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 u64::from(shared.verbosity.load(Ordering::Relaxed)),
             );
             compose::stat(out, "oldest", 0);
-            compose::stat_str(out, "evictions", "on");
-            compose::stat_str(out, "domain_socket", "NULL");
-            compose::stat_str(out, "umask", "700");
+            let yes_no = |on: bool| if on { "yes" } else { "no" };
             compose::stat_str(
                 out,
-                "shutdown_command",
-                if cfg.shutdown_enabled { "yes" } else { "no" },
+                "evictions",
+                if cfg.evictions_enabled { "on" } else { "off" },
             );
+            compose::stat_str(out, "domain_socket", "NULL");
+            compose::stat_str(out, "umask", "700");
+            compose::stat_str(out, "shutdown_command", yes_no(cfg.shutdown_enabled));
             compose::stat_str(
                 out,
                 "growth_factor",
                 &format!("{:.2}", cfg.slab_growth_factor),
             );
-            compose::stat(out, "chunk_size", 48);
+            // memcached's chunk_size: the smallest chunk's room beyond the item header (-n).
+            compose::stat(
+                out,
+                "chunk_size",
+                (cfg.chunk_bytes_smallest - crate::storage::item::HEADER_BYTES_MIN) as u64,
+            );
             compose::stat(out, "num_threads", u64::from(cfg.shard_count));
-            compose::stat_str(out, "stat_key_prefix", ":");
-            let detail = shared.detail_enabled.load(Ordering::Relaxed);
-            compose::stat_str(out, "detail_enabled", if detail { "yes" } else { "no" });
             compose::stat_str(
                 out,
-                "cas_enabled",
-                if cfg.cas_enabled { "yes" } else { "no" },
+                "stat_key_prefix",
+                &char::from(cfg.stat_key_prefix).to_string(),
             );
-            compose::stat(out, "tcp_backlog", 1024);
-            compose::stat_str(out, "binding_protocol", "ascii");
+            let detail = shared.detail_enabled.load(Ordering::Relaxed);
+            compose::stat_str(out, "detail_enabled", yes_no(detail));
+            compose::stat(out, "reqs_per_event", u64::from(cfg.reqs_per_event));
+            compose::stat_str(out, "cas_enabled", yes_no(cfg.cas_enabled));
+            compose::stat(out, "tcp_backlog", cfg.listen_backlog.max(0) as u64);
+            compose::stat_str(out, "binding_protocol", cfg.protocol.stats_name());
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
+            compose::stat_str(out, "maxconns_fast", "yes");
             compose::stat_str(out, "slab_reassign", "yes");
             compose::stat_str(out, "lru_crawler", "yes");
-            compose::stat_str(out, "flush_enabled", "yes");
+            compose::stat_str(out, "flush_enabled", yes_no(cfg.flush_enabled));
+            compose::stat_str(out, "dump_enabled", yes_no(cfg.dump_enabled));
             compose::stat_str(out, "hash_algorithm", "xxh3");
+            compose::stat(out, "idle_timeout", u64::from(cfg.idle_timeout_secs));
+            compose::stat_str(out, "track_sizes", "no");
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);
+        }
+        StatsGroup::Other(b"cachedump") if !cfg.dump_enabled => {
+            // -X: memcached refuses before looking at the arguments.
+            out.extend_from_slice(compose::CLIENT_ERROR_CACHEDUMP_DISABLED);
         }
         StatsGroup::Other(_) => {
             // memcached answers an unknown stats group with a bare ERROR.

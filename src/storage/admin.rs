@@ -147,6 +147,8 @@ mod tests {
             cas_enabled: true,
             key_hash: hash,
             large_pages: false,
+            chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
+            evictions_enabled: true,
         })
     }
 

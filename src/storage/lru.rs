@@ -49,6 +49,9 @@ impl Store {
 
     /// One step towards room for `class`: an eviction or a page move. False if impossible.
     fn make_room(&mut self, class: u8, units: usize, now: Instant32) -> bool {
+        if !self.cfg.evictions_enabled {
+            return self.reclaim_dead(class, now) || self.move_empty_page(class);
+        }
         let class_index = usize::from(class);
         let has_pages = !self.slabs.classes[class_index].pages.is_empty();
         if class == self.slabs.huge_class() {
@@ -103,6 +106,45 @@ impl Store {
             }
             None => false,
         }
+    }
+
+    /// `-M`: reclaims one dead (expired or flushed) item of `class` under the CLOCK hand,
+    /// looking at most [`CLOCK_SCAN_MAX`] chunks; live items are left as they are.
+    fn reclaim_dead(&mut self, class: u8, now: Instant32) -> bool {
+        for _ in 0..CLOCK_SCAN_MAX {
+            let Some(loc) = self.hand_next(class) else {
+                return false;
+            };
+            let item = ItemRef::new(self.slabs.chunk(loc));
+            if Some(loc) != self.pinned && item.is_linked() && self.dead_reason(item, now).is_some()
+            {
+                self.unlink_loc(loc, Unlink::Reclaimed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `-M`: gives `class` the budget of a page of another class that holds no item (so
+    /// nothing is evicted). False if no class has an empty page.
+    fn move_empty_page(&mut self, class: u8) -> bool {
+        let empty = self
+            .slabs
+            .classes
+            .iter()
+            .enumerate()
+            .filter(|(donor, _)| *donor != usize::from(class))
+            .flat_map(|(_, donor)| donor.pages.iter().copied())
+            .find(|&id| {
+                let page = &self.slabs.pages[id as usize];
+                !page.vacant && page.carved == page.free_count
+            });
+        let Some(page_id) = empty else {
+            return false;
+        };
+        self.slabs.release_page(page_id);
+        self.counters.slabs_moved += 1;
+        true
     }
 
     /// The chunk under the class's hand, advancing it. None if the class has no chunks.

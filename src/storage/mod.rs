@@ -57,6 +57,11 @@ pub struct StoreConfig {
     pub key_hash: fn(&[u8]) -> u64,
     /// `-L`: back pages with transparent huge pages (see `pagemem`).
     pub large_pages: bool,
+    /// `-n`: the smallest chunk in bytes ([`slab::CHUNK_BYTES_SMALLEST`] by default).
+    pub chunk_bytes_smallest: usize,
+    /// `-M` turns this off: making room may reclaim dead items and move empty pages, never
+    /// evict a live item; a store that finds no room fails with [`StoreError::OutOfMemory`].
+    pub evictions_enabled: bool,
 }
 
 /// The storage commands.
@@ -158,8 +163,13 @@ pub struct Store {
 impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
         assert!(cfg.page_size >= 1024, "page_size below 1 KiB");
-        let slabs = Slabs::new(cfg.page_size, cfg.slab_growth_factor, cfg.memory_bytes_max)
-            .with_large_pages(cfg.large_pages);
+        let slabs = Slabs::with_smallest_chunk(
+            cfg.page_size,
+            cfg.slab_growth_factor,
+            cfg.chunk_bytes_smallest,
+            cfg.memory_bytes_max,
+        )
+        .with_large_pages(cfg.large_pages);
         let class_count = slabs.classes.len();
         Store {
             cfg,

@@ -90,12 +90,18 @@ pub struct Slabs {
     arena: PageArena,
 }
 
-/// The chunk sizes of the normal classes for a page size and growth factor.
-pub fn class_sizes(page_size: usize, slab_growth_factor: f64) -> Vec<usize> {
-    assert!(page_size >= CHUNK_BYTES_SMALLEST, "page_size too small");
+/// The chunk sizes of the normal classes for a page size, growth factor and smallest chunk
+/// (`-n`; [`CHUNK_BYTES_SMALLEST`] by default).
+pub fn class_sizes(page_size: usize, slab_growth_factor: f64, chunk_smallest: usize) -> Vec<usize> {
+    assert!(page_size >= chunk_smallest, "page_size too small");
     assert!(slab_growth_factor > 1.0, "slab_growth_factor must exceed 1");
+    assert!(
+        chunk_smallest >= CHUNK_BYTES_SMALLEST,
+        "smallest chunk below the minimum"
+    );
+    assert_eq!(chunk_smallest % 8, 0, "chunk sizes are 8-byte aligned");
     let mut sizes = Vec::new();
-    let mut size = CHUNK_BYTES_SMALLEST;
+    let mut size = chunk_smallest;
     while size < page_size && sizes.len() < CLASS_COUNT_MAX - 2 {
         sizes.push(size);
         let grown = if size < FINE_CLASS_BYTES_MAX {
@@ -111,7 +117,22 @@ pub fn class_sizes(page_size: usize, slab_growth_factor: f64) -> Vec<usize> {
 
 impl Slabs {
     pub fn new(page_size: usize, slab_growth_factor: f64, memory_bytes_max: usize) -> Slabs {
-        let sizes = class_sizes(page_size, slab_growth_factor);
+        Slabs::with_smallest_chunk(
+            page_size,
+            slab_growth_factor,
+            CHUNK_BYTES_SMALLEST,
+            memory_bytes_max,
+        )
+    }
+
+    /// [`Slabs::new`] with classes starting at `chunk_smallest` bytes (`-n`).
+    pub fn with_smallest_chunk(
+        page_size: usize,
+        slab_growth_factor: f64,
+        chunk_smallest: usize,
+        memory_bytes_max: usize,
+    ) -> Slabs {
+        let sizes = class_sizes(page_size, slab_growth_factor, chunk_smallest);
         let mut classes: Vec<SlabClass> = sizes
             .iter()
             .map(|&chunk_size| {
@@ -437,7 +458,7 @@ mod tests {
 
     #[test]
     fn class_sizes_are_fine_then_grow() {
-        let sizes = class_sizes(1 << 20, 1.25);
+        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST);
         assert_eq!(&sizes[..4], &[24, 32, 40, 48]);
         assert!(
             sizes.contains(&128),
@@ -449,6 +470,21 @@ mod tests {
             assert_eq!(pair[0] % 8, 0);
         }
         assert!(sizes.len() < CLASS_COUNT_MAX);
+    }
+
+    /// `-n`: the classes start at the smallest chunk asked for and keep their shape above it.
+    #[test]
+    fn class_sizes_follow_the_smallest_chunk() {
+        let sizes = class_sizes(1 << 20, 1.25, 64);
+        assert_eq!(&sizes[..3], &[64, 72, 80]);
+        let slabs = Slabs::with_smallest_chunk(1 << 20, 1.25, 64, 4 << 20);
+        assert_eq!(
+            slabs.classes[usize::from(slabs.class_for(1))].chunk_size,
+            64
+        );
+        let big = class_sizes(1 << 20, 1.25, 1000);
+        assert_eq!(big[0], 1000);
+        assert!(big[1] >= 1250);
     }
 
     #[test]

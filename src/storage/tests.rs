@@ -23,6 +23,8 @@ fn config(memory_bytes_max: usize, page_size: usize) -> StoreConfig {
         cas_enabled: true,
         key_hash: test_hash,
         large_pages: false,
+        chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
+        evictions_enabled: true,
     }
 }
 
@@ -762,4 +764,85 @@ fn add_on_a_present_item_bumps_without_fetching() {
     let view = store.get(b"k", test_hash(b"k"), at(4)).unwrap();
     assert!(!view.fetched, "add does not count as a read");
     assert_eq!(view.last_access, at(3), "but it is a recent access");
+}
+
+/// `-M`: a full store refuses new items instead of evicting, keeps every item it has, and
+/// still reclaims dead items.
+#[test]
+fn without_evictions_a_full_store_refuses_and_keeps_what_it_has() {
+    let mut cfg = config(2048, 1024);
+    cfg.evictions_enabled = false;
+    let mut store = Store::new(cfg);
+    let value = [7u8; 100];
+    let mut stored = Vec::new();
+    let refused = loop {
+        let key = format!("k{}", stored.len());
+        let result = store.store(
+            StoreMode::Set,
+            key.as_bytes(),
+            test_hash(key.as_bytes()),
+            0,
+            Some(at(50)),
+            &value,
+            T0,
+        );
+        store.check_invariants();
+        match result {
+            Ok(StoreOutcome::Stored) => stored.push(key),
+            other => break other,
+        }
+        assert!(stored.len() < 100, "a two-page store never fills");
+    };
+    assert_eq!(refused, Err(StoreError::OutOfMemory));
+    assert!(stored.len() >= 2);
+    for key in &stored {
+        assert_eq!(
+            get(&mut store, key, T0).as_deref(),
+            Some(&value[..]),
+            "{key}"
+        );
+    }
+    let stats = store.stats();
+    assert_eq!(stats.evictions, 0);
+    let outofmemory: u64 = stats.classes.iter().map(|c| c.counters.outofmemory).sum();
+    assert_eq!(outofmemory, 1);
+    // Once they are dead, their chunks are reused (reclaimed, not evicted).
+    assert_eq!(
+        set(&mut store, "kx", &value, Some(at(100)), at(60)),
+        StoreOutcome::Stored
+    );
+    assert_eq!(store.stats().evictions, 0);
+    assert_eq!(store.stats().reclaimed, 1);
+}
+
+/// `-M`: a page emptied by deletes goes to a class that needs one, evicting nothing.
+#[test]
+fn without_evictions_empty_pages_still_move() {
+    let mut cfg = config(2048, 1024);
+    cfg.evictions_enabled = false;
+    let mut store = Store::new(cfg);
+    let small = [1u8; 100];
+    let mut keys = Vec::new();
+    while store
+        .store(
+            StoreMode::Set,
+            format!("s{}", keys.len()).as_bytes(),
+            test_hash(format!("s{}", keys.len()).as_bytes()),
+            0,
+            None,
+            &small,
+            T0,
+        )
+        .is_ok()
+    {
+        keys.push(format!("s{}", keys.len()));
+    }
+    let big = [2u8; 600];
+    let too_big = store.store(StoreMode::Set, b"big", test_hash(b"big"), 0, None, &big, T0);
+    assert_eq!(too_big, Err(StoreError::OutOfMemory));
+    for key in &keys {
+        assert!(store.delete(key.as_bytes(), test_hash(key.as_bytes()), T0));
+    }
+    assert_eq!(set(&mut store, "big", &big, None, T0), StoreOutcome::Stored);
+    assert_eq!(store.stats().evictions, 0);
 }

@@ -7,7 +7,7 @@
 //!   a channel, so a silent or crashed server fails fast with its stderr, never hangs.
 //! * Validation mode, `CORECACHE_TEST_SERVER=memcached`: the same tests run against
 //!   `/usr/bin/memcached -U 0 -l 127.0.0.1 -p <free port>` (plus `-u root` when running as root).
-//!   Flags memcached knows (`-t -m -c -I -f -C -v`) are passed on, corecache-only flags
+//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o`) are passed on, corecache-only flags
 //!   (`--io-backend`, `--cpus`) are dropped. Readiness = a TCP connect succeeds (bounded poll).
 //!   Passing in this mode proves the expected bytes are memcached's, not guesses.
 //!   `CORECACHE_TEST_MEMCACHED` overrides the memcached path.
@@ -207,12 +207,12 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
         let a = args[i];
         match a {
             // `-o` options are memcached's own (corecache has none); they pass through.
-            "-t" | "-m" | "-c" | "-I" | "-f" | "-o" => {
+            "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
             }
-            "-C" | "-v" | "-vv" | "-A" => {
+            "-C" | "-v" | "-vv" | "-A" | "-F" | "-M" | "-X" => {
                 out.push(a.to_string());
                 i += 1;
             }
