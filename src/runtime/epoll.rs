@@ -160,6 +160,7 @@ impl Loop {
     fn busy(&self, core: &Core) -> bool {
         !self.stalled.is_empty()
             || core.outbox_blocked()
+            || core.metadump_runnable()
             || self.accept_pending.contains(&Accept::Budget)
     }
 
