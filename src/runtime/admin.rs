@@ -15,9 +15,10 @@
 //! before it is in `out`), no step is in flight, and the connection's unsent output is below
 //! [`METADUMP_RESUME_BYTES`]: a dump's output held per connection stays under that plus one
 //! step, and a client that reads slowly makes the dump slow instead of the server's memory
-//! grow. Requests pipelined behind the dump wait in their slots and are answered after `END`. A
-//! connection that closes mid-dump just stops asking; a step in flight is answered into the
-//! void, as for any reply to a closed connection. Items stored or removed during the dump may
+//! grow. The connection parses nothing more until the dump has ended (`Conn::may_parse`), so
+//! requests pipelined behind it run and answer after `END`, as in memcached. A connection that
+//! closes mid-dump (seen when a send fails) just stops asking; a step in flight is answered
+//! into the void, as for any reply to a closed connection. Items stored or removed during the dump may
 //! or may not be listed (memcached gives no snapshot either); see `storage::WalkCursor`.
 //!
 //! Replies follow memcached 1.6.18 byte for byte, except where noted:
@@ -461,10 +462,16 @@ mod tests {
         keys
     }
 
-    /// One loop turn of every core, in order: mesh in, metadump steps and envelopes out.
+    /// One loop turn of every core, in order: mesh in, input held back that may be parsed
+    /// now (as a backend comes back to it), metadump steps and envelopes out.
     fn turn(cores: &mut [Core]) {
         for core in cores.iter_mut() {
             core.poll_mesh();
+            for idx in core.conn_indices() {
+                if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse()) {
+                    core.process(idx);
+                }
+            }
             core.turn_end();
         }
     }
@@ -510,6 +517,11 @@ mod tests {
             let idx = cores[0].open("test".into()).unwrap();
             cores[0].input_only(idx, b"lru_crawler metadump all\r\nversion\r\n");
             cores[0].process(idx);
+            // What follows the dump waits for it, unparsed.
+            let conn = cores[0].conn(idx).unwrap();
+            assert_eq!(conn.rbuf, b"version\r\n");
+            assert!(conn.held_back && !conn.may_parse());
+            assert_eq!(conn.slots.len(), 1);
             // Nobody reads: output stops growing below the bound, and the dump stops asking.
             let mut turns = 0;
             while cores[0].conn(idx).unwrap().pending_bytes() < METADUMP_RESUME_BYTES {
@@ -541,7 +553,8 @@ mod tests {
                 if round % 3 == 0 {
                     drain(&mut cores[0], idx, &mut reply);
                 }
-                if cores[0].conn(idx).unwrap().slots.is_empty() {
+                let conn = cores[0].conn(idx).unwrap();
+                if conn.slots.is_empty() && conn.rbuf.is_empty() {
                     drain(&mut cores[0], idx, &mut reply);
                     break;
                 }
@@ -584,7 +597,8 @@ mod tests {
         for _ in 0..10_000 {
             turn(&mut cores);
             drain(&mut cores[1], again, &mut reply);
-            if cores[1].conn(again).unwrap().slots.is_empty() {
+            let conn = cores[1].conn(again).unwrap();
+            if conn.slots.is_empty() && conn.rbuf.is_empty() {
                 break;
             }
         }

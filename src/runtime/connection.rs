@@ -101,7 +101,8 @@ pub struct Conn {
     pub peer: String,
     /// Wire protocol, decided by the first byte received (0x80: binary); `None` until then.
     pub binary: Option<bool>,
-    /// `SlotKind::Metadump` slots in `slots` (dumps not finished yet).
+    /// `SlotKind::Metadump` slots in `slots` (dumps not finished yet): 0 or 1, since nothing
+    /// is parsed during a dump ([`Conn::may_parse`]).
     pub metadump_slots: u32,
 }
 
@@ -129,9 +130,13 @@ impl Conn {
         }
     }
 
-    /// Whether more requests may be parsed now.
+    /// Whether more requests may be parsed now. Not during a metadump: requests after it run
+    /// once it has ended, as in memcached (a `flush_all` behind it must not empty it).
     pub fn may_parse(&self) -> bool {
-        !self.closing && self.pending_bytes() < OUT_HIGH_WATER && self.slots.len() < SLOTS_MAX
+        !self.closing
+            && self.pending_bytes() < OUT_HIGH_WATER
+            && self.slots.len() < SLOTS_MAX
+            && self.metadump_slots == 0
     }
 
     /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.

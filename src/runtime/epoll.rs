@@ -340,11 +340,14 @@ impl Loop {
     /// Comes back next turn to a connection whose input waits (unread in the socket, or read
     /// but held back) once it may be taken. Readiness is edge-triggered: no new event reports
     /// input that was already signalled, so whatever unblocks parsing (a write draining the
-    /// output, another shard's replies freeing slots) must requeue the connection here.
+    /// output, another shard's replies freeing slots, a metadump ending) must requeue the
+    /// connection here. Input already read is parsed even when no more may be read (the peer
+    /// closed its side, or the read buffer is full).
     fn resume_if_waiting(&mut self, core: &Core, idx: u32) {
         let Some(c) = core.conn(idx) else { return };
-        let waiting = (c.read_ready && !c.eof) || c.held_back;
-        if waiting && core.wants_read(idx) {
+        let unread = c.read_ready && !c.eof && core.wants_read(idx);
+        let unparsed = c.held_back && c.may_parse();
+        if unread || unparsed {
             self.stalled.push(idx);
         }
     }
