@@ -4,9 +4,15 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
-use common::{for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, TestServer};
+use common::{
+    for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, Client, TestServer,
+};
 
 fn config_reply(version: u64, nodes: &str, head: &str) -> Vec<u8> {
     let payload = format!("{version}\n{nodes}\n");
@@ -259,6 +265,266 @@ fn lru_crawler_metadump_lists_live_items_of_every_shard() {
         assert!(one.contains("key=k%2520 "), "{one}");
         // The connection is still usable.
         c.roundtrip(b"get key3\r\n", b"VALUE key3 0 2\r\nab\r\nEND\r\n");
+    });
+}
+
+/// Items in the large metadump tests. A line is about 120 bytes, so their dump is about 30 MB:
+/// well over the 8 MiB per shard to which corecache once cut a dump short, at `-t 1` and `-t 2`.
+const DUMP_ITEMS: usize = 250_000;
+
+/// The most the server's resident memory may grow while a dump of [`DUMP_ITEMS`] waits for a
+/// reader that does not read: a few steps of output and buffers, not the dump.
+const DUMP_HELD_BYTES_MAX: u64 = 6 << 20;
+
+/// The i-th key of a large dump: 60 bytes, all listed as they are (no URL escapes).
+fn dump_key(i: usize) -> String {
+    format!("metadump-key-{i:07}-{}", "x".repeat(39))
+}
+
+/// A server with room for [`DUMP_ITEMS`] and more. memcached runs without its LRU maintainer:
+/// the maintainer moves items between its hot, warm and cold lists while the crawler walks
+/// them, so a dump can miss or repeat an item that never changed (seen in this test suite).
+fn start_for_dump(args: &[&str]) -> TestServer {
+    let mut args = args.to_vec();
+    args.extend(["-m", "256"]);
+    if memcached_mode() {
+        args.extend(["-o", "no_lru_maintainer"]);
+    }
+    TestServer::start(&args)
+}
+
+/// A new connection with `lru_crawler metadump all` sent and its first line read (returned).
+/// memcached runs one dump at a time and answers `BUSY` while another (even one whose client
+/// has gone) is under way: it is asked again until it starts. corecache never answers `BUSY`.
+fn start_dump(server: &TestServer) -> (Client, Vec<u8>) {
+    const BUSY: &[u8] = b"BUSY currently processing crawler request\r\n";
+    let mut started = None;
+    let ok = common::wait_until(Duration::from_secs(30), || {
+        let mut c = server.connect();
+        c.send(b"lru_crawler metadump all\r\n");
+        let first = c.read_line();
+        assert!(
+            first != BUSY || server.is_memcached(),
+            "corecache answered BUSY"
+        );
+        if first == BUSY {
+            return false;
+        }
+        started = Some((c, first));
+        true
+    });
+    assert!(ok, "memcached stayed BUSY");
+    started.expect("started")
+}
+
+/// Stores one-byte items under `dump_key(0..count)` with pipelined noreply sets, and returns
+/// the keys once every set is done.
+fn store_dump_items(c: &mut Client, count: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..count).map(dump_key).collect();
+    let mut batch = Vec::with_capacity(300 * 1024);
+    for key in &keys {
+        batch.extend_from_slice(format!("set {key} 0 0 1 noreply\r\nv\r\n").as_bytes());
+        if batch.len() >= 256 * 1024 {
+            c.send(&batch);
+            batch.clear();
+        }
+    }
+    batch.extend_from_slice(b"get sync\r\n");
+    c.send(&batch);
+    c.read_exact_reply(b"END\r\n");
+    keys
+}
+
+/// Checks a metadump reply: well-formed item lines, then `END`, listing each of `expected`
+/// exactly once (all but at most `missing_max` of them) and no other key, except keys starting
+/// with `other_prefix` (stored during the dump: listed at most once).
+#[track_caller]
+fn assert_dump_lists(
+    reply: &[u8],
+    expected: &[String],
+    other_prefix: Option<&str>,
+    missing_max: usize,
+) {
+    let text = std::str::from_utf8(reply).expect("a dump is ASCII");
+    let lines = text
+        .strip_suffix("END\r\n")
+        .unwrap_or_else(|| panic!("no END: ...{}", &text[text.len().saturating_sub(300)..]));
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(expected.len());
+    for line in lines.split_terminator('\n') {
+        let key = line
+            .strip_prefix("key=")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("not an item line: {line:?}"));
+        let (_, exp, fetch, _) = metadump_fields(line);
+        assert!(exp == "-1" && (fetch == "no" || fetch == "yes"), "{line:?}");
+        *seen.entry(key).or_default() += 1;
+    }
+    let listed = seen.len();
+    let mut missing = Vec::new();
+    for key in expected {
+        match seen.remove(key.as_str()) {
+            Some(1) => {}
+            Some(n) => panic!("{key} listed {n} times"),
+            None => missing.push(key),
+        }
+    }
+    assert!(
+        missing.len() <= missing_max,
+        "{} keys missing from the dump ({listed} listed), first {:?}",
+        missing.len(),
+        missing.first()
+    );
+    for (key, n) in seen {
+        let other = other_prefix.is_some_and(|p| key.starts_with(p));
+        assert!(other && n == 1, "unexpected: {key} listed {n} times");
+    }
+}
+
+#[test]
+fn lru_crawler_metadump_lists_every_item_of_a_large_cache() {
+    for_each_config(|args| {
+        let server = start_for_dump(args);
+        let mut c = server.connect();
+        let keys = store_dump_items(&mut c, DUMP_ITEMS);
+        c.send(b"lru_crawler metadump all\r\n");
+        let reply = c.read_through_line(b"END\r\n");
+        let shards: usize = args[1].parse().unwrap();
+        assert!(reply.len() > shards * (8 << 20), "{} bytes", reply.len());
+        assert_dump_lists(&reply, &keys, None, 0);
+        // The connection goes on.
+        let get = format!("get {}\r\n", keys[7]);
+        let value = format!("VALUE {} 0 1\r\nv\r\nEND\r\n", keys[7]);
+        c.roundtrip(get.as_bytes(), value.as_bytes());
+    });
+}
+
+#[test]
+fn requests_pipelined_after_a_metadump_run_after_its_end() {
+    for_each_config(|args| {
+        let server = start_for_dump(args);
+        let mut c = server.connect();
+        let count = 20_000; // a dump of many steps
+        let mut keys = store_dump_items(&mut c, count);
+        let k5 = keys[5].clone();
+        // In the dump's write: a delete, a set and a get. They run after the dump, which
+        // therefore still lists the deleted key and not the new one.
+        c.send(
+            format!(
+                "lru_crawler metadump all\r\ndelete {k5}\r\nset after 0 0 2\r\nhi\r\nget after {k5}\r\n"
+            )
+            .as_bytes(),
+        );
+        let reply = c.read_through_line(b"END\r\n");
+        assert_dump_lists(&reply, &keys, None, 0);
+        let answers = b"DELETED\r\nSTORED\r\nVALUE after 0 2\r\nhi\r\nEND\r\n";
+        if memcached_mode() {
+            // memcached 1.6.18 answers them only once more input arrives; corecache at once.
+            c.send(b"mn\r\n");
+            c.read_exact_reply(&[&answers[..], b"MN\r\n"].concat());
+        } else {
+            c.read_exact_reply(answers);
+        }
+        // A client that half-closes after its requests gets them all answered, then EOF.
+        let mut c = server.connect();
+        c.send(b"lru_crawler metadump all\r\nget after\r\n");
+        c.stream().shutdown(Shutdown::Write).unwrap();
+        keys.retain(|k| *k != k5);
+        keys.push("after".to_string());
+        let reply = c.read_through_line(b"END\r\n");
+        assert_dump_lists(&reply, &keys, None, 0);
+        assert_eq!(c.expect_closed(), b"VALUE after 0 2\r\nhi\r\nEND\r\n");
+    });
+}
+
+#[test]
+fn a_slow_metadump_reader_holds_up_no_one_and_little_memory() {
+    for_each_config(|args| {
+        let server = start_for_dump(args);
+        let mut c = server.connect();
+        let keys = store_dump_items(&mut c, DUMP_ITEMS);
+        let rss_before = server.rss_bytes();
+        c.send(b"lru_crawler metadump all\r\n");
+        // Another client's requests, on every shard, while the dump waits for its reader.
+        let addr = server.addr();
+        let (done_tx, done_rx) = mpsc::channel();
+        let other = thread::spawn(move || {
+            let mut o = Client::connect(addr);
+            for i in 0..200 {
+                o.roundtrip(
+                    format!("set other-{i} 0 0 1\r\nw\r\n").as_bytes(),
+                    b"STORED\r\n",
+                );
+                let value = format!("VALUE other-{i} 0 1\r\nw\r\nEND\r\n");
+                o.roundtrip(format!("get other-{i}\r\n").as_bytes(), value.as_bytes());
+            }
+            done_tx.send(()).unwrap();
+        });
+        let mut reads = 0u64;
+        let mut rss_max = rss_before;
+        let reply = c.read_through_line_with(b"END\r\n", 16 * 1024, || {
+            if reads == 0 {
+                // After one read, none until the other client is done: the dump stalls on
+                // this reader, the other client must not (a generous bound, not a pace).
+                let served = done_rx.recv_timeout(Duration::from_secs(60)).is_ok();
+                assert!(served, "another client was held up by the dump");
+                rss_max = rss_max.max(server.rss_bytes());
+            }
+            reads += 1;
+            if reads % 64 == 0 {
+                rss_max = rss_max.max(server.rss_bytes());
+            }
+            if reads % 8 == 0 {
+                thread::sleep(Duration::from_millis(1)); // a slow reader's pace
+            }
+        });
+        other.join().unwrap();
+        // memcached's crawler skips an item whose lock stripe another thread holds at that
+        // moment, so the other client's traffic can hide a few items from its dump; corecache
+        // lists every item that stays put.
+        let missing_max = if server.is_memcached() { 100 } else { 0 };
+        assert_dump_lists(&reply, &keys, Some("other-"), missing_max);
+        let grown = rss_max.saturating_sub(rss_before);
+        eprintln!(
+            "dump of {} bytes in {reads} reads; server RSS grew {grown} bytes",
+            reply.len()
+        );
+        // memcached buffers a dump its own way; the bound is corecache's.
+        if !server.is_memcached() {
+            assert!(grown < DUMP_HELD_BYTES_MAX, "RSS grew {grown} bytes");
+        }
+    });
+}
+
+#[test]
+fn a_client_closing_mid_metadump_leaves_the_server_healthy() {
+    for_each_config(|args| {
+        let server = start_for_dump(args);
+        let mut c = server.connect();
+        let count = 100_000;
+        let keys = store_dump_items(&mut c, count);
+        for read_first in [0, 4096, 1 << 20] {
+            let (mut d, _) = start_dump(&server);
+            if read_first > 0 {
+                d.read_n(read_first).expect("the dump goes on");
+            }
+            drop(d); // closes with the rest of the dump unread
+        }
+        let stats = c.stats_sub("");
+        assert_eq!(stat_u64(&stats, "curr_items"), count as u64);
+        if !server.is_memcached() {
+            // Every closed connection is gone (memcached also counts its listeners).
+            let closed = common::wait_until(Duration::from_secs(10), || {
+                stat_u64(&c.stats_sub(""), "curr_connections") == 1
+            });
+            assert!(closed, "{:?}", c.stats_sub("").get("curr_connections"));
+        }
+        // A new connection dumps everything.
+        c.roundtrip(b"set fresh 0 0 1\r\nf\r\n", b"STORED\r\n");
+        let (mut n, mut reply) = start_dump(&server);
+        reply.extend(n.read_through_line(b"END\r\n"));
+        let mut expected = keys;
+        expected.push("fresh".to_string());
+        assert_dump_lists(&reply, &expected, None, 0);
     });
 }
 

@@ -3,26 +3,51 @@
 //! `cache_memlimit` and `shutdown`.
 //!
 //! Commands that touch every shard go out as a broadcast ([`Core::broadcast`]) and answer once
-//! every shard has done its part: `stats detail on|off` and `cache_memlimit` answer `OK`, the
-//! dumps gather every shard's lines ([`finish`]). Replies follow memcached 1.6.18 byte for byte,
-//! except where noted:
+//! every shard has done its part: `stats detail on|off` and `cache_memlimit` answer `OK`,
+//! `stats detail dump` gathers every shard's lines.
+//!
+//! `lru_crawler metadump` lists every live item, however many, and is streamed instead: its slot
+//! ([`SlotKind::Metadump`]) walks shard 0, then shard 1, and so on, each in steps of at most
+//! [`METADUMP_STEP_BYTES`] of lines (and [`METADUMP_STEP_CHUNKS_MAX`] chunks looked at), one step
+//! at a time. A step runs inline for this core's shard and as a [`RemoteOp::MetadumpStep`] over
+//! the mesh for another, whose reply carries the cursor to resume at. [`metadump_pump`] asks for
+//! the next step only once the slot is at the front of the connection's queue (everything
+//! before it is in `out`), no step is in flight, and the connection's unsent output is below
+//! [`METADUMP_RESUME_BYTES`]: a dump's output held per connection stays under that plus one
+//! step, and a client that reads slowly makes the dump slow instead of the server's memory
+//! grow. The connection parses nothing more until the dump has ended (`Conn::may_parse`), so
+//! requests pipelined behind it run and answer after `END`, as in memcached. A connection that
+//! closes mid-dump (seen when a send fails) just stops asking; a step in flight is answered
+//! into the void, as for any reply to a closed connection. Items stored or removed during the dump may
+//! or may not be listed (memcached gives no snapshot either); see `storage::WalkCursor`.
+//!
+//! Replies follow memcached 1.6.18 byte for byte, except where noted:
 //! * `lru_crawler metadump` takes `all` or one class id (memcached also takes a comma list);
-//!   class ids are corecache's (as in `stats items`), `size` is corecache's item size, and each
-//!   shard contributes at most [`METADUMP_BYTES_MAX`] bytes (memcached streams without bound).
+//!   class ids are corecache's (as in `stats items`), `size` is corecache's item size, and items
+//!   come shard by shard in page order (memcached: class by class in LRU order).
 //! * `stats detail dump` lists prefixes sorted by name (memcached: hash-table order).
 
 use std::sync::atomic::Ordering;
 
 use super::cluster::LEGACY_KEY;
-use super::connection::SlotKind;
+use super::connection::{BufPool, Conn, MetadumpWalk, Slot, SlotKind};
 use super::core::{push_reply, Core};
-use super::mesh::{DetailOp, RemoteOp, StatsKind};
-use crate::clock::Instant32;
+use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest};
+use crate::clock::{Epoch, Instant32};
 use crate::protocol::{compose, Keys, Request, ShutdownMode};
-use crate::storage::ItemMeta;
+use crate::storage::{ItemMeta, Store, WalkCursor};
 
-/// The most bytes of item lines one shard adds to a metadump reply.
-pub const METADUMP_BYTES_MAX: usize = 8 << 20;
+/// Bytes of item lines one metadump step stops after (it may pass this by one line, under
+/// 1 KiB): the unit in which a dump is walked, sent over the mesh and queued for the client.
+pub const METADUMP_STEP_BYTES: usize = 256 * 1024;
+
+/// Chunks one metadump step looks at, at most, listed or not: bounds a step's time where most
+/// chunks are free, dead or of another class.
+pub const METADUMP_STEP_CHUNKS_MAX: usize = 16 * 1024;
+
+/// A metadump's next step is asked for only while its connection has fewer unsent bytes than
+/// this, so the dump output one connection holds stays under this plus one step.
+pub const METADUMP_RESUME_BYTES: usize = METADUMP_STEP_BYTES;
 
 /// Answers an admin request on connection `idx`.
 pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
@@ -42,16 +67,8 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         Request::LruCrawlerMetadump { class } => {
             let class_count = core.shard.store().class_count();
             match class.map(u8::try_from) {
-                None => core.broadcast(
-                    idx,
-                    SlotKind::Stats(StatsKind::Metadump),
-                    RemoteOp::Metadump { class: None },
-                ),
-                Some(Ok(c)) if usize::from(c) < class_count => core.broadcast(
-                    idx,
-                    SlotKind::Stats(StatsKind::Metadump),
-                    RemoteOp::Metadump { class: Some(c) },
-                ),
+                None => metadump_start(core, idx, None),
+                Some(Ok(c)) if usize::from(c) < class_count => metadump_start(core, idx, Some(c)),
                 Some(_) => reply(core, idx, compose::BADCLASS),
             }
         }
@@ -79,7 +96,7 @@ pub fn dispatch_detail(core: &mut Core, idx: u32, mode: &[u8]) {
     match op {
         DetailOp::Dump => core.broadcast(
             idx,
-            SlotKind::Stats(StatsKind::DetailDump),
+            SlotKind::Stats(super::mesh::StatsKind::DetailDump),
             RemoteOp::Detail(op),
         ),
         DetailOp::On | DetailOp::Off => {
@@ -141,7 +158,6 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
         RemoteOp::Detail(DetailOp::On) => core.shard.prefix_stats.enabled = true,
         RemoteOp::Detail(DetailOp::Off) => core.shard.prefix_stats.enabled = false,
         RemoteOp::Detail(DetailOp::Dump) => core.shard.prefix_stats.dump(out),
-        RemoteOp::Metadump { class } => metadump_part(core, class, out),
         RemoteOp::MemLimit { bytes } => {
             let now = core.now;
             core.shard.store_mut().set_memory_limit(bytes, now);
@@ -150,15 +166,187 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
     }
 }
 
-fn metadump_part(core: &Core, class: Option<u8>, out: &mut Vec<u8>) {
-    let epoch = core.shared.epoch;
-    let limit = out.len() + METADUMP_BYTES_MAX;
-    core.shard
-        .store()
-        .for_each_live_item(class, core.now, |item| {
-            metadump_line(item, |at| epoch.to_unix(at), out);
-            out.len() < limit
+/// Opens a metadump's slot on connection `idx`; [`metadump_pump`] takes it from there.
+fn metadump_start(core: &mut Core, idx: u32, class: Option<u8>) {
+    let walk = MetadumpWalk {
+        class,
+        shard: 0,
+        cursor: WalkCursor::START,
+        step_in_flight: false,
+    };
+    core.new_slot(idx, 1, SlotKind::Metadump(walk));
+    let conn_ref = core.conn_ref(idx);
+    if let Some(conn) = core.conn_mut(idx) {
+        conn.metadump_slots += 1;
+    }
+    if !core.metadumps.contains(&conn_ref) {
+        core.metadumps.push(conn_ref);
+    }
+}
+
+/// Moves every metadump under way on by at most one step, and forgets the connections that are
+/// gone or have no dump left. Called once per loop turn, before the turn's envelopes go out.
+pub(super) fn metadump_pump(core: &mut Core) {
+    let mut i = 0;
+    // Each pass either keeps entry i and moves past it, or removes it: bounded by the list.
+    while i < core.metadumps.len() {
+        if metadump_next(core, core.metadumps[i]) {
+            i += 1;
+        } else {
+            core.metadumps.swap_remove(i);
+        }
+    }
+}
+
+/// Whether some metadump could take a step now (see [`metadump_pump`]); a connection that is
+/// gone counts, so the pump runs and forgets it.
+pub(super) fn metadump_runnable(core: &Core) -> bool {
+    core.metadumps.iter().any(|r| match core.conn(r.index) {
+        Some(c) if c.generation == r.generation => c.metadump_slots > 0 && may_step(c),
+        _ => true,
+    })
+}
+
+/// Whether the connection's front slot is a metadump ready for its next step.
+fn may_step(conn: &Conn) -> bool {
+    conn.pending_bytes() < METADUMP_RESUME_BYTES
+        && matches!(
+            conn.slots.front(),
+            Some(Slot { kind: SlotKind::Metadump(walk), .. }) if !walk.step_in_flight
+        )
+}
+
+/// One connection's turn in [`metadump_pump`]: the next step if it may take one (inline for
+/// this shard, else asked of the owner). Returns whether the connection stays listed.
+fn metadump_next(core: &mut Core, conn_ref: ConnRef) -> bool {
+    let Some(conn) = core
+        .conns
+        .get_mut(conn_ref.index as usize)
+        .and_then(Option::as_mut)
+    else {
+        return false;
+    };
+    if conn.generation != conn_ref.generation || conn.metadump_slots == 0 {
+        return false;
+    }
+    if !may_step(conn) {
+        return true;
+    }
+    let Some(Slot {
+        seq,
+        kind: SlotKind::Metadump(walk),
+        ..
+    }) = conn.slots.front_mut()
+    else {
+        return true;
+    };
+    if walk.shard != core.me {
+        walk.step_in_flight = true;
+        let op = RemoteOp::MetadumpStep {
+            class: walk.class,
+            from: walk.cursor,
+        };
+        core.outbox.to(walk.shard).requests.push(RemoteRequest {
+            conn: conn_ref,
+            seq: *seq,
+            op,
         });
+        return true;
+    }
+    // The slot is at the front: everything before it is in `out` already.
+    let (class, from) = (walk.class, walk.cursor);
+    let store = core.shard.store();
+    let next = metadump_step(
+        store,
+        &core.shared.epoch,
+        core.now,
+        class,
+        from,
+        &mut conn.out,
+    );
+    metadump_advance(conn, &mut core.pool, core.shard_count, next);
+    core.mark_dirty(conn_ref.index);
+    true
+}
+
+/// Another shard answered the step of the metadump in slot `pos` of connection `idx` (of the
+/// generation the caller checked): its lines go to `out`, and the walk moves on.
+pub(super) fn metadump_answered(
+    core: &mut Core,
+    idx: u32,
+    pos: u64,
+    data: &[u8],
+    segments: &[(u32, u32)],
+) {
+    let Some(conn) = core.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+        return;
+    };
+    // A step is only asked for by the front slot, which stays there until the dump ends.
+    let expected = pos == 0
+        && matches!(
+            conn.slots.front(),
+            Some(Slot { kind: SlotKind::Metadump(walk), .. }) if walk.step_in_flight
+        );
+    if !expected {
+        debug_assert!(false, "metadump step answered out of turn");
+        return;
+    }
+    conn.out.extend_from_slice(data);
+    let next = segments
+        .first()
+        .map(|&(page, chunk)| WalkCursor { page, chunk });
+    metadump_advance(conn, &mut core.pool, core.shard_count, next);
+    core.mark_dirty(idx);
+}
+
+/// Records where the connection's front metadump goes after a step that ended at `next`
+/// (`None`: that shard is done): the same shard again, the next shard from its start, or, after
+/// the last shard, the end (the slot completes and `END` follows the lines).
+fn metadump_advance(
+    conn: &mut Conn,
+    pool: &mut BufPool,
+    shard_count: u16,
+    next: Option<WalkCursor>,
+) {
+    let Some(Slot {
+        parts_left,
+        kind: SlotKind::Metadump(walk),
+        ..
+    }) = conn.slots.front_mut()
+    else {
+        return;
+    };
+    walk.step_in_flight = false;
+    match next {
+        Some(cursor) => walk.cursor = cursor,
+        None if walk.shard + 1 < shard_count => {
+            walk.shard += 1;
+            walk.cursor = WalkCursor::START;
+        }
+        None => {
+            *parts_left = 0;
+            conn.metadump_slots -= 1;
+            conn.release_ready(pool);
+        }
+    }
+}
+
+/// One step of a shard's part of a metadump: the lines of its live items of `class` from `from`
+/// on, until [`METADUMP_STEP_BYTES`] are written or [`METADUMP_STEP_CHUNKS_MAX`] chunks looked
+/// at. Returns where the next step starts, `None` once the shard's walk is done.
+pub(super) fn metadump_step(
+    store: &Store,
+    epoch: &Epoch,
+    now: Instant32,
+    class: Option<u8>,
+    from: WalkCursor,
+    out: &mut Vec<u8>,
+) -> Option<WalkCursor> {
+    let limit = out.len() + METADUMP_STEP_BYTES;
+    store.for_each_live_item_from(class, from, METADUMP_STEP_CHUNKS_MAX, now, |item| {
+        metadump_line(item, |at| epoch.to_unix(at), out);
+        out.len() < limit
+    })
 }
 
 /// `key=<urlencoded> exp=<unix or -1> la=<unix> cas=<n> fetch=<yes|no> cls=<id> size=<n>\n`.
@@ -192,20 +380,249 @@ fn url_encode(key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Composes a gathered admin dump (`StatsKind::DetailDump` or `StatsKind::Metadump`).
-pub fn finish(kind: StatsKind, parts: &[u8], out: &mut Vec<u8>) {
-    match kind {
-        StatsKind::DetailDump => crate::prefix_stats::merge_dumps(parts, out),
-        _ => {
-            out.extend_from_slice(parts);
-            out.extend_from_slice(compose::END);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
+    use std::sync::Arc;
+
+    use crate::config::Config;
+    use crate::router::{key_hash, shard_of, ShardId};
+    use crate::runtime::{cluster::Cluster, mesh, Shared};
+    use crate::shard::Shard;
+    use crate::storage::{StoreConfig, StoreMode};
+
+    /// Most dump bytes a connection may hold: below the resume mark, plus one step and a line.
+    const PENDING_BYTES_MAX: usize = METADUMP_RESUME_BYTES + METADUMP_STEP_BYTES + 1024;
+
+    /// `shard_count` cores wired by a real mesh, driven by hand from this thread.
+    fn cores(shard_count: u16) -> Vec<Core> {
+        let n = shard_count.to_string();
+        let config = Config::from_args(["corecache", "-t", n.as_str(), "-m", "256"])
+            .unwrap_or_else(|e| panic!("config: {e:?}"));
+        let bound = vec!["127.0.0.1:11211".parse().unwrap()];
+        let shared = Arc::new(Shared {
+            epoch: Epoch {
+                started_unix: 1_700_000_000,
+            },
+            started: std::time::Instant::now(),
+            clock_offset_secs: AtomicU32::new(0),
+            curr_connections: AtomicU64::new(0),
+            total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            verbosity: AtomicU32::new(0),
+            shutdown: AtomicBool::new(false),
+            cluster: Cluster::new(None, None, &bound).unwrap(),
+            bound,
+            backend: AtomicU8::new(0),
+            memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
+            detail_enabled: AtomicBool::new(false),
+            listen: crate::runtime::backend::ListenStats::default(),
+            config,
+        });
+        let endpoints = mesh::build(shard_count).unwrap();
+        endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, endpoint)| {
+                let cfg = &shared.config;
+                let store_cfg = StoreConfig {
+                    memory_bytes_max: cfg.memory_bytes_max / usize::from(shard_count),
+                    page_size: 1 << 20,
+                    slab_growth_factor: cfg.slab_growth_factor,
+                    item_size_max: cfg.item_size_max,
+                    cas_enabled: true,
+                    key_hash,
+                    large_pages: false,
+                    chunk_bytes_smallest: cfg.chunk_bytes_smallest,
+                    evictions_enabled: cfg.evictions_enabled,
+                };
+                let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
+                Core::new(shard, endpoint, Arc::clone(&shared))
+            })
+            .collect()
+    }
+
+    /// Stores `count` items, each in its owner's store; returns their keys.
+    fn fill(cores: &mut [Core], count: usize) -> Vec<String> {
+        let shard_count = cores.len() as u16;
+        let keys: Vec<String> = (0..count)
+            .map(|i| format!("metadump-unit-test-key-{i:07}-with-some-padding-to-60-bytes"))
+            .collect();
+        for key in &keys {
+            let h = key_hash(key.as_bytes());
+            let core = &mut cores[usize::from(shard_of(h, shard_count).0)];
+            let now = core.now;
+            let stored = core.shard.store_mut().store(
+                StoreMode::Set,
+                key.as_bytes(),
+                h,
+                0,
+                None,
+                b"value",
+                now,
+            );
+            assert!(stored.is_ok());
+        }
+        keys
+    }
+
+    /// One loop turn of every core, in order: mesh in, input held back that may be parsed
+    /// now (as a backend comes back to it), metadump steps and envelopes out.
+    fn turn(cores: &mut [Core]) {
+        for core in cores.iter_mut() {
+            core.poll_mesh();
+            for idx in core.conn_indices() {
+                if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse()) {
+                    core.process(idx);
+                }
+            }
+            core.turn_end();
+        }
+    }
+
+    /// Takes everything the connection has to send, as a client reading it all would.
+    fn drain(core: &mut Core, idx: u32, into: &mut Vec<u8>) {
+        let conn = core.conn_mut(idx).expect("connection open");
+        into.extend_from_slice(conn.unsent());
+        let n = conn.unsent().len();
+        conn.advance_sent(n);
+    }
+
+    /// Checks a dump lists every key once and ends in `END`, then `tail`.
+    fn assert_complete(reply: &[u8], keys: &[String], tail: &[u8]) {
+        let text = std::str::from_utf8(reply).unwrap();
+        let Some(lines) = text.strip_suffix(std::str::from_utf8(tail).unwrap()) else {
+            panic!(
+                "reply does not end in the pipelined reply: ...{:?}",
+                &text[text.len().saturating_sub(200)..]
+            );
+        };
+        let lines = lines.strip_suffix("END\r\n").expect("END closes the dump");
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for line in lines.lines() {
+            let key = line
+                .strip_prefix("key=")
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or_else(|| panic!("not an item line: {line:?}"));
+            *seen.entry(key).or_default() += 1;
+        }
+        assert_eq!(seen.len(), keys.len(), "every key listed");
+        for key in keys {
+            assert_eq!(seen.get(key.as_str()), Some(&1), "{key}");
+        }
+    }
+
+    #[test]
+    fn metadump_streams_every_item_with_bounded_output_and_waits_for_the_reader() {
+        for shard_count in [1u16, 2] {
+            let mut cores = cores(shard_count);
+            // About 3.5 MiB of lines in all: many steps per shard.
+            let keys = fill(&mut cores, 25_000);
+            let idx = cores[0].open("test".into()).unwrap();
+            cores[0].input_only(idx, b"lru_crawler metadump all\r\nversion\r\n");
+            cores[0].process(idx);
+            // What follows the dump waits for it, unparsed.
+            let conn = cores[0].conn(idx).unwrap();
+            assert_eq!(conn.rbuf, b"version\r\n");
+            assert!(conn.held_back && !conn.may_parse());
+            assert_eq!(conn.slots.len(), 1);
+            // Nobody reads: output stops growing below the bound, and the dump stops asking.
+            let mut turns = 0;
+            while cores[0].conn(idx).unwrap().pending_bytes() < METADUMP_RESUME_BYTES {
+                turn(&mut cores);
+                turns += 1;
+                assert!(turns < 100, "the dump makes progress");
+            }
+            let held = cores[0].conn(idx).unwrap().out.len();
+            for _ in 0..10 {
+                turn(&mut cores);
+                assert!(!cores[0].metadump_runnable());
+            }
+            assert_eq!(
+                cores[0].conn(idx).unwrap().out.len(),
+                held,
+                "no step unread"
+            );
+            assert!(held <= PENDING_BYTES_MAX);
+            // A reader that takes everything every third turn gets the whole dump, then the
+            // pipelined reply; the output held never passes the bound.
+            let mut reply = Vec::new();
+            for round in 0..100_000 {
+                let conn = cores[0].conn(idx).unwrap();
+                assert!(
+                    conn.pending_bytes() <= PENDING_BYTES_MAX,
+                    "{}",
+                    conn.pending_bytes()
+                );
+                if round % 3 == 0 {
+                    drain(&mut cores[0], idx, &mut reply);
+                }
+                let conn = cores[0].conn(idx).unwrap();
+                if conn.slots.is_empty() && conn.rbuf.is_empty() {
+                    drain(&mut cores[0], idx, &mut reply);
+                    break;
+                }
+                turn(&mut cores);
+            }
+            let version = format!("VERSION {}\r\n", compose::MEMCACHED_VERSION);
+            assert_complete(&reply, &keys, version.as_bytes());
+            assert!(reply.len() > 3 * METADUMP_STEP_BYTES * usize::from(shard_count));
+            // Once done the connection is no longer listed.
+            turn(&mut cores);
+            assert!(cores[0].metadumps.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_connection_closed_mid_dump_ends_it_and_a_new_one_dumps_afresh() {
+        let mut cores = cores(2);
+        let keys = fill(&mut cores, 8_000);
+        // On core 1, so the first step (shard 0) goes over the mesh.
+        let idx = cores[1].open("first".into()).unwrap();
+        cores[1].input_only(idx, b"lru_crawler metadump all\r\n");
+        cores[1].process(idx);
+        cores[1].turn_end(); // the step to shard 0 is in flight
+        cores[1].close(idx);
+        // The connection's index is taken again at once; the old step's answer is dropped.
+        let again = cores[1].open("second".into()).unwrap();
+        assert_eq!(again, idx);
+        cores[0].poll_mesh();
+        cores[0].turn_end();
+        cores[1].poll_mesh();
+        assert!(cores[1].conn(again).unwrap().out.is_empty());
+        cores[1].turn_end();
+        assert!(
+            cores[1].metadumps.is_empty(),
+            "the closed connection is forgotten"
+        );
+        cores[1].input_only(again, b"lru_crawler metadump all\r\nversion\r\n");
+        cores[1].process(again);
+        let mut reply = Vec::new();
+        for _ in 0..10_000 {
+            turn(&mut cores);
+            drain(&mut cores[1], again, &mut reply);
+            let conn = cores[1].conn(again).unwrap();
+            if conn.slots.is_empty() && conn.rbuf.is_empty() {
+                break;
+            }
+        }
+        let version = format!("VERSION {}\r\n", compose::MEMCACHED_VERSION);
+        assert_complete(&reply, &keys, version.as_bytes());
+        // Closing while a dump waits for a slow reader leaves nothing behind either.
+        cores[1].input_only(again, b"lru_crawler metadump all\r\n");
+        cores[1].process(again);
+        for _ in 0..5 {
+            turn(&mut cores);
+        }
+        cores[1].close(again);
+        for _ in 0..5 {
+            turn(&mut cores);
+        }
+        assert!(cores.iter().all(|c| c.metadumps.is_empty()));
+        assert!(!cores[1].metadump_runnable());
+    }
 
     #[test]
     fn metadump_lines_match_memcached() {

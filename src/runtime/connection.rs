@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use super::mesh::StatsKind;
+use crate::storage::WalkCursor;
 
 /// Above this many bytes of unsent replies, the connection is not read or parsed further until
 /// the client drains them (a client that never reads cannot grow server memory).
@@ -44,6 +45,24 @@ pub enum SlotKind {
     /// An admin command (`stats detail on`, `cache_memlimit`): `OK` once every shard has done
     /// its part (nothing if `noreply`).
     Ok { noreply: bool },
+    /// `lru_crawler metadump`, streamed: while this slot is at the front of the queue, each
+    /// step's item lines go straight to `out` (`runtime::admin`); `END` follows the last shard's
+    /// last step, when the slot completes.
+    Metadump(MetadumpWalk),
+}
+
+/// Where a streamed `lru_crawler metadump` stands: shards are walked one after another, each
+/// in bounded steps, one step at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetadumpWalk {
+    /// The class listed (`None`: every class).
+    pub class: Option<u8>,
+    /// The shard being walked.
+    pub shard: u16,
+    /// Where that shard's next step starts.
+    pub cursor: WalkCursor,
+    /// A step was asked of another shard and has not answered yet.
+    pub step_in_flight: bool,
 }
 
 /// A client connection.
@@ -82,6 +101,9 @@ pub struct Conn {
     pub peer: String,
     /// Wire protocol, decided by the first byte received (0x80: binary); `None` until then.
     pub binary: Option<bool>,
+    /// `SlotKind::Metadump` slots in `slots` (dumps not finished yet): 0 or 1, since nothing
+    /// is parsed during a dump ([`Conn::may_parse`]).
+    pub metadump_slots: u32,
 }
 
 impl Conn {
@@ -104,14 +126,22 @@ impl Conn {
             last_cmd: 0,
             peer,
             binary: None,
+            metadump_slots: 0,
         }
     }
 
-    /// Whether more requests may be parsed now.
+    /// Whether more requests may be parsed now. Not during a metadump: requests after it run
+    /// once it has ended, as in memcached (a `flush_all` behind it must not empty it).
     pub fn may_parse(&self) -> bool {
         !self.closing
-            && self.out.len() - self.out_sent + self.inflight < OUT_HIGH_WATER
+            && self.pending_bytes() < OUT_HIGH_WATER
             && self.slots.len() < SLOTS_MAX
+            && self.metadump_slots == 0
+    }
+
+    /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.
+    pub fn pending_bytes(&self) -> usize {
+        self.out.len() - self.out_sent + self.inflight
     }
 
     /// Whether ready replies should wait for the slots behind them rather than go out now.
@@ -285,6 +315,10 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
         }
         SlotKind::Reset => out.extend_from_slice(crate::protocol::compose::RESET),
         SlotKind::BinaryStats { .. } => out.extend_from_slice(&slot.buf),
+        SlotKind::Metadump(_) => {
+            out.extend_from_slice(&slot.buf);
+            out.extend_from_slice(crate::protocol::compose::END);
+        }
     }
     slot.buf
 }

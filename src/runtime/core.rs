@@ -70,6 +70,9 @@ pub struct Core {
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
     warm_previous: Vec<u64>,
     warm_spare: Vec<u64>,
+    /// Connections with a `lru_crawler metadump` under way, each listed once (so at most one
+    /// entry per connection); [`admin::metadump_pump`] moves them on and forgets the finished.
+    pub(super) metadumps: Vec<ConnRef>,
 }
 
 /// Most keys in one group of [`Core::warm_group`] (and requests per warming group of an
@@ -153,6 +156,7 @@ impl Core {
             pool: BufPool::default(),
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
+            metadumps: Vec::new(),
         }
     }
 
@@ -839,8 +843,9 @@ impl Core {
                 self.cmd_flush = 0;
                 self.conn_yields = 0;
             }
-            RemoteOp::Detail(_) | RemoteOp::Metadump { .. } | RemoteOp::MemLimit { .. } => {
-                admin::exec_shard_op(self, op, out)
+            RemoteOp::Detail(_) | RemoteOp::MemLimit { .. } => admin::exec_shard_op(self, op, out),
+            RemoteOp::MetadumpStep { .. } => {
+                debug_assert!(false, "metadump steps are not broadcast")
             }
             RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
             RemoteOp::Binary { .. } => debug_assert!(false, "binary ops are not broadcast"),
@@ -871,6 +876,10 @@ impl Core {
         let Some(slot) = conn.slots.get_mut(pos as usize) else {
             return;
         };
+        if matches!(slot.kind, SlotKind::Metadump(_)) {
+            admin::metadump_answered(self, idx, pos, data, segments);
+            return;
+        }
         let base = slot.buf.len() as u32;
         slot.buf.extend_from_slice(data);
         if let SlotKind::Get { segments: segs } = &mut slot.kind {
@@ -1033,6 +1042,20 @@ impl Core {
                 let raw = env_in.buf.get(*s as usize..*e as usize).unwrap_or_default();
                 self.exec_remote_binary(raw, *h, &mut reply.buf);
             }
+            RemoteOp::MetadumpStep { class, from } => {
+                let store = self.shard.store();
+                let next = admin::metadump_step(
+                    store,
+                    &self.shared.epoch,
+                    self.now,
+                    *class,
+                    *from,
+                    &mut reply.buf,
+                );
+                if let Some(at) = next {
+                    reply.segments.push((at.page, at.chunk));
+                }
+            }
             op => self.exec_broadcast_op(op, &mut reply.buf),
         }
         let end = reply.buf.len() as u32;
@@ -1048,9 +1071,10 @@ impl Core {
         *self.outbox.to(from) = reply;
     }
 
-    /// End of a loop turn: send this turn's envelopes and do bounded housekeeping (once a
-    /// second: the crawler's slice, and closing idle connections).
+    /// End of a loop turn: move metadumps on, send this turn's envelopes and do bounded
+    /// housekeeping (once a second: the crawler's slice, and closing idle connections).
     pub fn turn_end(&mut self) {
+        admin::metadump_pump(self);
         self.outbox.flush(&self.mesh);
         if self.now != self.last_crawl {
             self.last_crawl = self.now;
@@ -1091,6 +1115,12 @@ impl Core {
     /// Whether envelopes are still waiting to be delivered (the loop must not sleep long).
     pub fn outbox_blocked(&self) -> bool {
         self.outbox.blocked()
+    }
+
+    /// Whether a metadump could take its next step at the next [`Core::turn_end`] (the loop
+    /// must not sleep: no event may come to wake it, e.g. when its output was all written).
+    pub fn metadump_runnable(&self) -> bool {
+        admin::metadump_runnable(self)
     }
 }
 

@@ -164,6 +164,7 @@ impl Loop {
     fn busy(&self, core: &Core) -> bool {
         !self.stalled.is_empty()
             || core.outbox_blocked()
+            || core.metadump_runnable()
             || self.accept_pending.contains(&Accept::Budget)
     }
 
@@ -345,13 +346,17 @@ impl Loop {
     /// Comes back next turn to a connection whose input waits (unread in the socket, or read
     /// but held back) once it may be taken. Readiness is edge-triggered: no new event reports
     /// input that was already signalled, so whatever unblocks parsing (a write draining the
-    /// output, another shard's replies freeing slots) must requeue the connection here.
+    /// output, another shard's replies freeing slots, a metadump ending) must requeue the
+    /// connection here. Input already read is parsed even when no more may be read (the peer
+    /// closed its side, or the read buffer is full).
     fn resume_if_waiting(&mut self, core: &Core, idx: u32) {
         let Some(c) = core.conn(idx) else { return };
         let read_more = c.read_ready && !c.eof && core.wants_read(idx);
-        // Input already read but held back (`-R`, the parse budget) is parsed even after the
-        // peer's FIN, and even with a full read buffer: neither needs another read.
-        let parse_more = c.held_back && c.may_parse() && !core.outbox_blocked();
+        // Input already read but held back (`-R`, the parse budget, a metadump) is parsed even
+        // after the peer's FIN, and even with a full read buffer: neither needs another read.
+        // (Held back by a full outbox: requeued every turn until it drains, which the loop
+        // waits for busily anyway.)
+        let parse_more = c.held_back && c.may_parse();
         if read_more || parse_more {
             self.stalled.push(idx);
         }

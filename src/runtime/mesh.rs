@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::clock::Instant32;
 use crate::router::ShardId;
+use crate::storage::WalkCursor;
 
 /// Envelopes in flight per ordered pair of cores.
 pub const QUEUE_DEPTH: usize = 64;
@@ -51,8 +52,11 @@ pub enum RemoteOp {
     ResetStats,
     /// `stats detail on|off|dump` (see `runtime::admin`).
     Detail(DetailOp),
-    /// `lru_crawler metadump`: this shard's live items (`None`: every class).
-    Metadump { class: Option<u8> },
+    /// `lru_crawler metadump`: one bounded step of this shard's walk over its live items of
+    /// `class` (`None`: every class), from `from` on (see `runtime::admin`). The reply is the
+    /// step's item lines; its `segments` hold the cursor the next step starts from as one
+    /// `(page, chunk)` pair, or nothing once this shard's walk is done.
+    MetadumpStep { class: Option<u8>, from: WalkCursor },
     /// `cache_memlimit`: this shard's new memory budget in bytes.
     MemLimit { bytes: usize },
 }
@@ -76,8 +80,6 @@ pub enum StatsKind {
     Conns,
     /// `stats detail dump`: `PREFIX` lines, summed by prefix.
     DetailDump,
-    /// `lru_crawler metadump`: item lines, concatenated.
-    Metadump,
 }
 
 /// One request inside an envelope.
@@ -90,7 +92,8 @@ pub struct RemoteRequest {
 
 /// One reply inside an envelope: `buf[start..end]` are reply bytes; for a split retrieval,
 /// the envelope's `segments[segments_start..segments_end]` list `(key index, length)` of each
-/// key's part in order.
+/// key's part in order (for a metadump step, the cursor to resume at: see
+/// [`RemoteOp::MetadumpStep`]).
 #[derive(Clone, Debug)]
 pub struct RemoteReply {
     pub conn: ConnRef,

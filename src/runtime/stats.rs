@@ -100,7 +100,7 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
             );
             push_line(out, "total_malloced", st.total_malloced);
         }
-        StatsKind::Sizes | StatsKind::DetailDump | StatsKind::Metadump => {}
+        StatsKind::Sizes | StatsKind::DetailDump => {}
         StatsKind::Conns => conns_part(core, out),
     }
 }
@@ -167,8 +167,8 @@ fn sum_parts(parts: &[u8]) -> Vec<(String, u64)> {
 
 /// Composes the whole reply of a gathered stats group.
 pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], out: &mut Vec<u8>) {
-    if matches!(kind, StatsKind::DetailDump | StatsKind::Metadump) {
-        super::admin::finish(kind, parts, out);
+    if kind == StatsKind::DetailDump {
+        crate::prefix_stats::merge_dumps(parts, out);
         return;
     }
     if kind == StatsKind::Conns {
@@ -191,7 +191,7 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
         // Item size histograms are not kept (memcached's `-o track_sizes`); say so as
         // memcached does when they are off.
         StatsKind::Sizes => compose::stat_str(out, "sizes_status", "disabled"),
-        StatsKind::Conns | StatsKind::DetailDump | StatsKind::Metadump => {}
+        StatsKind::Conns | StatsKind::DetailDump => {}
     }
     out.extend_from_slice(compose::END);
 }

@@ -1,6 +1,11 @@
 //! Admin operations on a store: the live-item walk behind `lru_crawler metadump`, and changing
 //! the memory budget online (`cache_memlimit`).
 //!
+//! The walk is resumable: each call looks at a bounded number of chunks and returns a
+//! [`WalkCursor`] to continue from, so a caller can list millions of items in short steps with
+//! the store changing in between; the cursor's documentation states what a resumed walk
+//! guarantees.
+//!
 //! Shrinking evicts whole pages, emptiest first (fewest linked items), until the pages held fit
 //! the new budget; growing only raises the budget (pages are allocated lazily anyway). Both keep
 //! every invariant `Store::check_invariants` walks.
@@ -9,6 +14,30 @@ use super::item::ItemRef;
 use super::slab::{Loc, PAGE_COUNT_MAX};
 use super::{Store, Unlink};
 use crate::clock::Instant32;
+
+/// Where a walk of the live items ([`Store::for_each_live_item_from`]) resumes: a page id and
+/// a chunk index in that page.
+///
+/// The walk goes by page id, then by chunk, over the pages of the class asked for. Page ids are
+/// stable: an item never moves while it is linked, and its page keeps its id and its class
+/// until it is released, which unlinks the item first. (A class's page list would not do:
+/// releasing a page moves the class's last page into its place, so a cursor into that list
+/// could skip a page that never changed.) Hence the guarantee of a walk resumed any number of
+/// times, with any changes to the store between resumes: an item that is live, and neither
+/// removed nor rewritten, from the walk's start to its end is visited exactly once. Items
+/// stored, rewritten (a `set` of an existing key writes a new item) or removed during the walk
+/// may or may not be visited, and a rewritten key may be visited twice (old and new item);
+/// memcached's metadump gives no snapshot either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WalkCursor {
+    pub page: u32,
+    pub chunk: u32,
+}
+
+impl WalkCursor {
+    /// The start of a walk.
+    pub const START: WalkCursor = WalkCursor { page: 0, chunk: 0 };
+}
 
 /// One live item, as `lru_crawler metadump` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,42 +59,76 @@ impl Store {
         self.slabs.classes.len()
     }
 
-    /// Visits every live item of `class` (all classes if `None`), in page order, until `visit`
-    /// returns false. Dead items (expired, flushed) are skipped, not reclaimed.
+    /// Visits every live item of `class` (all classes if `None`), in walk order (see
+    /// [`WalkCursor`]), until `visit` returns false. Dead items (expired, flushed) are skipped,
+    /// not reclaimed.
     pub fn for_each_live_item(
         &self,
         class: Option<u8>,
         now: Instant32,
-        mut visit: impl FnMut(ItemMeta<'_>) -> bool,
+        visit: impl FnMut(ItemMeta<'_>) -> bool,
     ) {
-        let classes = match class {
-            Some(c) => u32::from(c)..u32::from(c) + 1,
-            None => 0..self.slabs.classes.len() as u32,
-        };
-        for class in classes {
-            let Some(class_ref) = self.slabs.classes.get(class as usize) else {
-                return;
-            };
-            for &page in &class_ref.pages {
-                let carved = self.slabs.pages[page as usize].carved;
-                for chunk in 0..carved {
-                    let item = ItemRef::new(self.slabs.chunk(Loc { page, chunk }));
-                    if !item.is_linked() || self.dead_reason(item, now).is_some() {
-                        continue;
-                    }
-                    let meta = ItemMeta {
-                        key: item.key(),
-                        expires_at: item.expires_at(),
-                        last_access: item.last_access(),
-                        cas: self.cas_of(item.seq()),
-                        fetched: item.is_fetched(),
-                        slab_class: class as u8,
-                        total_bytes: item.total_bytes(),
-                    };
-                    if !visit(meta) {
-                        return;
-                    }
+        self.for_each_live_item_from(class, WalkCursor::START, usize::MAX, now, visit);
+    }
+
+    /// The resumable form of [`Store::for_each_live_item`]: visits the live items of `class`
+    /// (all if `None`) at `from` or after it, looking at no more than `chunks_max` chunks (a
+    /// page of another class, or a vacant one, counts as one), and stops early after an item
+    /// for which `visit` returns false. Returns where to resume, or `None` once the walk has
+    /// passed the last page.
+    ///
+    /// Any cursor is safe to resume from, whatever happened to the store in between: a page
+    /// released since is skipped, a chunk past a page's carved end ends that page, and a page
+    /// id past the last one ends the walk. The guarantee across resumes is the one in
+    /// [`WalkCursor`].
+    pub fn for_each_live_item_from(
+        &self,
+        class: Option<u8>,
+        from: WalkCursor,
+        chunks_max: usize,
+        now: Instant32,
+        mut visit: impl FnMut(ItemMeta<'_>) -> bool,
+    ) -> Option<WalkCursor> {
+        let mut budget = chunks_max.max(1);
+        let mut at = from;
+        loop {
+            let page = self.slabs.pages.get(at.page as usize)?;
+            let wanted = !page.vacant && class.is_none_or(|c| c == page.class);
+            if !wanted || at.chunk >= page.carved {
+                at = WalkCursor {
+                    page: at.page + 1,
+                    chunk: 0,
+                };
+                budget -= 1;
+                if budget == 0 {
+                    return Some(at);
                 }
+                continue;
+            }
+            let loc = Loc {
+                page: at.page,
+                chunk: at.chunk,
+            };
+            at.chunk += 1;
+            budget -= 1;
+            let item = ItemRef::new(self.slabs.chunk(loc));
+            let live = item.is_linked() && self.dead_reason(item, now).is_none();
+            if live {
+                let meta = ItemMeta {
+                    key: item.key(),
+                    expires_at: item.expires_at(),
+                    last_access: item.last_access(),
+                    cas: self.cas_of(item.seq()),
+                    fetched: item.is_fetched(),
+                    slab_class: page.class,
+                    total_bytes: item.total_bytes(),
+                };
+                if !visit(meta) {
+                    return Some(at);
+                }
+            }
+            if budget == 0 {
+                return Some(at);
             }
         }
     }
@@ -228,5 +291,295 @@ mod tests {
             false
         });
         assert_eq!(count, 1);
+    }
+
+    /// Every live item's position and key, in walk order, straight from the pages (the
+    /// reference the resumable walk is checked against).
+    fn live_positions(s: &Store, class: Option<u8>, now: Instant32) -> Vec<(WalkCursor, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (page_id, page) in s.slabs.pages.iter().enumerate() {
+            if page.vacant || class.is_some_and(|c| c != page.class) {
+                continue;
+            }
+            for chunk in 0..page.carved {
+                let loc = Loc {
+                    page: page_id as u32,
+                    chunk,
+                };
+                let item = ItemRef::new(s.slabs.chunk(loc));
+                if item.is_linked() && s.dead_reason(item, now).is_none() {
+                    let at = WalkCursor {
+                        page: loc.page,
+                        chunk,
+                    };
+                    out.push((at, item.key().to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Walks from `from` to the end in steps of at most `chunks_max` chunks; every key seen.
+    fn walk_in_steps(
+        s: &Store,
+        class: Option<u8>,
+        from: WalkCursor,
+        chunks_max: usize,
+        now: Instant32,
+    ) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        let mut cursor = Some(from);
+        let mut steps = 0;
+        while let Some(at) = cursor {
+            cursor = s.for_each_live_item_from(class, at, chunks_max, now, |m| {
+                keys.push(m.key.to_vec());
+                true
+            });
+            if let Some(next) = cursor {
+                assert!(next > at, "a step makes progress: {at:?} -> {next:?}");
+            }
+            steps += 1;
+            assert!(steps < 100_000, "the walk ends");
+        }
+        keys
+    }
+
+    /// A store with items in several classes and pages, holes from deletes, an expired item
+    /// and a huge item.
+    fn mixed_store(now: Instant32) -> Store {
+        let mut s = store(64);
+        for i in 0..120 {
+            set(&mut s, &format!("k{i}"), 8 + (i % 4) * 70, now);
+        }
+        for i in (0..120).step_by(7) {
+            assert!(s.delete(
+                format!("k{i}").as_bytes(),
+                hash(format!("k{i}").as_bytes()),
+                now
+            ));
+        }
+        let r = s.store(
+            StoreMode::Set,
+            b"soon",
+            hash(b"soon"),
+            0,
+            Some(now.plus(1)),
+            b"x",
+            now,
+        );
+        assert!(r.is_ok());
+        set(&mut s, "huge", 2500, now);
+        s.check_invariants();
+        s
+    }
+
+    #[test]
+    fn a_walk_resumed_at_any_cursor_sees_each_later_item_once() {
+        let now = START;
+        let later = now.plus(5); // "soon" has expired by then
+        let s = mixed_store(now);
+        let page_count = s.slabs.pages.len() as u32;
+        assert!(page_count >= 4, "the test needs several pages");
+        let mut classes: Vec<Option<u8>> = vec![None];
+        classes.extend((0..s.class_count() as u8).map(Some));
+        for class in classes {
+            let reference = live_positions(&s, class, later);
+            let all: Vec<Vec<u8>> = reference.iter().map(|(_, k)| k.clone()).collect();
+            // From the start, in steps of any size: every item exactly once, in order.
+            for chunks_max in [1, 2, 3, 5, 64, usize::MAX] {
+                assert_eq!(
+                    walk_in_steps(&s, class, WalkCursor::START, chunks_max, later),
+                    all
+                );
+            }
+            // From every cursor (including past each page's end and past the last page).
+            for page in 0..page_count + 2 {
+                let carved = s.slabs.pages.get(page as usize).map_or(0, |p| p.carved);
+                for chunk in 0..carved + 2 {
+                    let from = WalkCursor { page, chunk };
+                    let expected: Vec<Vec<u8>> = reference
+                        .iter()
+                        .filter(|(at, _)| *at >= from)
+                        .map(|(_, k)| k.clone())
+                        .collect();
+                    assert_eq!(
+                        walk_in_steps(&s, class, from, 3, later),
+                        expected,
+                        "{from:?}"
+                    );
+                }
+            }
+        }
+        // Past the last page (or at an absurd one) the walk is over.
+        let far = WalkCursor {
+            page: u32::MAX,
+            chunk: u32::MAX,
+        };
+        assert_eq!(
+            s.for_each_live_item_from(None, far, 10, now, |_| true),
+            None
+        );
+    }
+
+    #[test]
+    fn a_walk_stops_after_the_item_visit_refuses_and_resumes_past_it() {
+        let now = START;
+        let s = mixed_store(now);
+        let all = walk_in_steps(&s, None, WalkCursor::START, usize::MAX, now);
+        let mut seen = Vec::new();
+        let mut cursor = Some(WalkCursor::START);
+        while let Some(at) = cursor {
+            // One item per step: the visit asks to stop after each.
+            cursor = s.for_each_live_item_from(None, at, usize::MAX, now, |m| {
+                seen.push(m.key.to_vec());
+                false
+            });
+        }
+        assert_eq!(seen, all);
+    }
+
+    #[test]
+    fn releasing_a_page_behind_the_cursor_skips_nothing_ahead() {
+        // One class, five full pages. Releasing the first page moves the class's last page
+        // into its place in the class's page list; a walk by page id does not care.
+        let now = START;
+        let mut s = store(5);
+        for i in 0..1000 {
+            set(&mut s, &format!("key{i:04}"), 20, now);
+        }
+        let class = s
+            .slabs
+            .class_for(ItemRef::new(s.slabs.chunk(Loc { page: 0, chunk: 0 })).total_bytes());
+        assert_eq!(s.slabs.classes[usize::from(class)].pages.len(), 5);
+        let per_page = s.slabs.pages[0].carved as usize;
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut visited = 0;
+        let limit = per_page + per_page / 2;
+        let cursor =
+            s.for_each_live_item_from(Some(class), WalkCursor::START, usize::MAX, now, |m| {
+                seen.push(m.key.to_vec());
+                visited += 1;
+                visited < limit
+            });
+        let cursor = cursor.expect("stopped mid-walk");
+        assert_eq!(cursor.page, 1);
+        s.evict_page(0, now);
+        s.check_invariants();
+        let last_page = *s.slabs.classes[usize::from(class)].pages.first().unwrap();
+        assert_eq!(last_page, 4, "the last page took the released page's place");
+        let ahead = live_positions(&s, Some(class), now);
+        seen.extend(walk_in_steps(&s, Some(class), cursor, 7, now));
+        // Every item that stayed live, exactly once (page 0's items are gone).
+        let mut expected: Vec<Vec<u8>> = ahead.into_iter().map(|(_, k)| k).collect();
+        let mut got: Vec<Vec<u8>> = seen.split_off(per_page);
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_cursor_into_a_released_or_reused_page_resumes_safely() {
+        let now = START;
+        let mut s = store(8);
+        for i in 0..150 {
+            set(&mut s, &format!("a{i:03}"), 20, now);
+        }
+        let pages = s.slabs.pages.len() as u32;
+        assert!(pages >= 3);
+        assert_eq!(s.stats().evictions, 0);
+        let cursor = WalkCursor {
+            page: 1,
+            chunk: s.slabs.pages[1].carved - 1,
+        };
+        s.evict_page(1, now);
+        s.check_invariants();
+        // The released page is skipped; later pages are walked.
+        let later: Vec<Vec<u8>> = live_positions(&s, None, now)
+            .into_iter()
+            .filter(|(at, _)| at.page > 1)
+            .map(|(_, k)| k)
+            .collect();
+        assert!(!later.is_empty());
+        assert_eq!(walk_in_steps(&s, None, cursor, 4, now), later);
+        // The page id comes back in a class of one chunk per page: the cursor's chunk is past
+        // its end.
+        set(&mut s, "big", 950, now);
+        assert!(!s.slabs.pages[1].vacant, "the released id was reused");
+        assert_eq!(s.slabs.pages[1].carved, 1);
+        assert_eq!(walk_in_steps(&s, None, cursor, 4, now), later);
+        // From the start of that page, the new item is seen.
+        let from_page = walk_in_steps(&s, None, WalkCursor { page: 1, chunk: 0 }, 4, now);
+        assert_eq!(from_page.first().map(Vec::as_slice), Some(&b"big"[..]));
+    }
+
+    #[test]
+    fn items_live_for_a_whole_walk_across_changes_are_seen_once() {
+        // Steps of the walk interleaved with sets, rewrites, deletes and page releases, from a
+        // seeded generator: every stable item (never touched, still there at the end) is seen
+        // exactly once, and every key seen was stored at some point.
+        for seed in 1..=20u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let now = START;
+            let mut s = store(24);
+            let stable: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+            for (i, k) in stable.iter().enumerate() {
+                set(&mut s, k, 10 + (i % 3) * 90, now);
+            }
+            let mut seen: Vec<String> = Vec::new();
+            let mut cursor = Some(WalkCursor::START);
+            let mut temp = 0u64;
+            while let Some(at) = cursor {
+                cursor = s.for_each_live_item_from(None, at, 1 + next(40) as usize, now, |m| {
+                    seen.push(String::from_utf8(m.key.to_vec()).unwrap());
+                    true
+                });
+                match next(4) {
+                    0 => {
+                        for _ in 0..next(20) {
+                            temp += 1;
+                            set(
+                                &mut s,
+                                &format!("t{}", next(temp + 1)),
+                                next(300) as usize,
+                                now,
+                            );
+                        }
+                    }
+                    1 => {
+                        let k = format!("t{}", next(temp + 1));
+                        s.delete(k.as_bytes(), hash(k.as_bytes()), now);
+                    }
+                    2 => {
+                        // Release a random page (its items are no longer stable).
+                        let live: Vec<u32> = (0..s.slabs.pages.len() as u32)
+                            .filter(|&p| !s.slabs.pages[p as usize].vacant)
+                            .collect();
+                        if !live.is_empty() {
+                            s.evict_page(live[next(live.len() as u64) as usize], now);
+                        }
+                    }
+                    _ => {}
+                }
+                s.check_invariants();
+            }
+            for k in &stable {
+                let live_now = s.get(k.as_bytes(), hash(k.as_bytes()), now).is_some();
+                let times = seen.iter().filter(|&x| x == k).count();
+                if live_now {
+                    assert_eq!(times, 1, "seed {seed}: {k}");
+                } else {
+                    assert!(times <= 1, "seed {seed}: {k}");
+                }
+            }
+            assert!(seen
+                .iter()
+                .all(|k| k.starts_with('s') || k.starts_with('t')));
+        }
     }
 }

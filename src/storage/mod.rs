@@ -29,7 +29,7 @@ pub mod slab;
 pub mod stats;
 pub mod table;
 
-pub use admin::ItemMeta;
+pub use admin::{ItemMeta, WalkCursor};
 pub use stats::{ClassCounters, ClassStats, StoreStats};
 
 use crate::clock::{is_dead, Instant32};

@@ -21,7 +21,8 @@
 //! * Helpers: [`memcached_mode`], [`skip_in_memcached_mode`], [`wait_until`] (bounded poll),
 //!   [`stat_u64`], [`assert_bytes_eq`], [`Rng`] (seeded xorshift).
 //! * [`Client`]: [`Client::send`], [`Client::read_exact_reply`], [`Client::roundtrip`],
-//!   [`Client::read_line`], [`Client::read_until_end`], [`Client::expect_closed`],
+//!   [`Client::read_line`], [`Client::read_until_end`], [`Client::read_through_line`] (and
+//!   [`Client::read_through_line_with`], for slow readers), [`Client::expect_closed`],
 //!   [`Client::roundtrip_pattern`] (expected bytes with `{cas:NAME}` captures).
 //! * [`for_each_config`]: run a body against `-t 1`/`-t 2` x `epoll`/`uring` (one config in
 //!   memcached mode). [`escape`] renders bytes with `\r\n` visible.
@@ -613,9 +614,15 @@ impl Client {
 
     /// Reads more bytes into the buffer. Ok(0) = EOF.
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        self.fill_at_most(deadline, 64 * 1024)
+    }
+
+    /// Reads at most `max` (at most 64 KiB) more bytes into the buffer. Ok(0) = EOF.
+    fn fill_at_most(&mut self, deadline: Instant, max: usize) -> std::io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
+        let max = max.clamp(1, chunk.len());
         loop {
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut chunk[..max]) {
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
                     return Ok(n);
@@ -680,6 +687,54 @@ impl Client {
                 Ok(0) => panic!("read_line: EOF; partial: {}", escape(&self.buf)),
                 Ok(_) => {}
                 Err(e) => panic!("read_line: {e}; partial: {}", escape(&self.buf)),
+            }
+        }
+    }
+
+    /// Reads until a line equal to `last_line` (`\r\n` included) has arrived and returns
+    /// everything up to and including it; later bytes stay buffered. Unlike
+    /// [`Client::read_until_end`] it is linear in the reply's size, for replies of many
+    /// megabytes (`lru_crawler metadump`). Each read waits at most [`IO_TIMEOUT`].
+    #[track_caller]
+    pub fn read_through_line(&mut self, last_line: &[u8]) -> Vec<u8> {
+        self.read_through_line_with(last_line, 64 * 1024, || {})
+    }
+
+    /// [`Client::read_through_line`] for a slow reader: reads of at most `read_bytes_max`
+    /// bytes, with `between_reads` called after each (to pause, or to do other work).
+    #[track_caller]
+    pub fn read_through_line_with(
+        &mut self,
+        last_line: &[u8],
+        read_bytes_max: usize,
+        mut between_reads: impl FnMut(),
+    ) -> Vec<u8> {
+        assert!(last_line.ends_with(b"\n"), "a whole line");
+        // Where the first line not yet compared starts (the buffer starts at a line).
+        let mut line_start = 0;
+        loop {
+            while let Some(i) = self.buf[line_start..].iter().position(|&b| b == b'\n') {
+                let line_end = line_start + i + 1;
+                if &self.buf[line_start..line_end] == last_line {
+                    return self.buf.drain(..line_end).collect();
+                }
+                line_start = line_end;
+            }
+            let deadline = Instant::now() + IO_TIMEOUT;
+            match self.fill_at_most(deadline, read_bytes_max) {
+                Ok(0) => panic!(
+                    "EOF before {}; {} bytes read: {}",
+                    escape(last_line),
+                    self.buf.len(),
+                    escape(&self.buf)
+                ),
+                Ok(_) => between_reads(),
+                Err(e) => panic!(
+                    "{e} before {}; {} bytes read: {}",
+                    escape(last_line),
+                    self.buf.len(),
+                    escape(&self.buf)
+                ),
             }
         }
     }
