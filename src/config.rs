@@ -117,7 +117,7 @@ pub struct Args {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub listen_backlog: i32,
     /// Most requests one connection runs per loop turn before others get their turn.
-    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = REQS_PER_EVENT_DEFAULT)]
     pub max_reqs_per_event: u32,
     /// When memory is full, refuse stores (SERVER_ERROR out of memory) instead of evicting.
     #[arg(short = 'M', long = "disable-evictions")]
@@ -258,6 +258,12 @@ pub const LICENSE: &str = concat!(
     env!("CARGO_PKG_LICENSE"),
     " license.\n"
 );
+
+/// `-R` unless given. memcached's default is 20; here a connection that stops at the bound
+/// resumes only next loop turn, after that turn's sends, so 20 costs a pipeline 64 deep a
+/// third more CPU per request (`tuning/results/20261122-reqs-per-event.md`). 200 keeps that
+/// cost small while still bounding one connection's share of a turn.
+pub const REQS_PER_EVENT_DEFAULT: u32 = 200;
 
 /// The largest `-t`: shard ids are `u16` and the mesh has one queue per ordered pair of shards.
 pub const SHARD_COUNT_MAX: u16 = 256;
@@ -807,7 +813,10 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.user, None);
         assert!(!c.daemonize && !c.lock_memory && !c.coredumps);
-        assert_eq!((c.listen_backlog, c.reqs_per_event), (1024, 20));
+        assert_eq!(
+            (c.listen_backlog, c.reqs_per_event),
+            (1024, REQS_PER_EVENT_DEFAULT)
+        );
         assert!(c.evictions_enabled && c.flush_enabled && c.dump_enabled);
         assert_eq!(c.chunk_bytes_smallest, CHUNK_BYTES_SMALLEST);
         assert_eq!(c.protocol, ProtocolChoice::Auto);

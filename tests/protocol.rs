@@ -633,12 +633,14 @@ fn meta_debug_commands_are_counted() {
     });
 }
 
-/// `conn_yields` counts a connection stopping after `-R` requests (default 20) with more
-/// waiting, so that others get their turn; every request is still answered, in order.
+/// `conn_yields` counts a connection stopping after `-R` requests with more waiting, so that
+/// others get their turn; every request is still answered, in order.
 #[test]
 fn connection_yields_after_reqs_per_event() {
     for_each_config(|args| {
-        let server = TestServer::start(args);
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-R", "20"]);
+        let server = TestServer::start(&args);
         let mut c = server.connect();
         let s0 = c.stats_sub("");
         const NOOPS: usize = 1000;
