@@ -466,18 +466,6 @@ fn cas_disabled_with_dash_c() {
 }
 
 const REQUIRED_STATS: &[&str] = &[
-    "cmd_meta",
-    "accepting_conns",
-    "listen_disabled_num",
-    "time_in_listen_disabled_us",
-    "conn_yields",
-    "hash_power_level",
-    "hash_bytes",
-    "hash_is_expanding",
-    "slabs_moved",
-    "lru_crawler_starts",
-    "crawler_reclaimed",
-    "crawler_items_checked",
     "pid",
     "uptime",
     "time",

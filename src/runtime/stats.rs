@@ -2,7 +2,7 @@
 //! connection's core sums them by name and composes memcached's reply with the process-wide
 //! fields (pid, uptime, connections, rusage) in memcached's order.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::core::Core;
 use super::mesh::StatsKind;
@@ -269,47 +269,23 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     compose::stat_str(out, "rusage_user", &user);
     compose::stat_str(out, "rusage_system", &system);
     compose::stat(out, "max_connections", cfg.conns_max as u64);
-    compose::stat(
-        out,
-        "curr_connections",
-        shared.curr_connections.load(Ordering::Relaxed),
-    );
-    compose::stat(
-        out,
-        "total_connections",
-        shared.total_connections.load(Ordering::Relaxed),
-    );
-    compose::stat(
-        out,
-        "rejected_connections",
-        shared.rejected_connections.load(Ordering::Relaxed),
-    );
-    compose::stat(
-        out,
-        "connection_structures",
-        shared.curr_connections.load(Ordering::Relaxed),
-    );
+    let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    for (name, v) in [
+        ("curr_connections", &shared.curr_connections),
+        ("total_connections", &shared.total_connections),
+        ("rejected_connections", &shared.rejected_connections),
+        ("connection_structures", &shared.curr_connections),
+    ] {
+        compose::stat(out, name, load(v));
+    }
     for name in COUNTERS {
         compose::stat(out, name, get(name));
     }
-    compose::stat(
-        out,
-        "limit_maxbytes",
-        shared.memory_bytes_max.load(Ordering::Relaxed),
-    );
+    compose::stat(out, "limit_maxbytes", load(&shared.memory_bytes_max));
     let listen = &shared.listen;
-    let paused = listen.paused.load(Ordering::Relaxed);
-    compose::stat(out, "accepting_conns", u64::from(paused == 0));
-    compose::stat(
-        out,
-        "listen_disabled_num",
-        listen.disabled_num.load(Ordering::Relaxed),
-    );
-    compose::stat(
-        out,
-        "time_in_listen_disabled_us",
-        listen.disabled_us.load(Ordering::Relaxed),
-    );
+    compose::stat(out, "accepting_conns", u64::from(load(&listen.paused) == 0));
+    compose::stat(out, "listen_disabled_num", load(&listen.disabled_num));
+    compose::stat(out, "time_in_listen_disabled_us", load(&listen.disabled_us));
     compose::stat(out, "threads", u64::from(cfg.shard_count));
     compose::stat(out, "conn_yields", get("conn_yields"));
     compose::stat(out, "hash_power_level", power_level(get("hash_slots")));
