@@ -58,8 +58,8 @@ pub struct Core {
     pub bytes_written: u64,
     /// `flush_all` commands received by this core's connections.
     pub cmd_flush: u64,
-    /// Times a connection stopped parsing at [`PARSE_BUDGET`] so others could run (memcached's
-    /// `conn_yields`, there counted at `-R` requests per event).
+    /// Times a connection stopped parsing at `-R` requests or [`PARSE_BUDGET`] bytes so others
+    /// could run (memcached's `conn_yields`).
     pub conn_yields: u64,
     rbuf_max: usize,
     /// `-R`: requests one connection runs per turn before the others get theirs.
@@ -1093,17 +1093,15 @@ impl Core {
             return;
         }
         let now = self.now.0;
-        let mut idle = Vec::new();
-        for (idx, conn) in self.conns.iter_mut().enumerate() {
-            let Some(c) = conn.as_mut() else { continue };
+        for idx in 0..self.conns.len() as u32 {
+            let Some(c) = self.conn_mut(idx) else {
+                continue;
+            };
             let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
             if quiet && !c.closing && now.saturating_sub(c.last_cmd) > timeout {
                 c.closing = true;
-                idle.push(idx as u32);
+                self.mark_dirty(idx);
             }
-        }
-        for idx in idle {
-            self.mark_dirty(idx);
         }
     }
 
