@@ -268,6 +268,104 @@ fn lru_crawler_metadump_lists_live_items_of_every_shard() {
     });
 }
 
+/// `stats cachedump` as memcached answers it: one `ITEM <key> [<bytes> b; <expiry> s]` line per
+/// live item of the class, cut at the limit, then `END`; memcached's errors for bad arguments.
+/// (Which class holds a key differs between the servers, so the class comes from metadump.)
+#[test]
+fn stats_cachedump_lists_a_class_like_memcached() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"stats cachedump\r\n", b"CLIENT_ERROR bad command line\r\n");
+        c.roundtrip(
+            b"stats cachedump 1\r\n",
+            b"CLIENT_ERROR bad command line\r\n",
+        );
+        for bad in ["x 0", "1 x", "-1 0", "1 -1"] {
+            c.roundtrip(
+                format!("stats cachedump {bad}\r\n").as_bytes(),
+                b"CLIENT_ERROR bad command line format\r\n",
+            );
+        }
+        c.roundtrip(
+            b"stats cachedump 255 0\r\n",
+            b"CLIENT_ERROR Illegal slab id\r\n",
+        );
+        c.roundtrip(b"stats cachedump 0 0\r\n", b"END\r\n");
+        let count = 30;
+        for i in 0..count {
+            c.roundtrip(
+                format!("set cd{i} 0 0 3\r\nabc\r\n").as_bytes(),
+                b"STORED\r\n",
+            );
+        }
+        c.roundtrip(b"set cdexp 0 1000 3\r\nxyz\r\n", b"STORED\r\n");
+        c.roundtrip(b"set cdgone 0 0 3\r\nxyz\r\n", b"STORED\r\n");
+        c.roundtrip(b"delete cdgone\r\n", b"DELETED\r\n");
+        c.send(b"lru_crawler metadump all\r\n");
+        let dump = String::from_utf8(c.read_until_end()).unwrap();
+        let class_of = |key: &str| {
+            let line = dump
+                .lines()
+                .find(|l| l.starts_with(&format!("key={key} ")))
+                .unwrap_or_else(|| panic!("{key} in {dump}"));
+            metadump_fields(line).3
+        };
+        let class = class_of("cd0");
+        let in_class = dump
+            .lines()
+            .filter(|l| *l != "END" && metadump_fields(l).3 == class)
+            .count();
+
+        c.send(format!("stats cachedump {class} 0\r\n").as_bytes());
+        let reply = String::from_utf8(c.read_until_end()).unwrap();
+        assert!(reply.ends_with("\r\nEND\r\n"), "{reply:?}");
+        let lines: Vec<&str> = reply.lines().filter(|l| *l != "END").collect();
+        // memcached lists only its cold LRU segment; corecache, which has no segments, lists
+        // every live item of the class.
+        if memcached_mode() {
+            assert!(!lines.is_empty() && lines.len() <= in_class, "{reply}");
+        } else {
+            assert_eq!(lines.len(), in_class, "{reply}");
+        }
+        let mut keys = std::collections::HashSet::new();
+        for line in &lines {
+            let rest = line.strip_prefix("ITEM ").expect(line);
+            let (key, tail) = rest.split_once(' ').expect(line);
+            assert!(keys.insert(key.to_string()), "{key} listed twice");
+            if key.starts_with("cd") {
+                assert_eq!(tail, "[3 b; 0 s]", "{line}");
+            }
+        }
+        assert!(!keys.contains("cdgone"), "deleted items are not listed");
+        if !memcached_mode() {
+            for i in 0..count {
+                assert!(keys.contains(&format!("cd{i}")), "cd{i} listed: {reply}");
+            }
+        }
+        // An item with an expiry shows it as Unix time.
+        c.send(format!("stats cachedump {} 0\r\n", class_of("cdexp")).as_bytes());
+        let reply = String::from_utf8(c.read_until_end()).unwrap();
+        match reply.lines().find(|l| l.starts_with("ITEM cdexp ")) {
+            Some(line) => {
+                let exp: u64 = line
+                    .strip_prefix("ITEM cdexp [3 b; ")
+                    .and_then(|t| t.strip_suffix(" s]"))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or_else(|| panic!("{line}"));
+                assert!(exp > 1_600_000_000, "expiry is unix time: {line}");
+            }
+            None => assert!(memcached_mode(), "cdexp in {reply}"),
+        }
+
+        // A limit cuts the list; extra arguments are ignored, as memcached ignores them.
+        c.send(format!("stats cachedump {class} 7 extra\r\n").as_bytes());
+        let reply = String::from_utf8(c.read_until_end()).unwrap();
+        assert_eq!(reply.lines().filter(|l| *l != "END").count(), 7, "{reply}");
+        c.roundtrip(b"get cd3\r\n", b"VALUE cd3 0 3\r\nabc\r\nEND\r\n");
+    });
+}
+
 /// Items in the large metadump tests. A line is about 120 bytes, so their dump is about 30 MB:
 /// well over the 8 MiB per shard to which corecache once cut a dump short, at `-t 1` and `-t 2`.
 const DUMP_ITEMS: usize = 250_000;

@@ -44,13 +44,17 @@ pub const CLIENT_ERROR_STATS_DETAIL_USAGE: &[u8] =
     b"CLIENT_ERROR usage: stats detail on|off|dump\r\n";
 /// A storage command whose item exceeds `-I`.
 pub const SERVER_ERROR_TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
-/// No memory for the item even after eviction.
 /// `flush_all` with `-F`.
 pub const CLIENT_ERROR_FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
 /// `lru_crawler metadump` with `-X`.
 pub const ERROR_METADUMP_DISABLED: &[u8] = b"ERROR metadump not allowed\r\n";
 /// `stats cachedump` with `-X`.
 pub const CLIENT_ERROR_CACHEDUMP_DISABLED: &[u8] = b"CLIENT_ERROR stats cachedump not allowed\r\n";
+/// `stats cachedump` with fewer than two arguments.
+pub const CLIENT_ERROR_BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line\r\n";
+/// `stats cachedump` of a class id memcached could never have.
+pub const CLIENT_ERROR_ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
+/// No memory for the item even after eviction.
 pub const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
 /// `lru_crawler metadump` of a class that does not exist.
 pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";

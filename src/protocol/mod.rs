@@ -153,6 +153,9 @@ pub enum StatsGroup<'a> {
     Reset,
     /// `stats detail on|off|dump`
     Detail(&'a [u8]),
+    /// `stats cachedump <class> <limit>`: the class id and the most items to list (0: as many
+    /// as fit memcached's 2 MB reply), or the error memcached answers for the arguments.
+    CacheDump(Result<(u32, u32), &'static [u8]>),
     /// Any other argument; memcached answers these with an error or an empty list.
     Other(&'a [u8]),
 }

@@ -526,6 +526,16 @@ fn parse_stats<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
             mode @ (b"on" | b"off" | b"dump") => StatsGroup::Detail(mode),
             _ => return Err(compose::CLIENT_ERROR_STATS_DETAIL_USAGE),
         },
+        // Argument errors are carried, not answered here: with `-X` memcached refuses the
+        // command before it looks at the arguments.
+        b"cachedump" => StatsGroup::CacheDump(if tokens.count < 4 {
+            Err(compose::CLIENT_ERROR_BAD_COMMAND_LINE)
+        } else {
+            match (strtoul_u32(tokens.get(2)), strtoul_u32(tokens.get(3))) {
+                (Some(class), Some(limit)) => Ok((class, limit)),
+                _ => Err(compose::CLIENT_ERROR_BAD_FORMAT),
+            }
+        }),
         other => StatsGroup::Other(other),
     };
     Ok(Request::Stats { group })
@@ -1117,7 +1127,25 @@ mod tests {
             (
                 b"stats cachedump 1 1\r\n",
                 Request::Stats {
-                    group: StatsGroup::Other(b"cachedump"),
+                    group: StatsGroup::CacheDump(Ok((1, 1))),
+                },
+            ),
+            (
+                b"stats cachedump 4294967298 0 extra\r\n",
+                Request::Stats {
+                    group: StatsGroup::CacheDump(Ok((2, 0))),
+                },
+            ),
+            (
+                b"stats cachedump 1\r\n",
+                Request::Stats {
+                    group: StatsGroup::CacheDump(Err(compose::CLIENT_ERROR_BAD_COMMAND_LINE)),
+                },
+            ),
+            (
+                b"stats cachedump 1 -1\r\n",
+                Request::Stats {
+                    group: StatsGroup::CacheDump(Err(compose::CLIENT_ERROR_BAD_FORMAT)),
                 },
             ),
         ];

@@ -26,13 +26,16 @@
 //!   class ids are corecache's (as in `stats items`), `size` is corecache's item size, and items
 //!   come shard by shard in page order (memcached: class by class in LRU order).
 //! * `stats detail dump` lists prefixes sorted by name (memcached: hash-table order).
+//! * `stats cachedump <class> <limit>` lists every live item of the class, shard by shard in
+//!   page order, up to the limit and memcached's 2 MB reply (memcached lists only the cold
+//!   segment of its LRU, most recent first); class ids are corecache's.
 
 use std::sync::atomic::Ordering;
 
 use super::cluster::LEGACY_KEY;
 use super::connection::{BufPool, Conn, MetadumpWalk, Slot, SlotKind};
 use super::core::{push_reply, Core};
-use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest};
+use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest, StatsKind};
 use crate::clock::{Epoch, Instant32};
 use crate::protocol::{compose, Keys, Request, ShutdownMode};
 use crate::storage::{ItemMeta, Store, WalkCursor};
@@ -349,6 +352,104 @@ pub(super) fn metadump_step(
     })
 }
 
+/// Most bytes of a `stats cachedump` reply with its `END` (memcached's limit; it counts a
+/// terminating NUL too, hence the 6 below).
+const CACHEDUMP_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Class ids `stats cachedump` accepts: memcached's `MAX_NUMBER_OF_SLAB_CLASSES` (64), or more
+/// where `-f`/`-n` give corecache more classes than that.
+const CACHEDUMP_CLASS_IDS: usize = 64;
+/// Most chunks one shard looks at for a `stats cachedump`: bounds the walk of a huge class.
+const CACHEDUMP_CHUNKS_MAX: usize = 1 << 22;
+
+/// `stats cachedump <class> <limit>`: with `-X` refused before the arguments are looked at, as
+/// memcached does; a class id memcached could not have is illegal, one this store does not
+/// have lists nothing; otherwise every shard lists its part.
+pub fn dispatch_cachedump(core: &mut Core, idx: u32, args: Result<(u32, u32), &'static [u8]>) {
+    if !core.shared.config.dump_enabled {
+        return reply(core, idx, compose::CLIENT_ERROR_CACHEDUMP_DISABLED);
+    }
+    let (class, limit) = match args {
+        Ok(args) => args,
+        Err(error) => return reply(core, idx, error),
+    };
+    let class_count = core.shard.store().class_count();
+    let class = usize::try_from(class).unwrap_or(usize::MAX);
+    if class >= class_count.max(CACHEDUMP_CLASS_IDS) {
+        return reply(core, idx, compose::CLIENT_ERROR_ILLEGAL_SLAB_ID);
+    }
+    match u8::try_from(class) {
+        Ok(class) if usize::from(class) < class_count => {
+            let kind = StatsKind::CacheDump { class, limit };
+            core.broadcast(idx, SlotKind::Stats(kind), RemoteOp::Stats(kind));
+        }
+        _ => reply(core, idx, compose::END),
+    }
+}
+
+/// This shard's part of a `stats cachedump`: its live items of `class`, each as a
+/// length-prefixed `ITEM` line (binary-protocol keys may hold any byte, so lines are framed
+/// rather than split on newlines), at most `limit` of them (0: any number) and no more than fit
+/// one reply. Items stored with a base64 key are skipped, as memcached skips them.
+pub(super) fn cachedump_part(core: &Core, class: u8, limit: u32, out: &mut Vec<u8>) {
+    let epoch = &core.shared.epoch;
+    let mut shown: u32 = 0;
+    let mut bytes = 0;
+    let mut line = Vec::new();
+    core.shard.store().for_each_live_item_from(
+        Some(class),
+        WalkCursor::START,
+        CACHEDUMP_CHUNKS_MAX,
+        core.now,
+        |item| {
+            if item.key_binary {
+                return true;
+            }
+            line.clear();
+            cachedump_line(item, |at| epoch.to_unix(at), &mut line);
+            if bytes + line.len() + 6 > CACHEDUMP_BYTES_MAX {
+                return false;
+            }
+            bytes += line.len();
+            out.extend_from_slice(&(line.len() as u32).to_le_bytes());
+            out.extend_from_slice(&line);
+            shown += 1;
+            limit == 0 || shown < limit
+        },
+    );
+}
+
+/// Joins the shards' parts of a `stats cachedump` into its reply: their lines in arrival order,
+/// cut at `limit` lines (0: no limit) and at memcached's reply size, then `END`.
+pub(super) fn cachedump_finish(parts: &[u8], limit: u32, out: &mut Vec<u8>) {
+    let mut rest = parts;
+    let mut shown: u32 = 0;
+    let mut bytes = 0;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((line, tail)) = tail.split_at_checked(len) else {
+            break;
+        };
+        if (limit != 0 && shown >= limit) || bytes + line.len() + 6 > CACHEDUMP_BYTES_MAX {
+            break;
+        }
+        out.extend_from_slice(line);
+        bytes += line.len();
+        shown += 1;
+        rest = tail;
+    }
+    out.extend_from_slice(compose::END);
+}
+
+/// `ITEM <key> [<value bytes> b; <expiry as Unix time, 0 if none> s]\r\n`. The key ends at its
+/// first NUL byte, as memcached copies it with `strncpy`.
+fn cachedump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &mut Vec<u8>) {
+    let key = item.key.split(|&b| b == 0).next().unwrap_or_default();
+    let exp = item.expires_at.map_or(0, to_unix);
+    out.extend_from_slice(b"ITEM ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(format!(" [{} b; {exp} s]\r\n", item.value_len).as_bytes());
+}
+
 /// `key=<urlencoded> exp=<unix or -1> la=<unix> cas=<n> fetch=<yes|no> cls=<id> size=<n>\n`.
 fn metadump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"key=");
@@ -635,6 +736,8 @@ mod tests {
             fetched: false,
             slab_class: 1,
             total_bytes: 69,
+            value_len: 3,
+            key_binary: false,
         };
         metadump_line(item, |at| 1000 + u64::from(at.0), &mut out);
         assert_eq!(

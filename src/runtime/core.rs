@@ -812,6 +812,10 @@ impl Core {
                 admin::dispatch_detail(self, idx, mode);
                 return;
             }
+            StatsGroup::CacheDump(args) => {
+                admin::dispatch_cachedump(self, idx, args);
+                return;
+            }
             StatsGroup::Settings | StatsGroup::Other(_) => {
                 let mut buf = Vec::new();
                 stats::local_group(self, group, &mut buf);

@@ -80,6 +80,12 @@ pub enum StatsKind {
     Conns,
     /// `stats detail dump`: `PREFIX` lines, summed by prefix.
     DetailDump,
+    /// `stats cachedump`: each shard's `ITEM` lines for a class, concatenated and cut to
+    /// `limit` items (0: no count limit) and memcached's 2 MB reply.
+    CacheDump {
+        class: u8,
+        limit: u32,
+    },
 }
 
 /// One request inside an envelope.

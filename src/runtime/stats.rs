@@ -102,6 +102,9 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
         }
         StatsKind::Sizes | StatsKind::DetailDump => {}
         StatsKind::Conns => conns_part(core, out),
+        StatsKind::CacheDump { class, limit } => {
+            super::admin::cachedump_part(core, class, limit, out)
+        }
     }
 }
 
@@ -171,6 +174,10 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
         crate::prefix_stats::merge_dumps(parts, out);
         return;
     }
+    if let StatsKind::CacheDump { limit, .. } = kind {
+        super::admin::cachedump_finish(parts, limit, out);
+        return;
+    }
     if kind == StatsKind::Conns {
         out.extend_from_slice(parts);
         out.extend_from_slice(compose::END);
@@ -191,7 +198,7 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
         // Item size histograms are not kept (memcached's `-o track_sizes`); say so as
         // memcached does when they are off.
         StatsKind::Sizes => compose::stat_str(out, "sizes_status", "disabled"),
-        StatsKind::Conns | StatsKind::DetailDump => {}
+        StatsKind::Conns | StatsKind::DetailDump | StatsKind::CacheDump { .. } => {}
     }
     out.extend_from_slice(compose::END);
 }
@@ -399,10 +406,6 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);
-        }
-        StatsGroup::Other(b"cachedump") if !cfg.dump_enabled => {
-            // -X: memcached refuses before looking at the arguments.
-            out.extend_from_slice(compose::CLIENT_ERROR_CACHEDUMP_DISABLED);
         }
         StatsGroup::Other(_) => {
             // memcached answers an unknown stats group with a bare ERROR.

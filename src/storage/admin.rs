@@ -51,6 +51,10 @@ pub struct ItemMeta<'a> {
     pub slab_class: u8,
     /// Bytes the item takes in its chunk (header, key, value).
     pub total_bytes: usize,
+    /// Bytes of the value alone.
+    pub value_len: usize,
+    /// Stored by a meta command with a base64 key (`b`).
+    pub key_binary: bool,
 }
 
 impl Store {
@@ -122,6 +126,8 @@ impl Store {
                     fetched: item.is_fetched(),
                     slab_class: page.class,
                     total_bytes: item.total_bytes(),
+                    value_len: item.value_len(),
+                    key_binary: item.key_binary(),
                 };
                 if !visit(meta) {
                     return Some(at);
