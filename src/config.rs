@@ -346,18 +346,19 @@ impl Config {
                     .map(Some)
                     .collect()
             }
-            // By default each shard gets its own CPU among those the process may run on (as
-            // `taskset` or a cpuset left them), in ascending order.
+            // Without `--cpus`, shards are pinned only when there is one for every CPU the
+            // process may run on (its `taskset`/cpuset mask), in ascending order: the server
+            // then owns those cores. With fewer shards than CPUs the kernel places them. A
+            // pinned shard keeps a client on the same host (a load generator, an application)
+            // from moving off its CPU: the kernel wakes the client next to the shard that
+            // answered it and can move only the client away, so both run on one CPU while
+            // another idles; a single-threaded memcaslap against `-t 1` on two CPUs ran at half
+            // the rate it reaches unpinned (tuning/results/20261122-pinning.md).
             None => {
                 let allowed = allowed_cpus();
-                if usize::from(shard_count) <= allowed.len() {
-                    allowed
-                        .into_iter()
-                        .take(usize::from(shard_count))
-                        .map(Some)
-                        .collect()
+                if usize::from(shard_count) == allowed.len() {
+                    allowed.into_iter().map(Some).collect()
                 } else {
-                    // More shards than cpus: let the kernel schedule them.
                     vec![None; usize::from(shard_count)]
                 }
             }
@@ -909,20 +910,36 @@ mod tests {
         assert_eq!(chunk_bytes_smallest(48), 64);
     }
 
-    /// Default pinning follows the process's affinity mask: confined to one CPU (as by
-    /// `taskset -c N`), the one shard is pinned to that CPU, not to CPU 0.
+    /// `--cpus` pins shards where it says. Without it, shards are pinned only when there is
+    /// one for each CPU of the process's affinity mask: confined to one CPU (as by `taskset -c
+    /// N`), the one shard is pinned to that CPU, not to CPU 0; more or fewer shards than CPUs
+    /// are left to the kernel.
     #[test]
-    fn default_pinning_stays_within_the_affinity_mask() {
+    fn default_pinning_needs_a_shard_per_allowed_cpu() {
+        let c = cfg(&["-t", "2", "--cpus", "3,1"]).unwrap();
+        assert_eq!(c.shard_cpus, vec![Some(3), Some(1)]);
+        assert!(cfg(&["-t", "2", "--cpus", "1"]).is_err());
         std::thread::spawn(|| {
             let all = allowed_cpus();
             let last = *all.last().expect("at least one cpu");
+            let n = u16::try_from(all.len()).unwrap();
+            let c = cfg(&["-t", &n.to_string()]).unwrap();
+            assert_eq!(
+                c.shard_cpus,
+                all.iter().map(|&c| Some(c)).collect::<Vec<_>>()
+            );
+            let c = cfg(&["-t", &(n + 1).to_string()]).unwrap();
+            assert!(c.shard_cpus.iter().all(Option::is_none));
+            if n > 1 {
+                let c = cfg(&["-t", "1"]).unwrap();
+                assert_eq!(c.shard_cpus, vec![None], "fewer shards than cpus");
+            }
             assert!(core_affinity::set_for_current(core_affinity::CoreId {
                 id: last
             }));
             assert_eq!(allowed_cpus(), vec![last]);
             let c = cfg(&["-t", "1"]).unwrap();
             assert_eq!(c.shard_cpus, vec![Some(last)]);
-            // More shards than allowed cpus: no pinning.
             let c = cfg(&["-t", "2"]).unwrap();
             assert_eq!(c.shard_cpus, vec![None, None]);
         })
