@@ -193,6 +193,13 @@ fn unknown_user_is_refused_as_root() {
         err.contains("can't find the user no-such-user-corecache"),
         "{err}"
     );
+    let status = Command::new(env!("CARGO_BIN_EXE_corecache"))
+        .args(["-l", "127.0.0.1", "-p", "0", "-u", "no-such-user-corecache"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run corecache");
+    assert_eq!(status.code(), Some(67), "memcached's EX_NOUSER");
 }
 
 /// Kills a daemon (not our child) if a test fails before stopping it.

@@ -116,6 +116,9 @@ fn raise_nofile_limit(conns_max: usize, shards: usize) {
     }
 }
 
+/// Exit status for an unknown `-u` user (sysexits' `EX_NOUSER`, as memcached exits).
+const EX_NOUSER: i32 = 67;
+
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
 ///
 /// Order (see `process`): bind every listener (as root, so ports below 1024 work), raise
@@ -129,7 +132,14 @@ pub fn run(mut config: Config) -> Result<(), String> {
     raise_nofile_limit(config.conns_max, shard_count);
     // memcached ignores -u unless it runs as root; an unknown user fails before binding.
     let user = match &config.user {
-        Some(name) if process::is_root() => Some(process::lookup_user(name)?),
+        Some(name) if process::is_root() => match process::lookup_user(name) {
+            Ok(ids) => Some(ids),
+            Err(msg) => {
+                // memcached exits with EX_NOUSER here, not with a generic failure.
+                eprintln!("corecache: {msg}");
+                std::process::exit(EX_NOUSER);
+            }
+        },
         _ => None,
     };
 
