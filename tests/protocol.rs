@@ -713,6 +713,57 @@ STORED\r\n2\r\nNOT_FOUND\r\n1\r\nNOT_FOUND\r\nDELETED\r\nNOT_FOUND\r\nTOUCHED\r\
     });
 }
 
+/// `stats slabs` counts hits and storage commands per class as memcached does: each by the
+/// class of the item it concerns, and every storage command by the class of its data, whatever
+/// its outcome.
+#[test]
+fn stats_slabs_count_commands_per_class() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+        c.roundtrip(b"set b 0 0 1\r\nx\r\n", b"STORED\r\n");
+        c.roundtrip(b"add b 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
+        c.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\n1\r\nEND\r\n");
+        c.roundtrip(b"get b nope\r\n", b"VALUE b 0 1\r\nx\r\nEND\r\n");
+        c.roundtrip(b"incr a 5\r\n", b"6\r\n");
+        c.roundtrip(b"decr a 1\r\n", b"5\r\n");
+        c.roundtrip(b"touch b 100\r\n", b"TOUCHED\r\n");
+        c.roundtrip(b"cas b 0 0 1 987654321\r\nz\r\n", b"EXISTS\r\n");
+        c.send(b"gets b\r\n");
+        let line = String::from_utf8(c.read_line()).unwrap();
+        let cas = line.split_whitespace().nth(4).expect("cas").to_string();
+        c.read_exact_reply(b"x\r\nEND\r\n");
+        c.roundtrip(
+            format!("cas b 0 0 1 {cas}\r\ny\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
+        c.roundtrip(b"delete a\r\n", b"DELETED\r\n");
+        c.roundtrip(b"delete a\r\n", b"NOT_FOUND\r\n");
+        let slabs = c.stats_sub("slabs");
+        // Both keys' items share a class (same key, value and flag sizes).
+        let class = slabs
+            .keys()
+            .find_map(|k| k.strip_suffix(":get_hits"))
+            .expect("a class with get_hits")
+            .to_string();
+        let per = |name: &str| stat_u64(&slabs, &format!("{class}:{name}"));
+        assert_eq!(per("get_hits"), 3, "{slabs:?}");
+        assert_eq!(per("cmd_set"), 5, "set, set, add, cas, cas");
+        assert_eq!(per("delete_hits"), 1);
+        assert_eq!(per("incr_hits"), 1);
+        assert_eq!(per("decr_hits"), 1);
+        assert_eq!(per("cas_hits"), 1);
+        assert_eq!(per("cas_badval"), 1);
+        assert_eq!(per("touch_hits"), 1);
+        assert!(per("free_chunks_end") <= per("free_chunks"));
+        c.roundtrip(b"stats reset\r\n", b"RESET\r\n");
+        let slabs = c.stats_sub("slabs");
+        assert_eq!(stat_u64(&slabs, &format!("{class}:get_hits")), 0);
+        assert_eq!(stat_u64(&slabs, &format!("{class}:cmd_set")), 0);
+    });
+}
+
 #[test]
 fn stats_subcommands_have_memcached_shapes() {
     for_each_config(|args| {

@@ -88,7 +88,16 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("total_chunks", c.total_chunks),
                     ("used_chunks", c.used_chunks),
                     ("free_chunks", c.free_chunks),
+                    ("free_chunks_end", c.free_chunks_end),
                     ("mem_requested", c.mem_requested),
+                    ("get_hits", c.counters.get_hits),
+                    ("cmd_set", c.counters.cmd_set),
+                    ("delete_hits", c.counters.delete_hits),
+                    ("incr_hits", c.counters.incr_hits),
+                    ("decr_hits", c.counters.decr_hits),
+                    ("cas_hits", c.counters.cas_hits),
+                    ("cas_badval", c.counters.cas_badval),
+                    ("touch_hits", c.counters.touch_hits),
                 ] {
                     push_line(out, &format!("{}:{name}", c.slab_class), v);
                 }

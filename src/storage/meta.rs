@@ -157,10 +157,13 @@ impl Store {
             let bits = ItemRef::new(self.slabs.chunk(slot.loc)).meta_bits() | TOKEN_SENT;
             ItemMut::new(self.slabs.chunk_mut(slot.loc)).set_meta_bits(bits);
         }
+        let class_counters = self.class_counters_of(slot.loc);
         if touched {
+            class_counters.touch_hits += 1;
             self.counters.cmd_touch += 1;
             self.counters.touch_hits += 1;
         } else {
+            class_counters.get_hits += 1;
             self.counters.cmd_get += 1;
             self.counters.get_hits += 1;
         }
@@ -250,6 +253,7 @@ impl Store {
         }
         let Some(new_expiry) = invalidate else {
             self.counters.delete_hits += 1;
+            self.class_counters_of(slot.loc).delete_hits += 1;
             self.unlink(slot, Unlink::Delete);
             return MetaDeleteOutcome::Deleted;
         };

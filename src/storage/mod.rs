@@ -223,6 +223,7 @@ impl Store {
         match self.find_live(key, key_hash, now) {
             Ok(slot) => {
                 self.counters.get_hits += 1;
+                self.class_counters_of(slot.loc).get_hits += 1;
                 Some(self.access(slot.loc, now))
             }
             Err(miss) => {
@@ -259,6 +260,7 @@ impl Store {
             }
         }
         self.counters.touch_hits += 1;
+        self.class_counters_of(loc).touch_hits += 1;
         Some(self.access(loc, now))
     }
 
@@ -282,6 +284,10 @@ impl Store {
             self.drop_stale_on_failed_set(mode, key, key_hash);
             return Err(StoreError::TooLarge);
         }
+        // Per class, a storage command counts where its data goes (as memcached counts it once
+        // the item for the data is allocated, whatever the outcome).
+        let class = self.class_for(key.len(), value.len(), client_flags, expires_at);
+        self.class_counters[usize::from(class)].cmd_set += 1;
         let existing = self.find_live(key, key_hash, now).ok();
         if let Some(outcome) = self.store_precondition(mode, existing, now) {
             return Ok(outcome);
@@ -337,6 +343,7 @@ impl Store {
         self.link(key, key_hash, loc, true);
         if let StoreMode::Cas(_) = mode {
             self.counters.cas_hits += 1;
+            self.class_counters_of(loc).cas_hits += 1;
         }
         Ok(StoreOutcome::Stored)
     }
@@ -378,6 +385,7 @@ impl Store {
                     None
                 } else {
                     self.counters.cas_badval += 1;
+                    self.class_counters_of(slot.loc).cas_badval += 1;
                     Some(StoreOutcome::Exists)
                 }
             }
@@ -390,6 +398,7 @@ impl Store {
         match self.find_live(key, key_hash, now) {
             Ok(slot) => {
                 self.counters.delete_hits += 1;
+                self.class_counters_of(slot.loc).delete_hits += 1;
                 self.unlink(slot, Unlink::Delete);
                 true
             }
@@ -429,9 +438,12 @@ impl Store {
         } else {
             number.saturating_sub(delta)
         };
+        let class_counters = &mut self.class_counters[usize::from(self.slabs.class_of(slot.loc))];
         if incr {
+            class_counters.incr_hits += 1;
             self.counters.incr_hits += 1;
         } else {
+            class_counters.decr_hits += 1;
             self.counters.decr_hits += 1;
         }
         let digits = result.to_string();
@@ -806,6 +818,12 @@ impl Store {
         stats
     }
 
+    /// The per-class counters of the class `loc` is in.
+    fn class_counters_of(&mut self, loc: Loc) -> &mut ClassCounters {
+        let class = self.slabs.class_of(loc);
+        &mut self.class_counters[usize::from(class)]
+    }
+
     /// One class's statistics; `age` scans the class's items (an admin command's cost).
     fn class_stats(&self, class: u8) -> ClassStats {
         let class_ref = &self.slabs.classes[usize::from(class)];
@@ -824,6 +842,7 @@ impl Store {
             total_chunks: total_pages * chunks_per_page,
             used_chunks: class_ref.used_chunks as u64,
             free_chunks: self.slabs.free_chunks(class) as u64,
+            free_chunks_end: self.slabs.uncarved_chunks(class) as u64,
             mem_requested: class_ref.mem_requested as u64,
             number: class_ref.used_chunks as u64,
             // Relative to the latest `now` seen (stats takes no `now`).

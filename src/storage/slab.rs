@@ -363,6 +363,16 @@ impl Slabs {
     }
 
     /// Free chunks of a class: free-listed plus uncarved.
+    /// Chunks of the class's pages not carved out yet.
+    pub fn uncarved_chunks(&self, class: u8) -> usize {
+        let class_ref = &self.classes[usize::from(class)];
+        class_ref
+            .pages
+            .iter()
+            .map(|&p| (class_ref.chunks_per_page - self.pages[p as usize].carved) as usize)
+            .sum()
+    }
+
     pub fn free_chunks(&self, class: u8) -> usize {
         let class_ref = &self.classes[usize::from(class)];
         class_ref

@@ -77,6 +77,8 @@ pub struct ClassStats {
     pub total_chunks: u64,
     pub used_chunks: u64,
     pub free_chunks: u64,
+    /// Chunks of this class's pages not carved out yet (part of `free_chunks`).
+    pub free_chunks_end: u64,
     pub mem_requested: u64,
     /// `stats items`: linked items in this class.
     pub number: u64,
@@ -95,4 +97,13 @@ pub struct ClassCounters {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub crawler_reclaimed: u64,
+    /// `stats slabs`: hits and storage commands by the class of the item concerned.
+    pub get_hits: u64,
+    pub cmd_set: u64,
+    pub delete_hits: u64,
+    pub incr_hits: u64,
+    pub decr_hits: u64,
+    pub cas_hits: u64,
+    pub cas_badval: u64,
+    pub touch_hits: u64,
 }
