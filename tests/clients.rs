@@ -1,5 +1,6 @@
-//! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python and
-//! Node), libmemcached's `memccapable`, and three corecache nodes behind twemproxy (`nutcracker`).
+//! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
+//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs; Ruby: dalli),
+//! libmemcached's `memccapable`, and three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -67,6 +68,13 @@ fn node_module(module: &str) -> bool {
         Command::new("node")
             .current_dir(clients_dir())
             .args(["-e", &format!("require('{module}')")]),
+    )
+}
+
+fn ruby_gem(gem: &str) -> bool {
+    available(
+        &format!("ruby gem {gem} (ruby-{gem})"),
+        Command::new("ruby").args(["-e", &format!("require '{gem}'")]),
     )
 }
 
@@ -254,6 +262,20 @@ fn memjs_binary() {
             let mut cmd = Command::new("node");
             cmd.current_dir(clients_dir())
                 .arg("memjs_binary.js")
+                .arg(addr.to_string());
+            cmd
+        });
+    }
+}
+
+#[test]
+fn dalli_binary() {
+    // dalli 3.0.6 (Debian bookworm's) has only the binary protocol (no `protocol: :meta`).
+    if ruby_gem("dalli") {
+        run_client("dalli", Protocol::Binary, |addr| {
+            let mut cmd = Command::new("ruby");
+            cmd.current_dir(clients_dir())
+                .arg("dalli_client.rb")
                 .arg(addr.to_string());
             cmd
         });
