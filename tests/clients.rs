@@ -1,5 +1,7 @@
-//! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python and
-//! Node), libmemcached's `memccapable`, and three corecache nodes behind twemproxy (`nutcracker`).
+//! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
+//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs; Ruby: dalli; PHP:
+//! the memcached extension, text and binary), libmemcached's `memccapable`, and three corecache
+//! nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -67,6 +69,23 @@ fn node_module(module: &str) -> bool {
         Command::new("node")
             .current_dir(clients_dir())
             .args(["-e", &format!("require('{module}')")]),
+    )
+}
+
+fn ruby_gem(gem: &str) -> bool {
+    available(
+        &format!("ruby gem {gem} (ruby-{gem})"),
+        Command::new("ruby").args(["-e", &format!("require '{gem}'")]),
+    )
+}
+
+fn php_extension(extension: &str) -> bool {
+    available(
+        &format!("php extension {extension} (php-cli, php-{extension})"),
+        Command::new("php").args([
+            "-r",
+            &format!("exit(extension_loaded('{extension}') ? 0 : 1);"),
+        ]),
     )
 }
 
@@ -257,6 +276,49 @@ fn memjs_binary() {
                 .arg(addr.to_string());
             cmd
         });
+    }
+}
+
+#[test]
+fn dalli_binary() {
+    // dalli 3.0.6 (Debian bookworm's) has only the binary protocol (no `protocol: :meta`).
+    if ruby_gem("dalli") {
+        run_client("dalli", Protocol::Binary, |addr| {
+            let mut cmd = Command::new("ruby");
+            cmd.current_dir(clients_dir())
+                .arg("dalli_client.rb")
+                .arg(addr.to_string());
+            cmd
+        });
+    }
+}
+
+fn php_script(extra: &'static [&'static str]) -> impl Fn(SocketAddr) -> Command {
+    move |addr| {
+        let mut cmd = Command::new("php");
+        cmd.current_dir(clients_dir())
+            .arg("php_memcached_client.php")
+            .arg(addr.to_string())
+            .args(extra);
+        cmd
+    }
+}
+
+#[test]
+fn php_memcached_text() {
+    if php_extension("memcached") {
+        run_client("php-memcached text", Protocol::Text, php_script(&[]));
+    }
+}
+
+#[test]
+fn php_memcached_binary() {
+    if php_extension("memcached") {
+        run_client(
+            "php-memcached binary",
+            Protocol::Binary,
+            php_script(&["--binary"]),
+        );
     }
 }
 
