@@ -347,6 +347,49 @@ fn memccapable_binary() {
     memccapable("-b", Protocol::Binary);
 }
 
+/// libmemcached's `memcdump` lists the keys through `stats cachedump`, class by class until the
+/// server calls a class id illegal: every stored key on both shards (memcached lists only the
+/// cold part of its LRU, so there a subset).
+#[test]
+fn memcdump_lists_the_keys() {
+    if !available(
+        "memcdump (libmemcached-tools)",
+        Command::new("sh").args(["-c", "command -v memcdump"]),
+    ) {
+        return;
+    }
+    for args in configs() {
+        let server = TestServer::start(&args);
+        let mut c = server.connect();
+        let keys: Vec<String> = (0..60).map(|i| format!("dump:{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            // Values of several sizes, so several classes are listed.
+            let value = "v".repeat(1 + i * 40);
+            c.roundtrip(
+                format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+                b"STORED\r\n",
+            );
+        }
+        let output = run_bounded(
+            Command::new("memcdump").arg(format!("--servers={}", server.addr())),
+            SCRIPT_TIMEOUT,
+        );
+        assert_success(&format!("memcdump {args:?}"), &output);
+        let listed: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let unique: std::collections::HashSet<&String> = listed.iter().collect();
+        assert_eq!(unique.len(), listed.len(), "a key listed twice: {listed:?}");
+        assert!(listed.iter().all(|k| keys.contains(k)), "{listed:?}");
+        if memcached_mode() {
+            assert!(!listed.is_empty(), "memcached listed nothing");
+        } else {
+            assert_eq!(listed.len(), keys.len(), "{listed:?}");
+        }
+    }
+}
+
 /// A child process killed and reaped on drop.
 struct KillOnDrop(Child);
 
