@@ -1,7 +1,7 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
 //! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs; Ruby: dalli; PHP:
-//! the memcached extension, text and binary), libmemcached's `memccapable`, and three corecache
-//! nodes behind twemproxy (`nutcracker`).
+//! the memcached extension, text and binary), libmemcached's `memccapable` and `memcdump`, and
+//! three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
