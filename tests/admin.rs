@@ -221,6 +221,12 @@ fn lru_crawler_metadump_lists_live_items_of_every_shard() {
             b"lru_crawler metadump 99\r\n",
             b"BADCLASS invalid class id\r\n",
         );
+        // Class ids count from 1, as memcached's; an unused one lists nothing.
+        c.roundtrip(
+            b"lru_crawler metadump 0\r\n",
+            b"BADCLASS invalid class id\r\n",
+        );
+        c.roundtrip(b"lru_crawler metadump 63\r\n", b"END\r\n");
         c.roundtrip(
             b"lru_crawler metadump x\r\n",
             b"BADCLASS invalid class id\r\n",

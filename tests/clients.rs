@@ -390,6 +390,65 @@ fn memcdump_lists_the_keys() {
     }
 }
 
+/// The `memcached-tool` script shipped with memcached: its class table (classes counted from
+/// 1, as memcached numbers them), `keys` (from metadump) and `dump` (metadump, then `get`).
+#[test]
+fn memcached_tool_reads_classes_keys_and_values() {
+    const TOOL: &str = "/usr/share/memcached/scripts/memcached-tool";
+    if !available(
+        "memcached-tool (the memcached package) and perl",
+        Command::new("sh").args(["-c", &format!("test -f {TOOL} && command -v perl")]),
+    ) {
+        return;
+    }
+    for args in configs() {
+        let server = TestServer::start(&args);
+        let mut c = server.connect();
+        c.roundtrip(b"set tiny 5 0 1\r\nx\r\n", b"STORED\r\n");
+        let big = "y".repeat(500);
+        c.roundtrip(
+            format!("set big 0 0 500\r\n{big}\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
+        let tool = |mode: &str| {
+            let output = run_bounded(
+                Command::new("perl")
+                    .arg(TOOL)
+                    .arg(server.addr().to_string())
+                    .arg(mode),
+                SCRIPT_TIMEOUT,
+            );
+            assert_success(&format!("memcached-tool {mode} {args:?}"), &output);
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        // display: one row per class in use; the Count column (5th) sums to the items stored.
+        let display = tool("display");
+        let counts: u64 = display
+            .lines()
+            .skip(1)
+            .map(|row| {
+                row.split_whitespace()
+                    .nth(4)
+                    .expect(row)
+                    .parse::<u64>()
+                    .expect(row)
+            })
+            .sum();
+        assert_eq!(counts, 2, "{display}");
+        let keys = tool("keys");
+        assert!(
+            keys.contains("key=tiny ") && keys.contains("key=big "),
+            "{keys}"
+        );
+        let dump = tool("dump");
+        assert!(dump.contains("add tiny 5 0 1\r\nx\r\n"), "{dump:?}");
+        assert!(
+            dump.contains(&format!("add big 0 0 500\r\n{big}\r\n")),
+            "{dump:?}"
+        );
+    }
+}
+
 /// A child process killed and reaped on drop.
 struct KillOnDrop(Child);
 

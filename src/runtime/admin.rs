@@ -23,12 +23,13 @@
 //!
 //! Replies follow memcached 1.6.18 byte for byte, except where noted:
 //! * `lru_crawler metadump` takes `all` or one class id (memcached also takes a comma list);
-//!   class ids are corecache's (as in `stats items`), `size` is corecache's item size, and items
-//!   come shard by shard in page order (memcached: class by class in LRU order).
+//!   class ids count from 1 as memcached's do, but name corecache's classes (as in `stats
+//!   items`; corecache has finer classes, so more of them), `size` is corecache's item size, and
+//!   items come shard by shard in page order (memcached: class by class in LRU order).
 //! * `stats detail dump` lists prefixes sorted by name (memcached: hash-table order).
 //! * `stats cachedump <class> <limit>` lists every live item of the class, shard by shard in
 //!   page order, up to the limit and memcached's 2 MB reply (memcached lists only the cold
-//!   segment of its LRU, most recent first); class ids are corecache's.
+//!   segment of its LRU, most recent first); class ids as for metadump.
 
 use std::sync::atomic::Ordering;
 
@@ -69,10 +70,16 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         }
         Request::LruCrawlerMetadump { class } => {
             let class_count = core.shard.store().class_count();
-            match class.map(u8::try_from) {
+            match class {
                 None => metadump_start(core, idx, None),
-                Some(Ok(c)) if usize::from(c) < class_count => metadump_start(core, idx, Some(c)),
-                Some(_) => reply(core, idx, compose::BADCLASS),
+                // memcached takes ids 1 to 63, listing nothing for a class it does not use.
+                Some(id) if id == 0 || id as usize > class_count.max(METADUMP_CLASS_IDS_MAX) => {
+                    reply(core, idx, compose::BADCLASS)
+                }
+                Some(id) => match super::stats::class_of_id(id) {
+                    Some(c) if usize::from(c) < class_count => metadump_start(core, idx, Some(c)),
+                    _ => reply(core, idx, compose::END),
+                },
             }
         }
         Request::CacheMemlimit { megabytes, noreply } => {
@@ -352,6 +359,8 @@ pub(super) fn metadump_step(
     })
 }
 
+/// The highest class id memcached's `lru_crawler metadump` accepts.
+const METADUMP_CLASS_IDS_MAX: usize = 63;
 /// Most bytes of a `stats cachedump` reply with its `END` (memcached's limit; it counts a
 /// terminating NUL too, hence the 6 below).
 const CACHEDUMP_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -373,12 +382,11 @@ pub fn dispatch_cachedump(core: &mut Core, idx: u32, args: Result<(u32, u32), &'
         Err(error) => return reply(core, idx, error),
     };
     let class_count = core.shard.store().class_count();
-    let class = usize::try_from(class).unwrap_or(usize::MAX);
-    if class >= class_count.max(CACHEDUMP_CLASS_IDS) {
+    if usize::try_from(class).unwrap_or(usize::MAX) >= (class_count + 1).max(CACHEDUMP_CLASS_IDS) {
         return reply(core, idx, compose::CLIENT_ERROR_ILLEGAL_SLAB_ID);
     }
-    match u8::try_from(class) {
-        Ok(class) if usize::from(class) < class_count => {
+    match super::stats::class_of_id(class) {
+        Some(class) if usize::from(class) < class_count => {
             let kind = StatsKind::CacheDump { class, limit };
             core.broadcast(idx, SlotKind::Stats(kind), RemoteOp::Stats(kind));
         }
@@ -463,7 +471,7 @@ fn metadump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &m
         to_unix(item.last_access),
         item.cas,
         if item.fetched { "yes" } else { "no" },
-        item.slab_class,
+        super::stats::class_id(item.slab_class),
         item.total_bytes
     );
     out.extend_from_slice(line.as_bytes());
@@ -734,7 +742,7 @@ mod tests {
             last_access: Instant32(5),
             cas: 3,
             fetched: false,
-            slab_class: 1,
+            slab_class: 0,
             total_bytes: 69,
             value_len: 3,
             key_binary: false,

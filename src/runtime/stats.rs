@@ -10,6 +10,18 @@ use super::Shared;
 use crate::clock::Instant32;
 use crate::protocol::{compose, StatsGroup};
 
+/// The id clients see for a slab class: memcached's ids count from 1 (its class 0 is the page
+/// pool), so corecache's classes are shown from 1 too, and tools that list classes from 1 (such
+/// as `memcached-tool`) see the smallest.
+pub fn class_id(class: u8) -> u16 {
+    u16::from(class) + 1
+}
+
+/// The slab class a client's class id names, if it names one (see [`class_id`]).
+pub fn class_of_id(id: u32) -> Option<u8> {
+    id.checked_sub(1).and_then(|c| u8::try_from(c).ok())
+}
+
 /// This shard's counters for a stats group, as `name value\n` lines.
 pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
     let st = core.shard.store().stats();
@@ -75,7 +87,7 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("evicted_unfetched", k.evicted_unfetched),
                     ("crawler_reclaimed", k.crawler_reclaimed),
                 ] {
-                    push_line(out, &format!("items:{}:{name}", c.slab_class), v);
+                    push_line(out, &format!("items:{}:{name}", class_id(c.slab_class)), v);
                 }
             }
         }
@@ -99,7 +111,7 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("cas_badval", c.counters.cas_badval),
                     ("touch_hits", c.counters.touch_hits),
                 ] {
-                    push_line(out, &format!("{}:{name}", c.slab_class), v);
+                    push_line(out, &format!("{}:{name}", class_id(c.slab_class)), v);
                 }
             }
             push_line(
