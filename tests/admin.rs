@@ -372,6 +372,92 @@ fn stats_cachedump_lists_a_class_like_memcached() {
     });
 }
 
+/// `lru_crawler crawl`, `enable` and `disable` answer as memcached does; with the crawler off,
+/// `crawl` and `metadump` are refused and `stats settings` says so.
+#[test]
+fn lru_crawler_crawl_and_switch_replies() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        for ok in ["all", "1", "1,2,3", ",1", "1,,2"] {
+            c.roundtrip(format!("lru_crawler crawl {ok}\r\n").as_bytes(), b"OK\r\n");
+        }
+        for bad in ["0", "x", "1,x", "99"] {
+            c.roundtrip(
+                format!("lru_crawler crawl {bad}\r\n").as_bytes(),
+                b"BADCLASS invalid class id\r\n",
+            );
+        }
+        c.roundtrip(
+            b"lru_crawler crawl ,\r\n",
+            b"NOTSTARTED no items to crawl\r\n",
+        );
+        for shape in [
+            "lru_crawler crawl",
+            "lru_crawler crawl all x",
+            "lru_crawler bogus",
+        ] {
+            c.roundtrip(format!("{shape}\r\n").as_bytes(), b"ERROR\r\n");
+        }
+        c.roundtrip(
+            b"lru_crawler enable\r\n",
+            b"ERROR failed to start lru crawler thread\r\n",
+        );
+        c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
+        c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
+        assert_eq!(c.stats_sub("settings")["lru_crawler"], "no");
+        let disabled = b"CLIENT_ERROR lru crawler disabled\r\n";
+        c.roundtrip(b"lru_crawler crawl all\r\n", disabled);
+        c.roundtrip(b"lru_crawler metadump all\r\n", disabled);
+        c.roundtrip(b"lru_crawler enable\r\n", b"OK\r\n");
+        assert_eq!(c.stats_sub("settings")["lru_crawler"], "yes");
+        c.roundtrip(b"lru_crawler metadump all\r\n", b"END\r\n");
+    });
+}
+
+/// `lru_crawler crawl all` sweeps every shard at once: expired items nobody reads again are
+/// reclaimed without waiting for the once-a-second background slices.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn lru_crawler_crawl_reclaims_expired_items_now() {
+    if skip_in_memcached_mode("debug_time needs corecache's test-hooks") {
+        return;
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        // Stop the background slices, so only the requested pass can reclaim.
+        c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
+        // Enough that the background slices (1000 chunks a second per shard) would take far
+        // longer than the wait below.
+        let count = 40_000;
+        for i in 0..count {
+            c.send(format!("set exp:{i} 0 2 1 noreply\r\nx\r\n").as_bytes());
+        }
+        c.roundtrip(b"set kept 0 0 1\r\ny\r\n", b"STORED\r\n");
+        assert_eq!(stat_u64(&c.stats_sub(""), "curr_items"), count + 1);
+        c.roundtrip(b"debug_time advance 5\r\n", b"OK\r\n");
+        c.roundtrip(b"lru_crawler enable\r\n", b"OK\r\n");
+        c.roundtrip(b"lru_crawler crawl all\r\n", b"OK\r\n");
+        // The pass runs in slices after the reply; it ends within a bounded wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = c.stats_sub("");
+            if stat_u64(&stats, "crawler_reclaimed") == count {
+                assert_eq!(stat_u64(&stats, "curr_items"), 1);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crawler_reclaimed {} of {count}",
+                stat_u64(&stats, "crawler_reclaimed")
+            );
+            std::thread::yield_now();
+        }
+        c.roundtrip(b"get kept\r\n", b"VALUE kept 0 1\r\ny\r\nEND\r\n");
+    });
+}
+
 /// Items in the large metadump tests. A line is about 120 bytes, so their dump is about 30 MB:
 /// well over the 8 MiB per shard to which corecache once cut a dump short, at `-t 1` and `-t 2`.
 const DUMP_ITEMS: usize = 250_000;

@@ -56,6 +56,12 @@ pub const CLIENT_ERROR_BAD_COMMAND_LINE: &[u8] = b"CLIENT_ERROR bad command line
 pub const CLIENT_ERROR_ILLEGAL_SLAB_ID: &[u8] = b"CLIENT_ERROR Illegal slab id\r\n";
 /// No memory for the item even after eviction.
 pub const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// `lru_crawler crawl` or `metadump` while the crawler is disabled.
+pub const CLIENT_ERROR_CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
+/// `lru_crawler crawl` naming no class.
+pub const NOTSTARTED_NO_ITEMS: &[u8] = b"NOTSTARTED no items to crawl\r\n";
+/// `lru_crawler enable` while it is enabled.
+pub const ERROR_CRAWLER_START: &[u8] = b"ERROR failed to start lru crawler thread\r\n";
 /// `lru_crawler metadump` of a class that does not exist.
 pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
 /// `cache_memlimit` below 8 MB.

@@ -221,6 +221,11 @@ pub enum Request<'a> {
     ConfigGet { key: &'a [u8] },
     /// `lru_crawler metadump all|<class>`: one line per live item; `class` None means all.
     LruCrawlerMetadump { class: Option<u32> },
+    /// `lru_crawler crawl all|<id>[,<id>...]`: a sweep for dead items now; the ids are checked
+    /// where the classes are known.
+    LruCrawlerCrawl { classes: &'a [u8] },
+    /// `lru_crawler enable` (`true`) or `lru_crawler disable`.
+    LruCrawlerSwitch { enable: bool },
     /// `cache_memlimit <megabytes> [noreply]`: a new `-m`, already checked against memcached's
     /// bounds (8 to 1000000000 MB).
     CacheMemlimit { megabytes: u32, noreply: bool },

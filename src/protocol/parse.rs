@@ -26,7 +26,8 @@
 //!
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are parsed in [`super::meta`].
 //! Commands memcached has but corecache does not (`slabs`, `lru`, `watch`, `misbehave`, and
-//! `lru_crawler` other than `metadump`) answer `ERROR` like an unknown verb.
+//! `lru_crawler sleep|tocrawl`, which tune memcached's crawler thread) answer `ERROR` like an
+//! unknown verb.
 
 use super::compose;
 use super::{
@@ -567,9 +568,21 @@ fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     Ok(Request::ConfigGet { key: tokens.get(2) })
 }
 
-/// `lru_crawler metadump all|<class>`, as memcached 1.6.18 answers it: fewer tokens is `ERROR`,
-/// a class that is not a number is `BADCLASS`. Other subcommands are not served (`ERROR`).
+/// `lru_crawler metadump all|<class>`, `crawl all|<ids>`, `enable` and `disable`, as memcached
+/// 1.6.18 answers them: other shapes are `ERROR`, a metadump class that is not a number is
+/// `BADCLASS`. (`sleep` and `tocrawl` tune memcached's crawler thread, which corecache does not
+/// have: `ERROR`.)
 fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    match (tokens.count, tokens.get(1)) {
+        (2, b"enable") => return Ok(Request::LruCrawlerSwitch { enable: true }),
+        (2, b"disable") => return Ok(Request::LruCrawlerSwitch { enable: false }),
+        (3, b"crawl") => {
+            return Ok(Request::LruCrawlerCrawl {
+                classes: tokens.get(2),
+            })
+        }
+        _ => {}
+    }
     if tokens.count < 3 || tokens.get(1) != b"metadump" {
         return Err(compose::ERROR);
     }
@@ -1467,7 +1480,18 @@ mod tests {
         assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(None));
         assert_eq!(ok(b"lru_crawler metadump 3\r\n").0, metadump(Some(3)));
         assert_rejects(b"lru_crawler metadump\r\n", ERROR);
-        assert_rejects(b"lru_crawler crawl all\r\n", ERROR);
+        assert_eq!(
+            ok(b"lru_crawler crawl 1,2\r\n").0,
+            Request::LruCrawlerCrawl { classes: b"1,2" }
+        );
+        assert_eq!(
+            ok(b"lru_crawler disable\r\n").0,
+            Request::LruCrawlerSwitch { enable: false }
+        );
+        assert_rejects(b"lru_crawler crawl\r\n", ERROR);
+        assert_rejects(b"lru_crawler crawl all x\r\n", ERROR);
+        assert_rejects(b"lru_crawler enable x\r\n", ERROR);
+        assert_rejects(b"lru_crawler sleep 10\r\n", ERROR);
         assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
 
         let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };

@@ -65,6 +65,34 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
             }
             reply(core, idx, &buf);
         }
+        Request::LruCrawlerMetadump { .. } | Request::LruCrawlerCrawl { .. }
+            if !core.shared.crawler_enabled.load(Ordering::Relaxed) =>
+        {
+            reply(core, idx, compose::CLIENT_ERROR_CRAWLER_DISABLED);
+        }
+        Request::LruCrawlerCrawl { classes } => {
+            let class_count = core.shard.store().class_count();
+            match crawl_classes_reply(classes, class_count) {
+                compose::OK => {
+                    core.broadcast(idx, SlotKind::Ok { noreply: false }, RemoteOp::CrawlPass)
+                }
+                refusal => reply(core, idx, refusal),
+            }
+        }
+        Request::LruCrawlerSwitch { enable } => {
+            let was = core.shared.crawler_enabled.swap(enable, Ordering::Relaxed);
+            // memcached cannot start a crawler thread that runs; stopping one that does not
+            // run is fine.
+            reply(
+                core,
+                idx,
+                if enable && was {
+                    compose::ERROR_CRAWLER_START
+                } else {
+                    compose::OK
+                },
+            );
+        }
         Request::LruCrawlerMetadump { .. } if !core.shared.config.dump_enabled => {
             reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
         }
@@ -162,6 +190,31 @@ fn reply(core: &mut Core, idx: u32, bytes: &[u8]) {
     core.mark_dirty(idx);
 }
 
+/// `lru_crawler crawl`'s class list, as memcached reads it: `all`, or ids separated by commas
+/// (empty ones skipped), each one memcached could have (1 to 63) or one of corecache's
+/// classes. The reply: `OK`, `BADCLASS` for a bad id, `NOTSTARTED` when no id is given. A valid
+/// list sweeps every class: a pass over all of them costs little more than over a few, and
+/// reclaims more.
+fn crawl_classes_reply(classes: &[u8], class_count: usize) -> &'static [u8] {
+    if classes == b"all" {
+        return compose::OK;
+    }
+    let mut any = false;
+    let valid = classes
+        .split(|&b| b == b',')
+        .filter(|id| !id.is_empty())
+        .all(|id| {
+            any = true;
+            crate::protocol::parse::strtoul_u32(id)
+                .is_some_and(|id| id >= 1 && id as usize <= class_count.max(METADUMP_CLASS_IDS_MAX))
+        });
+    match (valid, any) {
+        (false, _) => compose::BADCLASS,
+        (true, false) => compose::NOTSTARTED_NO_ITEMS,
+        (true, true) => compose::OK,
+    }
+}
+
 /// This shard's part of an admin broadcast.
 pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
     match *op {
@@ -172,6 +225,7 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
             let now = core.now;
             core.shard.store_mut().set_memory_limit(bytes, now);
         }
+        RemoteOp::CrawlPass => core.shard.store_mut().request_crawl_pass(),
         _ => debug_assert!(false, "not an admin op: {op:?}"),
     }
 }
@@ -526,6 +580,7 @@ mod tests {
             bound,
             backend: AtomicU8::new(0),
             memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
+            crawler_enabled: AtomicBool::new(true),
             detail_enabled: AtomicBool::new(false),
             listen: crate::runtime::backend::ListenStats::default(),
             config,

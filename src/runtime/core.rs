@@ -75,6 +75,9 @@ pub struct Core {
     pub(super) metadumps: Vec<ConnRef>,
 }
 
+/// Chunks the crawler looks at in one slice: once a second, and every turn while an
+/// `lru_crawler crawl` pass is under way.
+const CRAWL_SLICE_ITEMS: usize = 1000;
 /// Most keys in one group of [`Core::warm_group`] (and requests per warming group of an
 /// envelope).
 const WARM_GROUP_KEYS: usize = 32;
@@ -551,6 +554,8 @@ impl Core {
             }
             Request::ConfigGet { .. }
             | Request::LruCrawlerMetadump { .. }
+            | Request::LruCrawlerCrawl { .. }
+            | Request::LruCrawlerSwitch { .. }
             | Request::CacheMemlimit { .. }
             | Request::Shutdown { .. } => admin::dispatch(self, idx, req),
             Request::DebugTimeAdvance { secs } => {
@@ -847,7 +852,9 @@ impl Core {
                 self.cmd_flush = 0;
                 self.conn_yields = 0;
             }
-            RemoteOp::Detail(_) | RemoteOp::MemLimit { .. } => admin::exec_shard_op(self, op, out),
+            RemoteOp::Detail(_) | RemoteOp::MemLimit { .. } | RemoteOp::CrawlPass => {
+                admin::exec_shard_op(self, op, out)
+            }
             RemoteOp::MetadumpStep { .. } => {
                 debug_assert!(false, "metadump steps are not broadcast")
             }
@@ -1080,10 +1087,18 @@ impl Core {
     pub fn turn_end(&mut self) {
         admin::metadump_pump(self);
         self.outbox.flush(&self.mesh);
+        let crawler = self.shared.crawler_enabled.load(Ordering::Relaxed);
+        if crawler && self.shard.store().crawl_pass_requested() {
+            // `lru_crawler crawl`: a bounded slice every turn until the pass is done.
+            let now = self.now;
+            self.shard.store_mut().crawl(now, CRAWL_SLICE_ITEMS);
+        }
         if self.now != self.last_crawl {
             self.last_crawl = self.now;
-            let now = self.now;
-            self.shard.store_mut().crawl(now, 1000);
+            if crawler {
+                let now = self.now;
+                self.shard.store_mut().crawl(now, CRAWL_SLICE_ITEMS);
+            }
             self.close_idle();
         }
     }
@@ -1117,6 +1132,12 @@ impl Core {
     /// Whether envelopes are still waiting to be delivered (the loop must not sleep long).
     pub fn outbox_blocked(&self) -> bool {
         self.outbox.blocked()
+    }
+
+    /// Whether an `lru_crawler crawl` pass is under way here (the loop then keeps turning).
+    pub fn crawl_runnable(&self) -> bool {
+        self.shared.crawler_enabled.load(Ordering::Relaxed)
+            && self.shard.store().crawl_pass_requested()
     }
 
     /// Whether a metadump could take its next step at the next [`Core::turn_end`] (the loop

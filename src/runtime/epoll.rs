@@ -165,6 +165,7 @@ impl Loop {
         !self.stalled.is_empty()
             || core.outbox_blocked()
             || core.metadump_runnable()
+            || core.crawl_runnable()
             || self.accept_pending.contains(&Accept::Budget)
     }
 

@@ -59,6 +59,8 @@ pub enum RemoteOp {
     MetadumpStep { class: Option<u8>, from: WalkCursor },
     /// `cache_memlimit`: this shard's new memory budget in bytes.
     MemLimit { bytes: usize },
+    /// `lru_crawler crawl`: sweep this shard's items for dead ones now, one whole pass.
+    CrawlPass,
 }
 
 /// What `stats detail` asks of each shard.

@@ -63,6 +63,9 @@ pub struct Shared {
     pub detail_enabled: AtomicBool,
     /// Pauses of accepting for want of descriptors or memory, across cores.
     pub listen: backend::ListenStats,
+    /// `lru_crawler enable|disable`: whether shards sweep for dead items (and serve
+    /// `lru_crawler crawl` and `metadump`).
+    pub crawler_enabled: AtomicBool,
 }
 
 impl Shared {
@@ -213,6 +216,7 @@ fn serve(
         cluster,
         memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
         detail_enabled: AtomicBool::new(config.detail_enabled),
+        crawler_enabled: AtomicBool::new(true),
         listen: backend::ListenStats::default(),
         config,
     });

@@ -418,7 +418,11 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
             compose::stat_str(out, "maxconns_fast", "yes");
             compose::stat_str(out, "slab_reassign", "yes");
-            compose::stat_str(out, "lru_crawler", "yes");
+            compose::stat_str(
+                out,
+                "lru_crawler",
+                yes_no(shared.crawler_enabled.load(Ordering::Relaxed)),
+            );
             compose::stat_str(out, "flush_enabled", yes_no(cfg.flush_enabled));
             compose::stat_str(out, "dump_enabled", yes_no(cfg.dump_enabled));
             compose::stat_str(out, "hash_algorithm", "xxh3");

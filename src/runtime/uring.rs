@@ -354,7 +354,11 @@ pub fn run(
             return Ok(());
         }
         lp.retry_accepts(&core)?;
-        wait = if !lp.stalled.is_empty() || core.outbox_blocked() || core.metadump_runnable() {
+        wait = if !lp.stalled.is_empty()
+            || core.outbox_blocked()
+            || core.metadump_runnable()
+            || core.crawl_runnable()
+        {
             Duration::ZERO
         } else {
             waker.set_sleeping(true);

@@ -25,6 +25,18 @@ impl Cursor {
 }
 
 impl Store {
+    /// Asks for a whole pass (`lru_crawler crawl`): the sweep starts over, and
+    /// [`Store::crawl_pass_requested`] holds until a call to [`Store::crawl`] ends the pass.
+    pub fn request_crawl_pass(&mut self) {
+        self.crawl_cursor = Cursor::default();
+        self.crawl_pass = true;
+    }
+
+    /// Whether a pass asked for by [`Store::request_crawl_pass`] is still under way.
+    pub fn crawl_pass_requested(&self) -> bool {
+        self.crawl_pass
+    }
+
     /// Examines at most `budget_items` chunks, and at most one pass over every class,
     /// reclaiming dead items; returns how many it reclaimed (also counted in `reclaimed` and
     /// `crawler_reclaimed`; the linked items it looked at count in `crawler_items_checked`).
@@ -55,6 +67,10 @@ impl Store {
                 self.unlink_loc(loc, Unlink::CrawlerReclaimed);
                 reclaimed += 1;
             }
+        }
+        // A pass ends with the cursor past the last class.
+        if self.crawl_cursor.class >= self.slabs.classes.len() {
+            self.crawl_pass = false;
         }
         reclaimed
     }

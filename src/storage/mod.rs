@@ -155,6 +155,8 @@ pub struct Store {
     /// An item that eviction and page moves must not touch during one operation.
     pinned: Option<Loc>,
     crawl_cursor: crawler::Cursor,
+    /// An `lru_crawler crawl` pass asked for and not finished.
+    crawl_pass: bool,
     scratch: Vec<u8>,
     /// The latest `now` any call passed in (for `stats`, which takes no `now`).
     now_latest: Instant32,
@@ -185,6 +187,7 @@ impl Store {
             flush_pending: None,
             pinned: None,
             crawl_cursor: crawler::Cursor::default(),
+            crawl_pass: false,
             scratch: Vec::new(),
             now_latest: Instant32(0),
         }
