@@ -811,7 +811,14 @@ fn stats_subcommands_have_memcached_shapes() {
             if parts[2] == "number" {
                 numbers += v.parse::<u64>().unwrap();
             }
-            for field in ["number", "age", "evicted", "outofmemory"] {
+            for field in [
+                "number",
+                "age",
+                "evicted",
+                "evicted_time",
+                "outofmemory",
+                "crawler_items_checked",
+            ] {
                 let key = format!("items:{}:{field}", parts[1]);
                 assert!(items.contains_key(&key), "stats items lacks {key}");
             }

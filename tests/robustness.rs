@@ -478,6 +478,19 @@ fn eviction_under_small_memory_limit() {
         assert!(evictions > 0);
         assert_eq!(items + evictions, total as u64, "items + evictions");
         assert!(stat_u64(&s, "bytes") <= 8 * MB);
+        // Per class: evictions add up, and the latest one's idle time is reported (these items
+        // were stored moments before they went, so it is small).
+        let items_stats = c.stats_sub("items");
+        let per_class = |field: &str| -> Vec<u64> {
+            items_stats
+                .iter()
+                .filter(|(k, _)| k.ends_with(&format!(":{field}")))
+                .map(|(_, v)| v.parse().unwrap())
+                .collect()
+        };
+        assert_eq!(per_class("evicted").iter().sum::<u64>(), evictions);
+        let idle = per_class("evicted_time");
+        assert!(!idle.is_empty() && idle.iter().all(|&t| t < 60), "{idle:?}");
         for i in total - 20..total {
             let mut expected = format!("VALUE ev{i} 0 {}\r\n", value.len()).into_bytes();
             expected.extend_from_slice(&value);

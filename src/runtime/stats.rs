@@ -81,11 +81,13 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("mem_requested", c.mem_requested),
                     ("evicted", k.evicted),
                     ("evicted_nonzero", k.evicted_nonzero),
+                    ("evicted_time", k.evicted_time),
                     ("outofmemory", k.outofmemory),
                     ("reclaimed", k.reclaimed),
                     ("expired_unfetched", k.expired_unfetched),
                     ("evicted_unfetched", k.evicted_unfetched),
                     ("crawler_reclaimed", k.crawler_reclaimed),
+                    ("crawler_items_checked", k.crawler_items_checked),
                 ] {
                     push_line(out, &format!("items:{}:{name}", class_id(c.slab_class)), v);
                 }
@@ -158,7 +160,12 @@ fn push_line(out: &mut Vec<u8>, name: &str, v: u64) {
 
 /// Fields that describe a class's shape rather than count something: take one shard's value.
 fn is_shape(name: &str) -> bool {
-    name.ends_with(":chunk_size") || name.ends_with(":chunks_per_page") || name.ends_with(":age")
+    // `evicted_time` too: the shards' latest evictions are not ordered, so the longest idle
+    // time of them stands for the class.
+    name.ends_with(":chunk_size")
+        || name.ends_with(":chunks_per_page")
+        || name.ends_with(":age")
+        || name.ends_with(":evicted_time")
 }
 
 /// Sums the shards' lines by name, keeping the order of first appearance.

@@ -63,6 +63,7 @@ impl Store {
                 continue;
             }
             self.counters.crawler_items_checked += 1;
+            self.class_counters[usize::from(self.slabs.class_of(loc))].crawler_items_checked += 1;
             if self.dead_reason(item, now).is_some() {
                 self.unlink_loc(loc, Unlink::CrawlerReclaimed);
                 reclaimed += 1;

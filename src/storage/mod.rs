@@ -719,6 +719,7 @@ impl Store {
         let item = ItemRef::new(self.slabs.chunk(loc));
         let (total, fetched) = (item.total_bytes(), item.is_fetched());
         let has_expiry = item.expires_at().is_some();
+        let idle_secs = u64::from(self.now_latest.since(item.last_access()));
         let class = usize::from(self.slabs.class_of(loc));
         let class_counters = &mut self.class_counters[class];
         match why {
@@ -726,6 +727,7 @@ impl Store {
             Unlink::Evicted | Unlink::EvictedByPageMove => {
                 self.counters.evictions += 1;
                 class_counters.evicted += 1;
+                class_counters.evicted_time = idle_secs;
                 if why == Unlink::Evicted {
                     self.evictions_window[class] += 1;
                 }

@@ -97,6 +97,10 @@ pub struct ClassCounters {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub crawler_reclaimed: u64,
+    /// Seconds between the last access and the eviction of the class's latest evicted item.
+    pub evicted_time: u64,
+    /// Linked items of the class the crawler looked at.
+    pub crawler_items_checked: u64,
     /// `stats slabs`: hits and storage commands by the class of the item concerned.
     pub get_hits: u64,
     pub cmd_set: u64,
