@@ -37,6 +37,7 @@ use super::cluster::LEGACY_KEY;
 use super::connection::{BufPool, Conn, MetadumpWalk, Slot, SlotKind};
 use super::core::{push_reply, Core};
 use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest, StatsKind};
+use super::stats::class_id_max;
 use crate::clock::{Epoch, Instant32};
 use crate::protocol::{compose, Keys, Request, ShutdownMode};
 use crate::storage::{ItemMeta, Store, WalkCursor};
@@ -100,8 +101,7 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
             let class_count = core.shard.store().class_count();
             match class {
                 None => metadump_start(core, idx, None),
-                // memcached takes ids 1 to 63, listing nothing for a class it does not use.
-                Some(id) if id == 0 || id as usize > class_count.max(METADUMP_CLASS_IDS_MAX) => {
+                Some(id) if id == 0 || id > class_id_max(class_count) => {
                     reply(core, idx, compose::BADCLASS)
                 }
                 Some(id) => match super::stats::class_of_id(id) {
@@ -206,7 +206,7 @@ fn crawl_classes_reply(classes: &[u8], class_count: usize) -> &'static [u8] {
         .all(|id| {
             any = true;
             crate::protocol::parse::strtoul_u32(id)
-                .is_some_and(|id| id >= 1 && id as usize <= class_count.max(METADUMP_CLASS_IDS_MAX))
+                .is_some_and(|id| (1..=class_id_max(class_count)).contains(&id))
         });
     match (valid, any) {
         (false, _) => compose::BADCLASS,
@@ -413,20 +413,15 @@ pub(super) fn metadump_step(
     })
 }
 
-/// The highest class id memcached's `lru_crawler metadump` accepts.
-const METADUMP_CLASS_IDS_MAX: usize = 63;
 /// Most bytes of a `stats cachedump` reply with its `END` (memcached's limit; it counts a
 /// terminating NUL too, hence the 6 below).
 const CACHEDUMP_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Class ids `stats cachedump` accepts: memcached's `MAX_NUMBER_OF_SLAB_CLASSES` (64), or more
-/// where `-f`/`-n` give corecache more classes than that.
-const CACHEDUMP_CLASS_IDS: usize = 64;
 /// Most chunks one shard looks at for a `stats cachedump`: bounds the walk of a huge class.
 const CACHEDUMP_CHUNKS_MAX: usize = 1 << 22;
 
 /// `stats cachedump <class> <limit>`: with `-X` refused before the arguments are looked at, as
-/// memcached does; a class id memcached could not have is illegal, one this store does not
-/// have lists nothing; otherwise every shard lists its part.
+/// memcached does; an id past [`class_id_max`] is illegal, one this store does not use (0
+/// included, as memcached takes it) lists nothing; otherwise every shard lists its part.
 pub fn dispatch_cachedump(core: &mut Core, idx: u32, args: Result<(u32, u32), &'static [u8]>) {
     if !core.shared.config.dump_enabled {
         return reply(core, idx, compose::CLIENT_ERROR_CACHEDUMP_DISABLED);
@@ -436,7 +431,7 @@ pub fn dispatch_cachedump(core: &mut Core, idx: u32, args: Result<(u32, u32), &'
         Err(error) => return reply(core, idx, error),
     };
     let class_count = core.shard.store().class_count();
-    if usize::try_from(class).unwrap_or(usize::MAX) >= (class_count + 1).max(CACHEDUMP_CLASS_IDS) {
+    if class > class_id_max(class_count) {
         return reply(core, idx, compose::CLIENT_ERROR_ILLEGAL_SLAB_ID);
     }
     match super::stats::class_of_id(class) {

@@ -17,6 +17,12 @@ pub fn class_id(class: u8) -> u16 {
     u16::from(class) + 1
 }
 
+/// The highest class id a command may name: 63, the most memcached can have (ids it could
+/// have but does not use list nothing), or more where corecache's finer classes go further.
+pub fn class_id_max(class_count: usize) -> u32 {
+    u32::try_from(class_count).unwrap_or(u32::MAX).max(63)
+}
+
 /// The slab class a client's class id names, if it names one (see [`class_id`]).
 pub fn class_of_id(id: u32) -> Option<u8> {
     id.checked_sub(1).and_then(|c| u8::try_from(c).ok())

@@ -362,7 +362,6 @@ impl Slabs {
         self.pages.iter().map(|page| page.buf.len()).sum()
     }
 
-    /// Free chunks of a class: free-listed plus uncarved.
     /// Chunks of the class's pages not carved out yet.
     pub fn uncarved_chunks(&self, class: u8) -> usize {
         let class_ref = &self.classes[usize::from(class)];
@@ -373,16 +372,14 @@ impl Slabs {
             .sum()
     }
 
+    /// Chunks of the class's pages holding no item: free-listed or not carved out yet.
     pub fn free_chunks(&self, class: u8) -> usize {
-        let class_ref = &self.classes[usize::from(class)];
-        class_ref
+        let free_listed: usize = self.classes[usize::from(class)]
             .pages
             .iter()
-            .map(|&p| {
-                let page = &self.pages[p as usize];
-                (page.free_count + class_ref.chunks_per_page - page.carved) as usize
-            })
-            .sum()
+            .map(|&p| self.pages[p as usize].free_count as usize)
+            .sum();
+        free_listed + self.uncarved_chunks(class)
     }
 
     /// Walks pages, classes and free lists; panics on a broken invariant. Returns the number of
