@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, Client, TestServer,
+    escape, for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, Client, TestServer,
 };
 
 fn config_reply(version: u64, nodes: &str, head: &str) -> Vec<u8> {
@@ -325,12 +325,13 @@ fn stats_cachedump_lists_a_class_like_memcached() {
 
         c.send(format!("stats cachedump {class} 0\r\n").as_bytes());
         let reply = String::from_utf8(c.read_until_end()).unwrap();
-        assert!(reply.ends_with("\r\nEND\r\n"), "{reply:?}");
+        assert!(reply.ends_with("END\r\n"), "{reply:?}");
         let lines: Vec<&str> = reply.lines().filter(|l| *l != "END").collect();
-        // memcached lists only its cold LRU segment; corecache, which has no segments, lists
-        // every live item of the class.
+        // memcached lists only its cold LRU segment, which its background maintainer fills at
+        // times of its own (now and then nothing is cold yet); corecache, which has no
+        // segments, lists every live item of the class.
         if memcached_mode() {
-            assert!(!lines.is_empty() && lines.len() <= in_class, "{reply}");
+            assert!(lines.len() <= in_class, "{reply}");
         } else {
             assert_eq!(lines.len(), in_class, "{reply}");
         }
@@ -367,7 +368,12 @@ fn stats_cachedump_lists_a_class_like_memcached() {
         // A limit cuts the list; extra arguments are ignored, as memcached ignores them.
         c.send(format!("stats cachedump {class} 7 extra\r\n").as_bytes());
         let reply = String::from_utf8(c.read_until_end()).unwrap();
-        assert_eq!(reply.lines().filter(|l| *l != "END").count(), 7, "{reply}");
+        let listed = reply.lines().filter(|l| *l != "END").count();
+        if memcached_mode() {
+            assert!(listed <= 7, "{reply}");
+        } else {
+            assert_eq!(listed, 7, "{reply}");
+        }
         c.roundtrip(b"get cd3\r\n", b"VALUE cd3 0 3\r\nabc\r\nEND\r\n");
     });
 }
@@ -379,8 +385,19 @@ fn lru_crawler_crawl_and_switch_replies() {
     for_each_config(|args| {
         let server = TestServer::start(args);
         let mut c = server.connect();
+        // First, while no crawl runs (memcached would answer BUSY before looking further).
+        c.roundtrip(
+            b"lru_crawler crawl ,\r\n",
+            b"NOTSTARTED no items to crawl\r\n",
+        );
         for ok in ["all", "1", "1,2,3", ",1", "1,,2"] {
-            c.roundtrip(format!("lru_crawler crawl {ok}\r\n").as_bytes(), b"OK\r\n");
+            c.send(format!("lru_crawler crawl {ok}\r\n").as_bytes());
+            let reply = c.read_line();
+            // memcached answers BUSY while its crawler thread is still on an earlier request;
+            // corecache starts its pass over.
+            let busy =
+                memcached_mode() && reply == b"BUSY currently processing crawler request\r\n";
+            assert!(reply == b"OK\r\n" || busy, "crawl {ok}: {}", escape(&reply));
         }
         for bad in ["0", "x", "1,x", "99"] {
             c.roundtrip(
@@ -388,10 +405,6 @@ fn lru_crawler_crawl_and_switch_replies() {
                 b"BADCLASS invalid class id\r\n",
             );
         }
-        c.roundtrip(
-            b"lru_crawler crawl ,\r\n",
-            b"NOTSTARTED no items to crawl\r\n",
-        );
         for shape in [
             "lru_crawler crawl",
             "lru_crawler crawl all x",
@@ -405,7 +418,12 @@ fn lru_crawler_crawl_and_switch_replies() {
         );
         c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
         c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
-        assert_eq!(c.stats_sub("settings")["lru_crawler"], "no");
+        // memcached's crawler thread stops after the reply: wait (bounded) until it says so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while c.stats_sub("settings")["lru_crawler"] != "no" {
+            assert!(std::time::Instant::now() < deadline, "lru_crawler still on");
+            thread::yield_now();
+        }
         let disabled = b"CLIENT_ERROR lru crawler disabled\r\n";
         c.roundtrip(b"lru_crawler crawl all\r\n", disabled);
         c.roundtrip(b"lru_crawler metadump all\r\n", disabled);

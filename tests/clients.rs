@@ -382,9 +382,9 @@ fn memcdump_lists_the_keys() {
         let unique: std::collections::HashSet<&String> = listed.iter().collect();
         assert_eq!(unique.len(), listed.len(), "a key listed twice: {listed:?}");
         assert!(listed.iter().all(|k| keys.contains(k)), "{listed:?}");
-        if memcached_mode() {
-            assert!(!listed.is_empty(), "memcached listed nothing");
-        } else {
+        // memcached lists only its cold LRU segment, which its maintainer fills at times of its
+        // own, so there any subset (even none) is right.
+        if !memcached_mode() {
             assert_eq!(listed.len(), keys.len(), "{listed:?}");
         }
     }
