@@ -948,3 +948,44 @@ fn memcached_mode_is_detected() {
         assert!(line.starts_with(b"VERSION 1.6."), "{}", escape(&line));
     }
 }
+
+/// An immediate `flush_all` (text or with a negative or zero delay) takes one cas id, as in
+/// memcached; a delayed one takes none. Checked on one key, so the shard is the same.
+#[test]
+fn immediate_flush_takes_one_cas_id() {
+    fn cas_after_set(c: &mut Client) -> u64 {
+        c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+        c.send(b"mg a c\r\n");
+        let line = c.read_line();
+        let text = String::from_utf8(line).unwrap();
+        text.trim_end()
+            .strip_prefix("HD c")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected reply {text:?}"))
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let mut cas = cas_after_set(&mut c);
+        for flush in [
+            &b"flush_all\r\n"[..],
+            b"flush_all 0\r\n",
+            b"flush_all -1\r\n",
+        ] {
+            c.roundtrip(flush, b"OK\r\n");
+            let next = cas_after_set(&mut c);
+            assert_eq!(next, cas + 2, "after {}", escape(flush));
+            cas = next;
+        }
+        c.roundtrip(b"flush_all noreply\r\nmn\r\n", b"MN\r\n");
+        let next = cas_after_set(&mut c);
+        assert_eq!(next, cas + 2, "after flush_all noreply");
+        cas = next;
+        c.roundtrip(b"flush_all 1000\r\n", b"OK\r\n");
+        assert_eq!(
+            cas_after_set(&mut c),
+            cas + 1,
+            "a delayed flush takes no cas id"
+        );
+    });
+}

@@ -486,7 +486,9 @@ impl Store {
         self.tick(now);
         if at <= now {
             self.flush_pending = None;
-            self.oldest_live_seq = self.seq_next;
+            // memcached takes a cas id for an immediate flush (not for a delayed one), so the
+            // cas values of later stores stay the ones memcached would give.
+            self.oldest_live_seq = self.next_seq();
         } else {
             self.flush_pending = Some(at);
         }

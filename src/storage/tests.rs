@@ -143,6 +143,19 @@ fn flush_now_and_same_second_set_survives() {
 }
 
 #[test]
+fn immediate_flush_takes_a_cas_id_and_a_delayed_one_does_not() {
+    let mut store = tiny();
+    set(&mut store, "a", b"1", None, T0);
+    assert_eq!(store.peek_cas(b"a", test_hash(b"a"), T0), Some(1));
+    store.flush_all(T0, T0);
+    set(&mut store, "b", b"2", None, T0);
+    assert_eq!(store.peek_cas(b"b", test_hash(b"b"), T0), Some(3));
+    store.flush_all(at(10), T0);
+    set(&mut store, "c", b"3", None, T0);
+    assert_eq!(store.peek_cas(b"c", test_hash(b"c"), T0), Some(4));
+}
+
+#[test]
 fn delayed_flush_takes_effect_at_its_second() {
     let mut store = tiny();
     set(&mut store, "a", b"1", None, T0);
