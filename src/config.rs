@@ -235,6 +235,10 @@ pub struct Config {
     pub detail_enabled: bool,
     /// `-o idle_timeout`: close connections idle longer than this many seconds (0: never).
     pub idle_timeout_secs: u32,
+    /// `-o lru_crawler|no_lru_crawler`, `lru_crawler_sleep`, `lru_crawler_tocrawl`,
+    /// `slab_automove`: where the runtime settings of the same names start.
+    pub crawler: CrawlerSettings,
+    pub slab_automove: u8,
     /// Notices for stderr at startup (ignored `-o` suboptions).
     pub notices: Vec<String>,
     pub limits: Limits,
@@ -400,6 +404,8 @@ impl Config {
             stat_key_prefix: process.stat_key_prefix,
             detail_enabled: a.prefix_delimiter.is_some(),
             idle_timeout_secs: extended.idle_timeout_secs,
+            crawler: extended.crawler,
+            slab_automove: extended.slab_automove,
             notices: extended.notices,
             limits,
             cluster_nodes: a.cluster_nodes,
@@ -486,12 +492,52 @@ pub fn chunk_bytes_smallest(slab_min_size: usize) -> usize {
 }
 
 /// What the `-o` suboptions decided.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Extended {
     pub idle_timeout_secs: u32,
+    pub crawler: CrawlerSettings,
+    /// 0: pages move only to a class that has none; 1: also by eviction pressure (default);
+    /// 2: on every eviction where another class is under less pressure.
+    pub slab_automove: u8,
     /// One line naming the ignored suboptions and why, if any were.
     pub notices: Vec<String>,
 }
+
+impl Default for Extended {
+    fn default() -> Extended {
+        Extended {
+            idle_timeout_secs: 0,
+            crawler: CrawlerSettings::default(),
+            slab_automove: 1,
+            notices: Vec::new(),
+        }
+    }
+}
+
+/// The crawler's settings, as memcached names them (`lru_crawler`, `lru_crawler_sleep`,
+/// `lru_crawler_tocrawl`), changed at run time by `lru_crawler enable|disable|sleep|tocrawl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrawlerSettings {
+    pub enabled: bool,
+    /// Microseconds between slices of an `lru_crawler crawl` pass (at most one second).
+    pub sleep_us: u32,
+    /// Items checked per class in one pass, at most (0: all).
+    pub tocrawl: u32,
+}
+
+impl Default for CrawlerSettings {
+    fn default() -> CrawlerSettings {
+        CrawlerSettings {
+            enabled: true,
+            sleep_us: CRAWLER_SLEEP_US_DEFAULT,
+            tocrawl: 0,
+        }
+    }
+}
+
+/// memcached's default `lru_crawler_sleep`.
+pub const CRAWLER_SLEEP_US_DEFAULT: u32 = 100;
+pub use crate::protocol::CRAWLER_SLEEP_US_MAX;
 
 /// memcached's `-o` suboptions that tune machinery corecache does not have, with the reason.
 /// Accepted (so existing command lines start) and named in one startup notice.
@@ -503,10 +549,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("hashpower", "the hash table grows incrementally"),
     ("no_hashexpand", "the hash table grows incrementally"),
     ("tail_repair_time", "no item refcounts to repair"),
-    ("lru_crawler", "the crawler always runs"),
-    ("no_lru_crawler", "the crawler always runs"),
-    ("lru_crawler_sleep", "the crawler runs in budgeted slices"),
-    ("lru_crawler_tocrawl", "the crawler runs in budgeted slices"),
     ("lru_maintainer", "CLOCK eviction, no LRU maintainer"),
     ("no_lru_maintainer", "CLOCK eviction, no LRU maintainer"),
     ("hot_lru_pct", "CLOCK eviction, no segmented LRU"),
@@ -516,7 +558,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("temporary_ttl", "CLOCK eviction, no temporary LRU"),
     ("slab_reassign", "pages move between classes on demand"),
     ("no_slab_reassign", "pages move between classes on demand"),
-    ("slab_automove", "pages move between classes on demand"),
     ("no_slab_automove", "pages move between classes on demand"),
     (
         "slab_automove_ratio",
@@ -554,7 +595,9 @@ const EXTENDED_IGNORED_PREFIXES: &[(&str, &str)] =
     &[("ext_", "no external storage"), ("ssl_", "no TLS")];
 
 /// Parses memcached's `-o` lists. Honoured: `idle_timeout=<secs>`, `maxconns_fast` (corecache's
-/// only over-limit behaviour), `hash_algorithm=xxh3` (corecache's hash). `hash_algorithm=`
+/// only over-limit behaviour), `hash_algorithm=xxh3` (corecache's hash), `lru_crawler`,
+/// `no_lru_crawler`, `lru_crawler_sleep=<us>`, `lru_crawler_tocrawl=<n>`, `slab_automove=<0-2>`
+/// (refused out of range with memcached's messages). `hash_algorithm=`
 /// `murmur3|jenkins` is accepted with a notice (the hash table's hash is internal; corecache
 /// always uses xxh3). Suboptions tuning machinery corecache lacks are accepted and named in one
 /// notice line. Unknown names are refused with memcached's message.
@@ -577,6 +620,25 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                 out.idle_timeout_secs = v
                     .parse()
                     .map_err(|_| format!("-o idle_timeout={v}: not a number of seconds"))?;
+            }
+            "lru_crawler" => out.crawler.enabled = true,
+            "no_lru_crawler" => out.crawler.enabled = false,
+            "lru_crawler_sleep" => {
+                out.crawler.sleep_us = value
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&us| us <= CRAWLER_SLEEP_US_MAX)
+                    .ok_or("LRU crawler sleep must be between 0 and 1 second")?;
+            }
+            "lru_crawler_tocrawl" => {
+                out.crawler.tocrawl = value
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("lru_crawler_tocrawl takes a numeric 32bit value")?;
+            }
+            "slab_automove" => {
+                out.slab_automove = value
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&mode| mode <= 2)
+                    .ok_or("slab_automove must be between 0 and 2")?;
             }
             "hash_algorithm" => match value {
                 Some("xxh3") => {}
@@ -892,6 +954,28 @@ mod tests {
             "a family prefix alone is still extstore's"
         );
         assert!(ext(&["hot_lru"]).is_err());
+        let e = ext(&["no_lru_crawler,lru_crawler_sleep=0,lru_crawler_tocrawl=50,slab_automove=2"])
+            .unwrap();
+        assert_eq!(
+            e.crawler,
+            CrawlerSettings {
+                enabled: false,
+                sleep_us: 0,
+                tocrawl: 50
+            }
+        );
+        assert_eq!(e.slab_automove, 2);
+        assert!(e.notices.is_empty(), "{:?}", e.notices);
+        for bad in [
+            "lru_crawler_sleep=1000001",
+            "lru_crawler_sleep",
+            "lru_crawler_tocrawl=-1",
+            "lru_crawler_tocrawl=4294967296",
+            "slab_automove=3",
+            "slab_automove=-1",
+        ] {
+            assert!(ext(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -864,3 +864,252 @@ fn shutdown_with_dash_a_exits_cleanly() {
         });
     }
 }
+
+/// `lru_crawler sleep|tocrawl` set what `stats settings` shows, with memcached's replies.
+#[test]
+fn lru_crawler_sleep_and_tocrawl() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let settings = c.stats_sub("settings");
+        assert_eq!(settings["lru_crawler_sleep"], "100");
+        assert_eq!(settings["lru_crawler_tocrawl"], "0");
+        c.roundtrip(b"lru_crawler sleep 250\r\n", b"OK\r\n");
+        c.roundtrip(b"lru_crawler tocrawl 40\r\n", b"OK\r\n");
+        let settings = c.stats_sub("settings");
+        assert_eq!(settings["lru_crawler_sleep"], "250");
+        assert_eq!(settings["lru_crawler_tocrawl"], "40");
+        c.roundtrip(b"lru_crawler sleep 1000000\r\n", b"OK\r\n");
+        c.roundtrip(
+            b"lru_crawler sleep 1000001\r\n",
+            b"CLIENT_ERROR sleep must be one second or less\r\n",
+        );
+        let format = b"CLIENT_ERROR bad command line format\r\n";
+        for bad in ["sleep -1", "sleep abc", "tocrawl -1", "tocrawl 1x"] {
+            c.roundtrip(format!("lru_crawler {bad}\r\n").as_bytes(), format);
+        }
+        // A 32-bit setting: memcached keeps the low bits of a larger number.
+        c.roundtrip(b"lru_crawler tocrawl 4294967297\r\n", b"OK\r\n");
+        assert_eq!(c.stats_sub("settings")["lru_crawler_tocrawl"], "1");
+        for shape in ["lru_crawler sleep", "lru_crawler tocrawl 1 2"] {
+            c.roundtrip(format!("{shape}\r\n").as_bytes(), b"ERROR\r\n");
+        }
+        assert_eq!(c.stats_sub("settings")["lru_crawler_sleep"], "1000000");
+    });
+}
+
+/// One crawl at a time: while a pass runs (slowed by `lru_crawler sleep`), another `crawl`
+/// answers `BUSY`; once it is over, a new one starts.
+#[test]
+fn lru_crawler_crawl_is_busy_while_a_pass_runs() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        for i in 0..10_000 {
+            c.send(format!("set busy:{i} 0 0 1 noreply\r\nx\r\n").as_bytes());
+        }
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+        // A second between slices of 1000 items: the pass takes seconds.
+        c.roundtrip(b"lru_crawler sleep 1000000\r\n", b"OK\r\n");
+        let busy = b"BUSY currently processing crawler request\r\n";
+        // memcached's own background crawls may hold the crawler too: wait for an OK.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            c.send(b"lru_crawler crawl all\r\n");
+            let reply = c.read_line();
+            if reply == b"OK\r\n" {
+                break;
+            }
+            assert_eq!(reply, busy, "{}", escape(&reply));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the crawler stays busy"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        c.roundtrip(b"lru_crawler crawl 1\r\n", busy);
+        c.roundtrip(b"lru_crawler crawl all\r\n", busy);
+        // Bad ids are refused before the crawler is asked.
+        c.roundtrip(b"lru_crawler crawl x\r\n", b"BADCLASS invalid class id\r\n");
+        // Full speed: the pass ends (within at most one more second's pause) and a new one
+        // may start.
+        c.roundtrip(b"lru_crawler sleep 0\r\n", b"OK\r\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            c.send(b"lru_crawler crawl all\r\n");
+            let reply = c.read_line();
+            if reply == b"OK\r\n" {
+                break;
+            }
+            assert_eq!(reply, busy, "{}", escape(&reply));
+            assert!(std::time::Instant::now() < deadline, "the pass never ended");
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+/// `slabs automove` and `slabs reassign`'s replies to what they cannot do, as memcached's.
+#[test]
+fn slabs_automove_and_reassign_replies() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        assert_eq!(c.stats_sub("settings")["slab_automove"], "1");
+        c.roundtrip(b"slabs automove 2\r\n", b"OK\r\n");
+        assert_eq!(c.stats_sub("settings")["slab_automove"], "2");
+        c.roundtrip(b"slabs automove 0 noreply\r\nmn\r\n", b"MN\r\n");
+        assert_eq!(c.stats_sub("settings")["slab_automove"], "0");
+        c.roundtrip(b"slabs automove 1\r\n", b"OK\r\n");
+        c.roundtrip(b"slabs automove 3\r\n", b"ERROR\r\n");
+        let format = b"CLIENT_ERROR bad command line format\r\n";
+        c.roundtrip(b"slabs automove abc\r\n", format);
+        c.roundtrip(b"slabs automove -1\r\n", format);
+        c.roundtrip(b"slabs reassign 1 abc\r\n", format);
+        c.roundtrip(
+            b"slabs reassign 3 3\r\n",
+            b"SAME src and dst class are identical\r\n",
+        );
+        let badclass = b"BADCLASS invalid src or dst class id\r\n";
+        c.roundtrip(b"slabs reassign 1 1000\r\n", badclass);
+        c.roundtrip(b"slabs reassign 1000 1\r\n", badclass);
+        c.roundtrip(b"slabs reassign 1 -1\r\n", badclass);
+        // Nothing stored: no class has a page to spare.
+        c.roundtrip(
+            b"slabs reassign 2 1\r\n",
+            b"NOSPARE source class has no spare pages\r\n",
+        );
+        for shape in [
+            "slabs",
+            "slabs reassign 1",
+            "slabs reassign 1 2 3",
+            "slabs bogus",
+        ] {
+            c.roundtrip(format!("{shape}\r\n").as_bytes(), b"ERROR\r\n");
+        }
+    });
+}
+
+/// Pages per slab class id, from `stats slabs`.
+fn pages_per_class(c: &mut Client) -> HashMap<u32, u64> {
+    c.stats_sub("slabs")
+        .iter()
+        .filter_map(|(name, value)| {
+            let (id, field) = name.split_once(':')?;
+            if field != "total_pages" {
+                return None;
+            }
+            Some((id.parse().ok()?, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `slabs reassign` moves a page of a full class to another (every shard moves one of its
+/// own; memcached's rebalancer moves it in the background).
+#[test]
+fn slabs_reassign_moves_a_page() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        // About 8 MB of 100-byte values: several 1 MB pages of one class on every shard.
+        let value = "v".repeat(100);
+        for i in 0..60_000 {
+            c.send(format!("set page:{i:06} 0 0 100 noreply\r\n{value}\r\n").as_bytes());
+        }
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+        let before = pages_per_class(&mut c);
+        let (&src, &src_pages) = before.iter().max_by_key(|(_, &p)| p).unwrap();
+        assert!(src_pages >= 4, "{before:?}");
+        let dst = src + 3;
+        assert_eq!(before.get(&dst), None, "{before:?}");
+        let moved0 = stat_u64(&c.stats_sub(""), "slabs_moved");
+        c.roundtrip(
+            format!("slabs reassign {src} {dst}\r\n").as_bytes(),
+            b"OK\r\n",
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stat_u64(&c.stats_sub(""), "slabs_moved") == moved0 {
+            assert!(std::time::Instant::now() < deadline, "no page moved");
+            thread::sleep(Duration::from_millis(10));
+        }
+        let after = pages_per_class(&mut c);
+        assert!(after[&src] < src_pages, "{before:?} -> {after:?}");
+        if !memcached_mode() {
+            let shards = stat_u64(&c.stats_sub(""), "threads");
+            assert_eq!(after[&src], src_pages - shards, "{before:?} -> {after:?}");
+            assert_eq!(after.get(&dst), Some(&shards), "{after:?}");
+        }
+        // Every item left is still readable.
+        c.roundtrip(b"get nosuch\r\n", b"END\r\n");
+    });
+}
+
+/// Items per slab class id, from `stats items`.
+fn items_per_class(c: &mut Client) -> HashMap<u32, u64> {
+    c.stats_sub("items")
+        .iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix("items:")?;
+            let (id, field) = rest.split_once(':')?;
+            if field != "number" {
+                return None;
+            }
+            Some((id.parse().ok()?, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `lru_crawler crawl <id>` sweeps that class only; `tocrawl` caps a pass per class.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn lru_crawler_crawl_sweeps_the_classes_named() {
+    if skip_in_memcached_mode("debug_time needs corecache's test-hooks") {
+        return;
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let count = 20_000;
+        let big = "b".repeat(300);
+        for i in 0..count {
+            c.send(format!("set small:{i:05} 0 2 1 noreply\r\nx\r\n").as_bytes());
+            c.send(format!("set big:{i:05} 0 2 300 noreply\r\n{big}\r\n").as_bytes());
+        }
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+        let before = items_per_class(&mut c);
+        assert_eq!(before.len(), 2, "{before:?}");
+        let (&small_id, &big_id) = (before.keys().min().unwrap(), before.keys().max().unwrap());
+        c.roundtrip(b"debug_time advance 5\r\n", b"OK\r\n");
+        c.roundtrip(b"lru_crawler sleep 0\r\n", b"OK\r\n");
+        c.roundtrip(
+            format!("lru_crawler crawl {big_id}\r\n").as_bytes(),
+            b"OK\r\n",
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while items_per_class(&mut c).get(&big_id).is_some() {
+            assert!(std::time::Instant::now() < deadline, "big items left");
+            thread::sleep(Duration::from_millis(10));
+        }
+        // The background sweep reclaims at most 1000 chunks a second per shard meanwhile.
+        let small_left = items_per_class(&mut c)[&small_id];
+        assert!(small_left >= count / 2, "{small_left} small items left");
+        // tocrawl: a pass over the small class checks at most 100 items per shard.
+        c.roundtrip(b"lru_crawler tocrawl 100\r\n", b"OK\r\n");
+        let checked0 = stat_u64(&c.stats_sub(""), "crawler_items_checked");
+        c.roundtrip(
+            format!("lru_crawler crawl {small_id}\r\n").as_bytes(),
+            b"OK\r\n",
+        );
+        let shards = stat_u64(&c.stats_sub(""), "threads");
+        let left = items_per_class(&mut c)[&small_id];
+        // Background slices are capped by tocrawl as well, one per second.
+        let checked = stat_u64(&c.stats_sub(""), "crawler_items_checked") - checked0;
+        assert!(
+            (100 * shards..=100 * shards * 3).contains(&checked),
+            "{checked} checked"
+        );
+        assert!(
+            left >= small_left - 100 * shards * 3,
+            "{left} of {small_left}"
+        );
+    });
+}

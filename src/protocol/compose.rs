@@ -64,6 +64,11 @@ pub const NOTSTARTED_NO_ITEMS: &[u8] = b"NOTSTARTED no items to crawl\r\n";
 pub const ERROR_CRAWLER_START: &[u8] = b"ERROR failed to start lru crawler thread\r\n";
 /// `lru_crawler metadump` of a class that does not exist.
 pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
+pub const CLIENT_ERROR_CRAWLER_SLEEP: &[u8] = b"CLIENT_ERROR sleep must be one second or less\r\n";
+pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
+pub const REASSIGN_BADCLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
+pub const REASSIGN_NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
+pub const BUSY_CRAWLER: &[u8] = b"BUSY currently processing crawler request\r\n";
 /// `cache_memlimit` below 8 MB.
 pub const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
 /// `cache_memlimit` above 10^9 MB (the client probably passed bytes).

@@ -160,6 +160,9 @@ pub enum StatsGroup<'a> {
     Other(&'a [u8]),
 }
 
+/// The longest `lru_crawler sleep` memcached accepts: one second, in microseconds.
+pub const CRAWLER_SLEEP_US_MAX: u32 = 1_000_000;
+
 /// One parsed request. Borrows keys and values from the read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
@@ -226,9 +229,18 @@ pub enum Request<'a> {
     LruCrawlerCrawl { classes: &'a [u8] },
     /// `lru_crawler enable` (`true`) or `lru_crawler disable`.
     LruCrawlerSwitch { enable: bool },
+    /// `lru_crawler sleep <microseconds>` (at most one second).
+    LruCrawlerSleep { micros: u32 },
+    /// `lru_crawler tocrawl <items>` (per class and pass; 0: all).
+    LruCrawlerTocrawl { items: u32 },
     /// `cache_memlimit <megabytes> [noreply]`: a new `-m`, already checked against memcached's
     /// bounds (8 to 1000000000 MB).
     CacheMemlimit { megabytes: u32, noreply: bool },
+    /// `slabs automove <0|1|2> [noreply]`.
+    SlabsAutomove { mode: u8, noreply: bool },
+    /// `slabs reassign <src> <dst>` (memcached's class ids; 0 is the free budget, `-1` as
+    /// `src` any class).
+    SlabsReassign { src: i32, dst: i32 },
     /// `shutdown [graceful]` (allowed only with `-A`).
     Shutdown { mode: ShutdownMode },
     /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`); see [`meta`].

@@ -25,13 +25,13 @@
 //!   `SERVER_ERROR line too long` and the connection is closed.
 //!
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are parsed in [`super::meta`].
-//! Commands memcached has but corecache does not (`slabs`, `lru`, `watch`, `misbehave`, and
-//! `lru_crawler sleep|tocrawl`, which tune memcached's crawler thread) answer `ERROR` like an
-//! unknown verb.
+//! Commands memcached has but corecache does not (`lru`, which tunes a segmented LRU corecache
+//! does not have, `watch` and `misbehave`) answer `ERROR` like an unknown verb.
 
 use super::compose;
 use super::{
     GetVerb, Keys, Limits, ParseError, Rejection, Request, ShutdownMode, StatsGroup, StoreVerb,
+    CRAWLER_SLEEP_US_MAX,
 };
 
 /// memcached skips at most this many leading spaces when deciding whether a newline-less long
@@ -275,6 +275,7 @@ fn parse_line<'a>(
         b"config" => parse_config(&tokens),
         b"lru_crawler" => parse_lru_crawler(&tokens),
         b"cache_memlimit" => parse_cache_memlimit(&tokens),
+        b"slabs" => parse_slabs(&tokens),
         b"shutdown" => parse_shutdown(&tokens),
         #[cfg(feature = "test-hooks")]
         b"debug_time" => parse_debug_time(&tokens),
@@ -568,12 +569,24 @@ fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     Ok(Request::ConfigGet { key: tokens.get(2) })
 }
 
-/// `lru_crawler metadump all|<class>`, `crawl all|<ids>`, `enable` and `disable`, as memcached
-/// 1.6.18 answers them: other shapes are `ERROR`, a metadump class that is not a number is
-/// `BADCLASS`. (`sleep` and `tocrawl` tune memcached's crawler thread, which corecache does not
-/// have: `ERROR`.)
+/// `lru_crawler metadump all|<class>`, `crawl all|<ids>`, `enable`, `disable`, `sleep <us>` and
+/// `tocrawl <n>`, as memcached 1.6.18 answers them: other shapes are `ERROR`, a metadump class
+/// that is not a number is `BADCLASS`, a `sleep`/`tocrawl` value that is not a number is
+/// `CLIENT_ERROR bad command line format`, a sleep over a second is refused. (`tocrawl` keeps
+/// the low 32 bits of a larger number, as memcached's `uint32_t` setting does.)
 fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     match (tokens.count, tokens.get(1)) {
+        (3, b"sleep") => {
+            let micros = strtoul_u32(tokens.get(2)).ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
+            if micros > CRAWLER_SLEEP_US_MAX {
+                return Err(compose::CLIENT_ERROR_CRAWLER_SLEEP);
+            }
+            return Ok(Request::LruCrawlerSleep { micros });
+        }
+        (3, b"tocrawl") => {
+            let items = strtoul_u32(tokens.get(2)).ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
+            return Ok(Request::LruCrawlerTocrawl { items });
+        }
         (2, b"enable") => return Ok(Request::LruCrawlerSwitch { enable: true }),
         (2, b"disable") => return Ok(Request::LruCrawlerSwitch { enable: false }),
         (3, b"crawl") => {
@@ -591,6 +604,29 @@ fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u
         digits => Some(strtoul_u32(digits).ok_or(compose::BADCLASS)?),
     };
     Ok(Request::LruCrawlerMetadump { class })
+}
+
+/// `slabs automove <0|1|2> [noreply]` and `slabs reassign <src> <dst>`, as memcached answers
+/// them: other shapes (and an automove mode over 2) are `ERROR`, a value that is not a number
+/// is `CLIENT_ERROR bad command line format`. Which classes are valid is the runtime's call.
+fn parse_slabs<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    match (tokens.count, tokens.get(1)) {
+        (3 | 4, b"automove") => {
+            let noreply = tokens.noreply();
+            let mode = strtoul_u32(tokens.get(2))
+                .ok_or(unless_noreply(noreply, compose::CLIENT_ERROR_BAD_FORMAT))?;
+            match u8::try_from(mode) {
+                Ok(mode @ 0..=2) => Ok(Request::SlabsAutomove { mode, noreply }),
+                _ => Err(unless_noreply(noreply, compose::ERROR)),
+            }
+        }
+        (4, b"reassign") => {
+            let src = strtol_i32(tokens.get(2)).ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
+            let dst = strtol_i32(tokens.get(3)).ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
+            Ok(Request::SlabsReassign { src, dst })
+        }
+        _ => Err(compose::ERROR),
+    }
 }
 
 /// `cache_memlimit <megabytes> [noreply]` (a third argument other than `noreply` is ignored,

@@ -40,7 +40,7 @@ use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest, StatsKind};
 use super::stats::class_id_max;
 use crate::clock::{Epoch, Instant32};
 use crate::protocol::{compose, Keys, Request, ShutdownMode};
-use crate::storage::{ItemMeta, Store, WalkCursor};
+use crate::storage::{ClassSet, ItemMeta, PageSink, PageSource, Store, WalkCursor};
 
 /// Bytes of item lines one metadump step stops after (it may pass this by one line, under
 /// 1 KiB): the unit in which a dump is walked, sent over the mesh and queued for the client.
@@ -73,12 +73,41 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         }
         Request::LruCrawlerCrawl { classes } => {
             let class_count = core.shard.store().class_count();
-            match crawl_classes_reply(classes, class_count) {
-                compose::OK => {
-                    core.broadcast(idx, SlotKind::Ok { noreply: false }, RemoteOp::CrawlPass)
-                }
-                refusal => reply(core, idx, refusal),
+            let classes = match crawl_classes(classes, class_count) {
+                Ok(classes) => classes,
+                Err(refusal) => return reply(core, idx, refusal),
+            };
+            // One crawl at a time, as in memcached: every shard's pass must end first.
+            let shard_count = u32::from(core.shard_count);
+            if core
+                .shared
+                .crawls_running
+                .compare_exchange(0, shard_count, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return reply(core, idx, compose::BUSY_CRAWLER);
             }
+            match classes {
+                Some(classes) => core.broadcast(
+                    idx,
+                    SlotKind::Ok { noreply: false },
+                    RemoteOp::CrawlPass { classes },
+                ),
+                None => {
+                    core.shared.crawls_running.store(0, Ordering::Release);
+                    reply(core, idx, compose::NOTSTARTED_NO_ITEMS);
+                }
+            }
+        }
+        Request::LruCrawlerSleep { micros } => {
+            core.shared
+                .crawler_sleep_us
+                .store(micros, Ordering::Relaxed);
+            reply(core, idx, compose::OK);
+        }
+        Request::LruCrawlerTocrawl { items } => {
+            core.shared.crawler_tocrawl.store(items, Ordering::Relaxed);
+            reply(core, idx, compose::OK);
         }
         Request::LruCrawlerSwitch { enable } => {
             let was = core.shared.crawler_enabled.swap(enable, Ordering::Relaxed);
@@ -118,6 +147,39 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
                 .store(bytes_total, Ordering::Relaxed);
             let bytes = usize::try_from(bytes_total / shard_count).unwrap_or(usize::MAX);
             core.broadcast(idx, SlotKind::Ok { noreply }, RemoteOp::MemLimit { bytes });
+        }
+        Request::SlabsAutomove { mode, noreply } => {
+            core.shared.slab_automove.store(mode, Ordering::Relaxed);
+            core.broadcast(idx, SlotKind::Ok { noreply }, RemoteOp::Automove { mode });
+        }
+        Request::SlabsReassign { src, dst } => {
+            if src == dst {
+                return reply(core, idx, compose::REASSIGN_SAME);
+            }
+            // External ids: 0 is the free budget, 1.. corecache's classes; -1 (source only)
+            // any class.
+            let class_count = core.shard.store().class_count();
+            let class = |id: i32| {
+                u32::try_from(id)
+                    .ok()
+                    .filter(|&id| id >= 1 && (id as usize) <= class_count)
+                    .and_then(super::stats::class_of_id)
+            };
+            let src = match src {
+                -1 => Some(PageSource::Any),
+                0 => Some(PageSource::Free),
+                id => class(id).map(PageSource::Class),
+            };
+            let dst = match dst {
+                0 => Some(PageSink::Free),
+                id => class(id).map(PageSink::Class),
+            };
+            match (src, dst) {
+                (Some(src), Some(dst)) => {
+                    core.broadcast(idx, SlotKind::Reassign, RemoteOp::Reassign { src, dst })
+                }
+                _ => reply(core, idx, compose::REASSIGN_BADCLASS),
+            }
         }
         Request::Shutdown { mode } => shutdown(core, idx, mode),
         _ => debug_assert!(false, "not an admin request: {req:?}"),
@@ -192,27 +254,24 @@ fn reply(core: &mut Core, idx: u32, bytes: &[u8]) {
 
 /// `lru_crawler crawl`'s class list, as memcached reads it: `all`, or ids separated by commas
 /// (empty ones skipped), each one memcached could have (1 to 63) or one of corecache's
-/// classes. The reply: `OK`, `BADCLASS` for a bad id, `NOTSTARTED` when no id is given. A valid
-/// list sweeps every class: a pass over all of them costs little more than over a few, and
-/// reclaims more.
-fn crawl_classes_reply(classes: &[u8], class_count: usize) -> &'static [u8] {
-    if classes == b"all" {
-        return compose::OK;
+/// classes. `Ok(Some(set))`: the classes to sweep (an id past corecache's classes adds none);
+/// `Ok(None)`: no id given (`NOTSTARTED`); `Err(BADCLASS)` for a bad id.
+fn crawl_classes(list: &[u8], class_count: usize) -> Result<Option<ClassSet>, &'static [u8]> {
+    if list == b"all" {
+        return Ok(Some(ClassSet::ALL));
     }
     let mut any = false;
-    let valid = classes
-        .split(|&b| b == b',')
-        .filter(|id| !id.is_empty())
-        .all(|id| {
-            any = true;
-            crate::protocol::parse::strtoul_u32(id)
-                .is_some_and(|id| (1..=class_id_max(class_count)).contains(&id))
-        });
-    match (valid, any) {
-        (false, _) => compose::BADCLASS,
-        (true, false) => compose::NOTSTARTED_NO_ITEMS,
-        (true, true) => compose::OK,
+    let mut set = ClassSet::EMPTY;
+    for id in list.split(|&b| b == b',').filter(|id| !id.is_empty()) {
+        any = true;
+        let id = crate::protocol::parse::strtoul_u32(id)
+            .filter(|id| (1..=class_id_max(class_count)).contains(id))
+            .ok_or(compose::BADCLASS)?;
+        if let Some(class) = super::stats::class_of_id(id) {
+            set.insert(class);
+        }
     }
+    Ok(any.then_some(set))
 }
 
 /// This shard's part of an admin broadcast.
@@ -225,7 +284,13 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
             let now = core.now;
             core.shard.store_mut().set_memory_limit(bytes, now);
         }
-        RemoteOp::CrawlPass => core.shard.store_mut().request_crawl_pass(),
+        RemoteOp::CrawlPass { classes } => core.crawl_pass_start(classes),
+        RemoteOp::Automove { mode } => core.shard.store_mut().set_automove(mode),
+        RemoteOp::Reassign { src, dst } => {
+            let now = core.now;
+            let moved = core.shard.store_mut().reassign(src, dst, now);
+            out.push(if moved { b'1' } else { b'0' });
+        }
         _ => debug_assert!(false, "not an admin op: {op:?}"),
     }
 }
@@ -576,6 +641,10 @@ mod tests {
             backend: AtomicU8::new(0),
             memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
             crawler_enabled: AtomicBool::new(true),
+            crawler_sleep_us: AtomicU32::new(0),
+            crawler_tocrawl: AtomicU32::new(0),
+            crawls_running: AtomicU32::new(0),
+            slab_automove: AtomicU8::new(1),
             detail_enabled: AtomicBool::new(false),
             listen: crate::runtime::backend::ListenStats::default(),
             config,

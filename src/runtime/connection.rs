@@ -45,6 +45,9 @@ pub enum SlotKind {
     /// An admin command (`stats detail on`, `cache_memlimit`): `OK` once every shard has done
     /// its part (nothing if `noreply`).
     Ok { noreply: bool },
+    /// `slabs reassign`: each shard's part is `1` (a page moved) or `0`; `OK` if any moved,
+    /// else `NOSPARE`.
+    Reassign,
     /// `lru_crawler metadump`, streamed: while this slot is at the front of the queue, each
     /// step's item lines go straight to `out` (`runtime::admin`); `END` follows the last shard's
     /// last step, when the slot completes.
@@ -314,6 +317,11 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
             }
         }
         SlotKind::Reset => out.extend_from_slice(crate::protocol::compose::RESET),
+        SlotKind::Reassign => out.extend_from_slice(if slot.buf.contains(&b'1') {
+            crate::protocol::compose::OK
+        } else {
+            crate::protocol::compose::REASSIGN_NOSPARE
+        }),
         SlotKind::BinaryStats { .. } => out.extend_from_slice(&slot.buf),
         SlotKind::Metadump(_) => {
             out.extend_from_slice(&slot.buf);

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::admin;
 use super::connection::{BufPool, Conn, Slot, SlotKind};
@@ -22,6 +23,7 @@ use crate::protocol::parse::parse;
 use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
 use crate::router::{key_hash, shard_of};
 use crate::shard::Shard;
+use crate::storage::ClassSet;
 
 /// Envelopes taken from each inbound queue per turn (bounds one turn's work).
 const INBOUND_PER_TURN: usize = 16;
@@ -65,6 +67,9 @@ pub struct Core {
     /// `-R`: requests one connection runs per turn before the others get theirs.
     pub(super) reqs_per_event: usize,
     last_crawl: Instant32,
+    /// During an `lru_crawler crawl` pass: when its next slice may run (`lru_crawler sleep`
+    /// after the previous one).
+    crawl_slice_at: Option<Instant>,
     /// Reply buffers for slots.
     pub(super) pool: BufPool,
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
@@ -156,6 +161,7 @@ impl Core {
             rbuf_max,
             reqs_per_event,
             last_crawl: Instant32(0),
+            crawl_slice_at: None,
             pool: BufPool::default(),
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
@@ -556,7 +562,11 @@ impl Core {
             | Request::LruCrawlerMetadump { .. }
             | Request::LruCrawlerCrawl { .. }
             | Request::LruCrawlerSwitch { .. }
+            | Request::LruCrawlerSleep { .. }
+            | Request::LruCrawlerTocrawl { .. }
             | Request::CacheMemlimit { .. }
+            | Request::SlabsAutomove { .. }
+            | Request::SlabsReassign { .. }
             | Request::Shutdown { .. } => admin::dispatch(self, idx, req),
             Request::DebugTimeAdvance { secs } => {
                 self.advance_clock(secs);
@@ -852,9 +862,11 @@ impl Core {
                 self.cmd_flush = 0;
                 self.conn_yields = 0;
             }
-            RemoteOp::Detail(_) | RemoteOp::MemLimit { .. } | RemoteOp::CrawlPass => {
-                admin::exec_shard_op(self, op, out)
-            }
+            RemoteOp::Detail(_)
+            | RemoteOp::MemLimit { .. }
+            | RemoteOp::CrawlPass { .. }
+            | RemoteOp::Automove { .. }
+            | RemoteOp::Reassign { .. } => admin::exec_shard_op(self, op, out),
             RemoteOp::MetadumpStep { .. } => {
                 debug_assert!(false, "metadump steps are not broadcast")
             }
@@ -1082,24 +1094,55 @@ impl Core {
         *self.outbox.to(from) = reply;
     }
 
-    /// End of a loop turn: move metadumps on, send this turn's envelopes and do bounded
-    /// housekeeping (once a second: the crawler's slice, and closing idle connections).
+    /// End of a loop turn: move metadumps on, do bounded housekeeping (an `lru_crawler crawl`
+    /// slice when due; once a second: the background crawler's slice, and closing idle
+    /// connections), then send this turn's envelopes.
     pub fn turn_end(&mut self) {
         admin::metadump_pump(self);
-        self.outbox.flush(&self.mesh);
         let crawler = self.shared.crawler_enabled.load(Ordering::Relaxed);
-        if crawler && self.shard.store().crawl_pass_requested() {
-            // `lru_crawler crawl`: a bounded slice every turn until the pass is done.
+        let tocrawl = self.shared.crawler_tocrawl.load(Ordering::Relaxed);
+        if crawler && self.crawl_wait() == Some(Duration::ZERO) {
+            // `lru_crawler crawl`: a bounded slice every `lru_crawler sleep` until the pass
+            // is done.
             let now = self.now;
-            self.shard.store_mut().crawl(now, CRAWL_SLICE_ITEMS);
+            self.shard
+                .store_mut()
+                .crawl(now, CRAWL_SLICE_ITEMS, tocrawl);
+            self.crawl_slice_done();
         }
         if self.now != self.last_crawl {
             self.last_crawl = self.now;
             if crawler {
                 let now = self.now;
-                self.shard.store_mut().crawl(now, CRAWL_SLICE_ITEMS);
+                let pass = self.shard.store().crawl_pass_requested();
+                self.shard
+                    .store_mut()
+                    .crawl(now, CRAWL_SLICE_ITEMS, tocrawl);
+                if pass {
+                    self.crawl_slice_done();
+                }
             }
             self.close_idle();
+        }
+        // After the crawl slices: a remote `lru_crawler crawl` part is answered only once this
+        // shard's pass has had its first slice (so an empty pass is over by the `OK`).
+        self.outbox.flush(&self.mesh);
+    }
+
+    /// Starts this shard's part of an `lru_crawler crawl` (its first slice runs this turn).
+    pub(super) fn crawl_pass_start(&mut self, classes: ClassSet) {
+        self.shard.store_mut().request_crawl_pass(classes);
+        self.crawl_slice_at = Some(Instant::now());
+    }
+
+    /// After a slice of a requested pass: schedules the next one, or, if the pass is over,
+    /// counts this shard out of the running crawl.
+    fn crawl_slice_done(&mut self) {
+        if self.shard.store().crawl_pass_requested() {
+            let sleep = self.shared.crawler_sleep_us.load(Ordering::Relaxed);
+            self.crawl_slice_at = Some(Instant::now() + Duration::from_micros(u64::from(sleep)));
+        } else if self.crawl_slice_at.take().is_some() {
+            self.shared.crawls_running.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -1134,10 +1177,14 @@ impl Core {
         self.outbox.blocked()
     }
 
-    /// Whether an `lru_crawler crawl` pass is under way here (the loop then keeps turning).
-    pub fn crawl_runnable(&self) -> bool {
-        self.shared.crawler_enabled.load(Ordering::Relaxed)
-            && self.shard.store().crawl_pass_requested()
+    /// While an `lru_crawler crawl` pass is under way here (and the crawler enabled): how long
+    /// until its next slice may run (zero: now). The loop sleeps no longer than that.
+    pub fn crawl_wait(&self) -> Option<Duration> {
+        if !self.shared.crawler_enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let at = self.crawl_slice_at?;
+        Some(at.saturating_duration_since(Instant::now()))
     }
 
     /// Whether a metadump could take its next step at the next [`Core::turn_end`] (the loop

@@ -154,7 +154,10 @@ pub fn run(
             } else if lp.accept_pending.contains(&Accept::Shortage) {
                 Some(ACCEPT_RETRY)
             } else {
-                Some(IDLE_WAIT)
+                Some(
+                    core.crawl_wait()
+                        .map_or(IDLE_WAIT, |wait| wait.min(IDLE_WAIT)),
+                )
             }
         };
     }
@@ -165,7 +168,7 @@ impl Loop {
         !self.stalled.is_empty()
             || core.outbox_blocked()
             || core.metadump_runnable()
-            || core.crawl_runnable()
+            || core.crawl_wait() == Some(Duration::ZERO)
             || self.accept_pending.contains(&Accept::Budget)
     }
 

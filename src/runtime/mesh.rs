@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::clock::Instant32;
 use crate::router::ShardId;
-use crate::storage::WalkCursor;
+use crate::storage::{ClassSet, PageSink, PageSource, WalkCursor};
 
 /// Envelopes in flight per ordered pair of cores.
 pub const QUEUE_DEPTH: usize = 64;
@@ -59,8 +59,14 @@ pub enum RemoteOp {
     MetadumpStep { class: Option<u8>, from: WalkCursor },
     /// `cache_memlimit`: this shard's new memory budget in bytes.
     MemLimit { bytes: usize },
-    /// `lru_crawler crawl`: sweep this shard's items for dead ones now, one whole pass.
-    CrawlPass,
+    /// `lru_crawler crawl`: sweep this shard's items of these classes for dead ones now, one
+    /// whole pass.
+    CrawlPass { classes: ClassSet },
+    /// `slabs automove`: this shard's page-move mode.
+    Automove { mode: u8 },
+    /// `slabs reassign`: move one of this shard's pages; the part is `1` if it moved, `0` if
+    /// the source had none to spare.
+    Reassign { src: PageSource, dst: PageSink },
 }
 
 /// What `stats detail` asks of each shard.

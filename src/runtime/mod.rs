@@ -66,6 +66,14 @@ pub struct Shared {
     /// `lru_crawler enable|disable`: whether shards sweep for dead items (and serve
     /// `lru_crawler crawl` and `metadump`).
     pub crawler_enabled: AtomicBool,
+    /// `lru_crawler sleep <us>`: the pause between slices of an `lru_crawler crawl` pass.
+    pub crawler_sleep_us: AtomicU32,
+    /// `lru_crawler tocrawl <n>`: items checked per class in one pass, at most (0: all).
+    pub crawler_tocrawl: AtomicU32,
+    /// Shards with an `lru_crawler crawl` pass under way (a new crawl then answers `BUSY`).
+    pub crawls_running: AtomicU32,
+    /// `slabs automove <0|1|2>` (see `storage::lru`).
+    pub slab_automove: AtomicU8,
 }
 
 impl Shared {
@@ -216,7 +224,11 @@ fn serve(
         cluster,
         memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
         detail_enabled: AtomicBool::new(config.detail_enabled),
-        crawler_enabled: AtomicBool::new(true),
+        crawler_enabled: AtomicBool::new(config.crawler.enabled),
+        crawler_sleep_us: AtomicU32::new(config.crawler.sleep_us),
+        crawler_tocrawl: AtomicU32::new(config.crawler.tocrawl),
+        crawls_running: AtomicU32::new(0),
+        slab_automove: AtomicU8::new(config.slab_automove),
         listen: backend::ListenStats::default(),
         config,
     });
@@ -307,6 +319,7 @@ fn executor(
     };
     let mut shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
     shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
+    shard.store_mut().set_automove(cfg.slab_automove);
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),

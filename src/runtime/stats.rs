@@ -431,10 +431,25 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
             compose::stat_str(out, "maxconns_fast", "yes");
             compose::stat_str(out, "slab_reassign", "yes");
+            compose::stat(
+                out,
+                "slab_automove",
+                u64::from(shared.slab_automove.load(Ordering::Relaxed)),
+            );
             compose::stat_str(
                 out,
                 "lru_crawler",
                 yes_no(shared.crawler_enabled.load(Ordering::Relaxed)),
+            );
+            compose::stat(
+                out,
+                "lru_crawler_sleep",
+                u64::from(shared.crawler_sleep_us.load(Ordering::Relaxed)),
+            );
+            compose::stat(
+                out,
+                "lru_crawler_tocrawl",
+                u64::from(shared.crawler_tocrawl.load(Ordering::Relaxed)),
             );
             compose::stat_str(out, "flush_enabled", yes_no(cfg.flush_enabled));
             compose::stat_str(out, "dump_enabled", yes_no(cfg.dump_enabled));

@@ -357,7 +357,7 @@ pub fn run(
         wait = if !lp.stalled.is_empty()
             || core.outbox_blocked()
             || core.metadump_runnable()
-            || core.crawl_runnable()
+            || core.crawl_wait() == Some(Duration::ZERO)
         {
             Duration::ZERO
         } else {
@@ -369,7 +369,8 @@ pub fn run(
             } else if lp.accept_retry_at.is_some() {
                 ACCEPT_RETRY
             } else {
-                IDLE_WAIT
+                core.crawl_wait()
+                    .map_or(IDLE_WAIT, |wait| wait.min(IDLE_WAIT))
             }
         };
     }

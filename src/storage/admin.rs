@@ -1,5 +1,6 @@
-//! Admin operations on a store: the live-item walk behind `lru_crawler metadump`, and changing
-//! the memory budget online (`cache_memlimit`).
+//! Admin operations on a store: the live-item walk behind `lru_crawler metadump`, changing
+//! the memory budget online (`cache_memlimit`), and moving a page between classes by hand
+//! (`slabs reassign`).
 //!
 //! The walk is resumable: each call looks at a bounded number of chunks and returns a
 //! [`WalkCursor`] to continue from, so a caller can list millions of items in short steps with
@@ -32,6 +33,24 @@ use crate::clock::Instant32;
 pub struct WalkCursor {
     pub page: u32,
     pub chunk: u32,
+}
+
+/// Where `slabs reassign` takes a page from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSource {
+    /// The free budget (memcached's class 0, the global page pool).
+    Free,
+    Class(u8),
+    /// The class with the most pages (memcached's `-1`).
+    Any,
+}
+
+/// Where `slabs reassign` puts the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSink {
+    /// Back to the free budget (memcached's class 0).
+    Free,
+    Class(u8),
 }
 
 impl WalkCursor {
@@ -169,6 +188,55 @@ impl Store {
         }
         assert!(self.slabs.units_used <= units_max, "pages left over budget");
         released
+    }
+
+    /// `slabs reassign`: takes a page from `src` (its items evicted, dead ones reclaimed) and
+    /// gives it to `dst`, which gets a fresh page at once. Refused (`false`, nothing changed)
+    /// when `src` has fewer than two pages (memcached's rule: a class keeps one), or, for the
+    /// free budget, not a page's worth. `Any` takes from the class with the most pages.
+    pub fn reassign(&mut self, src: PageSource, dst: PageSink, now: Instant32) -> bool {
+        self.tick(now);
+        let dst_class = match dst {
+            PageSink::Class(class) => Some(class),
+            PageSink::Free => None,
+        };
+        let src_class = match src {
+            PageSource::Free => None,
+            PageSource::Class(class) => Some(class),
+            PageSource::Any => {
+                let most = (0..self.slabs.classes.len() as u8)
+                    .filter(|&c| Some(c) != dst_class)
+                    .max_by_key(|&c| self.slabs.classes[usize::from(c)].pages.len());
+                match most {
+                    Some(class) => Some(class),
+                    None => return false,
+                }
+            }
+        };
+        match src_class {
+            Some(class) => {
+                let class_ref = &self.slabs.classes[usize::from(class)];
+                if class_ref.pages.len() < 2 {
+                    return false;
+                }
+                let hand = class_ref.hand_page.min(class_ref.pages.len() - 1);
+                let page_id = class_ref.pages[hand];
+                self.evict_page(page_id, now);
+                self.counters.slabs_moved += 1;
+            }
+            None if self.slabs.units_free() == 0 => return false,
+            None => {}
+        }
+        if let Some(class) = dst_class {
+            self.slabs.add_page(class);
+        }
+        true
+    }
+
+    /// `slabs automove`: 0 moves pages only to a class that has none, 1 also by eviction
+    /// pressure, 2 on every eviction while another class is under less pressure (see `lru`).
+    pub fn set_automove(&mut self, mode: u8) {
+        self.automove = mode.min(2);
     }
 
     /// Unlinks every item of a page (reclaiming dead ones, evicting live ones) and releases it.

@@ -15,6 +15,8 @@
 //! moved page is the one under the donor's hand; its items are evicted (or reclaimed if dead).
 //! After every move all windows halve, so pressure is measured over recent history. A workload
 //! that shifts from small to large items therefore gets the memory back within a few pages.
+//! `slabs automove 0` keeps only the moves to a class with no page; `2` moves after any eviction
+//! (memcached's modes; 1 is the default).
 
 use super::item::{ItemMut, ItemRef};
 use super::slab::Loc;
@@ -62,10 +64,15 @@ impl Store {
         if !has_pages {
             return self.move_page(class, true, now);
         }
+        // `slabs automove`: 0 never moves by pressure, 1 after a page's worth of evictions,
+        // 2 after any.
         let chunks_per_page = u64::from(self.slabs.classes[class_index].chunks_per_page);
-        if self.evictions_window[class_index] >= chunks_per_page
-            && self.move_page(class, false, now)
-        {
+        let threshold = match self.automove {
+            0 => u64::MAX,
+            1 => chunks_per_page,
+            _ => 1,
+        };
+        if self.evictions_window[class_index] >= threshold && self.move_page(class, false, now) {
             return true;
         }
         self.clock_evict(class, now) || self.move_page(class, true, now)

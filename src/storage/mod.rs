@@ -29,7 +29,8 @@ pub mod slab;
 pub mod stats;
 pub mod table;
 
-pub use admin::{ItemMeta, WalkCursor};
+pub use admin::{ItemMeta, PageSink, PageSource, WalkCursor};
+pub use crawler::ClassSet;
 pub use stats::{ClassCounters, ClassStats, StoreStats};
 
 use crate::clock::{is_dead, Instant32};
@@ -157,6 +158,10 @@ pub struct Store {
     crawl_cursor: crawler::Cursor,
     /// An `lru_crawler crawl` pass asked for and not finished.
     crawl_pass: bool,
+    /// The classes the requested pass sweeps (every class otherwise).
+    crawl_classes: crawler::ClassSet,
+    /// `slabs automove` mode (0, 1 or 2; see `lru`).
+    automove: u8,
     scratch: Vec<u8>,
     /// The latest `now` any call passed in (for `stats`, which takes no `now`).
     now_latest: Instant32,
@@ -188,6 +193,8 @@ impl Store {
             pinned: None,
             crawl_cursor: crawler::Cursor::default(),
             crawl_pass: false,
+            crawl_classes: crawler::ClassSet::ALL,
+            automove: 1,
             scratch: Vec::new(),
             now_latest: Instant32(0),
         }

@@ -220,6 +220,18 @@ impl Slabs {
         })
     }
 
+    /// Gives `class` a fresh page now, if the budget has a page's worth (`slabs reassign`).
+    /// The huge class takes its pages per item, so it gets nothing ahead.
+    pub fn add_page(&mut self, class: u8) -> bool {
+        if class == self.huge_class() || self.units_free() == 0 {
+            return false;
+        }
+        let page_id = self.new_page(class, 1, self.page_size);
+        self.classes[usize::from(class)].partial.push(page_id);
+        self.pages[page_id as usize].in_partial = true;
+        true
+    }
+
     /// Pops a page that just ran out of room off the top of its class's partial stack.
     fn drop_full_partial(&mut self, class_index: usize, page_id: u32) {
         let chunks_per_page = self.classes[class_index].chunks_per_page;

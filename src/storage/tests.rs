@@ -508,10 +508,10 @@ fn crawler_respects_its_budget() {
     for i in 0..30 {
         set(&mut store, &key_of(i), b"v", Some(at(5)), T0);
     }
-    assert_eq!(store.crawl(at(4), 1000), 0, "nothing dead yet");
+    assert_eq!(store.crawl(at(4), 1000, 0), 0, "nothing dead yet");
     let mut total = 0;
     for _ in 0..100 {
-        let reclaimed = store.crawl(at(5), 7);
+        let reclaimed = store.crawl(at(5), 7, 0);
         assert!(reclaimed <= 7);
         store.check_invariants();
         total += reclaimed;
@@ -537,7 +537,7 @@ fn crawler_counts_the_items_it_checks_and_the_passes_it_begins() {
     }
     assert_eq!(store.stats().lru_crawler_starts, 0);
     // A budget far over the chunks: the first pass checks all 30, then the sweep wraps.
-    store.crawl(T0, 10_000);
+    store.crawl(T0, 10_000, 0);
     let stats = store.stats();
     assert!(stats.lru_crawler_starts >= 1);
     assert!(stats.crawler_items_checked >= 30);
@@ -548,7 +548,7 @@ fn crawler_counts_the_items_it_checks_and_the_passes_it_begins() {
     }
     let mut passes = Vec::new();
     for _ in 0..2000 {
-        store.crawl(T0, 1);
+        store.crawl(T0, 1, 0);
         passes.push(store.stats().lru_crawler_starts);
     }
     let stats = store.stats();
@@ -858,4 +858,130 @@ fn without_evictions_empty_pages_still_move() {
     }
     assert_eq!(set(&mut store, "big", &big, None, T0), StoreOutcome::Stored);
     assert_eq!(store.stats().evictions, 0);
+}
+
+#[test]
+fn crawl_pass_sweeps_only_the_classes_asked_for() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    let big = vec![b'B'; 200];
+    for i in 0..20 {
+        set(&mut store, &key_of(i), b"v", Some(at(5)), T0);
+        set(&mut store, &format!("big:{i:02}"), &big, Some(at(5)), T0);
+    }
+    let small_class = store.class_for(8, 1, 0, Some(at(5)));
+    let big_class = store.class_for(6, big.len(), 0, Some(at(5)));
+    assert_ne!(small_class, big_class);
+    let mut classes = ClassSet::EMPTY;
+    classes.insert(big_class);
+    store.request_crawl_pass(classes);
+    let mut reclaimed = 0;
+    for _ in 0..1000 {
+        if !store.crawl_pass_requested() {
+            break;
+        }
+        reclaimed += store.crawl(at(5), 7, 0);
+    }
+    assert!(!store.crawl_pass_requested(), "the pass ended");
+    assert_eq!(reclaimed, 20, "only the big items");
+    assert_eq!(store.stats().curr_items, 20);
+    store.check_invariants();
+    // The sweeps after the pass cover every class again.
+    let mut later = 0;
+    for _ in 0..1000 {
+        later += store.crawl(at(5), 7, 0);
+    }
+    assert_eq!(later, 20);
+}
+
+#[test]
+fn tocrawl_caps_the_items_checked_per_class_in_a_pass() {
+    let mut store = Store::new(config(64 * 1024, 1024));
+    for i in 0..30 {
+        set(&mut store, &key_of(i), b"v", Some(at(5)), T0);
+    }
+    store.request_crawl_pass(ClassSet::ALL);
+    let mut reclaimed = 0;
+    for _ in 0..1000 {
+        if !store.crawl_pass_requested() {
+            break;
+        }
+        reclaimed += store.crawl(at(5), 4, 10);
+    }
+    assert!(!store.crawl_pass_requested());
+    assert_eq!(reclaimed, 10, "one pass checks 10 items of the class");
+    assert_eq!(store.stats().crawler_items_checked, 10);
+    assert_eq!(store.stats().curr_items, 20);
+}
+
+#[test]
+fn reassign_moves_one_page_and_keeps_a_class_its_last() {
+    let mut store = Store::new(config(8 * 1024, 1024));
+    for i in 0..200 {
+        set(&mut store, &key_of(i), b"small", None, T0);
+    }
+    let small = store.class_for(8, 5, 0, None);
+    let large = store.class_for(8, 900, 0, None);
+    let pages = |store: &Store, class: u8| {
+        store
+            .stats()
+            .classes
+            .iter()
+            .find(|c| c.slab_class == class)
+            .map_or(0, |c| c.total_pages)
+    };
+    let small_pages = pages(&store, small);
+    assert!(small_pages >= 2, "{small_pages}");
+    let items = store.stats().curr_items;
+    assert!(store.reassign(PageSource::Class(small), PageSink::Class(large), T0));
+    assert_eq!(pages(&store, small), small_pages - 1);
+    assert_eq!(
+        pages(&store, large),
+        1,
+        "the destination got its page at once"
+    );
+    assert!(
+        store.stats().curr_items < items,
+        "the page's items were evicted"
+    );
+    assert_eq!(store.stats().slabs_moved, 1);
+    store.check_invariants();
+    // The destination has one page: it keeps it.
+    assert!(!store.reassign(PageSource::Class(large), PageSink::Class(small), T0));
+    // Back to the free budget, then from it.
+    assert!(store.reassign(PageSource::Class(small), PageSink::Free, T0));
+    let mut from_free = 0;
+    while store.reassign(PageSource::Free, PageSink::Class(large), T0) {
+        from_free += 1;
+        assert!(from_free <= 8, "the budget is 8 pages");
+    }
+    assert!(from_free >= 1);
+    assert_eq!(pages(&store, large), 1 + from_free);
+    assert!(store.reassign(PageSource::Any, PageSink::Class(large), T0));
+    store.check_invariants();
+}
+
+#[test]
+fn automove_zero_keeps_pages_where_they_are() {
+    // As `rebalancing_moves_pages_to_large_items`, with moves by pressure off: the large class
+    // gets the page it must have (it had none), and then evicts its own items.
+    let mut store = Store::new(config(8 * 1024, 1024));
+    store.set_automove(0);
+    for i in 0..200 {
+        set(&mut store, &key_of(i), b"small", None, T0);
+    }
+    let large = vec![b'L'; 900];
+    for i in 0..40 {
+        let outcome = set(&mut store, &format!("large:{i}"), &large, None, at(1));
+        assert_eq!(outcome, StoreOutcome::Stored);
+    }
+    let small_class = store.class_for(8, 5, 0, None);
+    let large_pages: u64 = store
+        .stats()
+        .classes
+        .iter()
+        .filter(|c| c.slab_class != small_class)
+        .map(|c| c.total_pages)
+        .sum();
+    assert_eq!(large_pages, 1, "the large class evicted its own items");
+    store.check_invariants();
 }
