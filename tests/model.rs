@@ -354,7 +354,7 @@ fn run_store(store: &mut Store, op: &Op, now: Instant32) -> Answer {
         }
         Op::Advance(_) => Answer::Nothing,
         Op::Crawl(budget) => {
-            assert!(store.crawl(now, *budget) <= *budget);
+            assert!(store.crawl(now, *budget, 0) <= *budget);
             Answer::Nothing
         }
         Op::MemLimit(pages) => {
