@@ -457,3 +457,74 @@ fn pipelines_that_fill_the_reply_slots_keep_going() {
         sender.join().unwrap();
     });
 }
+
+/// A connection that fills its reply slots with requests for another shard stops reading
+/// (its receive is paused) until that shard answers. Here the other shard is stopped for a
+/// while (`debug_stall`; in production, a descheduled thread) and the slots fill exactly as
+/// the read input runs out, so no input is left over to come back for. Once the answers free
+/// the slots, reading must resume: the request sent meanwhile is answered.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn reading_resumes_when_answers_free_a_full_slot_queue() {
+    if skip_in_memcached_mode("debug_stall needs corecache's test-hooks") {
+        return;
+    }
+    two_shard_configs(|args| {
+        let server = TestServer::start(args);
+        // The connection's shard is not known: try keys of each shard (for one of them the
+        // requests are forwarded).
+        for shard in 0..2 {
+            let mut c = server.connect();
+            // noreply throughout: no reply is sent, so nothing but the freed slots can bring
+            // the connection back.
+            let mut batch = b"debug_stall 1000 noreply\r\n".to_vec();
+            // `debug_stall` takes one slot: these take the other 1023.
+            for key in keys_on_shard(&format!("slot{shard}:"), shard, 2, 1023) {
+                batch.extend_from_slice(format!("set {key} 0 0 1 noreply\r\nx\r\n").as_bytes());
+            }
+            c.send(&batch);
+            // Sent once the batch has been read and the receive paused (well inside the
+            // stall), so it waits in the socket, not in the read buffer.
+            thread::sleep(Duration::from_millis(200));
+            c.send(b"mn\r\n");
+            c.read_exact_reply(b"MN\r\n");
+        }
+        let c = server.connect();
+        drop(c);
+        assert_eq!(stat_u64(&server.stats(), "curr_items"), 2046);
+    });
+}
+
+/// A peer shard that stops for a while (here `debug_stall`; in production, a descheduled
+/// thread) fills the queue to it, so the connection's shard stops reading that client. Once
+/// the peer drains its queue, reading must resume: with edge-triggered readiness nothing
+/// else would report the client's input again, and the client, blocked on a full socket,
+/// would wait forever.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn reading_resumes_after_a_stalled_peer_drains_its_queue() {
+    if skip_in_memcached_mode("debug_stall needs corecache's test-hooks") {
+        return;
+    }
+    two_shard_configs(|args| {
+        // Whole reads parsed per turn (no `-R` yield), so a turn can end with nothing left to
+        // parse but more to read: the state in which the queue filling must not lose the
+        // connection.
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["-R", "1000000"]);
+        let server = TestServer::start(&args);
+        let mut c = server.connect();
+        let value = "v".repeat(100);
+        let count = 200_000;
+        let mut batch = b"debug_stall 300\r\n".to_vec();
+        for i in 0..count {
+            batch.extend_from_slice(
+                format!("set stall:{i:06} 0 0 100 noreply\r\n{value}\r\n").as_bytes(),
+            );
+        }
+        // Blocks while the server does not read; with reading never resumed, it times out.
+        c.send(&batch);
+        c.roundtrip(b"mn\r\n", b"OK\r\nMN\r\n");
+        assert_eq!(stat_u64(&c.stats_sub(""), "curr_items"), count);
+    });
+}

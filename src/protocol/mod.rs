@@ -220,6 +220,10 @@ pub enum Request<'a> {
     /// `debug_time advance <secs>`: moves the server clock (feature `test-hooks` only; without
     /// the feature the parser answers `ERROR` as for any unknown command).
     DebugTimeAdvance { secs: u32 },
+    /// `debug_stall <millis> [noreply]`: every other shard sleeps that long (at most 10 s), to
+    /// test what a stalled shard does to its peers (feature `test-hooks` only, like
+    /// `debug_time`).
+    DebugStall { millis: u32, noreply: bool },
     /// `config get <key>`: ElastiCache auto discovery; only `cluster` has a value.
     ConfigGet { key: &'a [u8] },
     /// `lru_crawler metadump all|<class>`: one line per live item; `class` None means all.

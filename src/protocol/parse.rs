@@ -279,6 +279,16 @@ fn parse_line<'a>(
         b"shutdown" => parse_shutdown(&tokens),
         #[cfg(feature = "test-hooks")]
         b"debug_time" => parse_debug_time(&tokens),
+        #[cfg(feature = "test-hooks")]
+        b"debug_stall" => match (tokens.count, strtoul_u32(tokens.get(1)), tokens.noreply()) {
+            (2, Some(millis), false) | (3, Some(millis), true) if millis <= 10_000 => {
+                Ok(Request::DebugStall {
+                    millis,
+                    noreply: tokens.count == 3,
+                })
+            }
+            _ => Err(compose::ERROR),
+        },
         _ => Err(compose::ERROR),
     };
     match request {

@@ -244,6 +244,16 @@ impl Core {
         }
     }
 
+    /// Whether the connection would read but for the full queue to another shard. Nothing
+    /// signals the queue draining, so the backends come back to such a connection every turn
+    /// until it does (the loop does not sleep meanwhile).
+    pub fn paused_by_outbox(&self, idx: u32) -> bool {
+        self.outbox.blocked()
+            && self
+                .conn(idx)
+                .is_some_and(|c| !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max)
+    }
+
     pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
             if !c.dirty {
@@ -568,6 +578,14 @@ impl Core {
             | Request::SlabsAutomove { .. }
             | Request::SlabsReassign { .. }
             | Request::Shutdown { .. } => admin::dispatch(self, idx, req),
+            Request::DebugStall { millis, noreply } => {
+                let except = self.me;
+                self.broadcast(
+                    idx,
+                    SlotKind::Ok { noreply },
+                    RemoteOp::DebugStall { millis, except },
+                );
+            }
             Request::DebugTimeAdvance { secs } => {
                 self.advance_clock(secs);
                 let conn = self.conns[idx as usize]
@@ -867,6 +885,11 @@ impl Core {
             | RemoteOp::CrawlPass { .. }
             | RemoteOp::Automove { .. }
             | RemoteOp::Reassign { .. } => admin::exec_shard_op(self, op, out),
+            RemoteOp::DebugStall { millis, except } => {
+                if self.me != except {
+                    std::thread::sleep(Duration::from_millis(u64::from(millis)));
+                }
+            }
             RemoteOp::MetadumpStep { .. } => {
                 debug_assert!(false, "metadump steps are not broadcast")
             }

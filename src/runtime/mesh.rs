@@ -62,6 +62,8 @@ pub enum RemoteOp {
     /// `lru_crawler crawl`: sweep this shard's items of these classes for dead ones now, one
     /// whole pass.
     CrawlPass { classes: ClassSet },
+    /// `debug_stall` (test hook): sleep `millis` unless this is shard `except`.
+    DebugStall { millis: u32, except: u16 },
     /// `slabs automove`: this shard's page-move mode.
     Automove { mode: u8 },
     /// `slabs reassign`: move one of this shard's pages; the part is `1` if it moved, `0` if

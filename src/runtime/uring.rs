@@ -696,12 +696,15 @@ impl Loop {
         let mut group_ends = std::mem::take(&mut self.group_ends);
         let result = core.process_warmed(&stalled, &mut group_ends, |core, idx| {
             // Input left for want of budget comes back next turn without waiting for another
-            // completion (input held back by unsent output resumes when a send completes).
-            if core.conn(idx).is_some_and(|c| c.held_back && c.may_parse()) {
+            // completion (input held back by unsent output resumes when a send completes); so
+            // does a connection whose receive paused for a full queue to another shard, so
+            // that it is re-armed once the queue drains (no completion would bring it back).
+            core.mark_if_pending(idx);
+            let armed = self.sync_recv(core, idx);
+            if self.needs_turn(core, idx) {
                 self.stalled.push(idx);
             }
-            core.mark_if_pending(idx);
-            self.sync_recv(core, idx)
+            armed
         });
         self.taken = stalled;
         self.group_ends = group_ends;
@@ -741,6 +744,28 @@ impl Loop {
         Ok(())
     }
 
+    /// Whether the connection must be come back to next turn although no completion may
+    /// arrive for it: input held back that may be parsed now, or a receive that is not armed
+    /// while the connection may read (re-armed by [`Loop::sync_recv`]) or would but for a full
+    /// queue to another shard (nothing signals that queue draining).
+    fn needs_turn(&self, core: &Core, idx: u32) -> bool {
+        let Some(cc) = core.conn(idx) else {
+            return false;
+        };
+        if cc.closing {
+            return false;
+        }
+        if cc.held_back && cc.may_parse() {
+            return true;
+        }
+        let recv_armed = self
+            .conns
+            .get(idx as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.recv_armed);
+        !recv_armed && (core.wants_read(idx) || core.paused_by_outbox(idx))
+    }
+
     /// Arms or cancels the connection's receive to match whether it may read.
     fn sync_recv(&mut self, core: &mut Core, idx: u32) -> io::Result<()> {
         let wants = core.wants_read(idx);
@@ -769,11 +794,9 @@ impl Loop {
             .and_then(Option::as_ref)
             .is_some_and(|c| c.send.is_some());
         // Input held back (slots or output were full) may be taken again now that another
-        // shard's replies or a finished send made room: come back to it next turn.
-        if core
-            .conn(idx)
-            .is_some_and(|c| c.held_back && !c.closing && c.may_parse())
-        {
+        // shard's replies or a finished send made room, and a receive paused for the same
+        // reasons may be re-armed: come back to it next turn.
+        if self.needs_turn(core, idx) {
             self.stalled.push(idx);
         }
         let Some(cc) = core.conn_mut(idx) else {
