@@ -1,7 +1,7 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
-//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs; Ruby: dalli; PHP:
-//! the memcached extension, text and binary), libmemcached's `memccapable` and `memcdump`, and
-//! three corecache nodes behind twemproxy (`nutcracker`).
+//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs, memcached; Ruby:
+//! dalli; PHP: the memcached extension, text and binary), libmemcached's `memccapable` and
+//! `memcdump`, and three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -273,6 +273,19 @@ fn memjs_binary() {
             let mut cmd = Command::new("node");
             cmd.current_dir(clients_dir())
                 .arg("memjs_binary.js")
+                .arg(addr.to_string());
+            cmd
+        });
+    }
+}
+
+#[test]
+fn node_memcached_text() {
+    if node_module("memcached") {
+        run_client("node memcached", Protocol::Text, |addr| {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(clients_dir())
+                .arg("node_memcached_text.js")
                 .arg(addr.to_string());
             cmd
         });
