@@ -1,7 +1,7 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
-//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs, memcached; Ruby:
-//! dalli; PHP: the memcached extension, text and binary), libmemcached's `memccapable` and
-//! `memcdump`, and three corecache nodes behind twemproxy (`nutcracker`).
+//! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
+//! memcached; Ruby: dalli; PHP: the memcached extension, text and binary), libmemcached's
+//! `memccapable` and `memcdump`, and three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -218,6 +218,17 @@ fn pymemcache_text() {
             "pymemcache",
             Protocol::Text,
             python_script("pymemcache_text.py", &[]),
+        );
+    }
+}
+
+#[test]
+fn python_memcached_text() {
+    if python_module("memcache") {
+        run_client(
+            "python-memcached",
+            Protocol::Text,
+            python_script("python_memcached_text.py", &[]),
         );
     }
 }
