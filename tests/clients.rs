@@ -1,7 +1,8 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
-//! memcached; Ruby: dalli; PHP: the memcached extension, text and binary), libmemcached's
-//! `memccapable` and `memcdump`, and three corecache nodes behind twemproxy (`nutcracker`).
+//! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
+//! Cache::Memcached::Fast), libmemcached's `memccapable` and `memcdump`, and three corecache
+//! nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -314,6 +315,34 @@ fn dalli_binary() {
                 .arg(addr.to_string());
             cmd
         });
+    }
+}
+
+fn perl_module(module: &str, package: &str) -> bool {
+    available(
+        &format!("perl module {module} ({package})"),
+        Command::new("perl").args([&format!("-M{module}"), "-e1"]),
+    )
+}
+
+fn perl_script(script: &'static str) -> impl Fn(SocketAddr) -> Command {
+    move |addr| {
+        let mut cmd = Command::new("perl");
+        cmd.current_dir(clients_dir())
+            .arg(script)
+            .arg(addr.to_string());
+        cmd
+    }
+}
+
+#[test]
+fn perl_cache_memcached_fast() {
+    if perl_module("Cache::Memcached::Fast", "libcache-memcached-fast-perl") {
+        run_client(
+            "Cache::Memcached::Fast",
+            Protocol::Text,
+            perl_script("perl_memcached_fast.pl"),
+        );
     }
 }
 
