@@ -1,8 +1,8 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
 //! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
-//! Cache::Memcached::Fast), libmemcached's `memccapable` and `memcdump`, and three corecache
-//! nodes behind twemproxy (`nutcracker`).
+//! Cache::Memcached::Fast, Cache::Memcached), libmemcached's `memccapable` and `memcdump`, and
+//! three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -342,6 +342,17 @@ fn perl_cache_memcached_fast() {
             "Cache::Memcached::Fast",
             Protocol::Text,
             perl_script("perl_memcached_fast.pl"),
+        );
+    }
+}
+
+#[test]
+fn perl_cache_memcached() {
+    if perl_module("Cache::Memcached", "libcache-memcached-perl") {
+        run_client(
+            "Cache::Memcached",
+            Protocol::Text,
+            perl_script("perl_cache_memcached.pl"),
         );
     }
 }
