@@ -1,6 +1,7 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
-//! pymemcache, pylibmc, python-binary-memcached, meta-memcache; Node: memjs; Ruby: dalli; PHP:
-//! the memcached extension, text and binary), libmemcached's `memccapable` and `memcdump`, and
+//! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
+//! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
+//! Cache::Memcached::Fast, Cache::Memcached), libmemcached's `memccapable` and `memcdump`, and
 //! three corecache nodes behind twemproxy (`nutcracker`).
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
@@ -223,6 +224,17 @@ fn pymemcache_text() {
 }
 
 #[test]
+fn python_memcached_text() {
+    if python_module("memcache") {
+        run_client(
+            "python-memcached",
+            Protocol::Text,
+            python_script("python_memcached_text.py", &[]),
+        );
+    }
+}
+
+#[test]
 fn pylibmc_text() {
     if python_module("pylibmc") {
         run_client(
@@ -280,6 +292,19 @@ fn memjs_binary() {
 }
 
 #[test]
+fn node_memcached_text() {
+    if node_module("memcached") {
+        run_client("node memcached", Protocol::Text, |addr| {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(clients_dir())
+                .arg("node_memcached_text.js")
+                .arg(addr.to_string());
+            cmd
+        });
+    }
+}
+
+#[test]
 fn dalli_binary() {
     // dalli 3.0.6 (Debian bookworm's) has only the binary protocol (no `protocol: :meta`).
     if ruby_gem("dalli") {
@@ -290,6 +315,45 @@ fn dalli_binary() {
                 .arg(addr.to_string());
             cmd
         });
+    }
+}
+
+fn perl_module(module: &str, package: &str) -> bool {
+    available(
+        &format!("perl module {module} ({package})"),
+        Command::new("perl").args([&format!("-M{module}"), "-e1"]),
+    )
+}
+
+fn perl_script(script: &'static str) -> impl Fn(SocketAddr) -> Command {
+    move |addr| {
+        let mut cmd = Command::new("perl");
+        cmd.current_dir(clients_dir())
+            .arg(script)
+            .arg(addr.to_string());
+        cmd
+    }
+}
+
+#[test]
+fn perl_cache_memcached_fast() {
+    if perl_module("Cache::Memcached::Fast", "libcache-memcached-fast-perl") {
+        run_client(
+            "Cache::Memcached::Fast",
+            Protocol::Text,
+            perl_script("perl_memcached_fast.pl"),
+        );
+    }
+}
+
+#[test]
+fn perl_cache_memcached() {
+    if perl_module("Cache::Memcached", "libcache-memcached-perl") {
+        run_client(
+            "Cache::Memcached",
+            Protocol::Text,
+            perl_script("perl_cache_memcached.pl"),
+        );
     }
 }
 

@@ -851,7 +851,10 @@ fn stats_subcommands_have_memcached_shapes() {
                 }
             }
         }
-        assert!(classes >= 1 && stat_u64(&slabs, "active_slabs") >= 1);
+        // active_slabs counts the classes listed, each once (however many threads hold pages
+        // of it).
+        assert!(classes >= 1, "{slabs:?}");
+        assert_eq!(stat_u64(&slabs, "active_slabs"), classes, "{slabs:?}");
 
         // `stats conns`: STAT <id>:<field> <value>, including this connection's addr.
         let conns = c.stats_sub("conns");

@@ -225,6 +225,9 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
             // Per-class lines by class number (stable: field order within a class is kept);
             // totals without a class number go last.
             sorted.sort_by_key(|(name, _)| class_of(name, kind));
+            if kind == StatsKind::Slabs {
+                recount_active_slabs(&mut sorted);
+            }
             for (name, v) in &sorted {
                 compose::stat(out, name, *v);
             }
@@ -235,6 +238,18 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
         StatsKind::Conns | StatsKind::DetailDump | StatsKind::CacheDump { .. } => {}
     }
     out.extend_from_slice(compose::END);
+}
+
+/// `active_slabs` is the number of classes listed (memcached counts the classes with pages),
+/// not the sum of the shards' counts: a class with pages on two shards is one class.
+fn recount_active_slabs(sums: &mut [(String, u64)]) {
+    let active = sums
+        .iter()
+        .filter(|(name, v)| name.ends_with(":total_pages") && *v > 0)
+        .count() as u64;
+    if let Some(entry) = sums.iter_mut().find(|(name, _)| name == "active_slabs") {
+        entry.1 = active;
+    }
 }
 
 fn class_of(name: &str, kind: StatsKind) -> u32 {
@@ -493,6 +508,18 @@ mod tests {
         assert_eq!(power_level(1 << 16), 16);
         assert_eq!(power_level((1 << 17) - 1), 16);
         assert_eq!(power_level(3 << 16), 17);
+    }
+
+    #[test]
+    fn active_slabs_counts_each_class_once() {
+        // Two shards with pages in class 1, one of them in class 2 too.
+        let parts = b"1:chunk_size 48\n1:total_pages 1\nactive_slabs 1\n\
+                      1:chunk_size 48\n1:total_pages 1\n2:chunk_size 56\n2:total_pages 1\n\
+                      active_slabs 2\n";
+        let mut sums = sum_parts(parts);
+        assert_eq!(sums.iter().find(|(n, _)| n == "active_slabs").unwrap().1, 3);
+        recount_active_slabs(&mut sums);
+        assert_eq!(sums.iter().find(|(n, _)| n == "active_slabs").unwrap().1, 2);
     }
 
     #[test]
