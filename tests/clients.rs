@@ -663,3 +663,256 @@ fn three_nodes_behind_twemproxy() {
     assert_eq!(total, keys as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ElastiCache auto discovery: cluster-aware clients that find every node through one.
+
+/// The addresses of the three nodes. Distinct loopback addresses, as ElastiCache nodes have
+/// distinct addresses (elasticache-pyclient's ring, uhashring's, names a node by its host).
+const DISCOVERY_IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+/// How many keys each phase of a discovery script stores.
+const DISCOVERY_KEYS: u64 = 300;
+
+/// A client script that reports progress on stdout and takes input on stdin.
+struct Script {
+    what: String,
+    child: KillOnDrop,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Its stdout and stderr so far, for failure messages.
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Script {
+    fn start(what: &str, cmd: &mut Command) -> Script {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = output.clone();
+        let out_reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let log = output.clone();
+        let err_reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&format!("[stderr] {line}\n"));
+            }
+        });
+        Script {
+            what: what.to_string(),
+            stdin: child.stdin.take(),
+            child: KillOnDrop(child),
+            lines,
+            output,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    /// Stops the script (if still running) and fails with everything it printed.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.0.kill();
+        let status = self.child.0.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        panic!(
+            "{}: {why} ({status:?})\n{}",
+            self.what,
+            self.output.lock().unwrap()
+        );
+    }
+
+    /// Waits (at most [`SCRIPT_TIMEOUT`]) for a stdout line ending in `want`.
+    fn expect_line(&mut self, want: &str) {
+        let deadline = Instant::now() + SCRIPT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.trim_end().ends_with(want) => return,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {want:?} within {SCRIPT_TIMEOUT:?}"))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("exited before {want:?}"))
+                }
+            }
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        if let Err(e) = stdin.write_all(format!("{line}\n").as_bytes()) {
+            self.fail(&format!("writing its stdin: {e}"));
+        }
+    }
+
+    /// Closes stdin and waits (bounded) for a successful exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + SCRIPT_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.fail("did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20)); // bounded child poll
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        if !status.success() {
+            self.fail("failed");
+        }
+        eprintln!("{}: passed\n{}", self.what, self.output.lock().unwrap());
+    }
+}
+
+fn sighup(server: &TestServer) {
+    // SAFETY: kill(2) on a child this test spawned and still owns.
+    let rc = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
+    assert_eq!(rc, 0, "SIGHUP {}", server.pid());
+}
+
+/// Writes `entries` to the nodes' `--cluster-config` file, SIGHUPs every node, and waits until
+/// each serves them as `version`.
+fn publish_nodes(nodes: &[TestServer], path: &std::path::Path, entries: &[String], version: u64) {
+    std::fs::write(path, format!("{}\n", entries.join("\n"))).unwrap();
+    let payload = format!("{version}\n{}\n", entries.join(" "));
+    let expected = format!("CONFIG cluster 0 {}\r\n{payload}\r\nEND\r\n", payload.len());
+    for node in nodes {
+        sighup(node);
+        let mut c = node.connect();
+        let mut last = Vec::new();
+        let served = common::wait_until(Duration::from_secs(5), || {
+            c.send(b"config get cluster\r\n");
+            last = c.read_until_end();
+            last == expected.as_bytes()
+        });
+        assert!(
+            served,
+            "{} after SIGHUP: {}",
+            node.addr(),
+            common::escape(&last)
+        );
+    }
+}
+
+/// Runs a discovery client script against three nodes on each io backend (see the scripts'
+/// headers): `command(endpoint, nodes)` starts it with the configuration endpoint (node 0) and
+/// the `host:port` list it must discover. After `phase 1 ok` every node holds some of the keys;
+/// then node 2 leaves the list (SIGHUP), the script is sent the new list, and after `phase 2 ok`
+/// its new keys are on nodes 0 and 1 only.
+fn discovery_client(what: &str, command: impl Fn(&str, &str) -> Command) {
+    for backend in ["epoll", "uring"] {
+        let dir = std::env::temp_dir().join(format!(
+            "corecache-discovery-{}-{what}-{backend}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nodes");
+        // The ports are known once the nodes listen: until then the file holds a placeholder.
+        std::fs::write(&path, "pending|127.0.0.1|1\n").unwrap();
+        let args = [
+            "-t",
+            "2",
+            "--io-backend",
+            backend,
+            "--cluster-config",
+            path.to_str().unwrap(),
+        ];
+        let nodes: Vec<TestServer> = DISCOVERY_IPS
+            .iter()
+            .map(|ip| TestServer::start_corecache_on(ip, &args, |_| {}))
+            .collect();
+        let entries: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{0}|{0}|{1}", n.addr().ip(), n.addr().port()))
+            .collect();
+        let host_ports = |nodes: &[TestServer]| -> String {
+            let list: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+            list.join(",")
+        };
+        publish_nodes(&nodes, &path, &entries, 2);
+
+        let name = format!("{what} [--io-backend {backend}]");
+        let endpoint = nodes[0].addr().to_string();
+        let mut script = Script::start(&name, &mut command(&endpoint, &host_ports(&nodes)));
+        script.expect_line("phase 1 ok");
+        let items = |node: &TestServer| stat_u64(&node.stats(), "curr_items");
+        let before: Vec<u64> = nodes.iter().map(items).collect();
+        eprintln!("{name}: curr_items per node after phase 1: {before:?}");
+        assert!(
+            before.iter().all(|&n| n > 0),
+            "a node got no keys: {before:?}"
+        );
+        assert_eq!(before.iter().sum::<u64>(), DISCOVERY_KEYS, "{before:?}");
+
+        // Node 2 leaves the cluster (it keeps running: the client must stop using it).
+        let sets_on_dropped = stat_u64(&nodes[2].stats(), "cmd_set");
+        publish_nodes(&nodes, &path, &entries[..2], 3);
+        script.send_line(&host_ports(&nodes[..2]));
+        script.expect_line("phase 2 ok");
+        script.finish();
+        let after: Vec<u64> = nodes.iter().map(items).collect();
+        eprintln!("{name}: curr_items per node after phase 2: {after:?}");
+        assert_eq!(
+            stat_u64(&nodes[2].stats(), "cmd_set"),
+            sets_on_dropped,
+            "node 2 was written after it left the list"
+        );
+        assert!(after[0] > before[0] && after[1] > before[1], "{after:?}");
+        assert_eq!(
+            after[0] + after[1],
+            before[0] + before[1] + DISCOVERY_KEYS,
+            "{after:?}"
+        );
+        drop(nodes);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn memcached_elasticache_discovers_the_cluster() {
+    if common::skip_in_memcached_mode("auto discovery (config get cluster) is corecache's") {
+        return;
+    }
+    if node_module("memcached-elasticache") {
+        discovery_client("memcached-elasticache", |endpoint, nodes| {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(clients_dir())
+                .args(["memcached_elasticache.js", endpoint, nodes]);
+            cmd
+        });
+    }
+}
+
+#[test]
+fn elasticache_pyclient_discovers_the_cluster() {
+    if common::skip_in_memcached_mode("auto discovery (config get cluster) is corecache's") {
+        return;
+    }
+    if python_module("elasticache_pyclient") {
+        discovery_client("elasticache-pyclient", |endpoint, nodes| {
+            let mut cmd = Command::new("python3");
+            cmd.current_dir(clients_dir())
+                .args(["pyclient_discovery.py", endpoint, nodes]);
+            cmd
+        });
+    }
+}

@@ -14,7 +14,8 @@
 //! * `CORECACHE_TEST_BACKENDS=epoll` (comma list) limits [`for_each_config`] to some io backends.
 //!
 //! # API
-//! * [`TestServer::start`], [`TestServer::addr`], [`TestServer::connect`],
+//! * [`TestServer::start`], [`TestServer::start_corecache_on`] (another loopback address),
+//!   [`TestServer::addr`], [`TestServer::connect`],
 //!   [`TestServer::stats`] / [`TestServer::stats_sub`], [`TestServer::pid`],
 //!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`],
 //!   [`TestServer::is_running`], [`TestServer::stdout_lines`], [`TestServer::stderr_text`].
@@ -264,11 +265,21 @@ impl TestServer {
 
     /// Starts corecache after `configure` has adjusted its command.
     pub fn start_corecache_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> TestServer {
+        Self::start_corecache_on("127.0.0.1", args, configure)
+    }
+
+    /// Starts corecache listening on `ip` (another loopback address, such as `127.0.0.2`, gives
+    /// nodes of a cluster distinct addresses), port 0, after `configure` has adjusted its command.
+    pub fn start_corecache_on(
+        ip: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> TestServer {
         let bin = env!("CARGO_BIN_EXE_corecache");
         let mut cmd = Command::new(bin);
         configure(&mut cmd);
         let mut child = cmd
-            .args(["-l", "127.0.0.1", "-p", "0"])
+            .args(["-l", ip, "-p", "0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
