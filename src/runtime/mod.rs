@@ -320,6 +320,7 @@ fn executor(
     let mut shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
     shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
     shard.store_mut().set_automove(cfg.slab_automove);
+    shard.store_mut().set_cas_shard(i as u16, cfg.shard_count);
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),

@@ -162,6 +162,9 @@ pub struct Store {
     crawl_classes: crawler::ClassSet,
     /// `slabs automove` mode (0, 1 or 2; see `lru`).
     automove: u8,
+    /// Cas values step by the shard count from the shard's index (see `cas_of`).
+    cas_stride: u64,
+    cas_offset: u64,
     scratch: Vec<u8>,
     /// The latest `now` any call passed in (for `stats`, which takes no `now`).
     now_latest: Instant32,
@@ -195,6 +198,8 @@ impl Store {
             crawl_pass: false,
             crawl_classes: crawler::ClassSet::ALL,
             automove: 1,
+            cas_stride: 1,
+            cas_offset: 0,
             scratch: Vec::new(),
             now_latest: Instant32(0),
         }
@@ -567,12 +572,25 @@ impl Store {
         seq
     }
 
+    /// The cas clients see for an item of store sequence `seq`: with one shard, the
+    /// sequence itself (memcached's values); with `n`, shard `i`'s `k`-th sequence is
+    /// `(k - 1) * n + i + 1`, so values never repeat across shards (memcached has one counter
+    /// for the whole server, and clients may take a cas as unique) and still grow with `seq`.
     fn cas_of(&self, seq: u64) -> u64 {
         if self.cfg.cas_enabled {
-            seq
+            seq.saturating_sub(1)
+                .wrapping_mul(self.cas_stride)
+                .wrapping_add(self.cas_offset + 1)
         } else {
             0
         }
+    }
+
+    /// Interleaves this store's cas values with the other shards' (see `cas_of`): shard
+    /// `index` of `count`.
+    pub fn set_cas_shard(&mut self, index: u16, count: u16) {
+        self.cas_stride = u64::from(count.max(1));
+        self.cas_offset = u64::from(index);
     }
 
     /// First step of warming a lookup: start loading the key's home bucket.
@@ -646,7 +664,7 @@ impl Store {
             key: item.key(),
             value: item.value(),
             client_flags: item.client_flags(),
-            cas: if self.cfg.cas_enabled { item.seq() } else { 0 },
+            cas: self.cas_of(item.seq()),
             expires_at: item.expires_at(),
             last_access,
             slab_class,

@@ -985,3 +985,26 @@ fn automove_zero_keeps_pages_where_they_are() {
     assert_eq!(large_pages, 1, "the large class evicted its own items");
     store.check_invariants();
 }
+
+#[test]
+fn cas_values_interleave_across_shards() {
+    let mut shard0 = tiny();
+    let mut shard1 = tiny();
+    shard0.set_cas_shard(0, 2);
+    shard1.set_cas_shard(1, 2);
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let key = format!("k{i}");
+        set(&mut shard0, &key, b"v", None, T0);
+        set(&mut shard1, &key, b"v", None, T0);
+        let hash = test_hash(key.as_bytes());
+        seen.push(shard0.peek_cas(key.as_bytes(), hash, T0).unwrap());
+        seen.push(shard1.peek_cas(key.as_bytes(), hash, T0).unwrap());
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+    // One shard: the sequence itself, as memcached counts.
+    let mut single = tiny();
+    set(&mut single, "a", b"v", None, T0);
+    set(&mut single, "b", b"v", None, T0);
+    assert_eq!(single.peek_cas(b"b", test_hash(b"b"), T0), Some(2));
+}
