@@ -1537,7 +1537,32 @@ mod tests {
         assert_rejects(b"lru_crawler crawl\r\n", ERROR);
         assert_rejects(b"lru_crawler crawl all x\r\n", ERROR);
         assert_rejects(b"lru_crawler enable x\r\n", ERROR);
-        assert_rejects(b"lru_crawler sleep 10\r\n", ERROR);
+        assert_eq!(
+            ok(b"lru_crawler sleep 10\r\n").0,
+            Request::LruCrawlerSleep { micros: 10 }
+        );
+        assert_rejects(b"lru_crawler sleep 1000001\r\n", CLIENT_ERROR_CRAWLER_SLEEP);
+        assert_rejects(b"lru_crawler sleep x\r\n", CLIENT_ERROR_BAD_FORMAT);
+        assert_eq!(
+            ok(b"lru_crawler tocrawl 4294967297\r\n").0,
+            Request::LruCrawlerTocrawl { items: 1 }
+        );
+        assert_rejects(b"lru_crawler tocrawl -1\r\n", CLIENT_ERROR_BAD_FORMAT);
+        assert_eq!(
+            ok(b"slabs automove 2 noreply\r\n").0,
+            Request::SlabsAutomove {
+                mode: 2,
+                noreply: true
+            }
+        );
+        assert_rejects(b"slabs automove 3\r\n", ERROR);
+        assert_rejects(b"slabs automove x\r\n", CLIENT_ERROR_BAD_FORMAT);
+        assert_eq!(
+            ok(b"slabs reassign -1 4\r\n").0,
+            Request::SlabsReassign { src: -1, dst: 4 }
+        );
+        assert_rejects(b"slabs reassign 1 x\r\n", CLIENT_ERROR_BAD_FORMAT);
+        assert_rejects(b"slabs reassign 1 2 3\r\n", ERROR);
         assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
 
         let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };
