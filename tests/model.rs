@@ -226,6 +226,8 @@ impl Model {
             }
             Op::Flush(delay) => {
                 if *delay == 0 {
+                    // An immediate flush takes a cas id, as memcached's does.
+                    self.next_cas();
                     self.flush_pending = None;
                     self.items.clear();
                 } else {
