@@ -448,6 +448,7 @@ fn oversized_set_is_swallowed_and_old_item_gone() {
         c.roundtrip(b"get k\r\n", b"VALUE k 0 3\r\nnew\r\nEND\r\n");
         // Size histograms are off, as in memcached without `-o track_sizes`.
         c.roundtrip(b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n");
+        c.roundtrip(b"stats extstore\r\n", b"END\r\n");
         // Both refusals count, noreply included; neither counts as a set.
         let s = c.stats_sub("");
         assert_eq!(stat_u64(&s, "store_too_large"), 2, "{s:?}");

@@ -534,6 +534,8 @@ fn parse_stats<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
         b"sizes" => StatsGroup::Sizes,
         b"conns" => StatsGroup::Conns,
         b"reset" => StatsGroup::Reset,
+        // memcached without external storage configured lists nothing; corecache has none.
+        b"extstore" => return Err(compose::END),
         b"detail" => match tokens.get(2) {
             mode @ (b"on" | b"off" | b"dump") => StatsGroup::Detail(mode),
             _ => return Err(compose::CLIENT_ERROR_STATS_DETAIL_USAGE),
@@ -1564,6 +1566,7 @@ mod tests {
         assert_rejects(b"slabs reassign 1 x\r\n", CLIENT_ERROR_BAD_FORMAT);
         assert_rejects(b"slabs reassign 1 2 3\r\n", ERROR);
         assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
+        assert_rejects(b"stats extstore\r\n", END);
 
         let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };
         assert_eq!(ok(b"cache_memlimit 100\r\n").0, memlimit(100, false));
