@@ -33,9 +33,15 @@ fn config_get_cluster_lists_this_node_by_default() {
             b"config get cluster\r\n",
             &config_reply(1, &nodes, "CONFIG cluster"),
         );
+        // Without a configured list the legacy key is an ordinary key, as in memcached.
+        c.roundtrip(b"get AmazonElastiCache:cluster\r\n", b"END\r\n");
+        c.roundtrip(
+            b"set AmazonElastiCache:cluster 0 0 2\r\nhi\r\n",
+            b"STORED\r\n",
+        );
         c.roundtrip(
             b"get AmazonElastiCache:cluster\r\n",
-            &config_reply(1, &nodes, "VALUE AmazonElastiCache:cluster"),
+            b"VALUE AmazonElastiCache:cluster 0 2\r\nhi\r\nEND\r\n",
         );
         c.roundtrip(b"config get other\r\n", b"ERROR\r\n");
         c.roundtrip(b"config set cluster\r\n", b"ERROR\r\n");

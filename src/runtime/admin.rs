@@ -209,8 +209,11 @@ pub fn dispatch_detail(core: &mut Core, idx: u32, mode: &[u8]) {
 }
 
 /// `get AmazonElastiCache:cluster` (the legacy auto discovery form): answered here if that is
-/// the only key. Returns whether it was.
+/// the only key and a node list is configured. Returns whether it was.
 pub fn try_legacy_get(core: &mut Core, idx: u32, keys: Keys<'_>) -> bool {
+    if !core.shared.cluster.configured() {
+        return false;
+    }
     let mut iter = keys.iter();
     if iter.next() != Some(LEGACY_KEY) || iter.next().is_some() {
         return false;

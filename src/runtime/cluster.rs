@@ -10,7 +10,8 @@
 //! END\r\n
 //! ```
 //! `<bytes>` counts the version line and the node line with their `\n`s. The legacy form is the
-//! same block as a `VALUE AmazonElastiCache:cluster 0 <bytes>` item.
+//! same block as a `VALUE AmazonElastiCache:cluster 0 <bytes>` item, served only when a node
+//! list is configured (otherwise that key is an ordinary key, as in memcached).
 //!
 //! Sources: `--cluster-nodes host|ip|port,...`, or `--cluster-config PATH` (nodes one per line
 //! or space-separated on one line; blank lines and `#` comments ignored), re-read on SIGHUP; the
@@ -44,6 +45,8 @@ pub struct Cluster {
     state: RwLock<State>,
     /// `--cluster-config`, re-read on SIGHUP.
     path: Option<String>,
+    /// A node list was given (`--cluster-nodes` or `--cluster-config`), not just this node.
+    configured: bool,
 }
 
 impl Cluster {
@@ -53,6 +56,7 @@ impl Cluster {
         path: Option<&str>,
         bound: &[SocketAddr],
     ) -> Result<Cluster, String> {
+        let nodes_given = nodes.is_some();
         let nodes = match (nodes, path) {
             (Some(list), _) => {
                 parse_nodes(&list.replace(',', " ")).map_err(|e| format!("--cluster-nodes: {e}"))?
@@ -63,7 +67,16 @@ impl Cluster {
         Ok(Cluster {
             state: RwLock::new(State { version: 1, nodes }),
             path: path.map(str::to_string),
+            configured: nodes_given || path.is_some(),
         })
+    }
+
+    /// Whether a node list was configured. Only then is the legacy key
+    /// `AmazonElastiCache:cluster` answered with the list: otherwise it is an ordinary key, as
+    /// in memcached (clients that store it, or fall back to it when `config get` fails, get
+    /// their own item back).
+    pub fn configured(&self) -> bool {
+        self.configured
     }
 
     /// Re-reads `--cluster-config` (SIGHUP). Returns the version now served; it goes up only
