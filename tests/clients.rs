@@ -1,8 +1,10 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
 //! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
-//! Cache::Memcached::Fast, Cache::Memcached), libmemcached's `memccapable` and `memcdump`, and
-//! three corecache nodes behind twemproxy (`nutcracker`).
+//! Cache::Memcached::Fast, Cache::Memcached), pymemcache's own integration tests (shipped in
+//! the package), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
+//! twemproxy (`nutcracker`), and ElastiCache auto discovery with memcached-elasticache (Node)
+//! and elasticache-pyclient (Python) over three nodes.
 //!
 //! Every check starts corecache with `-t 2` on both io backends (or memcached in validation mode,
 //! `CORECACHE_TEST_SERVER=memcached`, which proves the scripts' expectations are memcached's).
@@ -231,6 +233,40 @@ fn python_memcached_text() {
             Protocol::Text,
             python_script("python_memcached_text.py", &[]),
         );
+    }
+}
+
+/// pymemcache's own integration tests (shipped in the package as `pymemcache.test`), pointed
+/// at the server: the library's authors' expectations, not ours.
+#[test]
+fn pymemcache_own_integration_suite() {
+    if python_module("pymemcache") && python_module("pytest") {
+        // By path, so that pytest reads the package's conftest (its --server/--port options).
+        let located = Command::new("python3")
+            .args([
+                "-c",
+                "import os, pymemcache.test as t; print(os.path.dirname(t.__file__))",
+            ])
+            .output()
+            .expect("run python3");
+        let dir = String::from_utf8_lossy(&located.stdout).trim().to_string();
+        let suite = format!("{dir}/test_integration.py");
+        run_client("pymemcache's integration suite", Protocol::Text, |addr| {
+            let mut cmd = Command::new("python3");
+            cmd.current_dir(std::env::temp_dir()).args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                &suite,
+                "--server",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+            ]);
+            cmd
+        });
     }
 }
 
