@@ -13,66 +13,18 @@ use strict;
 use warnings;
 use utf8;
 
+use FindBin;
+use lib $FindBin::Bin;
+
 use Cache::Memcached;
-use Data::Dumper;
-use Time::HiRes qw(sleep time);
+use Check;
 
 my ($address) = grep { !/^-/ && /:/ } @ARGV;
 die "usage: perl perl_cache_memcached.pl HOST:PORT\n" unless defined $address;
-my $name = 'perl_cache_memcached';
-my $prefix = "$name:$$:";
-my ($checks, $failures) = (0, 0);
-# An exptime over 30 days is absolute Unix time: 30 days + 1 s is in 1970, already past.
-my $PAST = 30 * 24 * 3600 + 1;
-
-sub k { return $prefix . $_[0] }
-
-sub dump_value {
-    local $Data::Dumper::Sortkeys = 1;
-    local $Data::Dumper::Indent = 0;
-    local $Data::Dumper::Useqq = 1;
-    local $Data::Dumper::Terse = 1;
-    return Dumper($_[0]);
-}
-
-# A value shown for a mismatch: undef, strings quoted, long values cut.
-sub show {
-    my $text = dump_value($_[0]);
-    return length($text) <= 120 ? $text : substr($text, 0, 100) . '...<' . length($text) . ' chars>';
-}
-
-# Strings compare as strings (so 15 and "15" are the same), structures by their whole dump.
-sub eq_check {
-    my ($what, $got, $want) = @_;
-    $checks++;
-    my $same = ref($got) || ref($want) ? dump_value($got) eq dump_value($want)
-        : defined $got ? defined $want && $got eq $want
-        : !defined $want;
-    unless ($same) {
-        $failures++;
-        print STDERR "$name: MISMATCH $what: got " . show($got) . ', want ' . show($want) . "\n";
-    }
-}
+Check::setup('perl_cache_memcached');
 
 # The outcome of a status call: 'true' or 'false'.
 sub status { return $_[0] ? 'true' : 'false' }
-
-sub expires_within {
-    my ($mc, $key, $seconds) = @_;
-    my $deadline = time + $seconds;
-    while (1) {
-        return 1 unless defined $mc->get($key);
-        return 0 if time > $deadline;
-        sleep 0.05;
-    }
-}
-
-# A deterministic value of `size` bytes that is not one repeated byte.
-sub large_value {
-    my ($size) = @_;
-    my $pattern = join '', map { chr } 0 .. 255;
-    return substr($pattern x (int($size / 256) + 1), 0, $size);
-}
 
 sub client {
     my (%options) = @_;
@@ -249,12 +201,4 @@ sub body {
     $mc->disconnect_all;
 }
 
-eval { body(); 1 } or do {
-    $failures++;
-    print STDERR "$name: EXCEPTION $@";
-};
-if ($failures) {
-    print STDERR "$name: FAILED ($failures of $checks checks, or an exception)\n";
-    exit 1;
-}
-print "$name: ok ($checks checks)\n";
+finish(\&body);
