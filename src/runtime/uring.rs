@@ -695,10 +695,11 @@ impl Loop {
         self.stalled.take_into(&mut stalled);
         let mut group_ends = std::mem::take(&mut self.group_ends);
         let result = core.process_warmed(&stalled, &mut group_ends, |core, idx| {
-            // Input left for want of budget comes back next turn without waiting for another
-            // completion (input held back by unsent output resumes when a send completes); so
-            // does a connection whose receive paused for a full queue to another shard, so
-            // that it is re-armed once the queue drains (no completion would bring it back).
+            // Re-arm or pause the receive, then come back next turn to what no completion
+            // would bring back (see `needs_turn`): input left for want of budget, a receive
+            // that is not armed while the connection may read, or one paused only by a full
+            // queue to another shard. (Input held back by unsent output resumes when a send
+            // completes.)
             core.mark_if_pending(idx);
             let armed = self.sync_recv(core, idx);
             if self.needs_turn(core, idx) {
