@@ -2,7 +2,7 @@
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
 //! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
 //! Cache::Memcached::Fast, Cache::Memcached), pymemcache's own integration tests (shipped in
-//! the package), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
+//! the package) and pylibmc's (from its source release), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
 //! twemproxy (`nutcracker`), and ElastiCache auto discovery with memcached-elasticache (Node)
 //! and elasticache-pyclient (Python) over three nodes.
 //!
@@ -268,6 +268,42 @@ fn pymemcache_own_integration_suite() {
             cmd
         });
     }
+}
+
+/// pylibmc's own test suite (from its source release, unpacked by `.ci/run` under
+/// `target/client-suites`), pointed at the server by `tests/clients/pylibmc_suite_port.py`.
+#[test]
+fn pylibmc_own_suite() {
+    let suite =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/client-suites/pylibmc-1.6.3");
+    let present = available(
+        "pylibmc's test suite (target/client-suites, unpacked by .ci/run)",
+        Command::new("test").arg("-d").arg(suite.join("tests")),
+    );
+    if !(present && python_module("pylibmc") && python_module("pytest")) {
+        return;
+    }
+    run_client("pylibmc's own suite", Protocol::Text, |addr| {
+        let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+        let mut cmd = Command::new("python3");
+        cmd.current_dir(&suite)
+            .env("PYTHONPATH", clients_dir())
+            .env("MEMCACHED_HOST", &host)
+            .env("MEMCACHED_PORT", &port)
+            .env("PYLIBMC_TEST_HOST", &host)
+            .env("PYLIBMC_TEST_PORT", &port)
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "pylibmc_suite_port",
+                "tests",
+            ]);
+        cmd
+    });
 }
 
 #[test]
