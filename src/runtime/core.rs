@@ -236,22 +236,15 @@ impl Core {
 
     /// Whether the connection should be read from now (bounded buffers, backpressure).
     pub fn wants_read(&self, idx: u32) -> bool {
-        match self.conn(idx) {
-            Some(c) => {
-                !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max && !self.outbox.blocked()
-            }
-            None => false,
-        }
+        self.may_read(idx) && !self.outbox.blocked()
     }
 
-    /// Whether the connection would read but for the full queue to another shard. Nothing
-    /// signals the queue draining, so the backends come back to such a connection every turn
-    /// until it does (the loop does not sleep meanwhile).
-    pub fn paused_by_outbox(&self, idx: u32) -> bool {
-        self.outbox.blocked()
-            && self
-                .conn(idx)
-                .is_some_and(|c| !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max)
+    /// Whether the connection would read but for a full queue to another shard (which pauses
+    /// every connection: nothing signals it draining, so the backends come back every turn to
+    /// a connection that may read and is not reading; the loop does not sleep meanwhile).
+    pub fn may_read(&self, idx: u32) -> bool {
+        self.conn(idx)
+            .is_some_and(|c| !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max)
     }
 
     pub(super) fn mark_dirty(&mut self, idx: u32) {

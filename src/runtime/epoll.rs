@@ -357,8 +357,7 @@ impl Loop {
         let Some(c) = core.conn(idx) else { return };
         // Paused by a full queue to another shard: nothing reports the queue draining, so
         // come back every turn until it has.
-        let read_more =
-            c.read_ready && !c.eof && (core.wants_read(idx) || core.paused_by_outbox(idx));
+        let read_more = c.read_ready && core.may_read(idx);
         // Input already read but held back (`-R`, the parse budget, a metadump) is parsed even
         // after the peer's FIN, and even with a full read buffer: neither needs another read.
         // (Held back by a full outbox: requeued every turn until it drains, which the loop

@@ -764,7 +764,7 @@ impl Loop {
             .get(idx as usize)
             .and_then(Option::as_ref)
             .is_some_and(|c| c.recv_armed);
-        !recv_armed && (core.wants_read(idx) || core.paused_by_outbox(idx))
+        !recv_armed && core.may_read(idx)
     }
 
     /// Arms or cancels the connection's receive to match whether it may read.

@@ -204,7 +204,9 @@ impl Store {
             PageSource::Free => None,
             PageSource::Class(class) => Some(class),
             PageSource::Any => {
-                let most = (0..self.slabs.classes.len() as u8)
+                // Class indices are u8 (at most 256 classes).
+                let most = (0..self.slabs.classes.len())
+                    .map(|c| c as u8)
                     .filter(|&c| Some(c) != dst_class)
                     .max_by_key(|&c| self.slabs.classes[usize::from(c)].pages.len());
                 match most {
