@@ -809,7 +809,9 @@ fn cache_memlimit_shrinks_by_evicting_and_grows_back() {
             "{after:?}"
         );
         assert!(stat_u64(&after, "curr_items") < keys / 2);
-        assert!(stat_u64(&after, "evictions") > 0);
+        // Whole pages went, their items with them: page-move evictions, as memcached's slab
+        // mover counts them.
+        assert!(stat_u64(&after, "slab_reassign_evictions_nomem") > 0);
         // Still serving: sets evict within the new budget.
         for i in 0..200 {
             let mut request = format!("set new{i} 0 0 {}\r\n", value.len()).into_bytes();
@@ -979,11 +981,12 @@ fn slabs_automove_and_reassign_replies() {
         c.roundtrip(b"slabs reassign 1 1000\r\n", badclass);
         c.roundtrip(b"slabs reassign 1000 1\r\n", badclass);
         c.roundtrip(b"slabs reassign 1 -1\r\n", badclass);
-        // Nothing stored: no class has a page to spare.
-        c.roundtrip(
-            b"slabs reassign 2 1\r\n",
-            b"NOSPARE source class has no spare pages\r\n",
-        );
+        // Nothing stored: no class has a page to spare, the global pool (0) holds none, and
+        // `-1` finds no class to take one from.
+        let nospare = b"NOSPARE source class has no spare pages\r\n";
+        c.roundtrip(b"slabs reassign 2 1\r\n", nospare);
+        c.roundtrip(b"slabs reassign 0 1\r\n", nospare);
+        c.roundtrip(b"slabs reassign -1 1\r\n", badclass);
         for shape in [
             "slabs",
             "slabs reassign 1",
@@ -1043,6 +1046,30 @@ fn slabs_reassign_moves_a_page() {
             let shards = stat_u64(&c.stats_sub(""), "threads");
             assert_eq!(after[&src], src_pages - shards, "{before:?} -> {after:?}");
             assert_eq!(after.get(&dst), Some(&shards), "{after:?}");
+        }
+        // The page's live items were evicted by the move: counted apart from `evictions`.
+        let stats = c.stats_sub("");
+        assert!(stat_u64(&stats, "slab_reassign_evictions_nomem") > 0);
+        assert_eq!(stat_u64(&stats, "evictions"), 0);
+        // Pages given back to the global pool (class 0) show in `slab_global_page_pool`; like
+        // any class the pool keeps one, so a pool of one page has none to spare.
+        assert_eq!(stat_u64(&stats, "slab_global_page_pool"), 0);
+        c.roundtrip(format!("slabs reassign {src} 0\r\n").as_bytes(), b"OK\r\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stat_u64(&c.stats_sub(""), "slab_global_page_pool") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no page reached the pool"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        if !memcached_mode() {
+            let shards = stat_u64(&c.stats_sub(""), "threads");
+            assert_eq!(stat_u64(&c.stats_sub(""), "slab_global_page_pool"), shards);
+            c.roundtrip(
+                format!("slabs reassign 0 {dst}\r\n").as_bytes(),
+                b"NOSPARE source class has no spare pages\r\n",
+            );
         }
         // Every item left is still readable.
         c.roundtrip(b"get nosuch\r\n", b"END\r\n");
@@ -1117,5 +1144,94 @@ fn lru_crawler_crawl_sweeps_the_classes_named() {
             left >= small_left - 100 * shards * 3,
             "{left} of {small_left}"
         );
+    });
+}
+
+/// `stats`, `stats settings` and `stats items` list memcached's fields in memcached's order:
+/// the set memcached 1.6.18 shows with its LRU maintainer off (`-o no_lru_maintainer`, a flat
+/// LRU like corecache's), which memcached's default segmented mode lists too, among more.
+#[test]
+fn stats_list_memcached_fields_in_order() {
+    const GENERAL: &str = "pid uptime time version pointer_size rusage_user rusage_system \
+        max_connections curr_connections total_connections rejected_connections \
+        connection_structures response_obj_oom response_obj_count response_obj_bytes \
+        read_buf_count read_buf_bytes read_buf_bytes_free read_buf_oom reserved_fds cmd_get \
+        cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired get_flushed \
+        delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses \
+        cas_hits cas_badval touch_hits touch_misses store_too_large store_no_memory auth_cmds \
+        auth_errors bytes_read bytes_written limit_maxbytes accepting_conns \
+        listen_disabled_num time_in_listen_disabled_us threads conn_yields hash_power_level \
+        hash_bytes hash_is_expanding slab_reassign_rescues slab_reassign_chunk_rescues \
+        slab_reassign_evictions_nomem slab_reassign_inline_reclaim slab_reassign_busy_items \
+        slab_reassign_busy_deletes slab_reassign_running slabs_moved lru_crawler_running \
+        lru_crawler_starts malloc_fails log_worker_dropped log_worker_written \
+        log_watcher_skipped log_watcher_sent log_watchers unexpected_napi_ids \
+        round_robin_fallback bytes curr_items total_items slab_global_page_pool \
+        expired_unfetched evicted_unfetched evictions reclaimed crawler_reclaimed \
+        crawler_items_checked lrutail_reflocked";
+    const SETTINGS: &str = "maxbytes maxconns tcpport udpport inter verbosity oldest evictions \
+        domain_socket umask shutdown_command growth_factor chunk_size num_threads \
+        num_threads_per_udp stat_key_prefix detail_enabled reqs_per_event cas_enabled \
+        tcp_backlog binding_protocol auth_enabled_sasl auth_enabled_ascii item_size_max \
+        maxconns_fast hashpower_init slab_reassign slab_automove slab_automove_ratio \
+        slab_automove_window slab_chunk_max lru_crawler lru_crawler_sleep lru_crawler_tocrawl \
+        tail_repair_time flush_enabled dump_enabled hash_algorithm lru_maintainer_thread \
+        lru_segmented hot_lru_pct warm_lru_pct hot_max_factor warm_max_factor temp_lru \
+        temporary_ttl idle_timeout watcher_logbuf_size worker_logbuf_size read_buf_mem_limit \
+        track_sizes inline_ascii_response ext_item_size ext_item_age ext_low_ttl \
+        ext_recache_rate ext_wbuf_size ext_compact_under ext_drop_under ext_max_sleep \
+        ext_max_frag slab_automove_freeratio ext_drop_unread ssl_enabled ssl_chain_cert ssl_key \
+        ssl_verify_mode ssl_keyformat ssl_ciphers ssl_ca_cert ssl_wbuf_size ssl_session_cache \
+        ssl_kernel_tls ssl_min_version num_napi_ids memory_file";
+    const ITEMS: &str = "number age mem_requested evicted evicted_nonzero evicted_time \
+        outofmemory tailrepairs reclaimed expired_unfetched evicted_unfetched \
+        crawler_reclaimed crawler_items_checked lrutail_reflocked";
+    // Names of a `stats` reply in order (for `stats items`, class 1's fields).
+    fn names(c: &mut Client, sub: &str) -> Vec<String> {
+        let (_, raw) = c.stats_raw(sub);
+        String::from_utf8(raw)
+            .unwrap()
+            .split("\r\n")
+            .filter_map(|line| line.strip_prefix("STAT "))
+            .filter_map(|line| line.split(' ').next())
+            .filter_map(|name| match sub {
+                "items" => name.strip_prefix("items:1:"),
+                _ => Some(name),
+            })
+            .map(str::to_string)
+            .collect()
+    }
+    // `want` in order, other names allowed between them.
+    fn assert_in_order(sub: &str, got: &[String], want: &str) {
+        let mut rest = got.iter();
+        for name in want.split_whitespace() {
+            assert!(
+                rest.any(|n| n == name),
+                "stats {sub}: {name} missing or out of order in {got:?}"
+            );
+        }
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+        assert_in_order("", &names(&mut c, ""), GENERAL);
+        assert_in_order("settings", &names(&mut c, "settings"), SETTINGS);
+        assert_in_order("items", &names(&mut c, "items"), ITEMS);
+        let general = c.stats_sub("");
+        // The connection's reply buffer at least; nothing has run out.
+        assert!(stat_u64(&general, "response_obj_count") >= 1, "{general:?}");
+        assert!(stat_u64(&general, "reserved_fds") > 0, "{general:?}");
+        for zero in [
+            "response_obj_oom",
+            "read_buf_oom",
+            "malloc_fails",
+            "log_watchers",
+        ] {
+            assert_eq!(stat_u64(&general, zero), 0, "{zero}");
+        }
+        let settings = c.stats_sub("settings");
+        assert_eq!(settings["auth_enabled_sasl"], "no");
+        assert_eq!(settings["ssl_enabled"], "no");
     });
 }

@@ -40,7 +40,7 @@ use super::mesh::{ConnRef, DetailOp, RemoteOp, RemoteRequest, StatsKind};
 use super::stats::class_id_max;
 use crate::clock::{Epoch, Instant32};
 use crate::protocol::{compose, Keys, Request, ShutdownMode};
-use crate::storage::{ClassSet, ItemMeta, PageSink, PageSource, Store, WalkCursor};
+use crate::storage::{ClassSet, ItemMeta, PageSink, PageSource, Reassigned, Store, WalkCursor};
 
 /// Bytes of item lines one metadump step stops after (it may pass this by one line, under
 /// 1 KiB): the unit in which a dump is walked, sent over the mesh and queued for the client.
@@ -291,8 +291,11 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
         RemoteOp::Automove { mode } => core.shard.store_mut().set_automove(mode),
         RemoteOp::Reassign { src, dst } => {
             let now = core.now;
-            let moved = core.shard.store_mut().reassign(src, dst, now);
-            out.push(if moved { b'1' } else { b'0' });
+            out.push(match core.shard.store_mut().reassign(src, dst, now) {
+                Reassigned::Moved => b'1',
+                Reassigned::NoSpare => b'0',
+                Reassigned::NoClass => b'2',
+            });
         }
         _ => debug_assert!(false, "not an admin op: {op:?}"),
     }

@@ -45,8 +45,8 @@ pub enum SlotKind {
     /// An admin command (`stats detail on`, `cache_memlimit`): `OK` once every shard has done
     /// its part (nothing if `noreply`).
     Ok { noreply: bool },
-    /// `slabs reassign`: each shard's part is `1` (a page moved) or `0`; `OK` if any moved,
-    /// else `NOSPARE`.
+    /// `slabs reassign`: each shard's part is `1` (a page moved), `0` (no page to spare) or
+    /// `2` (no class to take one from).
     Reassign,
     /// `lru_crawler metadump`, streamed: while this slot is at the front of the queue, each
     /// step's item lines go straight to `out` (`runtime::admin`); `END` follows the last shard's
@@ -280,6 +280,12 @@ pub struct BufPool {
 }
 
 impl BufPool {
+    /// Buffers held for reuse and their capacity in bytes.
+    pub fn held(&self) -> (u64, u64) {
+        let bytes = self.bufs.iter().map(|b| b.capacity() as u64).sum();
+        (self.bufs.len() as u64, bytes)
+    }
+
     /// An empty buffer, with capacity if one was returned before.
     pub fn take(&mut self) -> Vec<u8> {
         self.bufs.pop().unwrap_or_default()
@@ -317,10 +323,14 @@ fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
             }
         }
         SlotKind::Reset => out.extend_from_slice(crate::protocol::compose::RESET),
+        // A page moved on some shard: OK; else a shard had no page to spare: NOSPARE; else no
+        // shard found a class to take from (`-1`): BADCLASS, as memcached answers.
         SlotKind::Reassign => out.extend_from_slice(if slot.buf.contains(&b'1') {
             crate::protocol::compose::OK
-        } else {
+        } else if slot.buf.contains(&b'0') {
             crate::protocol::compose::REASSIGN_NOSPARE
+        } else {
+            crate::protocol::compose::REASSIGN_BADCLASS
         }),
         SlotKind::BinaryStats { .. } => out.extend_from_slice(&slot.buf),
         SlotKind::Metadump(_) => {

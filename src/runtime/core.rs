@@ -179,6 +179,30 @@ impl Core {
         self.rbuf_max
     }
 
+    /// Memory of this core's connection buffers for `stats`: (input buffers, their bytes,
+    /// reply buffers, their bytes), counting only buffers that hold an allocation. Reply
+    /// buffers are the connections' output, their slots' and the pool's.
+    pub fn buffer_stats(&self) -> [u64; 4] {
+        let mut held = [0u64; 4];
+        let mut count = |i: usize, capacity: usize| {
+            if capacity > 0 {
+                held[i] += 1;
+                held[i + 1] += capacity as u64;
+            }
+        };
+        for conn in self.conns.iter().flatten() {
+            count(0, conn.rbuf.capacity());
+            count(2, conn.out.capacity());
+            for slot in &conn.slots {
+                count(2, slot.buf.capacity());
+            }
+        }
+        let (pooled, pooled_bytes) = self.pool.held();
+        held[2] += pooled;
+        held[3] += pooled_bytes;
+        held
+    }
+
     // ---- connections ----
 
     /// Registers an accepted connection; `None` if it must be refused (`-c` reached).

@@ -100,6 +100,14 @@ impl Shared {
 const FDS_PER_SHARD: usize = 8;
 const FDS_PER_PROCESS: usize = 32;
 
+/// Slab page size: the largest chunk of the normal classes (`slab_chunk_max`).
+pub const PAGE_BYTES: usize = 1 << 20;
+
+/// Descriptors set aside for everything but connections (`reserved_fds` in `stats`).
+pub fn fds_reserved(shards: u16) -> usize {
+    FDS_PER_PROCESS + FDS_PER_SHARD * usize::from(shards)
+}
+
 /// Raises the soft RLIMIT_NOFILE so `-c` connections fit, as far as the hard limit allows
 /// (memcached does the same). Where it does not, accepting pauses on EMFILE and resumes as
 /// descriptors free up; the shortfall is reported once here.
@@ -308,7 +316,7 @@ fn executor(
     }
     let store_cfg = StoreConfig {
         memory_bytes_max: cfg.memory_bytes_max / usize::from(cfg.shard_count),
-        page_size: 1 << 20,
+        page_size: PAGE_BYTES,
         slab_growth_factor: cfg.slab_growth_factor,
         item_size_max: cfg.item_size_max,
         cas_enabled: cfg.cas_enabled,

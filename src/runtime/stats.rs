@@ -33,7 +33,12 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
     let st = core.shard.store().stats();
     match kind {
         StatsKind::General => {
+            let [read_bufs, read_bytes, reply_bufs, reply_bytes] = core.buffer_stats();
             for (name, v) in [
+                ("response_obj_count", reply_bufs),
+                ("response_obj_bytes", reply_bytes),
+                ("read_buf_count", read_bufs),
+                ("read_buf_bytes", read_bytes),
                 ("cmd_get", st.cmd_get),
                 ("cmd_set", st.cmd_set),
                 ("cmd_touch", st.cmd_touch),
@@ -73,6 +78,11 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("crawler_items_checked", st.crawler_items_checked),
                 ("lru_crawler_starts", st.lru_crawler_starts),
                 ("slabs_moved", st.slabs_moved),
+                (
+                    "slab_reassign_evictions_nomem",
+                    st.slab_reassign_evictions_nomem,
+                ),
+                ("slab_global_page_pool", st.slab_global_page_pool),
                 ("total_malloced", st.total_malloced),
             ] {
                 push_line(out, name, v);
@@ -89,11 +99,14 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("evicted_nonzero", k.evicted_nonzero),
                     ("evicted_time", k.evicted_time),
                     ("outofmemory", k.outofmemory),
+                    // No item refcounts: nothing to repair or find locked at the tail.
+                    ("tailrepairs", 0),
                     ("reclaimed", k.reclaimed),
                     ("expired_unfetched", k.expired_unfetched),
                     ("evicted_unfetched", k.evicted_unfetched),
                     ("crawler_reclaimed", k.crawler_reclaimed),
                     ("crawler_items_checked", k.crawler_items_checked),
+                    ("lrutail_reflocked", 0),
                 ] {
                     push_line(out, &format!("items:{}:{name}", class_id(c.slab_class)), v);
                 }
@@ -109,7 +122,6 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                     ("used_chunks", c.used_chunks),
                     ("free_chunks", c.free_chunks),
                     ("free_chunks_end", c.free_chunks_end),
-                    ("mem_requested", c.mem_requested),
                     ("get_hits", c.counters.get_hits),
                     ("cmd_set", c.counters.cmd_set),
                     ("delete_hits", c.counters.delete_hits),
@@ -287,21 +299,15 @@ const COUNTERS: &[&str] = &[
     "touch_misses",
     "store_too_large",
     "store_no_memory",
-    "bytes_read",
-    "bytes_written",
 ];
-/// Hash table, slab mover and crawler fields (after `hash_power_level`).
-const TABLE: &[&str] = &[
-    "hash_bytes",
-    "hash_is_expanding",
-    "slabs_moved",
-    "lru_crawler_starts",
-];
+/// Hash table fields (after `hash_power_level`).
+const TABLE: &[&str] = &["hash_bytes", "hash_is_expanding"];
 /// Item and eviction fields (memcached's last block).
 const ITEMS: &[&str] = &[
     "bytes",
     "curr_items",
     "total_items",
+    "slab_global_page_pool",
     "expired_unfetched",
     "evicted_unfetched",
     "evictions",
@@ -310,7 +316,20 @@ const ITEMS: &[&str] = &[
     "crawler_items_checked",
 ];
 /// Lines the shards send that feed other fields rather than print as they are.
-const INPUTS: &[&str] = &["conn_yields", "hash_slots", "total_malloced"];
+const INPUTS: &[&str] = &[
+    "conn_yields",
+    "hash_slots",
+    "total_malloced",
+    "response_obj_count",
+    "response_obj_bytes",
+    "read_buf_count",
+    "read_buf_bytes",
+    "bytes_read",
+    "bytes_written",
+    "slabs_moved",
+    "lru_crawler_starts",
+    "slab_reassign_evictions_nomem",
+];
 
 /// `stats` in memcached's field order.
 fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Vec<u8>) {
@@ -334,9 +353,28 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     ] {
         compose::stat(out, name, load(v));
     }
+    // Buffer memory. Allocation failure aborts the process, so there is never an `oom` to
+    // count; input buffers belong to their connections, so none wait free.
+    compose::stat(out, "response_obj_oom", 0);
+    compose::stat(out, "response_obj_count", get("response_obj_count"));
+    compose::stat(out, "response_obj_bytes", get("response_obj_bytes"));
+    compose::stat(out, "read_buf_count", get("read_buf_count"));
+    compose::stat(out, "read_buf_bytes", get("read_buf_bytes"));
+    compose::stat(out, "read_buf_bytes_free", 0);
+    compose::stat(out, "read_buf_oom", 0);
+    compose::stat(
+        out,
+        "reserved_fds",
+        super::fds_reserved(cfg.shard_count) as u64,
+    );
     for name in COUNTERS {
         compose::stat(out, name, get(name));
     }
+    // No authentication is served (no SASL, no ASCII auth), so no auth command is counted.
+    compose::stat(out, "auth_cmds", 0);
+    compose::stat(out, "auth_errors", 0);
+    compose::stat(out, "bytes_read", get("bytes_read"));
+    compose::stat(out, "bytes_written", get("bytes_written"));
     compose::stat(out, "limit_maxbytes", load(&shared.memory_bytes_max));
     let listen = &shared.listen;
     compose::stat(out, "accepting_conns", u64::from(load(&listen.paused) == 0));
@@ -348,9 +386,42 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     for name in TABLE {
         compose::stat(out, name, get(name));
     }
+    // `slabs reassign` and automove move a page at once, evicting the page's live items (it
+    // never copies them into other chunks), so nothing is rescued, reclaimed inline, found busy
+    // or left running.
+    compose::stat(out, "slab_reassign_rescues", 0);
+    compose::stat(out, "slab_reassign_chunk_rescues", 0);
+    compose::stat(
+        out,
+        "slab_reassign_evictions_nomem",
+        get("slab_reassign_evictions_nomem"),
+    );
+    compose::stat(out, "slab_reassign_inline_reclaim", 0);
+    compose::stat(out, "slab_reassign_busy_items", 0);
+    compose::stat(out, "slab_reassign_busy_deletes", 0);
+    compose::stat(out, "slab_reassign_running", 0);
+    compose::stat(out, "slabs_moved", get("slabs_moved"));
+    let crawling = shared.crawls_running.load(Ordering::Relaxed) > 0;
+    compose::stat(out, "lru_crawler_running", u64::from(crawling));
+    compose::stat(out, "lru_crawler_starts", get("lru_crawler_starts"));
+    compose::stat(out, "malloc_fails", 0);
+    // No `watch` log stream, no NAPI ids, no proxy: memcached shows these at 0 when unused.
+    for name in [
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        compose::stat(out, name, 0);
+    }
     for name in ITEMS {
         compose::stat(out, name, get(name));
     }
+    // No item refcounts, so the tail is never locked.
+    compose::stat(out, "lrutail_reflocked", 0);
     // Anything else the stores count, after memcached's fields.
     let listed = |name: &str| {
         COUNTERS
@@ -384,6 +455,35 @@ fn rusage() -> (String, String) {
     let fmt = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
     (fmt(ru.ru_utime), fmt(ru.ru_stime))
 }
+
+/// `stats settings` lines of memcached's extstore and TLS, which corecache does not have,
+/// with the values memcached shows when neither is in use.
+const UNUSED_EXT_TLS_SETTINGS: &[(&str, &str)] = &[
+    ("ext_item_size", "512"),
+    ("ext_item_age", "4294967295"),
+    ("ext_low_ttl", "0"),
+    ("ext_recache_rate", "2000"),
+    ("ext_wbuf_size", "4194304"),
+    ("ext_compact_under", "0"),
+    ("ext_drop_under", "0"),
+    ("ext_max_sleep", "1000000"),
+    ("ext_max_frag", "0.80"),
+    ("slab_automove_freeratio", "0.010"),
+    ("ext_drop_unread", "no"),
+    ("ssl_enabled", "no"),
+    ("ssl_chain_cert", "(null)"),
+    ("ssl_key", "(null)"),
+    ("ssl_verify_mode", "0"),
+    ("ssl_keyformat", "1"),
+    ("ssl_ciphers", "NULL"),
+    ("ssl_ca_cert", "NULL"),
+    ("ssl_wbuf_size", "16384"),
+    ("ssl_session_cache", "no"),
+    ("ssl_kernel_tls", "no"),
+    ("ssl_min_version", "tlsv1.2"),
+    ("num_napi_ids", "(null)"),
+    ("memory_file", "(null)"),
+];
 
 /// Groups answered by the connection's core alone.
 pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
@@ -432,6 +532,8 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 (cfg.chunk_bytes_smallest - crate::storage::item::HEADER_BYTES_MIN) as u64,
             );
             compose::stat(out, "num_threads", u64::from(cfg.shard_count));
+            // memcached's value is its thread count, UDP or not.
+            compose::stat(out, "num_threads_per_udp", u64::from(cfg.shard_count));
             compose::stat_str(
                 out,
                 "stat_key_prefix",
@@ -443,14 +545,24 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "cas_enabled", yes_no(cfg.cas_enabled));
             compose::stat(out, "tcp_backlog", cfg.listen_backlog.max(0) as u64);
             compose::stat_str(out, "binding_protocol", cfg.protocol.stats_name());
+            compose::stat_str(out, "auth_enabled_sasl", "no");
+            compose::stat_str(out, "auth_enabled_ascii", "no");
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
             compose::stat_str(out, "maxconns_fast", "yes");
+            // The table grows incrementally from its own start size (`-o hashpower` ignored).
+            compose::stat(out, "hashpower_init", 0);
             compose::stat_str(out, "slab_reassign", "yes");
             compose::stat(
                 out,
                 "slab_automove",
                 u64::from(shared.slab_automove.load(Ordering::Relaxed)),
             );
+            // Tunables of memcached's automove and LRU machinery that corecache's CLOCK
+            // eviction does not have: shown with memcached's defaults, as memcached shows them
+            // with that machinery off (`-o no_lru_maintainer`).
+            compose::stat_str(out, "slab_automove_ratio", "0.80");
+            compose::stat(out, "slab_automove_window", 30);
+            compose::stat(out, "slab_chunk_max", super::PAGE_BYTES as u64);
             compose::stat_str(
                 out,
                 "lru_crawler",
@@ -466,11 +578,33 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 "lru_crawler_tocrawl",
                 u64::from(shared.crawler_tocrawl.load(Ordering::Relaxed)),
             );
+            compose::stat(out, "tail_repair_time", 0);
             compose::stat_str(out, "flush_enabled", yes_no(cfg.flush_enabled));
             compose::stat_str(out, "dump_enabled", yes_no(cfg.dump_enabled));
             compose::stat_str(out, "hash_algorithm", "xxh3");
+            for (name, value) in [
+                ("lru_maintainer_thread", "no"),
+                ("lru_segmented", "no"),
+                ("hot_lru_pct", "20"),
+                ("warm_lru_pct", "40"),
+                ("hot_max_factor", "0.20"),
+                ("warm_max_factor", "2.00"),
+                ("temp_lru", "no"),
+                ("temporary_ttl", "61"),
+            ] {
+                compose::stat_str(out, name, value);
+            }
             compose::stat(out, "idle_timeout", u64::from(cfg.idle_timeout_secs));
+            // No `watch` log buffers; input buffers are bounded per connection, not in total.
+            compose::stat(out, "watcher_logbuf_size", 262_144);
+            compose::stat(out, "worker_logbuf_size", 65_536);
+            compose::stat(out, "read_buf_mem_limit", 0);
             compose::stat_str(out, "track_sizes", "no");
+            compose::stat_str(out, "inline_ascii_response", "no");
+            // No external storage and no TLS: their settings as memcached shows them unused.
+            for (name, value) in UNUSED_EXT_TLS_SETTINGS {
+                compose::stat_str(out, name, value);
+            }
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);

@@ -45,6 +45,16 @@ pub enum PageSource {
     Any,
 }
 
+/// What `slabs reassign` did on one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reassigned {
+    Moved,
+    /// The source has no page to spare (`NOSPARE`).
+    NoSpare,
+    /// `Any` found no class with a page to spare (memcached answers `BADCLASS`).
+    NoClass,
+}
+
 /// Where `slabs reassign` puts the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageSink {
@@ -191,10 +201,10 @@ impl Store {
     }
 
     /// `slabs reassign`: takes a page from `src` (its items evicted, dead ones reclaimed) and
-    /// gives it to `dst`, which gets a fresh page at once. Refused (`false`, nothing changed)
-    /// when `src` has fewer than two pages (memcached's rule: a class keeps one), or, for the
-    /// free budget, not a page's worth. `Any` takes from the class with the most pages.
-    pub fn reassign(&mut self, src: PageSource, dst: PageSink, now: Instant32) -> bool {
+    /// gives it to `dst`, which gets a fresh page at once. Refused (nothing changed) when
+    /// `src` (a class or the global pool) has fewer than two pages: memcached's rule, a class
+    /// keeps one. `Any` takes from the class with the most pages.
+    pub fn reassign(&mut self, src: PageSource, dst: PageSink, now: Instant32) -> Reassigned {
         self.tick(now);
         let dst_class = match dst {
             PageSink::Class(class) => Some(class),
@@ -210,8 +220,10 @@ impl Store {
                     .filter(|&c| Some(c) != dst_class)
                     .max_by_key(|&c| self.slabs.classes[usize::from(c)].pages.len());
                 match most {
-                    Some(class) => Some(class),
-                    None => return false,
+                    Some(class) if self.slabs.classes[usize::from(class)].pages.len() >= 2 => {
+                        Some(class)
+                    }
+                    _ => return Reassigned::NoClass,
                 }
             }
         };
@@ -219,20 +231,24 @@ impl Store {
             Some(class) => {
                 let class_ref = &self.slabs.classes[usize::from(class)];
                 if class_ref.pages.len() < 2 {
-                    return false;
+                    return Reassigned::NoSpare;
                 }
                 let hand = class_ref.hand_page.min(class_ref.pages.len() - 1);
                 let page_id = class_ref.pages[hand];
                 self.evict_page(page_id, now);
                 self.counters.slabs_moved += 1;
             }
-            None if self.slabs.units_free() == 0 => return false,
+            // The pool is memcached's class 0, and keeps one page like any class.
+            None if self.slabs.pool_pages() < 2 => return Reassigned::NoSpare,
             None => {}
         }
-        if let Some(class) = dst_class {
-            self.slabs.add_page(class);
+        match dst_class {
+            Some(class) => {
+                self.slabs.add_page(class);
+            }
+            None => self.slabs.pool_put(),
         }
-        true
+        Reassigned::Moved
     }
 
     /// `slabs automove`: 0 moves pages only to a class that has none, 1 also by eviction

@@ -29,7 +29,7 @@ pub mod slab;
 pub mod stats;
 pub mod table;
 
-pub use admin::{ItemMeta, PageSink, PageSource, WalkCursor};
+pub use admin::{ItemMeta, PageSink, PageSource, Reassigned, WalkCursor};
 pub use crawler::ClassSet;
 pub use stats::{ClassCounters, ClassStats, StoreStats};
 
@@ -751,13 +751,14 @@ impl Store {
         let class_counters = &mut self.class_counters[class];
         match why {
             Unlink::Delete | Unlink::Replaced => {}
-            Unlink::Evicted | Unlink::EvictedByPageMove => {
+            // A page move evicts outside the class's own pressure; memcached counts those
+            // apart, in `slab_reassign_evictions_nomem` only.
+            Unlink::EvictedByPageMove => self.counters.slab_reassign_evictions_nomem += 1,
+            Unlink::Evicted => {
                 self.counters.evictions += 1;
                 class_counters.evicted += 1;
                 class_counters.evicted_time = idle_secs;
-                if why == Unlink::Evicted {
-                    self.evictions_window[class] += 1;
-                }
+                self.evictions_window[class] += 1;
                 if has_expiry {
                     class_counters.evicted_nonzero += 1;
                 }
@@ -836,6 +837,7 @@ impl Store {
         stats.curr_items = self.curr_items;
         stats.bytes = self.bytes;
         stats.total_malloced = self.slabs.page_bytes() as u64;
+        stats.slab_global_page_pool = self.slabs.pool_pages() as u64;
         stats.limit_maxbytes = (self.slabs.units_max * self.slabs.page_size) as u64;
         stats.hash_bytes = self.table.bytes() as u64;
         stats.hash_slots = self.table.home_slots() as u64;

@@ -86,6 +86,9 @@ pub struct Slabs {
     pub units_used: usize,
     pub units_max: usize,
     pub page_size: usize,
+    /// Pages handed back by `slabs reassign <class> 0` and not taken since: memcached's global
+    /// page pool. New pages come out of it first; the rest of the budget never held a page.
+    pool_pages: usize,
     /// Where page memory comes from (declared after `pages`, so it drops after them).
     arena: PageArena,
 }
@@ -147,6 +150,7 @@ impl Slabs {
             classes,
             pages: Vec::new(),
             vacant_page_ids: Vec::new(),
+            pool_pages: 0,
             units_used: 0,
             units_max,
             page_size,
@@ -183,6 +187,16 @@ impl Slabs {
 
     pub fn units_free(&self) -> usize {
         self.units_max - self.units_used
+    }
+
+    /// Pages in the global pool (`slab_global_page_pool`); a smaller budget shrinks it too.
+    pub fn pool_pages(&self) -> usize {
+        self.pool_pages.min(self.units_free())
+    }
+
+    /// Counts a page just released into the global pool.
+    pub fn pool_put(&mut self) {
+        self.pool_pages += 1;
     }
 
     /// Allocates a chunk from free lists, uncarved chunks or a new page; no eviction.
@@ -258,6 +272,7 @@ impl Slabs {
     }
 
     fn new_page(&mut self, class: u8, units: u32, bytes: usize) -> u32 {
+        self.pool_pages = self.pool_pages().saturating_sub(units as usize);
         self.units_used += units as usize;
         assert!(self.units_used <= self.units_max);
         let page = Page {

@@ -51,6 +51,12 @@ pub struct StoreStats {
     pub lru_crawler_starts: u64,
     /// Pages moved between classes (memcached's `slabs_moved`).
     pub slabs_moved: u64,
+    /// Live items evicted because their page moved to another class (memcached's
+    /// `slab_reassign_evictions_nomem`: corecache never rescues them into other chunks; like
+    /// memcached, it does not count them in `evictions`).
+    pub slab_reassign_evictions_nomem: u64,
+    /// Gauge: pages in the global page pool (memcached's `slab_global_page_pool`).
+    pub slab_global_page_pool: u64,
     /// Gauge: page memory held, bytes (memcached's `total_malloced`).
     pub total_malloced: u64,
     /// Gauge: the shard's page budget, bytes (memcached's `limit_maxbytes`).

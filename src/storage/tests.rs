@@ -932,7 +932,10 @@ fn reassign_moves_one_page_and_keeps_a_class_its_last() {
     let small_pages = pages(&store, small);
     assert!(small_pages >= 2, "{small_pages}");
     let items = store.stats().curr_items;
-    assert!(store.reassign(PageSource::Class(small), PageSink::Class(large), T0));
+    assert_eq!(
+        store.reassign(PageSource::Class(small), PageSink::Class(large), T0),
+        Reassigned::Moved
+    );
     assert_eq!(pages(&store, small), small_pages - 1);
     assert_eq!(
         pages(&store, large),
@@ -946,17 +949,59 @@ fn reassign_moves_one_page_and_keeps_a_class_its_last() {
     assert_eq!(store.stats().slabs_moved, 1);
     store.check_invariants();
     // The destination has one page: it keeps it.
-    assert!(!store.reassign(PageSource::Class(large), PageSink::Class(small), T0));
-    // Back to the free budget, then from it.
-    assert!(store.reassign(PageSource::Class(small), PageSink::Free, T0));
-    let mut from_free = 0;
-    while store.reassign(PageSource::Free, PageSink::Class(large), T0) {
-        from_free += 1;
-        assert!(from_free <= 8, "the budget is 8 pages");
+    assert_eq!(
+        store.reassign(PageSource::Class(large), PageSink::Class(small), T0),
+        Reassigned::NoSpare
+    );
+    // The global pool holds only pages given back to it, not budget that never held one.
+    assert_eq!(store.stats().slab_global_page_pool, 0);
+    assert_eq!(
+        store.reassign(PageSource::Free, PageSink::Class(large), T0),
+        Reassigned::NoSpare
+    );
+    let evictions = store.stats().evictions;
+    for pool in 1..=2 {
+        assert_eq!(
+            store.reassign(PageSource::Class(small), PageSink::Free, T0),
+            Reassigned::Moved
+        );
+        assert_eq!(store.stats().slab_global_page_pool, pool);
     }
-    assert!(from_free >= 1);
-    assert_eq!(pages(&store, large), 1 + from_free);
-    assert!(store.reassign(PageSource::Any, PageSink::Class(large), T0));
+    // Page moves evict outside the class's pressure: counted apart, as memcached does.
+    assert!(store.stats().slab_reassign_evictions_nomem > 0);
+    assert_eq!(store.stats().evictions, evictions);
+    // Like any class, the pool keeps its last page.
+    assert_eq!(
+        store.reassign(PageSource::Free, PageSink::Class(large), T0),
+        Reassigned::Moved
+    );
+    assert_eq!(store.stats().slab_global_page_pool, 1);
+    assert_eq!(
+        store.reassign(PageSource::Free, PageSink::Class(large), T0),
+        Reassigned::NoSpare
+    );
+    assert_eq!(pages(&store, large), 2);
+    // New pages come out of the pool first.
+    assert_eq!(
+        store.reassign(PageSource::Class(small), PageSink::Free, T0),
+        Reassigned::Moved
+    );
+    assert_eq!(store.stats().slab_global_page_pool, 2);
+    let mid = store.class_for(8, 400, 0, None);
+    assert_eq!(pages(&store, mid), 0);
+    set(&mut store, "mid:one", &[b'm'; 400], None, T0);
+    assert_eq!(pages(&store, mid), 1);
+    assert_eq!(store.stats().slab_global_page_pool, 1);
+    assert_eq!(
+        store.reassign(PageSource::Any, PageSink::Class(large), T0),
+        Reassigned::Moved
+    );
+    // Once no class has a page to spare, `Any` finds none.
+    while store.reassign(PageSource::Any, PageSink::Free, T0) == Reassigned::Moved {}
+    assert_eq!(
+        store.reassign(PageSource::Any, PageSink::Free, T0),
+        Reassigned::NoClass
+    );
     store.check_invariants();
 }
 
