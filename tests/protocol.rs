@@ -327,6 +327,30 @@ fn quit_closes_the_connection() {
         .roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
 }
 
+/// An HTTP request sent to the cache port is hung up on without a reply, as memcached does;
+/// what was stored stays.
+#[test]
+fn http_requests_are_hung_up_on() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut setup = server.connect();
+        setup.roundtrip(b"set a 0 0 1\r\nx\r\n", b"STORED\r\n");
+        for request in [
+            &b"GET / HTTP/1.0\r\n"[..],
+            b"PUT /asdf/asd/fasdfasdf/sadf HTTP/1.1\r\n",
+            b"DELETE HTTP/1.1\r\n",
+        ] {
+            let mut c = server.connect();
+            c.send(request);
+            let before_close = c.expect_closed();
+            assert_bytes_eq(&before_close, b"", "reply before the hang-up");
+        }
+        // Not an HTTP request line: ERROR and the connection stays.
+        setup.roundtrip(b"GET / HTTP/1.1 x\r\n", b"ERROR\r\n");
+        setup.roundtrip(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n");
+    });
+}
+
 fn value_with_all_bytes() -> Vec<u8> {
     // All 256 byte values, including "\r\n", "END\r\n" and NUL, several times over.
     let mut v: Vec<u8> = (0..=255u8).collect();

@@ -289,12 +289,33 @@ fn parse_line<'a>(
             }
             _ => Err(compose::ERROR),
         },
+        _ if looks_like_http(verb, line) => return Err(reject_close(b"", line_len)),
         _ => Err(compose::ERROR),
     };
     match request {
         Ok(request) => Ok((request, line_len)),
         Err(reply) => Err(reject(reply, line_len)),
     }
+}
+
+/// memcached hangs up, without a reply, on an unknown command whose last token starts with
+/// `HTTP/` (`GET / HTTP/1.1` sent to the cache port), unless the verb's first letter is one of
+/// those it answers `ERROR` for on its own (`g s a c i d t`, or `m` in a two-letter meta verb).
+/// Its tokenizer stops after 23 tokens, so on longer lines the 23rd is the one looked at.
+fn looks_like_http(verb: &[u8], line: &[u8]) -> bool {
+    const TOKENS_SPLIT: usize = 23;
+    let own_error = match verb.first() {
+        Some(b'g' | b's' | b'a' | b'c' | b'i' | b'd' | b't') => true,
+        Some(b'm') => verb.len() == 2,
+        _ => false,
+    };
+    if own_error || verb.len() < 2 {
+        return false;
+    }
+    Tokenizer::new(line)
+        .take(TOKENS_SPLIT)
+        .last()
+        .is_some_and(|(_, token)| token.starts_with(b"HTTP/"))
 }
 
 /// `get|gets <key>+`, `gat|gats <exptime> <key>*`.
@@ -781,6 +802,38 @@ mod tests {
 
     /// Asserts a rejection that consumes the whole buffer, keeps the connection and swallows
     /// nothing.
+    #[test]
+    fn http_requests_are_hung_up_on_without_a_reply() {
+        for line in [
+            &b"GET / HTTP/1.0\r\n"[..],
+            b"PUT /asdf/asd/fasdfasdf/sadf HTTP/1.1\r\n",
+            b"DELETE HTTP/1.1\r\n",
+            b"mget x HTTP/1.1\r\n",
+        ] {
+            let rejection = rejected(line);
+            assert!(rejection.close, "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(rejection.reply, b"");
+        }
+        // Verbs memcached answers ERROR for on their own letter, a one-letter verb, and an
+        // `HTTP/` token that is not the last: ERROR, connection kept.
+        for line in [
+            &b"gxt / HTTP/1.1\r\n"[..],
+            b"delet / HTTP/1.1\r\n",
+            b"mx / HTTP/1.1\r\n",
+            b"X / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1 x\r\n",
+        ] {
+            assert_rejects(line, compose::ERROR);
+        }
+        // memcached's tokenizer stops after 23 tokens: the 23rd counts, not the last.
+        let mut long = b"FOO".to_vec();
+        for i in 1..30 {
+            long.extend_from_slice(if i == 22 { b" HTTP/1.1" } else { b" x" });
+        }
+        long.extend_from_slice(b"\r\n");
+        assert!(rejected(&long).close);
+    }
+
     fn assert_rejects(buf: &[u8], reply: &[u8]) {
         let rejection = rejected(buf);
         assert_eq!(
