@@ -66,9 +66,15 @@ impl ProtocolChoice {
     about = "A thread-per-core, memcached-compatible cache"
 )]
 pub struct Args {
-    /// TCP port to listen on (0: pick a free port).
-    #[arg(short = 'p', long = "port", default_value_t = 11211)]
-    pub port: u16,
+    /// TCP port to listen on (0 or -1: pick a free port).
+    #[arg(
+        short = 'p',
+        long = "port",
+        default_value_t = 11211,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-1..=65535)
+    )]
+    pub port: i32,
     /// Addresses to listen on, comma-separated; each may carry its own `:port`.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
     pub listen: String,
@@ -301,7 +307,9 @@ impl Config {
                 a.udp_port
             ));
         }
-        let listen = parse_listen(&a.listen, a.port)?;
+        // memcached's `-p -1` picks a free port, as 0 does here.
+        let port = u16::try_from(a.port.max(0)).unwrap_or(0);
+        let listen = parse_listen(&a.listen, port)?;
         if a.memory_limit_mb == 0 || a.memory_limit_mb > (1 << 30) {
             return Err(format!(
                 "-m {}: must be 1..1073741824 MB",
@@ -763,6 +771,17 @@ mod tests {
     fn cfg(args: &[&str]) -> Result<Config, String> {
         Config::from_args(std::iter::once("corecache").chain(args.iter().copied()))
             .map_err(|e| e.unwrap_or_else(|reason| reason))
+    }
+
+    #[test]
+    fn port_minus_one_picks_a_free_port() {
+        let c = cfg(&["-p", "-1", "-l", "127.0.0.1"]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        let c = cfg(&["-p", "11300", "-l", "127.0.0.1"]).unwrap();
+        assert_eq!(c.listen[0].port(), 11300);
+        for bad in ["-2", "65536", "x"] {
+            assert!(cfg(&["-p", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{memcached_mode, TestServer};
+use common::{memcached_mode, skip_in_memcached_mode, TestServer};
 
 /// Runs the server with `args`, expecting it to refuse to start; returns its stderr.
 fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -615,4 +615,24 @@ fn lock_memory_and_coredumps() {
     server
         .connect()
         .roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+}
+
+/// `MEMCACHED_PORT_FILENAME`: the bound ports, in memcached's format, for harnesses that start
+/// the server on a free port.
+#[test]
+fn the_port_file_names_the_bound_port() {
+    if skip_in_memcached_mode("memcached binds no free port for -p 0") {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("corecache-ports-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = TestServer::start_corecache_with(&["-t", "2"], |cmd| {
+        cmd.env("MEMCACHED_PORT_FILENAME", &path);
+    });
+    let text = std::fs::read_to_string(&path).expect("port file written before listening");
+    assert_eq!(text, format!("TCP INET: {}\n", server.addr().port()));
+    let mut lock = path.clone().into_os_string();
+    lock.push(".lck");
+    assert!(!std::path::Path::new(&lock).exists(), "renamed into place");
+    std::fs::remove_file(&path).unwrap();
 }

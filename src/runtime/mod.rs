@@ -135,6 +135,30 @@ fn raise_nofile_limit(conns_max: usize, shards: usize) {
     }
 }
 
+/// `MEMCACHED_PORT_FILENAME`: memcached's way of telling a test harness the ports it bound
+/// (`TCP INET: <port>` or `TCP INET6: <port>` per listen address), written to `<file>.lck` and
+/// renamed into place once complete. A failure is reported and serving goes on, as there.
+fn write_port_file(path: &std::path::Path, bound: &[SocketAddr]) {
+    let text: String = bound
+        .iter()
+        .map(|a| {
+            let family = if a.is_ipv4() { "INET" } else { "INET6" };
+            format!("TCP {family}: {}\n", a.port())
+        })
+        .collect();
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lck");
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&lock)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&lock, path));
+    if let Err(e) = written {
+        eprintln!("failed to write the port file {}: {e}", path.display());
+    }
+}
+
 /// Exit status for an unknown `-u` user (sysexits' `EX_NOUSER`, as memcached exits).
 const EX_NOUSER: i32 = 67;
 
@@ -276,6 +300,9 @@ fn serve(
             shard_count,
             shared.backend_name()
         );
+    }
+    if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
+        write_port_file(std::path::Path::new(&path), &bound);
     }
     let announcement: String = bound.iter().map(|a| format!("listening {a}\n")).collect();
     match report.take() {
