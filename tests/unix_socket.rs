@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 mod common;
-use common::{for_each_config, memcached_mode, wait_until, Client, TestServer};
+use common::{
+    for_each_config, is_root, memcached_mode, process_gone, wait_until, Client, TestServer,
+};
 
 /// A directory of its own under the temp dir, removed with everything in it on drop.
 struct TempDir(PathBuf);
@@ -40,11 +42,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Permission bits of the file at `path` (not following a symlink).
@@ -383,16 +380,6 @@ fn the_user_of_u_owns_the_socket_file() {
         .roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
 }
 
-/// Gone, or a zombie waiting for its new parent to reap it.
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 /// Corecache only: with `-d`, a relative socket path is taken from the directory corecache was
 /// started in (memcached binds it after changing to `/`), as a relative `-P` is.
 #[test]
@@ -435,7 +422,7 @@ fn a_daemon_binds_a_relative_path_where_it_was_started() {
     });
     stop();
     assert!(
-        wait_until(Duration::from_secs(10), || process_gone(pid)),
+        wait_until(Duration::from_secs(10), || process_gone(pid as u32)),
         "daemon {pid} did not stop"
     );
     if let Err(e) = result {

@@ -25,6 +25,7 @@
 //!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`],
 //!   [`TestServer::is_running`], [`TestServer::stdout_lines`], [`TestServer::stderr_text`].
 //! * Helpers: [`memcached_mode`], [`skip_in_memcached_mode`], [`wait_until`] (bounded poll),
+//!   [`is_root`], [`process_gone`],
 //!   [`stat_u64`], [`assert_bytes_eq`], [`Rng`] (seeded xorshift).
 //! * [`Client`] (over TCP, or a `UnixStream` from [`Client::connect_unix`]): [`Client::send`],
 //!   [`Client::read_exact_reply`], [`Client::roundtrip`],
@@ -694,11 +695,7 @@ impl Client<UnixStream> {
             UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-            vars: HashMap::new(),
-        }
+        Client::wrap(stream)
     }
 }
 
@@ -715,15 +712,20 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client::wrap(stream)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over a connected stream (its timeouts already set).
+    fn wrap(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::new(),
             vars: HashMap::new(),
         }
     }
-}
 
-impl<S: Read + Write> Client<S> {
     /// The underlying socket (for custom timeouts or raw writes).
     pub fn stream(&self) -> &S {
         &self.stream
@@ -1123,6 +1125,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         thread::sleep(Duration::from_millis(10)); // bounded poll interval
+    }
+}
+
+/// Whether this test process runs as root (the `-u` tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Gone, or a zombie waiting for its new parent to reap it (a daemon's, for one).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
