@@ -2,16 +2,17 @@
 //!
 //! Flags reuse memcached 1.6.18's letters, long names and meanings so corecache can replace
 //! memcached in an existing unit file, `/etc/memcached.conf` or test harness:
-//! * served as memcached serves them: `-p -l -m -c -t -I -f -C -L -v -U -A -P`, `-u` (drop root
-//!   to a user once the sockets are bound), `-d` (daemon), `-b` (listen backlog), `-R` (requests
+//! * served as memcached serves them: `-p -l -m -c -t -I -f -C -L -v -U -A -P`, `-s` (a UNIX
+//!   socket instead of TCP) and `-a` (its access mask), `-u` (drop root to a user once the TCP
+//!   sockets are bound), `-d` (daemon), `-b` (listen backlog), `-R` (requests
 //!   per connection per loop turn), `-M` (no evictions), `-F` (no `flush_all`), `-X` (no
 //!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
 //!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (accepted: corecache has no `watch`
 //!   to disable), `-i` (license), and `-o` suboptions (see [`parse_extended`]): those corecache
 //!   can honour are honoured, those tuning machinery it does not have are ignored with one
 //!   notice line, unknown ones are refused as memcached refuses them.
-//! * refused with a one-line reason, because corecache does not provide the feature: `-s -a -e
-//!   -S -Y -Z -N`.
+//! * refused with a one-line reason, because corecache does not provide the feature: `-e -S -Y
+//!   -Z -N`.
 //!
 //! Unlike memcached, corecache runs as root without `-u` (memcached refuses to).
 //!
@@ -159,12 +160,12 @@ pub struct Args {
     /// Print the license and exit.
     #[arg(short = 'i', long = "license")]
     pub license: bool,
-    /// Not served: UNIX sockets.
+    /// Listen on a UNIX stream socket at this path, and on no TCP port.
     #[arg(short = 's', long = "unix-socket")]
     pub unix_socket: Option<String>,
-    /// Not served: UNIX socket access mask.
-    #[arg(short = 'a', long = "unix-mask")]
-    pub unix_mask: Option<String>,
+    /// Access mask of the UNIX socket, in octal.
+    #[arg(short = 'a', long = "unix-mask", default_value = "0700")]
+    pub unix_mask: String,
     /// Not served: restartable cache in a memory file.
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<String>,
@@ -198,7 +199,15 @@ pub struct Args {
 /// Validated settings.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The TCP addresses to listen on (none are bound when `unix_socket` is given).
     pub listen: Vec<SocketAddr>,
+    /// `-p` as given (`stats settings` shows it as `tcpport` when no TCP socket is bound).
+    pub port: i32,
+    /// `-s`: serve this UNIX socket path instead of TCP.
+    pub unix_socket: Option<String>,
+    /// `-a`: the access mask as memcached keeps it (see [`parse_unix_mask`]); the socket file's
+    /// mode is `unix_mask & 0o777`.
+    pub unix_mask: i32,
     pub memory_bytes_max: usize,
     pub conns_max: usize,
     pub shard_count: u16,
@@ -307,9 +316,15 @@ impl Config {
                 a.udp_port
             ));
         }
+        let unix_socket = check_unix_socket(a.unix_socket.as_deref())?;
         // memcached's `-p -1` picks a free port, as 0 does here.
         let port = u16::try_from(a.port.max(0)).unwrap_or(0);
-        let listen = parse_listen(&a.listen, port)?;
+        // With a UNIX socket no TCP socket is opened, so `-l` only shows in `stats settings`
+        // (as in memcached, which does not look at it then).
+        let listen = match unix_socket {
+            Some(_) => parse_listen(&a.listen, port).unwrap_or_default(),
+            None => parse_listen(&a.listen, port)?,
+        };
         if a.memory_limit_mb == 0 || a.memory_limit_mb > (1 << 30) {
             return Err(format!(
                 "-m {}: must be 1..1073741824 MB",
@@ -386,6 +401,9 @@ impl Config {
         };
         Ok(Config {
             listen,
+            port: a.port,
+            unix_socket,
+            unix_mask: parse_unix_mask(&a.unix_mask),
             memory_bytes_max,
             conns_max: a.conn_limit as usize,
             shard_count,
@@ -425,9 +443,7 @@ impl Config {
 /// Flags for memcached features corecache does not provide: refused with a reason rather than
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
-    let refused: [(bool, &str, &str); 7] = [
-        (a.unix_socket.is_some(), "-s", "UNIX sockets are not served"),
-        (a.unix_mask.is_some(), "-a", "UNIX sockets are not served"),
+    let refused: [(bool, &str, &str); 5] = [
         (
             a.memory_file.is_some(),
             "-e",
@@ -446,6 +462,57 @@ fn refuse_unserved(a: &Args) -> Result<(), String> {
         Some((_, flag, why)) => Err(format!("{flag}: {why} by corecache")),
         None => Ok(()),
     }
+}
+
+/// The longest UNIX socket path: `sun_path` holds 108 bytes, the last a NUL.
+pub const UNIX_PATH_BYTES_MAX: usize = 107;
+
+/// `-s`: a path that fits a UNIX socket address. memcached binds an empty path as an abstract
+/// socket of NULs and cuts a long one short; both are refused here instead.
+pub fn check_unix_socket(path: Option<&str>) -> Result<Option<String>, String> {
+    match path {
+        None => Ok(None),
+        Some("") => Err("-s: the UNIX socket path is empty".into()),
+        Some(p) if p.len() > UNIX_PATH_BYTES_MAX => Err(format!(
+            "-s {p}: longer than the {UNIX_PATH_BYTES_MAX} bytes a UNIX socket path may have"
+        )),
+        Some(p) => Ok(Some(p.to_string())),
+    }
+}
+
+/// `-a <mask>` as memcached reads it, so every mask means what it means there: C's
+/// `strtol(text, NULL, 8)` (leading white space, an optional sign, then octal digits up to the
+/// first other byte; no digits is 0; out of range saturates at the 64-bit limits), kept in a C
+/// `int` (the low 32 bits). `stats settings` shows the result in octal as `umask`.
+pub fn parse_unix_mask(text: &str) -> i32 {
+    let s = text.trim_start_matches([' ', '\t', '\n', '\u{b}', '\u{c}', '\r']);
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut value: i64 = 0;
+    let mut saturated = false;
+    for d in digits.bytes().take_while(|b| (b'0'..=b'7').contains(b)) {
+        match value
+            .checked_mul(8)
+            .and_then(|v| v.checked_add(i64::from(d - b'0')))
+        {
+            Some(v) => value = v,
+            None => {
+                saturated = true;
+                break;
+            }
+        }
+    }
+    let long = match (saturated, negative) {
+        (true, false) => i64::MAX,
+        (true, true) => i64::MIN,
+        (false, false) => value,
+        (false, true) => -value,
+    };
+    // C's conversion of a long to an int keeps the low 32 bits.
+    long as i32
 }
 
 /// The checked values of `-b -R -n -D`.
@@ -933,12 +1000,10 @@ mod tests {
     fn unserved_features_are_refused() {
         for (short, long, flag) in [
             (
-                &["-s", "/tmp/s"][..],
-                &["--unix-socket", "/tmp/s"][..],
-                "-s",
+                &["-e", "/tmp/m"][..],
+                &["--memory-file", "/tmp/m"][..],
+                "-e",
             ),
-            (&["-a", "700"], &["--unix-mask", "700"], "-a"),
-            (&["-e", "/tmp/m"], &["--memory-file", "/tmp/m"], "-e"),
             (&["-S"], &["--enable-sasl"], "-S"),
             (&["-Y", "/tmp/a"], &["--auth-file", "/tmp/a"], "-Y"),
             (&["-Z"], &["--enable-ssl"], "-Z"),
@@ -951,6 +1016,72 @@ mod tests {
                     "{args:?}: {err}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn unix_socket_flags() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!((c.unix_socket.as_deref(), c.unix_mask), (None, 0o700));
+        let a = cfg(&["-s", "/tmp/s.sock", "-a", "0777"]).unwrap();
+        let b = cfg(&["--unix-socket", "/tmp/s.sock", "--unix-mask", "0777"]).unwrap();
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(
+            (a.unix_socket.as_deref(), a.unix_mask),
+            (Some("/tmp/s.sock"), 0o777)
+        );
+        // No TCP socket is opened with -s, so -l is not resolved and cannot fail startup.
+        let c = cfg(&[
+            "-s",
+            "/tmp/s.sock",
+            "-l",
+            "no-such-host.invalid",
+            "-p",
+            "1234",
+        ])
+        .unwrap();
+        assert!(c.listen.is_empty());
+        assert_eq!(c.port, 1234);
+        assert!(cfg(&["-l", "no-such-host.invalid"]).is_err());
+        // -a alone is kept (memcached shows it in `stats settings` without -s too).
+        assert_eq!(cfg(&["-a", "644"]).unwrap().unix_mask, 0o644);
+        let longest = format!("/{}", "x".repeat(UNIX_PATH_BYTES_MAX - 1));
+        assert!(cfg(&["-s", &longest]).is_ok());
+        for (path, expect) in [("", "empty"), (&*format!("{longest}y"), "107 bytes")] {
+            let err = cfg(&["-s", path]).unwrap_err();
+            assert!(
+                err.starts_with("-s") && err.contains(expect),
+                "{path:?}: {err}"
+            );
+        }
+    }
+
+    /// `-a` means what strtol(text, NULL, 8) stored in an int means (each checked against
+    /// memcached's `stats settings` umask and the socket file's mode).
+    #[test]
+    fn unix_mask_parses_as_c_strtol_base_8() {
+        for (text, mask) in [
+            ("0700", 0o700),
+            ("700", 0o700),
+            ("0777", 0o777),
+            ("1777", 0o1777),
+            ("644", 0o644),
+            (" 7", 0o7),
+            ("\t+17", 0o17),
+            ("78", 0o7),
+            ("0x7", 0),
+            ("abc", 0),
+            ("", 0),
+            ("99999999999", 0),
+            ("-1", -1),
+            ("-0", 0),
+            // Past 32 bits: the low 32 bits of the long.
+            ("77777777777", 0o77777777777_i64 as i32),
+            // Past 64 bits: LONG_MAX or LONG_MIN, whose low 32 bits are -1 and 0.
+            ("7777777777777777777777777", -1),
+            ("-7777777777777777777777777", 0),
+        ] {
+            assert_eq!(parse_unix_mask(text), mask, "{text:?}");
         }
     }
 

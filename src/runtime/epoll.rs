@@ -6,15 +6,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener as MioListener, TcpStream};
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::backend::{
     is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
@@ -22,6 +21,7 @@ use super::backend::{
 };
 use super::connection::{should_close, Stalled};
 use super::core::Core;
+use super::listener::Listener;
 
 /// Token of the core's wake-up eventfd.
 const WAKER: Token = Token(usize::MAX - 1);
@@ -35,7 +35,7 @@ const READ_PER_TURN: usize = 256 * 1024;
 struct Loop {
     poll: Poll,
     listeners: Vec<MioListener>,
-    streams: Vec<Option<TcpStream>>,
+    streams: Vec<Option<Stream>>,
     scratch: Vec<u8>,
     dirty: Vec<u32>,
     /// Connections to read or parse this turn: readable ones, and ones whose input was left
@@ -54,6 +54,113 @@ struct Loop {
     accept_pause: ListenPause,
 }
 
+/// A listening socket: TCP, or this core's duplicate of the UNIX socket.
+enum MioListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl MioListener {
+    fn from_std(l: Listener) -> io::Result<MioListener> {
+        Ok(match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                MioListener::Tcp(TcpListener::from_std(l))
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                MioListener::Unix(UnixListener::from_std(l))
+            }
+        })
+    }
+
+    /// Accepts one connection with its peer's name for `stats conns` (empty for a UNIX
+    /// peer, which `stats conns` shows as memcached does). TCP connections get TCP_NODELAY.
+    /// Every core watches the one UNIX socket, so its EAGAIN often means another core took the
+    /// connection: a quiet `WouldBlock` like any other.
+    fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            MioListener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), peer.to_string()))
+            }
+            MioListener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                Ok((Stream::Unix(s), String::new()))
+            }
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            MioListener::Tcp(l) => l,
+            MioListener::Unix(l) => l,
+        }
+    }
+}
+
+/// An accepted connection; both kinds read and write alike.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interests),
+            Stream::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
 /// Where a listener's accepting stands after a turn.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Accept {
@@ -68,7 +175,7 @@ enum Accept {
 /// Serves on `listeners` until shutdown.
 pub fn run(
     mut core: Core,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     ready: &mpsc::Sender<Result<(), String>>,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
@@ -78,10 +185,9 @@ pub fn run(
     let listeners_len = listeners.len();
     let mut mio_listeners = Vec::with_capacity(listeners_len);
     for (i, l) in listeners.into_iter().enumerate() {
-        l.set_nonblocking(true)?;
-        let mut l = MioListener::from_std(l);
+        let mut l = MioListener::from_std(l)?;
         poll.registry()
-            .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            .register(l.source(), Token(LISTENER_BASE - i), Interest::READABLE)?;
         mio_listeners.push(l);
     }
     let mut lp = Loop {
@@ -229,11 +335,10 @@ impl Loop {
                 Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let Some(idx) = core.open(peer.to_string()) else {
+            let Some(idx) = core.open(peer) else {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let token = Token(idx as usize);
             if self
                 .poll
@@ -379,7 +484,7 @@ impl Loop {
     /// Stop accepting, flush what is queued (bounded), close everything.
     fn shutdown(&mut self, core: &mut Core) {
         for l in &mut self.listeners {
-            let _ = self.poll.registry().deregister(l);
+            let _ = self.poll.registry().deregister(l.source());
         }
         self.listeners.clear();
         let deadline = Instant::now() + DRAIN_ON_SHUTDOWN;
@@ -415,9 +520,4 @@ fn is_connection_accept_error(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
     )
-}
-
-/// The raw descriptor of a stream (for tests and diagnostics).
-pub fn raw_fd(s: &TcpStream) -> i32 {
-    s.as_raw_fd()
 }

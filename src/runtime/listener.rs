@@ -1,10 +1,54 @@
-//! Per-core listening sockets: every executor gets its own socket on each listen address,
-//! bound with SO_REUSEPORT so the kernel spreads new connections across cores and each
-//! connection stays on the core that accepted it.
+//! Listening sockets, one set per executor.
+//!
+//! TCP: every executor gets its own socket on each listen address, bound with SO_REUSEPORT so
+//! the kernel spreads new connections across cores and each connection stays on the core that
+//! accepted it.
+//!
+//! UNIX (`-s`): AF_UNIX has no SO_REUSEPORT spreading, so one socket is bound and every
+//! executor gets a duplicate descriptor of it. Each core arms its own accept on its duplicate;
+//! the kernel hands each connection to one of them, and the others find nothing (EAGAIN, or no
+//! completion at all on io_uring) and wait again.
 
+use std::ffi::OsStr;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+
+/// A listening socket of either family. Connections accepted from either are served alike;
+/// only the accept-time setup (TCP_NODELAY, the peer's name) differs.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Whether connections from this socket are UNIX ones (no TCP options, no peer address).
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Listener::Unix(_))
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl IntoRawFd for Listener {
+    fn into_raw_fd(self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.into_raw_fd(),
+            Listener::Unix(l) => l.into_raw_fd(),
+        }
+    }
+}
 
 /// Binds `count` SO_REUSEPORT sockets to `addr`, each with a listen queue of `backlog` pending
 /// connections (`-b`; the kernel caps it at `somaxconn`). With port 0 the first socket picks
@@ -30,19 +74,7 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     } else {
         libc::AF_INET6
     };
-    // SAFETY: socket(2) has no memory preconditions; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = stream_socket(domain)?;
     set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     if addr.is_ipv6() {
@@ -60,11 +92,104 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// A new nonblocking, close-on-exec stream socket of `domain`.
+fn stream_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) has no memory preconditions; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn listen(fd: &OwnedFd, backlog: i32) -> io::Result<()> {
     // SAFETY: listen(2) on a bound socket we own.
     if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(TcpListener::from(fd))
+    Ok(())
+}
+
+/// `-s <path>`, `-a <mask>`: binds a UNIX stream socket at `path` and duplicates it for each of
+/// `count` executors.
+///
+/// A socket already at the path (left by an earlier run: the server does not remove its socket
+/// on exit, as memcached does not) is unlinked first; anything else there is left alone and the
+/// bind fails. The file is created with mode `mask & 0o777`: the process umask is set to the
+/// complement around bind(2) and restored after, so this must run while the process has a
+/// single thread (no other thread may create files meanwhile).
+pub fn bind_unix(
+    path: &str,
+    mask: i32,
+    count: usize,
+    backlog: i32,
+) -> io::Result<Vec<UnixListener>> {
+    let path = OsStr::new(path);
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        // A failure shows as the bind's EADDRINUSE below.
+        let _ = std::fs::remove_file(path);
+    }
+    let fd = stream_socket(libc::AF_UNIX)?;
+    let (addr, len) = sockaddr_un(path.as_bytes())?;
+    let mode = socket_mode(mask);
+    // SAFETY: umask(2) only swaps the process's file mode mask; bind(2) reads `len` bytes of
+    // the initialised `addr`; the old mask is restored before anything else runs.
+    let rc = unsafe {
+        let old = libc::umask(!mode & 0o777);
+        let rc = libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        );
+        libc::umask(old);
+        rc
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listen(&fd, backlog)?;
+    let first = UnixListener::from(fd);
+    let mut out = Vec::with_capacity(count);
+    for _ in 1..count {
+        // A duplicate descriptor (close-on-exec) of the same socket.
+        out.push(first.try_clone()?);
+    }
+    out.push(first);
+    Ok(out)
+}
+
+/// The socket file's permission bits for `-a <mask>`.
+pub fn socket_mode(mask: i32) -> libc::mode_t {
+    (mask & 0o777) as libc::mode_t
+}
+
+/// A UNIX socket address for `path` and its length (the path and its terminating NUL).
+fn sockaddr_un(path: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.is_empty() || path.len() >= addr.sun_path.len() || path.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a UNIX socket path",
+        ));
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = src as libc::c_char;
+    }
+    let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    Ok((addr, (offset + path.len() + 1) as libc::socklen_t))
 }
 
 /// Sets an integer socket option.
@@ -161,6 +286,132 @@ mod tests {
             connected.len()
         );
         drop(ls);
+    }
+
+    /// Held by every test that binds a UNIX socket: the umask is process-wide, and tests of
+    /// one binary run in parallel.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn umask_lock() -> std::sync::MutexGuard<'static, ()> {
+        UMASK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh path under the temp dir, and its directory (removed on drop).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir()
+                .join(format!("corecache-listener-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn path(&self, file: &str) -> String {
+            self.0.join(file).to_string_lossy().into_owned()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode_of(path: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Exercises the umask swap around bind(2): the file gets `mask & 0o777`, and the
+    /// process's own umask is back afterwards.
+    #[test]
+    fn a_unix_socket_gets_the_mask_as_its_mode_and_the_umask_is_restored() {
+        let _umask = umask_lock();
+        let dir = TempDir::new("mode");
+        // SAFETY: umask(2) reads and restores the process's mask; no memory involved.
+        let before = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        for (mask, mode) in [(0o700, 0o700), (0o777, 0o777), (0o1644, 0o644), (-1, 0o777)] {
+            let path = dir.path(&format!("m{mask}.sock"));
+            let ls = bind_unix(&path, mask, 1, 16).unwrap();
+            assert_eq!(mode_of(&path), mode, "mask {mask:o}");
+            drop(ls);
+        }
+        // SAFETY: as above.
+        let after = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn every_duplicate_accepts_from_the_one_socket() {
+        let _umask = umask_lock();
+        use std::os::unix::net::UnixStream;
+        let dir = TempDir::new("dup");
+        let path = dir.path("s.sock");
+        let ls = bind_unix(&path, 0o700, 3, 16).unwrap();
+        assert_eq!(ls.len(), 3);
+        let fds: std::collections::HashSet<_> = ls.iter().map(|l| l.as_raw_fd()).collect();
+        assert_eq!(fds.len(), 3, "distinct descriptors");
+        for l in &ls {
+            let _c = UnixStream::connect(&path).unwrap();
+            let (_s, _) = l.accept().expect("this duplicate takes the connection");
+            // Nonblocking: nothing more is queued.
+            assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_anything_else_is_left_alone() {
+        let _umask = umask_lock();
+        use std::os::unix::net::UnixStream;
+        let dir = TempDir::new("stale");
+        let path = dir.path("s.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(UnixStream::connect(&path).is_err(), "stale socket refuses");
+        let ls = bind_unix(&path, 0o700, 1, 16).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
+        drop(ls);
+
+        let file = dir.path("file");
+        std::fs::write(&file, b"keep me").unwrap();
+        let err = bind_unix(&file, 0o700, 1, 16).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+        // A symlink to a socket is not a socket: left alone too.
+        let target = dir.path("t.sock");
+        let _l = UnixListener::bind(&target).unwrap();
+        let link = dir.path("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(bind_unix(&link, 0o700, 1, 16).is_err());
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn unix_addresses_hold_the_path_and_its_nul() {
+        let (addr, len) = sockaddr_un(b"/tmp/x").unwrap();
+        assert_eq!(addr.sun_family, libc::AF_UNIX as libc::sa_family_t);
+        assert_eq!(addr.sun_path[..7], [47, 116, 109, 112, 47, 120, 0]);
+        assert_eq!(
+            len as usize,
+            std::mem::offset_of!(libc::sockaddr_un, sun_path) + 7
+        );
+        assert!(sockaddr_un(&[b'x'; 107]).is_ok());
+        assert!(sockaddr_un(&[b'x'; 108]).is_err());
+        assert!(sockaddr_un(b"").is_err());
+        assert!(sockaddr_un(b"a\0b").is_err());
+        assert_eq!(
+            (socket_mode(0o700), socket_mode(0o1777), socket_mode(0)),
+            (0o700, 0o777, 0)
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The runtime: the only place with threads, sockets, rings and timers.
 //!
 //! One executor thread per shard, pinned to its cpu, each running its own run-to-completion
-//! event loop over its own SO_REUSEPORT listeners and the connections they accept. Executors
-//! share nothing but the mesh queues (cross-core requests and replies), a few process-wide
-//! counters (connections), and the clock offset used by test hooks.
+//! event loop over its own listeners (SO_REUSEPORT TCP sockets, or a duplicate of the one UNIX
+//! socket) and the connections they accept. Executors share nothing but the mesh queues
+//! (cross-core requests and replies), a few process-wide counters (connections), and the clock
+//! offset used by test hooks.
 //!
 //! Invariants: every buffer and queue here is bounded (see `connection.rs` and `mesh.rs`); an
-//! executor never blocks except in its event-loop wait; `listening <addr>` is printed only once
-//! every executor is serving.
+//! executor never blocks except in its event-loop wait; `listening <addr>` (or
+//! `listening unix:<path>`) is printed only once every executor is serving.
 //!
 //! Must not: touch a store except through its own executor's `Shard`.
 
@@ -25,7 +26,7 @@ pub mod stats;
 pub mod uring;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -38,6 +39,7 @@ use crate::shard::Shard;
 use crate::storage::StoreConfig;
 
 use backend::Backend;
+use listener::Listener;
 
 /// Process-wide state shared by every executor (read-mostly; nothing on the per-request path
 /// except the clock read once per loop turn).
@@ -52,7 +54,7 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     pub verbosity: AtomicU32,
     pub shutdown: AtomicBool,
-    /// The addresses actually bound (port 0 resolved).
+    /// The TCP addresses actually bound (port 0 resolved); none with `-s`.
     pub bound: Vec<SocketAddr>,
     backend: AtomicU8,
     /// ElastiCache auto discovery node list (`config get cluster`).
@@ -164,11 +166,12 @@ const EX_NOUSER: i32 = 67;
 
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
 ///
-/// Order (see `process`): bind every listener (as root, so ports below 1024 work), raise
+/// Order (see `process`): bind every TCP listener (as root, so ports below 1024 work), raise
 /// RLIMIT_CORE (`-r`), detach (`-d`, while the process still has one thread), drop root
-/// (`-u`), lock memory (`-k`, after the fork and the identity change, as memcached does), write
-/// the pidfile, start the executors, announce. A daemon's `listening` lines and startup errors
-/// go to the parent, which prints them and exits.
+/// (`-u`), bind the UNIX socket (`-s`: as memcached does, after detaching and as the `-u` user,
+/// who then owns the socket file), lock memory (`-k`, after the fork and the identity change,
+/// as memcached does), write the pidfile, start the executors, announce. A daemon's `listening`
+/// lines and startup errors go to the parent, which prints them and exits.
 pub fn run(mut config: Config) -> Result<(), String> {
     block_signals();
     let shard_count = usize::from(config.shard_count);
@@ -186,14 +189,20 @@ pub fn run(mut config: Config) -> Result<(), String> {
         _ => None,
     };
 
-    // Bind every listener before anything is announced.
-    let mut per_core: Vec<Vec<TcpListener>> = (0..shard_count).map(|_| Vec::new()).collect();
+    // Bind every TCP listener before anything is announced. With a UNIX socket (`-s`) there
+    // is none: memcached then opens no TCP (or UDP) socket, whatever `-l` and `-p` say.
+    let mut per_core: Vec<Vec<Listener>> = (0..shard_count).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for &addr in &config.listen {
+    let tcp = if config.unix_socket.is_none() {
+        config.listen.as_slice()
+    } else {
+        &[]
+    };
+    for &addr in tcp {
         let (group, actual) = listener::bind_group(addr, shard_count, config.listen_backlog)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (core, l) in group.into_iter().enumerate() {
-            per_core[core].push(l);
+            per_core[core].push(Listener::Tcp(l));
         }
         bound.push(actual);
     }
@@ -202,10 +211,16 @@ pub fn run(mut config: Config) -> Result<(), String> {
     }
     let mut report = None;
     if config.daemonize {
-        // The daemon may leave the working directory: a relative pidfile keeps its meaning.
+        // The daemon may leave the working directory: a relative pidfile or socket path keeps
+        // its meaning.
         if let Some(path) = &config.pidfile {
             let cwd = std::env::current_dir().map_err(|e| format!("-P {path}: {e}"))?;
             config.pidfile = Some(cwd.join(path).to_string_lossy().into_owned());
+        }
+        if let Some(path) = &config.unix_socket {
+            let cwd = std::env::current_dir().map_err(|e| format!("-s {path}: {e}"))?;
+            let absolute = cwd.join(path).to_string_lossy().into_owned();
+            config.unix_socket = crate::config::check_unix_socket(Some(&absolute))?;
         }
         report = Some(process::daemonize(config.coredumps)?);
     }
@@ -219,7 +234,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
 /// [`run`] from the identity change on: starts the executors, announces, serves, stops.
 fn serve(
     config: Config,
-    per_core: Vec<Vec<TcpListener>>,
+    mut per_core: Vec<Vec<Listener>>,
     bound: Vec<SocketAddr>,
     user: Option<&process::UserIds>,
     report: &mut Option<process::DaemonReport>,
@@ -227,6 +242,14 @@ fn serve(
     let shard_count = per_core.len();
     if let Some(user) = user {
         process::drop_privileges(user)?;
+    }
+    if let Some(path) = &config.unix_socket {
+        // Still one thread: the umask swap around bind(2) affects no one else.
+        let group = listener::bind_unix(path, config.unix_mask, shard_count, config.listen_backlog)
+            .map_err(|e| format!("failed to listen on UNIX socket: {path}: {e}"))?;
+        for (core, l) in group.into_iter().enumerate() {
+            per_core[core].push(Listener::Unix(l));
+        }
     }
     if config.lock_memory {
         process::lock_memory();
@@ -301,10 +324,14 @@ fn serve(
             shared.backend_name()
         );
     }
-    if let Some(path) = std::env::var_os("MEMCACHED_PORT_FILENAME") {
+    // memcached writes no port file when it serves a UNIX socket.
+    if let (Some(path), None) = (
+        std::env::var_os("MEMCACHED_PORT_FILENAME"),
+        &shared.config.unix_socket,
+    ) {
         write_port_file(std::path::Path::new(&path), &bound);
     }
-    let announcement: String = bound.iter().map(|a| format!("listening {a}\n")).collect();
+    let announcement = announcement(&bound, shared.config.unix_socket.as_deref());
     match report.take() {
         Some(report) => report.ready(&announcement),
         None => {
@@ -328,11 +355,20 @@ fn serve(
     Ok(())
 }
 
+/// The lines printed on stdout once every executor serves: `listening <ip>:<port>` per TCP
+/// address, or `listening unix:<path>`.
+fn announcement(bound: &[SocketAddr], unix_socket: Option<&str>) -> String {
+    match unix_socket {
+        Some(path) => format!("listening unix:{path}\n"),
+        None => bound.iter().map(|a| format!("listening {a}\n")).collect(),
+    }
+}
+
 /// One executor: pin, build the shard, serve until shutdown.
 fn executor(
     i: usize,
     endpoint: mesh::Endpoint,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     backend: Backend,
     ready: mpsc::Sender<Result<(), String>>,
@@ -416,5 +452,26 @@ fn wait_for_stop_signal(shared: &Shared) {
             Ok(_) => {}
             Err(e) => eprintln!("SIGHUP: keeping the old cluster config: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announcement_names_every_tcp_address_or_the_unix_socket() {
+        let bound: Vec<SocketAddr> = vec![
+            "127.0.0.1:11211".parse().unwrap(),
+            "[::1]:11211".parse().unwrap(),
+        ];
+        assert_eq!(
+            announcement(&bound, None),
+            "listening 127.0.0.1:11211\nlistening [::1]:11211\n"
+        );
+        assert_eq!(
+            announcement(&[], Some("/run/corecache.sock")),
+            "listening unix:/run/corecache.sock\n"
+        );
     }
 }

@@ -152,21 +152,41 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
 /// This core's connections as final `STAT <id>:<field> <value>` lines. Ids are unique across
 /// cores: connection index times shard count plus the core's number.
 fn conns_part(core: &Core, out: &mut Vec<u8>) {
-    let listen = core
-        .shared
-        .bound
-        .first()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let unix_socket = core.shared.config.unix_socket.as_deref();
+    let listen = listen_addr(core.shared.bound.first(), unix_socket);
     for idx in core.conn_indices() {
         let Some(c) = core.conn(idx) else { continue };
         let id = u64::from(idx) * u64::from(core.shard_count) + u64::from(core.me);
-        compose::stat_str(out, &format!("{id}:addr"), &format!("tcp:{}", c.peer));
-        compose::stat_str(out, &format!("{id}:listen_addr"), &format!("tcp:{listen}"));
+        compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
+        compose::stat_str(out, &format!("{id}:listen_addr"), &listen);
         compose::stat_str(out, &format!("{id}:state"), "conn_parse_cmd");
         let idle = core.now.0.saturating_sub(c.last_cmd);
         compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
     }
+}
+
+/// `stats conns` `listen_addr`: `tcp:<ip>:<port>`, or `unix:<path>` with `-s` (then every
+/// connection came through the UNIX socket).
+fn listen_addr(tcp: Option<&std::net::SocketAddr>, unix_socket: Option<&str>) -> String {
+    match (unix_socket, tcp) {
+        (Some(path), _) => format!("unix:{path}"),
+        (None, Some(addr)) => format!("tcp:{addr}"),
+        (None, None) => "tcp:".into(),
+    }
+}
+
+/// `stats conns` `addr`: `tcp:<ip>:<port>` of the peer. For a UNIX connection memcached 1.6.18
+/// prints `?:<AF 0>` (it keeps no peer address for one, bound or not), and so does corecache.
+fn peer_addr(peer: &str, unix_socket: Option<&str>) -> String {
+    match unix_socket {
+        Some(_) => "?:<AF 0>".into(),
+        None => format!("tcp:{peer}"),
+    }
+}
+
+/// `stats settings` `umask`: the `-a` mask in octal, as memcached prints its int (`%o`).
+fn umask_text(mask: i32) -> String {
+    format!("{:o}", mask as u32)
 }
 
 fn push_line(out: &mut Vec<u8>, name: &str, v: u64) {
@@ -491,7 +511,11 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
     let cfg = &shared.config;
     match group {
         StatsGroup::Settings => {
-            let port = shared.bound.first().map_or(0, |a| a.port());
+            // The bound port (port 0 resolved); with `-s`, `-p` as given, as memcached shows.
+            let port = shared
+                .bound
+                .first()
+                .map_or(i64::from(cfg.port), |a| i64::from(a.port()));
             let inter = cfg
                 .listen
                 .first()
@@ -502,7 +526,7 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 shared.memory_bytes_max.load(Ordering::Relaxed),
             );
             compose::stat(out, "maxconns", cfg.conns_max as u64);
-            compose::stat(out, "tcpport", u64::from(port));
+            compose::stat_str(out, "tcpport", &port.to_string());
             compose::stat(out, "udpport", 0);
             compose::stat_str(out, "inter", &inter);
             compose::stat(
@@ -517,8 +541,12 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 "evictions",
                 if cfg.evictions_enabled { "on" } else { "off" },
             );
-            compose::stat_str(out, "domain_socket", "NULL");
-            compose::stat_str(out, "umask", "700");
+            compose::stat_str(
+                out,
+                "domain_socket",
+                cfg.unix_socket.as_deref().unwrap_or("NULL"),
+            );
+            compose::stat_str(out, "umask", &umask_text(cfg.unix_mask));
             compose::stat_str(out, "shutdown_command", yes_no(cfg.shutdown_enabled));
             compose::stat_str(
                 out,
@@ -621,6 +649,21 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checked against memcached 1.6.18 (`stats conns` over TCP and over `-s`, and `stats
+    /// settings` umask for `-a 0700`, `-a 1777`, `-a -1`).
+    #[test]
+    fn conns_and_settings_name_unix_sockets_as_memcached_does() {
+        let tcp: std::net::SocketAddr = "127.0.0.1:11211".parse().unwrap();
+        assert_eq!(listen_addr(Some(&tcp), None), "tcp:127.0.0.1:11211");
+        assert_eq!(peer_addr("127.0.0.1:5000", None), "tcp:127.0.0.1:5000");
+        assert_eq!(listen_addr(None, Some("/tmp/m.sock")), "unix:/tmp/m.sock");
+        assert_eq!(peer_addr("", Some("/tmp/m.sock")), "?:<AF 0>");
+        assert_eq!(umask_text(0o700), "700");
+        assert_eq!(umask_text(0o1777), "1777");
+        assert_eq!(umask_text(0), "0");
+        assert_eq!(umask_text(-1), "37777777777");
+    }
 
     #[test]
     fn sums_by_name_in_first_seen_order() {

@@ -8,7 +8,6 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
@@ -23,6 +22,7 @@ use super::backend::{
 };
 use super::connection::{should_close, Stalled};
 use super::core::Core;
+use super::listener::Listener;
 use crate::config::Config;
 
 /// Submission queue entries per ring.
@@ -160,7 +160,7 @@ struct Loop {
     // Field order matters: the ring is dropped before the buffers it refers to.
     ring: IoUring,
     bufs: BufRing,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     accept_armed: Vec<bool>,
     /// Set while accepting pauses after a shortage; the loop re-arms once it passes.
     accept_retry_at: Option<Instant>,
@@ -303,7 +303,7 @@ fn build_ring() -> io::Result<IoUring> {
 /// Serves on `listeners` until shutdown.
 pub fn run(
     mut core: Core,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     ready: &mpsc::Sender<Result<(), String>>,
 ) -> io::Result<()> {
     let ring = build_ring()?;
@@ -423,10 +423,21 @@ impl Loop {
         for i in 0..self.listeners.len() {
             if !self.accept_armed[i] {
                 let fd = self.listeners[i].as_raw_fd();
-                let e = opcode::AcceptMulti::new(Fd(fd))
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build()
-                    .user_data(ud(K_ACCEPT, 0, i as u32));
+                let e = if self.listeners[i].is_unix() {
+                    // Every core waits on the one UNIX socket, and io_uring waits for accepts
+                    // exclusively: the kernel wakes only the first waiter in the socket's
+                    // queue, so a multishot accept, which keeps its place, would take every
+                    // connection to one core. A single accept, re-armed after each connection
+                    // (`on_accept`), rejoins at the back of the queue: the cores take turns.
+                    opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                } else {
+                    opcode::AcceptMulti::new(Fd(fd))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                }
+                .user_data(ud(K_ACCEPT, 0, i as u32));
                 self.push(&e)?;
                 self.accept_armed[i] = true;
             }
@@ -539,7 +550,11 @@ impl Loop {
         }
         // SAFETY: a successful accept completion's result is a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        let peer = peer_name(&fd);
+        // A UNIX peer has no address worth naming (`stats conns` shows it as memcached does)
+        // and takes no TCP options. (The cores that did not get this connection see nothing:
+        // an accept that finds the queue empty waits inside the kernel.)
+        let unix = self.listeners.get(li).is_some_and(Listener::is_unix);
+        let peer = if unix { String::new() } else { peer_name(&fd) };
         let Some(idx) = core.open(peer) else {
             // SAFETY: writes a static byte string to the socket we own; best effort.
             unsafe {
@@ -551,7 +566,9 @@ impl Loop {
             };
             return Ok(());
         };
-        let _ = super::listener::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        if !unix {
+            let _ = super::listener::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
         let generation = core.conn(idx).map_or(0, |c| c.generation) & 0xff_ffff;
         if self.conns.len() <= idx as usize {
             self.conns.resize_with(idx as usize + 1, || None);

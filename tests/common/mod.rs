@@ -7,21 +7,28 @@
 //!   a channel, so a silent or crashed server fails fast with its stderr, never hangs.
 //! * Validation mode, `CORECACHE_TEST_SERVER=memcached`: the same tests run against
 //!   `/usr/bin/memcached -U 0 -l 127.0.0.1 -p <free port>` (plus `-u root` when running as root).
-//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o`) are passed on, corecache-only flags
+//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o -a`, and `-p -l`
+//!   for UNIX socket servers) are passed on, corecache-only flags
 //!   (`--io-backend`, `--cpus`) are dropped. Readiness = a TCP connect succeeds (bounded poll).
 //!   Passing in this mode proves the expected bytes are memcached's, not guesses.
 //!   `CORECACHE_TEST_MEMCACHED` overrides the memcached path.
 //! * `CORECACHE_TEST_BACKENDS=epoll` (comma list) limits [`for_each_config`] to some io backends.
+//! * UNIX sockets: [`TestServer::start_unix`] starts `corecache -s <path> <args>` and waits for
+//!   `listening unix:<path>`; in validation mode `memcached -s <path> <args>`, ready once the
+//!   socket answers `stats` with memcached's pid. [`TestServer::connect_unix`] connects.
 //!
 //! # API
 //! * [`TestServer::start`], [`TestServer::start_corecache_on`] (another loopback address),
-//!   [`TestServer::addr`], [`TestServer::connect`],
+//!   [`TestServer::start_unix`], [`TestServer::addr`], [`TestServer::connect`],
+//!   [`TestServer::connect_unix`], [`TestServer::unix_path`],
 //!   [`TestServer::stats`] / [`TestServer::stats_sub`], [`TestServer::pid`],
 //!   [`TestServer::rss_bytes`], [`TestServer::terminate`], [`TestServer::is_memcached`],
 //!   [`TestServer::is_running`], [`TestServer::stdout_lines`], [`TestServer::stderr_text`].
 //! * Helpers: [`memcached_mode`], [`skip_in_memcached_mode`], [`wait_until`] (bounded poll),
+//!   [`is_root`], [`process_gone`],
 //!   [`stat_u64`], [`assert_bytes_eq`], [`Rng`] (seeded xorshift).
-//! * [`Client`]: [`Client::send`], [`Client::read_exact_reply`], [`Client::roundtrip`],
+//! * [`Client`] (over TCP, or a `UnixStream` from [`Client::connect_unix`]): [`Client::send`],
+//!   [`Client::read_exact_reply`], [`Client::roundtrip`],
 //!   [`Client::read_line`], [`Client::read_until_end`], [`Client::read_through_line`] (and
 //!   [`Client::read_through_line_with`], for slow readers), [`Client::expect_closed`],
 //!   [`Client::roundtrip_pattern`] (expected bytes with `{cas:NAME}` captures).
@@ -34,6 +41,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -156,6 +165,8 @@ pub fn assert_bytes_eq(actual: &[u8], expected: &[u8], context: &str) {
 pub struct TestServer {
     child: Option<Child>,
     addr: SocketAddr,
+    /// The UNIX socket served (`-s`), if any; `addr` is then meaningless.
+    unix_path: Option<PathBuf>,
     memcached: bool,
     stderr: Arc<Mutex<Vec<u8>>>,
     stdout_lines: Arc<Mutex<Vec<String>>>,
@@ -178,9 +189,9 @@ fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
-/// The `pid` a memcached-protocol server reports in `stats`, if it answers in time.
-fn stats_pid(mut stream: TcpStream) -> Option<u32> {
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+/// The `pid` a memcached-protocol server reports in `stats`, if it answers in time (the stream
+/// has a read timeout).
+fn stats_pid(mut stream: impl Read + Write) -> Option<u32> {
     stream.write_all(b"stats\r\n").ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -209,7 +220,8 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
         let a = args[i];
         match a {
             // `-o` options are memcached's own (corecache has none); they pass through.
-            "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" => {
+            "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" | "-a"
+            | "-p" | "-l" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
@@ -275,17 +287,49 @@ impl TestServer {
         args: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> TestServer {
-        let bin = env!("CARGO_BIN_EXE_corecache");
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecache"));
         configure(&mut cmd);
+        cmd.args(["-l", ip, "-p", "0"]).args(args);
+        let (mut server, line) = Self::launch_corecache(cmd, args);
+        let Some(addr) = line.trim_end().strip_prefix("listening ") else {
+            server.fail_startup(&format!(
+                "first stdout line is not `listening <addr>`: {:?}",
+                line
+            ))
+        };
+        server.addr = match addr.parse() {
+            Ok(a) => a,
+            Err(e) => server.fail_startup(&format!("bad address in {line:?}: {e}")),
+        };
+        server
+    }
+
+    /// Starts a server on the UNIX socket `path` (`-s <path>` plus `args`, which may carry
+    /// `-a <mask>`) and returns once it serves there: corecache has printed
+    /// `listening unix:<path>`, or (validation mode) memcached answers `stats` on the socket.
+    pub fn start_unix(path: &Path, args: &[&str]) -> TestServer {
+        if memcached_mode() {
+            return Self::start_memcached_unix(path, args);
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corecache"));
+        cmd.arg("-s").arg(path).args(args);
+        let (mut server, line) = Self::launch_corecache(cmd, args);
+        let expected = format!("listening unix:{}", path.display());
+        if line.trim_end() != expected {
+            server.fail_startup(&format!("first stdout line is {line:?}, not {expected:?}"));
+        }
+        server.unix_path = Some(path.to_path_buf());
+        server
+    }
+
+    /// Spawns corecache (`cmd`, its arguments set) and waits for its first stdout line.
+    fn launch_corecache(mut cmd: Command, args: &[&str]) -> (TestServer, String) {
         let mut child = cmd
-            .args(["-l", ip, "-p", "0"])
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", cmd.get_program()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         drain_stderr(child.stderr.take().unwrap(), stderr.clone());
         let stdout = child.stdout.take().unwrap();
@@ -328,6 +372,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr: "127.0.0.1:1".parse().unwrap(),
+            unix_path: None,
             memcached: false,
             stderr,
             stdout_lines,
@@ -340,17 +385,56 @@ impl TestServer {
                 "corecache printed no readiness line within {STARTUP_TIMEOUT:?}"
             )),
         };
-        let Some(addr) = line.trim_end().strip_prefix("listening ") else {
-            server.fail_startup(&format!(
-                "first stdout line is not `listening <addr>`: {:?}",
-                line
-            ))
+        (server, line)
+    }
+
+    /// memcached on the UNIX socket `path`: no port to race for, so one start.
+    fn start_memcached_unix(path: &Path, args: &[&str]) -> TestServer {
+        let bin = std::env::var("CORECACHE_TEST_MEMCACHED").unwrap_or_else(|_| MEMCACHED.into());
+        let mut cmd = Command::new(&bin);
+        // memcached refuses to run as root without -u.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        let mut child = cmd
+            .args(["-U", "0"])
+            .arg("-s")
+            .arg(path)
+            .args(memcached_args(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        drain_stderr(child.stderr.take().unwrap(), stderr.clone());
+        let mut server = TestServer {
+            child: Some(child),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            unix_path: Some(path.to_path_buf()),
+            memcached: true,
+            stderr,
+            stdout_lines: Arc::new(Mutex::new(Vec::new())),
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
-        server.addr = match addr.parse() {
-            Ok(a) => a,
-            Err(e) => server.fail_startup(&format!("bad address in {line:?}: {e}")),
-        };
-        server
+        let pid = server.pid();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
+                server.fail_startup(&format!("memcached exited at startup: {status}"));
+            }
+            if let Ok(probe) = UnixStream::connect(path) {
+                let _ = probe.set_read_timeout(Some(Duration::from_secs(2)));
+                if stats_pid(probe) == Some(pid) {
+                    return server;
+                }
+            }
+            if Instant::now() > deadline {
+                server.fail_startup("memcached did not accept a connection in time");
+            }
+            thread::sleep(Duration::from_millis(10)); // bounded readiness poll
+        }
     }
 
     pub fn start_memcached(args: &[&str]) -> TestServer {
@@ -389,6 +473,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr,
+            unix_path: None,
             memcached: true,
             stderr,
             stdout_lines: Arc::new(Mutex::new(Vec::new())),
@@ -406,6 +491,7 @@ impl TestServer {
             if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 // The port may have gone to another test's server: ours reports our pid.
                 let pid = server.child.as_ref().map(|c| c.id());
+                let _ = probe.set_read_timeout(Some(Duration::from_secs(2)));
                 match stats_pid(probe) {
                     Some(p) if Some(p) == pid => return Some(server),
                     Some(_) if !last => {
@@ -453,6 +539,17 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The UNIX socket the server listens on, if it was started with [`TestServer::start_unix`].
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix_path.as_deref()
+    }
+
+    /// A new connection to the server's UNIX socket (it must have been started with
+    /// [`TestServer::start_unix`]).
+    pub fn connect_unix(&self) -> Client<UnixStream> {
+        Client::connect_unix(self.unix_path.as_deref().expect("not a UNIX socket server"))
     }
 
     /// True when this is the real memcached (validation mode).
@@ -583,11 +680,23 @@ impl Drop for TestServer {
     }
 }
 
-/// One client connection with an internal read buffer (bytes read but not yet consumed).
-pub struct Client {
-    stream: TcpStream,
+/// One client connection with an internal read buffer (bytes read but not yet consumed), over
+/// TCP unless made by [`Client::connect_unix`].
+pub struct Client<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     vars: HashMap<String, Vec<u8>>,
+}
+
+impl Client<UnixStream> {
+    /// Connects to the UNIX socket at `path` with [`IO_TIMEOUT`] read/write timeouts.
+    pub fn connect_unix(path: &Path) -> Client<UnixStream> {
+        let stream =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client::wrap(stream)
+    }
 }
 
 impl Client {
@@ -603,6 +712,13 @@ impl Client {
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client::wrap(stream)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over a connected stream (its timeouts already set).
+    fn wrap(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::new(),
@@ -611,7 +727,7 @@ impl Client {
     }
 
     /// The underlying socket (for custom timeouts or raw writes).
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &S {
         &self.stream
     }
 
@@ -1009,6 +1125,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         thread::sleep(Duration::from_millis(10)); // bounded poll interval
+    }
+}
+
+/// Whether this test process runs as root (the `-u` tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Gone, or a zombie waiting for its new parent to reap it (a daemon's, for one).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
