@@ -633,7 +633,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("temporary_ttl", "CLOCK eviction, no temporary LRU"),
     ("slab_reassign", "pages move between classes on demand"),
     ("no_slab_reassign", "pages move between classes on demand"),
-    ("no_slab_automove", "pages move between classes on demand"),
     (
         "slab_automove_ratio",
         "pages move between classes on demand",
@@ -659,7 +658,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("no_inline_ascii_resp", "nothing to turn off"),
     ("inline_ascii_response", "nothing to turn on"),
     ("modern", "nothing to turn on"),
-    ("no_modern", "no 1.4 defaults to return to"),
     ("drop_privileges", "no seccomp sandbox"),
     ("no_drop_privileges", "no seccomp sandbox"),
     ("sock_cookie_id", "no socket cookies"),
@@ -698,6 +696,13 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
             }
             "lru_crawler" => out.crawler.enabled = true,
             "no_lru_crawler" => out.crawler.enabled = false,
+            "no_slab_automove" => out.slab_automove = 0,
+            // memcached's 1.4 defaults: no crawler, no automove (the rest of what it turns off,
+            // corecache does not have).
+            "no_modern" => {
+                out.crawler.enabled = false;
+                out.slab_automove = 0;
+            }
             "lru_crawler_sleep" => {
                 out.crawler.sleep_us = value
                     .and_then(|v| v.parse().ok())

@@ -477,6 +477,8 @@ fn idle_timeout_closes_idle_connections() {
     let server = TestServer::start(&["-t", "2", "-o", "idle_timeout=1"]);
     let mut busy = server.connect();
     assert_eq!(busy.stats_sub("settings")["idle_timeout"], "1");
+    // With a timeout set, `stats` counts the connections it closed.
+    assert_eq!(stat_u64(&busy.stats_sub(""), "idle_kicks"), 0);
     let started = Instant::now();
     let mut idle = server.connect();
     // Closed without a reply (bounded by the client's read timeout, 10 s).
@@ -489,6 +491,22 @@ fn idle_timeout_closes_idle_connections() {
     assert!(wait_until(Duration::from_secs(10), || {
         stat_u64(&server.stats(), "curr_connections") <= 2
     }));
+    assert!(stat_u64(&server.stats(), "idle_kicks") >= 1);
+    // Without one, memcached does not list the field.
+    let plain = TestServer::start(&["-t", "1"]);
+    assert!(!plain.stats().contains_key("idle_kicks"));
+}
+
+/// `-o no_modern` (memcached's 1.4 defaults) turns the crawler and the automover off;
+/// `no_slab_automove` the automover.
+#[test]
+fn no_modern_turns_the_crawler_and_automove_off() {
+    let server = TestServer::start(&["-t", "1", "-o", "no_modern"]);
+    let settings = server.stats_sub("settings");
+    assert_eq!(settings["lru_crawler"], "no");
+    assert_eq!(settings["slab_automove"], "0");
+    let server = TestServer::start(&["-t", "1", "-o", "no_slab_automove"]);
+    assert_eq!(server.stats_sub("settings")["slab_automove"], "0");
 }
 
 #[test]

@@ -63,6 +63,8 @@ pub struct Core {
     /// Times a connection stopped parsing at `-R` requests or [`PARSE_BUDGET`] bytes so others
     /// could run (memcached's `conn_yields`).
     pub conn_yields: u64,
+    /// Connections closed by `-o idle_timeout` (memcached's `idle_kicks`).
+    pub idle_kicks: u64,
     rbuf_max: usize,
     /// `-R`: requests one connection runs per turn before the others get theirs.
     pub(super) reqs_per_event: usize,
@@ -158,6 +160,7 @@ impl Core {
             bytes_written: 0,
             cmd_flush: 0,
             conn_yields: 0,
+            idle_kicks: 0,
             rbuf_max,
             reqs_per_event,
             last_crawl: Instant32(0),
@@ -896,6 +899,7 @@ impl Core {
                 self.bytes_written = 0;
                 self.cmd_flush = 0;
                 self.conn_yields = 0;
+                self.idle_kicks = 0;
             }
             RemoteOp::Detail(_)
             | RemoteOp::MemLimit { .. }
@@ -1202,6 +1206,7 @@ impl Core {
             let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
             if quiet && !c.closing && now.saturating_sub(c.last_cmd) > timeout {
                 c.closing = true;
+                self.idle_kicks += 1;
                 self.mark_dirty(idx);
             }
         }

@@ -62,6 +62,7 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("cmd_flush", core.cmd_flush),
                 ("cmd_meta", core.shard.cmd_meta),
                 ("conn_yields", core.conn_yields),
+                ("idle_kicks", core.idle_kicks),
                 ("store_too_large", core.shard.store_too_large),
                 ("store_no_memory", core.shard.store_no_memory),
                 ("hash_bytes", st.hash_bytes),
@@ -349,6 +350,7 @@ const INPUTS: &[&str] = &[
     "slabs_moved",
     "lru_crawler_starts",
     "slab_reassign_evictions_nomem",
+    "idle_kicks",
 ];
 
 /// `stats` in memcached's field order.
@@ -393,6 +395,9 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     // No authentication is served (no SASL, no ASCII auth), so no auth command is counted.
     compose::stat(out, "auth_cmds", 0);
     compose::stat(out, "auth_errors", 0);
+    if cfg.idle_timeout_secs > 0 {
+        compose::stat(out, "idle_kicks", get("idle_kicks"));
+    }
     compose::stat(out, "bytes_read", get("bytes_read"));
     compose::stat(out, "bytes_written", get("bytes_written"));
     compose::stat(out, "limit_maxbytes", load(&shared.memory_bytes_max));
