@@ -638,6 +638,12 @@ fn requests_pipelined_after_a_metadump_run_after_its_end() {
         } else {
             c.read_exact_reply(answers);
         }
+        // A command pipelined ahead of the dump in the same write: its reply is still queued,
+        // so the dump is refused, as memcached refuses it.
+        c.send(b"mg after v\r\nlru_crawler metadump all\r\n");
+        c.read_exact_reply(
+            b"VA 2\r\nhi\r\nERROR cannot pipeline other commands before metadump\r\n",
+        );
         // A client that half-closes after its requests gets them all answered, then EOF.
         let mut c = server.connect();
         c.send(b"lru_crawler metadump all\r\nget after\r\n");

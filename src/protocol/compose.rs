@@ -48,6 +48,8 @@ pub const SERVER_ERROR_TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for ca
 pub const CLIENT_ERROR_FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
 /// `lru_crawler metadump` with `-X`.
 pub const ERROR_METADUMP_DISABLED: &[u8] = b"ERROR metadump not allowed\r\n";
+pub const ERROR_METADUMP_PIPELINED: &[u8] =
+    b"ERROR cannot pipeline other commands before metadump\r\n";
 /// `stats cachedump` with `-X`.
 pub const CLIENT_ERROR_CACHEDUMP_DISABLED: &[u8] = b"CLIENT_ERROR stats cachedump not allowed\r\n";
 /// `stats cachedump` with fewer than two arguments.

@@ -126,6 +126,15 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         Request::LruCrawlerMetadump { .. } if !core.shared.config.dump_enabled => {
             reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
         }
+        // As memcached: a dump starts only on a connection with no earlier reply queued, that
+        // is pipelined ahead of it (replies already handed to the kernel do not count).
+        Request::LruCrawlerMetadump { .. }
+            if core
+                .conn(idx)
+                .is_some_and(|c| !c.unsent().is_empty() || !c.slots.is_empty()) =>
+        {
+            reply(core, idx, compose::ERROR_METADUMP_PIPELINED);
+        }
         Request::LruCrawlerMetadump { class } => {
             let class_count = core.shard.store().class_count();
             match class {
