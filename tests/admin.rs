@@ -1241,3 +1241,51 @@ fn stats_list_memcached_fields_in_order() {
         assert_eq!(settings["ssl_enabled"], "no");
     });
 }
+
+/// `stats conns` lists the listening socket (`conn_listening`, no `listen_addr`) and what each
+/// connection is doing, in memcached's state names.
+#[test]
+fn stats_conns_lists_the_listener_and_connection_states() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut sending = server.connect();
+        let _fresh = server.connect();
+        let mut used = server.connect();
+        used.roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+        let mut asking = server.connect();
+        // A storage command whose data block has not arrived yet.
+        sending.send(b"set foo 0 0 6\r\n");
+        let want = format!("tcp:{}", server.addr());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let conns = asking.stats_sub("conns");
+            let state_of = |id: &str| conns.get(&format!("{id}:state")).cloned();
+            let ids: Vec<String> = conns
+                .keys()
+                .filter_map(|k| k.strip_suffix(":addr").map(str::to_string))
+                .collect();
+            let listeners: Vec<&String> = ids
+                .iter()
+                .filter(|id| state_of(id).as_deref() == Some("conn_listening"))
+                .collect();
+            let states: Vec<String> = ids.iter().filter_map(|id| state_of(id)).collect();
+            let has = |s: &str| states.iter().any(|x| x == s);
+            if has("conn_nread") || std::time::Instant::now() > deadline {
+                assert_eq!(listeners.len(), 1, "{conns:?}");
+                let l = listeners[0];
+                assert_eq!(conns[&format!("{l}:addr")], want, "{conns:?}");
+                assert!(
+                    !conns.contains_key(&format!("{l}:listen_addr")),
+                    "{conns:?}"
+                );
+                for state in ["conn_nread", "conn_parse_cmd", "conn_read", "conn_new_cmd"] {
+                    assert!(has(state), "{state} missing: {conns:?}");
+                }
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        sending.send(b"foobar\r\n");
+        sending.read_exact_reply(b"STORED\r\n");
+    });
+}

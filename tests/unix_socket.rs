@@ -59,11 +59,12 @@ fn is_socket(path: &Path) -> bool {
 }
 
 /// The shard that accepted each of this server's connections, from `stats conns` ids
-/// (corecache numbers a connection `index * shards + shard`).
+/// (corecache numbers a connection `n * shards + shard`; listening sockets, which have no
+/// `listen_addr`, are left out).
 fn accepting_shards(c: &mut Client<UnixStream>, shards: u64) -> BTreeSet<u64> {
     c.stats_sub("conns")
         .keys()
-        .filter_map(|k| k.strip_suffix(":addr")?.parse::<u64>().ok())
+        .filter_map(|k| k.strip_suffix(":listen_addr")?.parse::<u64>().ok())
         .map(|id| id % shards)
         .collect()
 }

@@ -154,15 +154,59 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
 /// cores: connection index times shard count plus the core's number.
 fn conns_part(core: &Core, out: &mut Vec<u8>) {
     let unix_socket = core.shared.config.unix_socket.as_deref();
+    let listeners = listener_addrs(&core.shared.bound, unix_socket);
+    let shards = u64::from(core.shard_count);
+    // Listening sockets first, as memcached lists them (by descriptor, lowest first), once
+    // for the server: shard 0 gives them, with ids that no connection takes.
+    if core.me == 0 {
+        let up = u64::from(core.now.since(crate::clock::START));
+        for (i, addr) in listeners.iter().enumerate() {
+            let id = i as u64 * shards;
+            compose::stat_str(out, &format!("{id}:addr"), addr);
+            compose::stat_str(out, &format!("{id}:state"), "conn_listening");
+            compose::stat(out, &format!("{id}:secs_since_last_cmd"), up);
+        }
+    }
     let listen = listen_addr(core.shared.bound.first(), unix_socket);
+    let first = listeners.len() as u64;
     for idx in core.conn_indices() {
         let Some(c) = core.conn(idx) else { continue };
-        let id = u64::from(idx) * u64::from(core.shard_count) + u64::from(core.me);
+        let id = (u64::from(idx) + first) * shards + u64::from(core.me);
         compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
         compose::stat_str(out, &format!("{id}:listen_addr"), &listen);
-        compose::stat_str(out, &format!("{id}:state"), "conn_parse_cmd");
+        compose::stat_str(out, &format!("{id}:state"), conn_state(c));
         let idle = core.now.0.saturating_sub(c.last_cmd);
         compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
+    }
+}
+
+/// The `addr` of each listening socket: `tcp:<ip>:<port>`, or the one `unix:<path>`.
+fn listener_addrs(bound: &[std::net::SocketAddr], unix_socket: Option<&str>) -> Vec<String> {
+    match unix_socket {
+        Some(path) => vec![format!("unix:{path}")],
+        None => bound.iter().map(|a| format!("tcp:{a}")).collect(),
+    }
+}
+
+/// memcached's name for what a connection is doing, from what it holds: a reply being
+/// gathered (its own `stats conns` among them) is `conn_parse_cmd`, replies not yet written
+/// `conn_mwrite`, a data block arriving `conn_nread` (a rejected one `conn_swallow`), waiting
+/// for (the rest of) a command line `conn_read`, or `conn_new_cmd` before its first byte.
+fn conn_state(c: &super::connection::Conn) -> &'static str {
+    if c.closing {
+        "conn_closing"
+    } else if !c.slots.is_empty() {
+        "conn_parse_cmd"
+    } else if !c.unsent().is_empty() || c.inflight > 0 {
+        "conn_mwrite"
+    } else if c.swallow > 0 {
+        "conn_swallow"
+    } else if c.rbuf.contains(&b'\n') {
+        "conn_nread"
+    } else if c.binary.is_none() {
+        "conn_new_cmd"
+    } else {
+        "conn_read"
     }
 }
 
