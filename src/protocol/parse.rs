@@ -602,7 +602,7 @@ fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     Ok(Request::ConfigGet { key: tokens.get(2) })
 }
 
-/// `lru_crawler metadump all|<class>`, `crawl all|<ids>`, `enable`, `disable`, `sleep <us>` and
+/// `lru_crawler metadump all|hash|<class>`, `crawl all|<ids>`, `enable`, `disable`, `sleep <us>` and
 /// `tocrawl <n>`, as memcached 1.6.18 answers them: other shapes are `ERROR`, a metadump class
 /// that is not a number is `BADCLASS`, a `sleep`/`tocrawl` value that is not a number is
 /// `CLIENT_ERROR bad command line format`, a sleep over a second is refused. (`tocrawl` keeps
@@ -633,7 +633,9 @@ fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u
         return Err(compose::ERROR);
     }
     let class = match tokens.get(2) {
-        b"all" => None,
+        // `hash` has memcached walk its hash table instead of its LRUs: every item once, as
+        // corecache's walk of its pages lists them anyway.
+        b"all" | b"hash" => None,
         digits => Some(strtoul_u32(digits).ok_or(compose::BADCLASS)?),
     };
     Ok(Request::LruCrawlerMetadump { class })
@@ -1579,6 +1581,7 @@ mod tests {
 
         let metadump = |class| Request::LruCrawlerMetadump { class };
         assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(None));
+        assert_eq!(ok(b"lru_crawler metadump hash\r\n").0, metadump(None));
         assert_eq!(ok(b"lru_crawler metadump 3\r\n").0, metadump(Some(3)));
         assert_rejects(b"lru_crawler metadump\r\n", ERROR);
         assert_eq!(
