@@ -715,10 +715,15 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                     .ok_or("lru_crawler_tocrawl takes a numeric 32bit value")?;
             }
             "slab_automove" => {
-                out.slab_automove = value
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&mode| mode <= 2)
-                    .ok_or("slab_automove must be between 0 and 2")?;
+                // Bare `slab_automove` is mode 1, as in memcached.
+                out.slab_automove = match value {
+                    None => 1,
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|&mode| mode <= 2)
+                        .ok_or("slab_automove must be between 0 and 2")?,
+                };
             }
             "hash_algorithm" => match value {
                 Some("xxh3") => {}
@@ -1131,6 +1136,9 @@ mod tests {
         ] {
             assert!(ext(&[bad]).is_err(), "{bad}");
         }
+        // A bare `slab_automove` is mode 1; `no_slab_automove` and `no_modern` are 0.
+        assert_eq!(ext(&["no_modern,slab_automove"]).unwrap().slab_automove, 1);
+        assert_eq!(ext(&["no_slab_automove"]).unwrap().slab_automove, 0);
     }
 
     #[test]
