@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 
 use super::backend::{
     is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
@@ -128,35 +128,12 @@ impl Write for Stream {
     }
 }
 
-impl Source for Stream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
+impl Stream {
+    /// The socket to register with the poller, whichever kind it is.
+    fn source(&mut self) -> &mut dyn Source {
         match self {
-            Stream::Tcp(s) => s.register(registry, token, interests),
-            Stream::Unix(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(registry, token, interests),
-            Stream::Unix(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Unix(s) => s.deregister(registry),
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
         }
     }
 }
@@ -343,7 +320,11 @@ impl Loop {
             if self
                 .poll
                 .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    stream.source(),
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .is_err()
             {
                 core.close(idx);
@@ -475,7 +456,7 @@ impl Loop {
 
     fn drop_conn(&mut self, core: &mut Core, idx: u32) {
         if let Some(mut s) = self.streams.get_mut(idx as usize).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = self.poll.registry().deregister(s.source());
         }
         self.stalled.remove(idx);
         core.close(idx);

@@ -167,20 +167,22 @@ fn conns_part(core: &Core, out: &mut Vec<u8>) {
             compose::stat(out, &format!("{id}:secs_since_last_cmd"), up);
         }
     }
-    let listen = listen_addr(core.shared.bound.first(), unix_socket);
+    // A connection's `listen_addr`: the (first) listening socket's `addr`.
+    let listen = listeners.first().map_or("tcp:", String::as_str);
     let first = listeners.len() as u64;
     for idx in core.conn_indices() {
         let Some(c) = core.conn(idx) else { continue };
         let id = (u64::from(idx) + first) * shards + u64::from(core.me);
         compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
-        compose::stat_str(out, &format!("{id}:listen_addr"), &listen);
+        compose::stat_str(out, &format!("{id}:listen_addr"), listen);
         compose::stat_str(out, &format!("{id}:state"), conn_state(c));
         let idle = core.now.0.saturating_sub(c.last_cmd);
         compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
     }
 }
 
-/// The `addr` of each listening socket: `tcp:<ip>:<port>`, or the one `unix:<path>`.
+/// The `addr` of each listening socket: `tcp:<ip>:<port>`, or the one `unix:<path>` with `-s`
+/// (then every connection came through it).
 fn listener_addrs(bound: &[std::net::SocketAddr], unix_socket: Option<&str>) -> Vec<String> {
     match unix_socket {
         Some(path) => vec![format!("unix:{path}")],
@@ -207,16 +209,6 @@ fn conn_state(c: &super::connection::Conn) -> &'static str {
         "conn_new_cmd"
     } else {
         "conn_read"
-    }
-}
-
-/// `stats conns` `listen_addr`: `tcp:<ip>:<port>`, or `unix:<path>` with `-s` (then every
-/// connection came through the UNIX socket).
-fn listen_addr(tcp: Option<&std::net::SocketAddr>, unix_socket: Option<&str>) -> String {
-    match (unix_socket, tcp) {
-        (Some(path), _) => format!("unix:{path}"),
-        (None, Some(addr)) => format!("tcp:{addr}"),
-        (None, None) => "tcp:".into(),
     }
 }
 
@@ -704,9 +696,12 @@ mod tests {
     #[test]
     fn conns_and_settings_name_unix_sockets_as_memcached_does() {
         let tcp: std::net::SocketAddr = "127.0.0.1:11211".parse().unwrap();
-        assert_eq!(listen_addr(Some(&tcp), None), "tcp:127.0.0.1:11211");
+        assert_eq!(listener_addrs(&[tcp], None), ["tcp:127.0.0.1:11211"]);
         assert_eq!(peer_addr("127.0.0.1:5000", None), "tcp:127.0.0.1:5000");
-        assert_eq!(listen_addr(None, Some("/tmp/m.sock")), "unix:/tmp/m.sock");
+        assert_eq!(
+            listener_addrs(&[], Some("/tmp/m.sock")),
+            ["unix:/tmp/m.sock"]
+        );
         assert_eq!(peer_addr("", Some("/tmp/m.sock")), "?:<AF 0>");
         assert_eq!(umask_text(0o700), "700");
         assert_eq!(umask_text(0o1777), "1777");
