@@ -288,6 +288,51 @@ fn lru_crawler_metadump_lists_live_items_of_every_shard() {
         c.send(format!("lru_crawler metadump {cls}\r\n").as_bytes());
         let one = String::from_utf8(c.read_until_end()).unwrap();
         assert!(one.contains("key=k%2520 "), "{one}");
+        assert!(!one.contains("key=big "), "{one}");
+        // A list of classes, as `crawl` takes it (empty ids skipped, order and repeats
+        // irrelevant), lists their items; a list with no id starts nothing; one bad id refuses
+        // the whole list.
+        let value = "v".repeat(2000);
+        c.roundtrip(
+            format!("set big 0 0 2000\r\n{value}\r\n").as_bytes(),
+            b"STORED\r\n",
+        );
+        c.send(b"lru_crawler metadump all\r\n");
+        let all = String::from_utf8(c.read_until_end()).unwrap();
+        let big_line = all.lines().find(|l| l.starts_with("key=big ")).unwrap();
+        let big_cls = metadump_fields(big_line).3;
+        assert_ne!(&big_cls, cls);
+        for list in [
+            format!("{cls},{big_cls}"),
+            format!(",{big_cls},,{cls},{cls}"),
+        ] {
+            c.send(format!("lru_crawler metadump {list}\r\n").as_bytes());
+            let two = String::from_utf8(c.read_until_end()).unwrap();
+            assert!(
+                two.contains("key=k%2520 ") && two.contains("key=big "),
+                "{two}"
+            );
+            assert_eq!(two.lines().count(), one.lines().count() + 1, "{two}");
+        }
+        c.roundtrip(
+            b"lru_crawler metadump ,\r\n",
+            b"NOTSTARTED no items to crawl\r\n",
+        );
+        for bad in [
+            format!("{cls},0"),
+            format!("{cls},999"),
+            format!("all,{cls}"),
+            format!("{cls},x"),
+        ] {
+            c.roundtrip(
+                format!("lru_crawler metadump {bad}\r\n").as_bytes(),
+                b"BADCLASS invalid class id\r\n",
+            );
+        }
+        c.roundtrip(
+            format!("lru_crawler metadump {cls} {big_cls}\r\n").as_bytes(),
+            b"ERROR\r\n",
+        );
         // The connection is still usable.
         c.roundtrip(b"get key3\r\n", b"VALUE key3 0 2\r\nab\r\nEND\r\n");
     });

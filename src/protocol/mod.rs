@@ -226,8 +226,9 @@ pub enum Request<'a> {
     DebugStall { millis: u32, noreply: bool },
     /// `config get <key>`: ElastiCache auto discovery; only `cluster` has a value.
     ConfigGet { key: &'a [u8] },
-    /// `lru_crawler metadump all|<class>`: one line per live item; `class` None means all.
-    LruCrawlerMetadump { class: Option<u32> },
+    /// `lru_crawler metadump all|hash|<id>[,<id>...]`: one line per live item of those classes;
+    /// the ids are checked where the classes are known.
+    LruCrawlerMetadump { classes: &'a [u8] },
     /// `lru_crawler crawl all|<id>[,<id>...]`: a sweep for dead items now; the ids are checked
     /// where the classes are known.
     LruCrawlerCrawl { classes: &'a [u8] },

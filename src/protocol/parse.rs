@@ -602,9 +602,9 @@ fn parse_config<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
     Ok(Request::ConfigGet { key: tokens.get(2) })
 }
 
-/// `lru_crawler metadump all|hash|<class>`, `crawl all|<ids>`, `enable`, `disable`, `sleep <us>` and
-/// `tocrawl <n>`, as memcached 1.6.18 answers them: other shapes are `ERROR`, a metadump class
-/// that is not a number is `BADCLASS`, a `sleep`/`tocrawl` value that is not a number is
+/// `lru_crawler metadump all|hash|<ids>`, `crawl all|<ids>`, `enable`, `disable`, `sleep <us>`
+/// and `tocrawl <n>`, as memcached 1.6.18 answers them: other shapes are `ERROR` (the class
+/// lists are checked by the runtime), a `sleep`/`tocrawl` value that is not a number is
 /// `CLIENT_ERROR bad command line format`, a sleep over a second is refused. (`tocrawl` keeps
 /// the low 32 bits of a larger number, as memcached's `uint32_t` setting does.)
 fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
@@ -614,31 +614,22 @@ fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u
             if micros > CRAWLER_SLEEP_US_MAX {
                 return Err(compose::CLIENT_ERROR_CRAWLER_SLEEP);
             }
-            return Ok(Request::LruCrawlerSleep { micros });
+            Ok(Request::LruCrawlerSleep { micros })
         }
         (3, b"tocrawl") => {
             let items = strtoul_u32(tokens.get(2)).ok_or(compose::CLIENT_ERROR_BAD_FORMAT)?;
-            return Ok(Request::LruCrawlerTocrawl { items });
+            Ok(Request::LruCrawlerTocrawl { items })
         }
-        (2, b"enable") => return Ok(Request::LruCrawlerSwitch { enable: true }),
-        (2, b"disable") => return Ok(Request::LruCrawlerSwitch { enable: false }),
-        (3, b"crawl") => {
-            return Ok(Request::LruCrawlerCrawl {
-                classes: tokens.get(2),
-            })
-        }
-        _ => {}
+        (2, b"enable") => Ok(Request::LruCrawlerSwitch { enable: true }),
+        (2, b"disable") => Ok(Request::LruCrawlerSwitch { enable: false }),
+        (3, b"crawl") => Ok(Request::LruCrawlerCrawl {
+            classes: tokens.get(2),
+        }),
+        (3, b"metadump") => Ok(Request::LruCrawlerMetadump {
+            classes: tokens.get(2),
+        }),
+        _ => Err(compose::ERROR),
     }
-    if tokens.count < 3 || tokens.get(1) != b"metadump" {
-        return Err(compose::ERROR);
-    }
-    let class = match tokens.get(2) {
-        // `hash` has memcached walk its hash table instead of its LRUs: every item once, as
-        // corecache's walk of its pages lists them anyway.
-        b"all" | b"hash" => None,
-        digits => Some(strtoul_u32(digits).ok_or(compose::BADCLASS)?),
-    };
-    Ok(Request::LruCrawlerMetadump { class })
 }
 
 /// `slabs automove <0|1|2> [noreply]` and `slabs reassign <src> <dst>`, as memcached answers
@@ -1579,11 +1570,11 @@ mod tests {
         assert_rejects(b"config set cluster\r\n", ERROR);
         assert_rejects(b"config get cluster x\r\n", ERROR);
 
-        let metadump = |class| Request::LruCrawlerMetadump { class };
-        assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(None));
-        assert_eq!(ok(b"lru_crawler metadump hash\r\n").0, metadump(None));
-        assert_eq!(ok(b"lru_crawler metadump 3\r\n").0, metadump(Some(3)));
+        let metadump = |classes| Request::LruCrawlerMetadump { classes };
+        assert_eq!(ok(b"lru_crawler metadump all\r\n").0, metadump(b"all"));
+        assert_eq!(ok(b"lru_crawler metadump 3,1\r\n").0, metadump(b"3,1"));
         assert_rejects(b"lru_crawler metadump\r\n", ERROR);
+        assert_rejects(b"lru_crawler metadump 1 2\r\n", ERROR);
         assert_eq!(
             ok(b"lru_crawler crawl 1,2\r\n").0,
             Request::LruCrawlerCrawl { classes: b"1,2" }
@@ -1621,7 +1612,6 @@ mod tests {
         );
         assert_rejects(b"slabs reassign 1 x\r\n", CLIENT_ERROR_BAD_FORMAT);
         assert_rejects(b"slabs reassign 1 2 3\r\n", ERROR);
-        assert_rejects(b"lru_crawler metadump x\r\n", compose::BADCLASS);
         assert_rejects(b"stats extstore\r\n", END);
 
         let memlimit = |megabytes, noreply| Request::CacheMemlimit { megabytes, noreply };

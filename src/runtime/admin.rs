@@ -135,17 +135,15 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         {
             reply(core, idx, compose::ERROR_METADUMP_PIPELINED);
         }
-        Request::LruCrawlerMetadump { class } => {
+        Request::LruCrawlerMetadump { classes } => {
             let class_count = core.shard.store().class_count();
-            match class {
-                None => metadump_start(core, idx, None),
-                Some(id) if id == 0 || id > class_id_max(class_count) => {
-                    reply(core, idx, compose::BADCLASS)
-                }
-                Some(id) => match super::stats::class_of_id(id) {
-                    Some(c) if usize::from(c) < class_count => metadump_start(core, idx, Some(c)),
-                    _ => reply(core, idx, compose::END),
-                },
+            // `hash` has memcached walk its hash table instead of its LRUs: every item once,
+            // as the walk of the pages lists them anyway.
+            let list = if classes == b"hash" { b"all" } else { classes };
+            match crawl_classes(list, class_count) {
+                Ok(Some(classes)) => metadump_start(core, idx, classes),
+                Ok(None) => reply(core, idx, compose::NOTSTARTED_NO_ITEMS),
+                Err(refusal) => reply(core, idx, refusal),
             }
         }
         Request::CacheMemlimit { megabytes, noreply } => {
@@ -264,9 +262,9 @@ fn reply(core: &mut Core, idx: u32, bytes: &[u8]) {
     core.mark_dirty(idx);
 }
 
-/// `lru_crawler crawl`'s class list, as memcached reads it: `all`, or ids separated by commas
+/// The class list of `lru_crawler crawl` and `metadump`, as memcached reads it: `all`, or ids separated by commas
 /// (empty ones skipped), each one memcached could have (1 to 63) or one of corecache's
-/// classes. `Ok(Some(set))`: the classes to sweep (an id past corecache's classes adds none);
+/// classes. `Ok(Some(set))`: the classes to sweep or list (an id past corecache's classes adds none);
 /// `Ok(None)`: no id given (`NOTSTARTED`); `Err(BADCLASS)` for a bad id.
 fn crawl_classes(list: &[u8], class_count: usize) -> Result<Option<ClassSet>, &'static [u8]> {
     if list == b"all" {
@@ -311,9 +309,9 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
 }
 
 /// Opens a metadump's slot on connection `idx`; [`metadump_pump`] takes it from there.
-fn metadump_start(core: &mut Core, idx: u32, class: Option<u8>) {
+fn metadump_start(core: &mut Core, idx: u32, classes: ClassSet) {
     let walk = MetadumpWalk {
-        class,
+        classes,
         shard: 0,
         cursor: WalkCursor::START,
         step_in_flight: false,
@@ -387,7 +385,7 @@ fn metadump_next(core: &mut Core, conn_ref: ConnRef) -> bool {
     if walk.shard != core.me {
         walk.step_in_flight = true;
         let op = RemoteOp::MetadumpStep {
-            class: walk.class,
+            classes: walk.classes,
             from: walk.cursor,
         };
         core.outbox.to(walk.shard).requests.push(RemoteRequest {
@@ -398,13 +396,13 @@ fn metadump_next(core: &mut Core, conn_ref: ConnRef) -> bool {
         return true;
     }
     // The slot is at the front: everything before it is in `out` already.
-    let (class, from) = (walk.class, walk.cursor);
+    let (classes, from) = (walk.classes, walk.cursor);
     let store = core.shard.store();
     let next = metadump_step(
         store,
         &core.shared.epoch,
         core.now,
-        class,
+        classes,
         from,
         &mut conn.out,
     );
@@ -475,19 +473,19 @@ fn metadump_advance(
     }
 }
 
-/// One step of a shard's part of a metadump: the lines of its live items of `class` from `from`
+/// One step of a shard's part of a metadump: the lines of its live items of the `classes` from `from`
 /// on, until [`METADUMP_STEP_BYTES`] are written or [`METADUMP_STEP_CHUNKS_MAX`] chunks looked
 /// at. Returns where the next step starts, `None` once the shard's walk is done.
 pub(super) fn metadump_step(
     store: &Store,
     epoch: &Epoch,
     now: Instant32,
-    class: Option<u8>,
+    classes: ClassSet,
     from: WalkCursor,
     out: &mut Vec<u8>,
 ) -> Option<WalkCursor> {
     let limit = out.len() + METADUMP_STEP_BYTES;
-    store.for_each_live_item_from(class, from, METADUMP_STEP_CHUNKS_MAX, now, |item| {
+    store.for_each_live_item_from(classes, from, METADUMP_STEP_CHUNKS_MAX, now, |item| {
         metadump_line(item, |at| epoch.to_unix(at), out);
         out.len() < limit
     })
@@ -533,7 +531,7 @@ pub(super) fn cachedump_part(core: &Core, class: u8, limit: u32, out: &mut Vec<u
     let mut bytes = 0;
     let mut line = Vec::new();
     core.shard.store().for_each_live_item_from(
-        Some(class),
+        ClassSet::only(class),
         WalkCursor::START,
         CACHEDUMP_CHUNKS_MAX,
         core.now,

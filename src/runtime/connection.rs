@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::mesh::StatsKind;
-use crate::storage::WalkCursor;
+use crate::storage::{ClassSet, WalkCursor};
 
 /// Above this many bytes of unsent replies, the connection is not read or parsed further until
 /// the client drains them (a client that never reads cannot grow server memory).
@@ -58,8 +58,8 @@ pub enum SlotKind {
 /// in bounded steps, one step at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetadumpWalk {
-    /// The class listed (`None`: every class).
-    pub class: Option<u8>,
+    /// The classes listed.
+    pub classes: ClassSet,
     /// The shard being walked.
     pub shard: u16,
     /// Where that shard's next step starts.

@@ -1109,13 +1109,13 @@ impl Core {
                 let raw = env_in.buf.get(*s as usize..*e as usize).unwrap_or_default();
                 self.exec_remote_binary(raw, *h, &mut reply.buf);
             }
-            RemoteOp::MetadumpStep { class, from } => {
+            RemoteOp::MetadumpStep { classes, from } => {
                 let store = self.shard.store();
                 let next = admin::metadump_step(
                     store,
                     &self.shared.epoch,
                     self.now,
-                    *class,
+                    *classes,
                     *from,
                     &mut reply.buf,
                 );

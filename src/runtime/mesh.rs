@@ -53,10 +53,10 @@ pub enum RemoteOp {
     /// `stats detail on|off|dump` (see `runtime::admin`).
     Detail(DetailOp),
     /// `lru_crawler metadump`: one bounded step of this shard's walk over its live items of
-    /// `class` (`None`: every class), from `from` on (see `runtime::admin`). The reply is the
-    /// step's item lines; its `segments` hold the cursor the next step starts from as one
-    /// `(page, chunk)` pair, or nothing once this shard's walk is done.
-    MetadumpStep { class: Option<u8>, from: WalkCursor },
+    /// the `classes`, from `from` on (see `runtime::admin`). The reply is the step's item
+    /// lines; its `segments` hold the cursor the next step starts from as one `(page, chunk)`
+    /// pair, or nothing once this shard's walk is done.
+    MetadumpStep { classes: ClassSet, from: WalkCursor },
     /// `cache_memlimit`: this shard's new memory budget in bytes.
     MemLimit { bytes: usize },
     /// `lru_crawler crawl`: sweep this shard's items of these classes for dead ones now, one

@@ -13,7 +13,7 @@
 
 use super::item::ItemRef;
 use super::slab::{Loc, PAGE_COUNT_MAX};
-use super::{Store, Unlink};
+use super::{ClassSet, Store, Unlink};
 use crate::clock::Instant32;
 
 /// Where a walk of the live items ([`Store::for_each_live_item_from`]) resumes: a page id and
@@ -92,20 +92,19 @@ impl Store {
         self.slabs.classes.len()
     }
 
-    /// Visits every live item of `class` (all classes if `None`), in walk order (see
-    /// [`WalkCursor`]), until `visit` returns false. Dead items (expired, flushed) are skipped,
-    /// not reclaimed.
+    /// Visits every live item of the `classes`, in walk order (see [`WalkCursor`]), until
+    /// `visit` returns false. Dead items (expired, flushed) are skipped, not reclaimed.
     pub fn for_each_live_item(
         &self,
-        class: Option<u8>,
+        classes: ClassSet,
         now: Instant32,
         visit: impl FnMut(ItemMeta<'_>) -> bool,
     ) {
-        self.for_each_live_item_from(class, WalkCursor::START, usize::MAX, now, visit);
+        self.for_each_live_item_from(classes, WalkCursor::START, usize::MAX, now, visit);
     }
 
-    /// The resumable form of [`Store::for_each_live_item`]: visits the live items of `class`
-    /// (all if `None`) at `from` or after it, looking at no more than `chunks_max` chunks (a
+    /// The resumable form of [`Store::for_each_live_item`]: visits the live items of the
+    /// `classes` at `from` or after it, looking at no more than `chunks_max` chunks (a
     /// page of another class, or a vacant one, counts as one), and stops early after an item
     /// for which `visit` returns false. Returns where to resume, or `None` once the walk has
     /// passed the last page.
@@ -116,7 +115,7 @@ impl Store {
     /// [`WalkCursor`].
     pub fn for_each_live_item_from(
         &self,
-        class: Option<u8>,
+        classes: ClassSet,
         from: WalkCursor,
         chunks_max: usize,
         now: Instant32,
@@ -126,7 +125,7 @@ impl Store {
         let mut at = from;
         loop {
             let page = self.slabs.pages.get(at.page as usize)?;
-            let wanted = !page.vacant && class.is_none_or(|c| c == page.class);
+            let wanted = !page.vacant && classes.contains(usize::from(page.class));
             if !wanted || at.chunk >= page.carved {
                 at = WalkCursor {
                     page: at.page + 1,
@@ -345,7 +344,7 @@ mod tests {
         assert!(stats.evictions > 0);
         // Everything left is still readable.
         let mut keys = Vec::new();
-        s.for_each_live_item(None, now, |m| {
+        s.for_each_live_item(ClassSet::ALL, now, |m| {
             keys.push(m.key.to_vec());
             true
         });
@@ -372,13 +371,13 @@ mod tests {
         let r = s.store(StoreMode::Set, b"b", hash(b"b"), 0, Some(gone), b"x", now);
         assert!(r.is_ok());
         let mut seen = Vec::new();
-        s.for_each_live_item(None, now.plus(10), |m| {
+        s.for_each_live_item(ClassSet::ALL, now.plus(10), |m| {
             seen.push((m.key.to_vec(), m.fetched, m.cas));
             true
         });
         assert_eq!(seen, vec![(b"a".to_vec(), false, 1)]);
         let mut count = 0;
-        s.for_each_live_item(None, now, |_| {
+        s.for_each_live_item(ClassSet::ALL, now, |_| {
             count += 1;
             false
         });
@@ -423,7 +422,8 @@ mod tests {
         let mut cursor = Some(from);
         let mut steps = 0;
         while let Some(at) = cursor {
-            cursor = s.for_each_live_item_from(class, at, chunks_max, now, |m| {
+            let classes = class.map_or(ClassSet::ALL, ClassSet::only);
+            cursor = s.for_each_live_item_from(classes, at, chunks_max, now, |m| {
                 keys.push(m.key.to_vec());
                 true
             });
@@ -508,7 +508,7 @@ mod tests {
             chunk: u32::MAX,
         };
         assert_eq!(
-            s.for_each_live_item_from(None, far, 10, now, |_| true),
+            s.for_each_live_item_from(ClassSet::ALL, far, 10, now, |_| true),
             None
         );
     }
@@ -522,7 +522,7 @@ mod tests {
         let mut cursor = Some(WalkCursor::START);
         while let Some(at) = cursor {
             // One item per step: the visit asks to stop after each.
-            cursor = s.for_each_live_item_from(None, at, usize::MAX, now, |m| {
+            cursor = s.for_each_live_item_from(ClassSet::ALL, at, usize::MAX, now, |m| {
                 seen.push(m.key.to_vec());
                 false
             });
@@ -547,12 +547,17 @@ mod tests {
         let mut seen: Vec<Vec<u8>> = Vec::new();
         let mut visited = 0;
         let limit = per_page + per_page / 2;
-        let cursor =
-            s.for_each_live_item_from(Some(class), WalkCursor::START, usize::MAX, now, |m| {
+        let cursor = s.for_each_live_item_from(
+            ClassSet::only(class),
+            WalkCursor::START,
+            usize::MAX,
+            now,
+            |m| {
                 seen.push(m.key.to_vec());
                 visited += 1;
                 visited < limit
-            });
+            },
+        );
         let cursor = cursor.expect("stopped mid-walk");
         assert_eq!(cursor.page, 1);
         s.evict_page(0, now);
@@ -627,10 +632,11 @@ mod tests {
             let mut cursor = Some(WalkCursor::START);
             let mut temp = 0u64;
             while let Some(at) = cursor {
-                cursor = s.for_each_live_item_from(None, at, 1 + next(40) as usize, now, |m| {
-                    seen.push(String::from_utf8(m.key.to_vec()).unwrap());
-                    true
-                });
+                cursor =
+                    s.for_each_live_item_from(ClassSet::ALL, at, 1 + next(40) as usize, now, |m| {
+                        seen.push(String::from_utf8(m.key.to_vec()).unwrap());
+                        true
+                    });
                 match next(4) {
                     0 => {
                         for _ in 0..next(20) {

@@ -31,6 +31,13 @@ impl ClassSet {
     pub const ALL: ClassSet = ClassSet([u64::MAX; 4]);
     pub const EMPTY: ClassSet = ClassSet([0; 4]);
 
+    /// The set of one class.
+    pub fn only(class: u8) -> ClassSet {
+        let mut set = ClassSet::EMPTY;
+        set.insert(class);
+        set
+    }
+
     pub fn insert(&mut self, class: u8) {
         self.0[usize::from(class / 64)] |= 1 << (class % 64);
     }
