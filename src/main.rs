@@ -20,8 +20,8 @@ fn main() {
     for notice in &config.notices {
         eprintln!("corecache: {notice}");
     }
-    if let Err(msg) = corecache::runtime::run(config) {
-        eprintln!("corecache: {msg}");
-        std::process::exit(1);
+    if let Err(failure) = corecache::runtime::run(config) {
+        eprintln!("corecache: {}", failure.message);
+        std::process::exit(failure.exit_code);
     }
 }

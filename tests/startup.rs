@@ -637,3 +637,32 @@ fn the_port_file_names_the_bound_port() {
     assert!(!std::path::Path::new(&lock).exists(), "renamed into place");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A port another socket listens on: the server exits at once with memcached's status for a
+/// socket it cannot listen on (sysexits' `EX_OSERR`, 71), saying so on stderr.
+#[test]
+fn a_port_in_use_fails_startup_with_memcached_status() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = common::server_command()
+        .args(["-U", "0", "-l", "127.0.0.1", "-p", &port])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the server");
+    assert_eq!(out.status.code(), Some(71), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Address already in use"), "{err}");
+    if memcached_mode() {
+        return;
+    }
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    // With -d the UNIX socket is bound in the daemon, whose parent exits with its status.
+    let out = Command::new(env!("CARGO_BIN_EXE_corecache"))
+        .args(["-d", "-s", "/nonexistent-corecache-dir/x.sock"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run corecache -d");
+    assert_eq!(out.status.code(), Some(71), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failed to listen on UNIX socket"), "{err}");
+}

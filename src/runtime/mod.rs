@@ -163,6 +163,34 @@ fn write_port_file(path: &std::path::Path, bound: &[SocketAddr]) {
 
 /// Exit status for an unknown `-u` user (sysexits' `EX_NOUSER`, as memcached exits).
 const EX_NOUSER: i32 = 67;
+/// Exit status when a socket cannot be bound or listened on (sysexits' `EX_OSERR`, as
+/// memcached exits).
+pub const EX_OSERR: i32 = 71;
+
+/// Why startup failed, and the exit status that tells a service manager so.
+#[derive(Debug)]
+pub struct StartupError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl From<String> for StartupError {
+    /// A failure with the generic status 1.
+    fn from(message: String) -> StartupError {
+        StartupError {
+            message,
+            exit_code: 1,
+        }
+    }
+}
+
+/// A socket that cannot be listened on.
+fn listen_failure(message: String) -> StartupError {
+    StartupError {
+        message,
+        exit_code: EX_OSERR,
+    }
+}
 
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
 ///
@@ -172,7 +200,7 @@ const EX_NOUSER: i32 = 67;
 /// who then owns the socket file), lock memory (`-k`, after the fork and the identity change,
 /// as memcached does), write the pidfile, start the executors, announce. A daemon's `listening`
 /// lines and startup errors go to the parent, which prints them and exits.
-pub fn run(mut config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), StartupError> {
     block_signals();
     let shard_count = usize::from(config.shard_count);
     raise_nofile_limit(config.conns_max, shard_count);
@@ -200,7 +228,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     };
     for &addr in tcp {
         let (group, actual) = listener::bind_group(addr, shard_count, config.listen_backlog)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            .map_err(|e| listen_failure(format!("cannot listen on {addr}: {e}")))?;
         for (core, l) in group.into_iter().enumerate() {
             per_core[core].push(Listener::Tcp(l));
         }
@@ -225,8 +253,8 @@ pub fn run(mut config: Config) -> Result<(), String> {
         report = Some(process::daemonize(config.coredumps)?);
     }
     let result = serve(config, per_core, bound, user.as_ref(), &mut report);
-    if let (Err(reason), Some(report)) = (&result, report) {
-        report.failed(reason);
+    if let (Err(failure), Some(report)) = (&result, report) {
+        report.failed(failure);
     }
     result
 }
@@ -238,7 +266,7 @@ fn serve(
     bound: Vec<SocketAddr>,
     user: Option<&process::UserIds>,
     report: &mut Option<process::DaemonReport>,
-) -> Result<(), String> {
+) -> Result<(), StartupError> {
     let shard_count = per_core.len();
     if let Some(user) = user {
         process::drop_privileges(user)?;
@@ -246,7 +274,7 @@ fn serve(
     if let Some(path) = &config.unix_socket {
         // Still one thread: the umask swap around bind(2) affects no one else.
         let group = listener::bind_unix(path, config.unix_mask, shard_count, config.listen_backlog)
-            .map_err(|e| format!("failed to listen on UNIX socket: {path}: {e}"))?;
+            .map_err(|e| listen_failure(format!("failed to listen on UNIX socket: {path}: {e}")))?;
         for (core, l) in group.into_iter().enumerate() {
             per_core[core].push(Listener::Unix(l));
         }
@@ -312,8 +340,8 @@ fn serve(
     for _ in 0..shard_count {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("an executor stopped during startup".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(String::from("an executor stopped during startup").into()),
         }
     }
     if shared.config.verbosity > 0 {

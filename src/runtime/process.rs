@@ -147,14 +147,15 @@ impl DaemonReport {
         let _ = self.pipe.write_all(format!("ok\n{stdout_text}").as_bytes());
     }
 
-    /// Startup failed: hands the parent the reason.
-    pub fn failed(mut self, reason: &str) {
-        let _ = self.pipe.write_all(format!("error\n{reason}").as_bytes());
+    /// Startup failed: hands the parent the exit status and the reason.
+    pub fn failed(mut self, failure: &super::StartupError) {
+        let report = format!("error\n{}\n{}", failure.exit_code, failure.message);
+        let _ = self.pipe.write_all(report.as_bytes());
     }
 }
 
 /// `-d`: forks. The parent waits for the daemon's report and exits from here: 0 after
-/// printing the `listening` lines, 1 after printing why startup failed. The daemon (the child)
+/// printing the `listening` lines, the daemon's exit status after printing why startup failed. The daemon (the child)
 /// starts a new session, changes to `/` (unless `keep_dir`, as memcached keeps its directory
 /// with `-r` so a core file can be written), puts /dev/null on stdin, stdout and stderr, and
 /// returns its end of the report pipe.
@@ -214,9 +215,10 @@ fn parent_wait(mut pipe: File) -> ! {
             let _ = out.flush();
             std::process::exit(0);
         }
-        Some(("error", reason)) => {
+        Some(("error", failure)) => {
+            let (code, reason) = failure.split_once('\n').unwrap_or(("1", failure));
             eprintln!("corecache: {reason}");
-            std::process::exit(1);
+            std::process::exit(code.parse().unwrap_or(1));
         }
         _ => {
             eprintln!("corecache: the daemon exited during startup");

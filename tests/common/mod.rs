@@ -1128,6 +1128,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A bare command for the server under test, for tests that watch it fail to start: memcached
+/// (with `-u root` when running as root, which memcached requires) in memcached mode,
+/// corecache otherwise.
+pub fn server_command() -> Command {
+    if memcached_mode() {
+        let mut cmd = Command::new(MEMCACHED);
+        if is_root() {
+            cmd.args(["-u", "root"]);
+        }
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_corecache"))
+    }
+}
+
 /// Whether this test process runs as root (the `-u` tests need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
