@@ -1297,6 +1297,17 @@ fn stats_list_memcached_fields_in_order() {
         let settings = c.stats_sub("settings");
         assert_eq!(settings["auth_enabled_sasl"], "no");
         assert_eq!(settings["ssl_enabled"], "no");
+        // The crawler's two fields are listed only while it runs.
+        let crawler_fields = |c: &mut Client| {
+            names(c, "")
+                .into_iter()
+                .filter(|n| n.starts_with("lru_crawler_"))
+                .count()
+        };
+        c.roundtrip(b"lru_crawler disable\r\n", b"OK\r\n");
+        assert_eq!(crawler_fields(&mut c), 0);
+        c.roundtrip(b"lru_crawler enable\r\n", b"OK\r\n");
+        assert_eq!(crawler_fields(&mut c), 2);
     });
 }
 

@@ -462,9 +462,12 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     compose::stat(out, "slab_reassign_busy_deletes", 0);
     compose::stat(out, "slab_reassign_running", 0);
     compose::stat(out, "slabs_moved", get("slabs_moved"));
-    let crawling = shared.crawls_running.load(Ordering::Relaxed) > 0;
-    compose::stat(out, "lru_crawler_running", u64::from(crawling));
-    compose::stat(out, "lru_crawler_starts", get("lru_crawler_starts"));
+    // As memcached, only while the crawler is on (`-o no_lru_crawler`, `lru_crawler disable`).
+    if shared.crawler_enabled.load(Ordering::Relaxed) {
+        let crawling = shared.crawls_running.load(Ordering::Relaxed) > 0;
+        compose::stat(out, "lru_crawler_running", u64::from(crawling));
+        compose::stat(out, "lru_crawler_starts", get("lru_crawler_starts"));
+    }
     compose::stat(out, "malloc_fails", 0);
     // No `watch` log stream, no NAPI ids, no proxy: memcached shows these at 0 when unused.
     for name in [
