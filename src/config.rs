@@ -254,6 +254,8 @@ pub struct Config {
     /// `slab_automove`: where the runtime settings of the same names start.
     pub crawler: CrawlerSettings,
     pub slab_automove: u8,
+    /// `-o track_sizes`: `stats sizes` counts items from startup (as `stats sizes_enable`).
+    pub track_sizes: bool,
     /// Notices for stderr at startup (ignored `-o` suboptions).
     pub notices: Vec<String>,
     pub limits: Limits,
@@ -432,6 +434,7 @@ impl Config {
             idle_timeout_secs: extended.idle_timeout_secs,
             crawler: extended.crawler,
             slab_automove: extended.slab_automove,
+            track_sizes: extended.track_sizes,
             notices: extended.notices,
             limits,
             cluster_nodes: a.cluster_nodes,
@@ -574,6 +577,7 @@ pub struct Extended {
     /// 0: pages move only to a class that has none; 1: also by eviction pressure (default);
     /// 2: on every eviction where another class is under less pressure.
     pub slab_automove: u8,
+    pub track_sizes: bool,
     /// One line naming the ignored suboptions and why, if any were.
     pub notices: Vec<String>,
 }
@@ -584,6 +588,7 @@ impl Default for Extended {
             idle_timeout_secs: 0,
             crawler: CrawlerSettings::default(),
             slab_automove: 1,
+            track_sizes: false,
             notices: Vec::new(),
         }
     }
@@ -654,7 +659,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ),
     ("watcher_logbuf_size", "no watch command"),
     ("worker_logbuf_size", "no watch command"),
-    ("track_sizes", "no item size histograms"),
     ("no_inline_ascii_resp", "nothing to turn off"),
     ("inline_ascii_response", "nothing to turn on"),
     ("modern", "nothing to turn on"),
@@ -697,6 +701,7 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
             "lru_crawler" => out.crawler.enabled = true,
             "no_lru_crawler" => out.crawler.enabled = false,
             "no_slab_automove" => out.slab_automove = 0,
+            "track_sizes" => out.track_sizes = true,
             // memcached's 1.4 defaults: no crawler, no automove (the rest of what it turns off,
             // corecache does not have).
             "no_modern" => {

@@ -1361,3 +1361,74 @@ fn stats_conns_lists_the_listener_and_connection_states() {
         sending.read_exact_reply(b"STORED\r\n");
     });
 }
+
+/// `stats sizes`: item counts by size in 32-byte steps, kept only while switched on
+/// (`stats sizes_enable`, `-o track_sizes`), for the items stored since then. The sizes are
+/// each server's own item sizes (header included), so only their shape is compared.
+#[test]
+fn stats_sizes_count_items_stored_while_switched_on() {
+    // Sizes by name, in reply order.
+    fn sizes(c: &mut Client) -> Vec<(u64, u64)> {
+        let (_, raw) = c.stats_raw("sizes");
+        String::from_utf8(raw)
+            .unwrap()
+            .split("\r\n")
+            .filter_map(|line| line.strip_prefix("STAT "))
+            .map(|line| {
+                let (size, count) = line.split_once(' ').unwrap();
+                (size.parse().unwrap(), count.parse().unwrap())
+            })
+            .collect()
+    }
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        c.roundtrip(b"set before 0 0 5\r\nhello\r\n", b"STORED\r\n");
+        c.roundtrip(b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n");
+        assert_eq!(c.stats_sub("settings")["track_sizes"], "no");
+        // memcached ends the switch's reply without END.
+        c.roundtrip(b"stats sizes_enable\r\n", b"STAT sizes_status enabled\r\n");
+        assert_eq!(c.stats_sub("settings")["track_sizes"], "yes");
+        c.roundtrip(b"stats sizes\r\n", b"END\r\n");
+        for i in 0..20 {
+            let value = "v".repeat(i * 50);
+            c.roundtrip(
+                format!("set k{i} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+                b"STORED\r\n",
+            );
+        }
+        let counted = sizes(&mut c);
+        assert!(counted.len() >= 10, "{counted:?}");
+        assert!(counted.windows(2).all(|w| w[0].0 < w[1].0), "{counted:?}");
+        assert!(counted.iter().all(|&(size, n)| size % 32 == 0 && n > 0));
+        assert_eq!(counted.iter().map(|&(_, n)| n).sum::<u64>(), 20);
+        // A delete uncounts; the item stored before the switch was never counted.
+        c.roundtrip(
+            b"delete k19\r\ndelete before\r\n",
+            b"DELETED\r\nDELETED\r\n",
+        );
+        let after = sizes(&mut c);
+        assert_eq!(after.iter().map(|&(_, n)| n).sum::<u64>(), 19);
+        assert_eq!(after.last().unwrap().0, counted[counted.len() - 2].0);
+        c.roundtrip(
+            b"stats sizes_disable\r\n",
+            b"STAT sizes_status disabled\r\n",
+        );
+        c.roundtrip(b"stats sizes\r\n", b"STAT sizes_status disabled\r\nEND\r\n");
+        assert_eq!(c.stats_sub("settings")["track_sizes"], "no");
+    });
+    // Switched on at startup it counts every item, even without cas; `sizes_enable` then
+    // reports that it needs cas.
+    let server = TestServer::start(&["-t", "2", "-C", "-o", "track_sizes"]);
+    let mut c = server.connect();
+    c.roundtrip(
+        b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\nx\r\n",
+        b"STORED\r\nSTORED\r\n",
+    );
+    assert_eq!(sizes(&mut c).iter().map(|&(_, n)| n).sum::<u64>(), 2);
+    c.roundtrip(
+        b"stats sizes_enable\r\n",
+        b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n",
+    );
+    assert_eq!(c.stats_sub("settings")["track_sizes"], "yes");
+}

@@ -147,6 +147,8 @@ pub enum StatsGroup<'a> {
     Slabs,
     /// `stats sizes`
     Sizes,
+    /// `stats sizes_enable` (`true`) or `stats sizes_disable`
+    SizesSwitch(bool),
     /// `stats conns`
     Conns,
     /// `stats reset`

@@ -553,6 +553,8 @@ fn parse_stats<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
         b"items" => StatsGroup::Items,
         b"slabs" => StatsGroup::Slabs,
         b"sizes" => StatsGroup::Sizes,
+        b"sizes_enable" => StatsGroup::SizesSwitch(true),
+        b"sizes_disable" => StatsGroup::SizesSwitch(false),
         b"conns" => StatsGroup::Conns,
         b"reset" => StatsGroup::Reset,
         // memcached without external storage configured lists nothing; corecache has none.

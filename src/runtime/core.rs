@@ -856,6 +856,7 @@ impl Core {
             StatsGroup::Items => StatsKind::Items,
             StatsGroup::Slabs => StatsKind::Slabs,
             StatsGroup::Sizes => StatsKind::Sizes,
+            StatsGroup::SizesSwitch(on) => StatsKind::SizesSwitch(on),
             StatsGroup::Conns => StatsKind::Conns,
             StatsGroup::Reset => {
                 self.broadcast(idx, SlotKind::Reset, RemoteOp::ResetStats);
@@ -886,6 +887,12 @@ impl Core {
     /// This shard's part of a broadcast operation.
     pub(super) fn exec_broadcast_op(&mut self, op: &RemoteOp, out: &mut Vec<u8>) {
         match *op {
+            RemoteOp::Stats(StatsKind::SizesSwitch(on)) => {
+                // Without cas there is no sequence to count from: memcached refuses.
+                if !on || self.shared.config.cas_enabled {
+                    self.shard.store_mut().set_size_tracking(on);
+                }
+            }
             RemoteOp::Stats(kind) => stats::shard_part(self, kind, out),
             RemoteOp::Flush { at } => {
                 let now = self.now;

@@ -86,6 +86,9 @@ pub enum StatsKind {
     Items,
     Slabs,
     Sizes,
+    /// `stats sizes_enable` (`true`) or `stats sizes_disable`: each shard switches its
+    /// histogram; the reply is one status line.
+    SizesSwitch(bool),
     /// One line group per connection; shards' parts are concatenated, not summed.
     Conns,
     /// `stats detail dump`: `PREFIX` lines, summed by prefix.

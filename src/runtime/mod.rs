@@ -420,6 +420,11 @@ fn executor(
     shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
     shard.store_mut().set_automove(cfg.slab_automove);
     shard.store_mut().set_cas_shard(i as u16, cfg.shard_count);
+    // At startup every item is stored after tracking began, so it needs no cas to tell (with
+    // `-C` memcached refuses only `stats sizes_enable`).
+    if cfg.track_sizes {
+        shard.store_mut().set_size_tracking(true);
+    }
     let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),

@@ -142,7 +142,16 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
             );
             push_line(out, "total_malloced", st.total_malloced);
         }
-        StatsKind::Sizes | StatsKind::DetailDump => {}
+        StatsKind::Sizes => match core.shard.store().size_histogram() {
+            Some(histogram) => {
+                for (size, count) in histogram.counts() {
+                    push_line(out, &size.to_string(), u64::from(count));
+                }
+            }
+            None => push_line(out, SIZES_OFF, 1),
+        },
+        // Switched in `Core::exec_broadcast_op`; no lines.
+        StatsKind::SizesSwitch(_) | StatsKind::DetailDump => {}
         StatsKind::Conns => conns_part(core, out),
         StatsKind::CacheDump { class, limit } => {
             super::admin::cachedump_part(core, class, limit, out)
@@ -301,9 +310,29 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
                 compose::stat(out, name, *v);
             }
         }
-        // Item size histograms are not kept (memcached's `-o track_sizes`); say so as
-        // memcached does when they are off.
-        StatsKind::Sizes => compose::stat_str(out, "sizes_status", "disabled"),
+        StatsKind::Sizes => {
+            if sums.iter().any(|(name, _)| name == SIZES_OFF) {
+                compose::stat_str(out, "sizes_status", "disabled");
+            } else {
+                let mut sorted = sums;
+                sorted.sort_by_key(|(size, _)| size.parse::<u64>().unwrap_or(u64::MAX));
+                for (size, count) in &sorted {
+                    compose::stat(out, size, *count);
+                }
+            }
+        }
+        StatsKind::SizesSwitch(on) => {
+            // memcached ends these replies without `END`.
+            if !on {
+                compose::stat_str(out, "sizes_status", "disabled");
+            } else if shared.config.cas_enabled {
+                compose::stat_str(out, "sizes_status", "enabled");
+            } else {
+                compose::stat_str(out, "sizes_status", "error");
+                compose::stat_str(out, "sizes_error", "cas_support_disabled");
+            }
+            return;
+        }
         StatsKind::Conns | StatsKind::DetailDump | StatsKind::CacheDump { .. } => {}
     }
     out.extend_from_slice(compose::END);
@@ -331,6 +360,9 @@ fn class_of(name: &str, kind: StatsKind) -> u32 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(u32::MAX)
 }
+
+/// A shard's `stats sizes` part when its histogram is off (not a number, so never a size).
+const SIZES_OFF: &str = "sizes_off";
 
 /// Summed counters, in memcached's order (after the connection fields).
 const COUNTERS: &[&str] = &[
@@ -671,7 +703,8 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat(out, "watcher_logbuf_size", 262_144);
             compose::stat(out, "worker_logbuf_size", 65_536);
             compose::stat(out, "read_buf_mem_limit", 0);
-            compose::stat_str(out, "track_sizes", "no");
+            let tracked = core.shard.store().size_histogram().is_some();
+            compose::stat_str(out, "track_sizes", yes_no(tracked));
             compose::stat_str(out, "inline_ascii_response", "no");
             // No external storage and no TLS: their settings as memcached shows them unused.
             for (name, value) in UNUSED_EXT_TLS_SETTINGS {

@@ -265,10 +265,12 @@ impl Store {
             }
         }
         let seq = self.next_seq();
-        let bits = ItemRef::new(self.slabs.chunk(loc)).meta_bits();
+        let old = ItemRef::new(self.slabs.chunk(loc));
+        let (bits, old_seq, total) = (old.meta_bits(), old.seq(), old.total_bytes());
         let mut item = ItemMut::new(self.slabs.chunk_mut(loc));
         item.set_seq(seq);
         item.set_meta_bits((bits | STALE) & !TOKEN_SENT);
+        self.sizes_restamped(old_seq, seq, total);
         MetaDeleteOutcome::Invalidated
     }
 

@@ -25,6 +25,7 @@ pub mod item;
 mod lru;
 pub mod meta;
 pub mod pagemem;
+mod sizes;
 pub mod slab;
 pub mod stats;
 pub mod table;
@@ -168,6 +169,8 @@ pub struct Store {
     scratch: Vec<u8>,
     /// The latest `now` any call passed in (for `stats`, which takes no `now`).
     now_latest: Instant32,
+    /// `stats sizes`, when tracking is on.
+    sizes: Option<sizes::SizeHistogram>,
 }
 
 impl Store {
@@ -202,6 +205,7 @@ impl Store {
             cas_offset: 0,
             scratch: Vec::new(),
             now_latest: Instant32(0),
+            sizes: None,
         }
     }
 
@@ -463,6 +467,7 @@ impl Store {
         }
         let digits = result.to_string();
         if digits.len() <= old.value_len() {
+            let (old_seq, total) = (old.seq(), old.total_bytes());
             let seq = self.next_seq();
             let mut item = ItemMut::new(self.slabs.chunk_mut(slot.loc));
             let value = item.value_mut();
@@ -470,6 +475,7 @@ impl Store {
             value[..digits.len()].copy_from_slice(digits.as_bytes());
             item.set_seq(seq);
             item.touch_access(now);
+            self.sizes_restamped(old_seq, seq, total);
             return ArithOutcome::Value(result);
         }
         let (client_flags, expires_at) = (old.client_flags(), old.expires_at());
@@ -705,7 +711,8 @@ impl Store {
     /// Links the freshly written item at `loc`, replacing any item with the same key.
     fn link(&mut self, key: &[u8], key_hash: u64, loc: Loc, counts_as_new: bool) {
         let class = self.slabs.class_of(loc);
-        let total = ItemRef::new(self.slabs.chunk(loc)).total_bytes();
+        let item = ItemRef::new(self.slabs.chunk(loc));
+        let (total, seq) = (item.total_bytes(), item.seq());
         let old = self.lookup_other(key, key_hash, loc);
         let slabs = &self.slabs;
         let hash = self.cfg.key_hash;
@@ -725,6 +732,7 @@ impl Store {
         if counts_as_new {
             self.counters.total_items += 1;
         }
+        self.sizes_linked(seq, total);
     }
 
     /// The slot of `key` other than the one at `loc` (which is not linked yet).
@@ -744,7 +752,7 @@ impl Store {
     /// Counters, gauges and the chunk of an item already out of the table.
     fn account_unlink(&mut self, loc: Loc, why: Unlink) {
         let item = ItemRef::new(self.slabs.chunk(loc));
-        let (total, fetched) = (item.total_bytes(), item.is_fetched());
+        let (total, fetched, seq) = (item.total_bytes(), item.is_fetched(), item.seq());
         let has_expiry = item.expires_at().is_some();
         let idle_secs = u64::from(self.now_latest.since(item.last_access()));
         let class = usize::from(self.slabs.class_of(loc));
@@ -785,6 +793,7 @@ impl Store {
         class_ref.mem_requested -= total;
         self.curr_items -= 1;
         self.bytes -= total as u64;
+        self.sizes_unlinked(seq, total);
         self.slabs.free(loc);
     }
 
@@ -933,6 +942,18 @@ impl Store {
                 found,
                 Some(loc),
                 "key does not find its own item (duplicate key?)"
+            );
+        }
+        if let Some(histogram) = &self.sizes {
+            let mut expected = sizes::SizeHistogram::new(self.cfg.item_size_max, histogram.seq_min);
+            for &loc in &locs {
+                let item = ItemRef::new(self.slabs.chunk(loc));
+                expected.add(item.seq(), item.total_bytes());
+            }
+            assert_eq!(
+                histogram.counts().collect::<Vec<_>>(),
+                expected.counts().collect::<Vec<_>>(),
+                "size histogram drifted"
             );
         }
         let mut linked_total = 0usize;

@@ -1053,3 +1053,77 @@ fn cas_values_interleave_across_shards() {
     set(&mut single, "b", b"v", None, T0);
     assert_eq!(single.peek_cas(b"b", test_hash(b"b"), T0), Some(2));
 }
+
+#[test]
+fn size_histogram_counts_exactly_the_items_stored_since_it_was_switched_on() {
+    // Small memory, so evictions and page moves unlink items too.
+    let mut store = Store::new(config(64 << 10, 4 << 10));
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut run = |store: &mut Store, steps: u32| {
+        for step in 0..steps {
+            let roll = next();
+            let key = key_of((roll >> 8) as usize % 300);
+            let hash = test_hash(key.as_bytes());
+            match roll % 6 {
+                0 | 1 => {
+                    let len = (roll >> 20) as usize % 900;
+                    let _ = store.store(
+                        StoreMode::Set,
+                        key.as_bytes(),
+                        hash,
+                        0,
+                        None,
+                        &vec![b'1'; len],
+                        T0,
+                    );
+                }
+                2 => {
+                    // A short number: an `incr` that fits renews the sequence in place.
+                    let _ = store.store(StoreMode::Set, key.as_bytes(), hash, 0, None, b"100", T0);
+                    store.arith(key.as_bytes(), hash, true, roll % 7, T0);
+                }
+                3 => {
+                    store.meta_delete(key.as_bytes(), hash, T0, None, Some(None));
+                }
+                4 => {
+                    store.delete(key.as_bytes(), hash, T0);
+                }
+                _ => {
+                    store.arith(key.as_bytes(), hash, roll % 2 == 0, 1, T0);
+                }
+            }
+            if step % 97 == 0 {
+                // Compares the histogram with a recount of the linked items.
+                store.check_invariants();
+            }
+        }
+    };
+    run(&mut store, 3_000);
+    assert!(store.size_histogram().is_none());
+    store.set_size_tracking(true);
+    assert_eq!(
+        store.size_histogram().unwrap().counts().count(),
+        0,
+        "older items are not counted"
+    );
+    run(&mut store, 20_000);
+    store.check_invariants();
+    let stats = store.stats();
+    assert!(stats.evictions > 0, "the workload evicts");
+    let counted: u32 = store
+        .size_histogram()
+        .unwrap()
+        .counts()
+        .map(|(_, n)| n)
+        .sum();
+    assert!(counted > 0 && u64::from(counted) <= stats.curr_items);
+    store.set_size_tracking(false);
+    assert!(store.size_histogram().is_none());
+    store.check_invariants();
+}
