@@ -2,7 +2,7 @@
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
 //! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
 //! Cache::Memcached::Fast, Cache::Memcached; Go: gomemcache, built offline against Debian's
-//! source, over one node and two),
+//! source, over one node and two; Java: spymemcached, text and binary, compiled with javac),
 //! pymemcache's own integration tests (shipped in the package) and pylibmc's (from its source
 //! release), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
 //! twemproxy (`nutcracker`), and ElastiCache auto discovery with memcached-elasticache (Node)
@@ -460,14 +460,15 @@ fn php_memcached_binary() {
     }
 }
 
-/// Where compiled clients are built (under target/, so `cargo clean` removes them).
+/// Where the Go and Java clients are built (under target/, so `cargo clean` removes them).
 fn build_dir(what: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(what)
 }
 
-/// Runs a build step once per test binary (tests run in parallel threads); panics with the compiler's output if it fails.
+/// Runs a build step once per test binary (tests run in parallel threads, and two of them share
+/// the Java build); panics with the compiler's output if it fails.
 fn build_once(
     cell: &'static std::sync::OnceLock<PathBuf>,
     what: &str,
@@ -545,6 +546,56 @@ fn go_gomemcache() {
         assert_success(&format!("gomemcache {args:?}"), &output);
         eprintln!("gomemcache {args:?}: {:?}", started.elapsed());
     }
+}
+
+/// spymemcached's jar (libspymemcached-java); it needs nothing else on the class path.
+const SPYMEMCACHED_JAR: &str = "/usr/share/java/spymemcached.jar";
+
+/// The spymemcached program (tests/clients/SpymemcachedClient.java), compiled with javac.
+fn spymemcached_classes() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    build_once(&BUILT, "tests/clients/SpymemcachedClient.java", || {
+        let dir = build_dir("clients-java");
+        let mut cmd = Command::new("javac");
+        cmd.args(["-Xlint:all", "-Werror", "-cp", SPYMEMCACHED_JAR, "-d"])
+            .arg(&dir)
+            .arg(clients_dir().join("SpymemcachedClient.java"));
+        (cmd, dir)
+    })
+}
+
+fn spymemcached(name: &str, protocol: Protocol, extra: &'static [&'static str]) {
+    if !available(
+        "javac, java and spymemcached (default-jdk-headless, libspymemcached-java)",
+        Command::new("sh").args([
+            "-c",
+            &format!("command -v javac && command -v java && test -f {SPYMEMCACHED_JAR}"),
+        ]),
+    ) {
+        return;
+    }
+    let classes = spymemcached_classes();
+    let class_path = format!("{}:{SPYMEMCACHED_JAR}", classes.display());
+    run_client(name, protocol, |addr| {
+        let mut cmd = Command::new("java");
+        // The quick JIT tier and the serial collector: less CPU on a shared machine.
+        cmd.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
+            .arg(&class_path)
+            .arg("SpymemcachedClient")
+            .arg(addr.to_string())
+            .args(extra);
+        cmd
+    });
+}
+
+#[test]
+fn spymemcached_text() {
+    spymemcached("spymemcached text", Protocol::Text, &[]);
+}
+
+#[test]
+fn spymemcached_binary() {
+    spymemcached("spymemcached binary", Protocol::Binary, &["--binary"]);
 }
 
 fn memccapable(mode: &'static str, protocol: Protocol) {
