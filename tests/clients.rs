@@ -1,8 +1,10 @@
 //! Real memcached clients against the real binary: the scripts in `tests/clients/` (Python:
 //! pymemcache, python-memcached, pylibmc, python-binary-memcached, meta-memcache; Node: memjs,
 //! memcached; Ruby: dalli; PHP: the memcached extension, text and binary; Perl:
-//! Cache::Memcached::Fast, Cache::Memcached), pymemcache's own integration tests (shipped in
-//! the package) and pylibmc's (from its source release), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
+//! Cache::Memcached::Fast, Cache::Memcached; Go: gomemcache, built offline against Debian's
+//! source, over one node and two; Java: spymemcached, text and binary, compiled with javac),
+//! pymemcache's own integration tests (shipped in the package) and pylibmc's (from its source
+//! release), libmemcached's `memccapable` and `memcdump`, three corecache nodes behind
 //! twemproxy (`nutcracker`), and ElastiCache auto discovery with memcached-elasticache (Node)
 //! and elasticache-pyclient (Python) over three nodes.
 //!
@@ -456,6 +458,144 @@ fn php_memcached_binary() {
             php_script(&["--binary"]),
         );
     }
+}
+
+/// Where the Go and Java clients are built (under target/, so `cargo clean` removes them).
+fn build_dir(what: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(what)
+}
+
+/// Runs a build step once per test binary (tests run in parallel threads, and two of them share
+/// the Java build); panics with the compiler's output if it fails.
+fn build_once(
+    cell: &'static std::sync::OnceLock<PathBuf>,
+    what: &str,
+    build: impl FnOnce() -> (Command, PathBuf),
+) -> PathBuf {
+    cell.get_or_init(|| {
+        let (mut cmd, product) = build();
+        let started = Instant::now();
+        let output = run_bounded(&mut cmd, SCRIPT_TIMEOUT);
+        assert!(
+            output.status.success(),
+            "building {what} failed ({}): {cmd:?}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("built {what} in {:?}", started.elapsed());
+        product
+    })
+    .clone()
+}
+
+/// Debian's gomemcache source (golang-github-bradfitz-gomemcache-dev), found through GOPATH.
+const GOPATH_DEBIAN: &str = "/usr/share/gocode";
+
+/// The gomemcache program (tests/clients/go_gomemcache), built offline in GOPATH mode against
+/// Debian's source, with its build cache under target/.
+fn go_gomemcache_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    build_once(&BUILT, "tests/clients/go_gomemcache", || {
+        let dir = build_dir("clients-go");
+        let product = dir.join("go_gomemcache");
+        let mut cmd = Command::new("go");
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH_DEBIAN)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .arg("build")
+            .arg("-o")
+            .arg(&product)
+            .arg("./tests/clients/go_gomemcache");
+        (cmd, product)
+    })
+}
+
+/// gomemcache (Go, text protocol) against one server, then with a second server, keys spread
+/// over both by its ServerList.
+#[test]
+fn go_gomemcache() {
+    if !available(
+        "go and gomemcache (golang-go, golang-github-bradfitz-gomemcache-dev)",
+        Command::new("sh").args([
+            "-c",
+            &format!(
+                "command -v go && test -f \
+                 {GOPATH_DEBIAN}/src/github.com/bradfitz/gomemcache/memcache/memcache.go"
+            ),
+        ]),
+    ) {
+        return;
+    }
+    let program = go_gomemcache_binary();
+    for args in configs() {
+        let first = TestServer::start(&args);
+        let second = TestServer::start(&args);
+        let started = Instant::now();
+        let output = run_bounded(
+            Command::new(&program)
+                .arg(first.addr().to_string())
+                .arg(second.addr().to_string()),
+            SCRIPT_TIMEOUT,
+        );
+        assert_success(&format!("gomemcache {args:?}"), &output);
+        eprintln!("gomemcache {args:?}: {:?}", started.elapsed());
+    }
+}
+
+/// spymemcached's jar (libspymemcached-java); it needs nothing else on the class path.
+const SPYMEMCACHED_JAR: &str = "/usr/share/java/spymemcached.jar";
+
+/// The spymemcached program (tests/clients/SpymemcachedClient.java), compiled with javac.
+fn spymemcached_classes() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    build_once(&BUILT, "tests/clients/SpymemcachedClient.java", || {
+        let dir = build_dir("clients-java");
+        let mut cmd = Command::new("javac");
+        cmd.args(["-Xlint:all", "-Werror", "-cp", SPYMEMCACHED_JAR, "-d"])
+            .arg(&dir)
+            .arg(clients_dir().join("SpymemcachedClient.java"));
+        (cmd, dir)
+    })
+}
+
+fn spymemcached(name: &str, protocol: Protocol, extra: &'static [&'static str]) {
+    if !available(
+        "javac, java and spymemcached (default-jdk-headless, libspymemcached-java)",
+        Command::new("sh").args([
+            "-c",
+            &format!("command -v javac && command -v java && test -f {SPYMEMCACHED_JAR}"),
+        ]),
+    ) {
+        return;
+    }
+    let classes = spymemcached_classes();
+    let class_path = format!("{}:{SPYMEMCACHED_JAR}", classes.display());
+    run_client(name, protocol, |addr| {
+        let mut cmd = Command::new("java");
+        // The quick JIT tier and the serial collector: less CPU on a shared machine.
+        cmd.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
+            .arg(&class_path)
+            .arg("SpymemcachedClient")
+            .arg(addr.to_string())
+            .args(extra);
+        cmd
+    });
+}
+
+#[test]
+fn spymemcached_text() {
+    spymemcached("spymemcached text", Protocol::Text, &[]);
+}
+
+#[test]
+fn spymemcached_binary() {
+    spymemcached("spymemcached binary", Protocol::Binary, &["--binary"]);
 }
 
 fn memccapable(mode: &'static str, protocol: Protocol) {
