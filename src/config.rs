@@ -1144,6 +1144,9 @@ mod tests {
         // A bare `slab_automove` is mode 1; `no_slab_automove` and `no_modern` are 0.
         assert_eq!(ext(&["no_modern,slab_automove"]).unwrap().slab_automove, 1);
         assert_eq!(ext(&["no_slab_automove"]).unwrap().slab_automove, 0);
+        let sizes = ext(&["track_sizes"]).unwrap();
+        assert!(sizes.track_sizes && sizes.notices.is_empty());
+        assert!(!ext(&["no_modern"]).unwrap().track_sizes);
     }
 
     #[test]
