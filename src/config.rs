@@ -7,8 +7,7 @@
 //!   sockets are bound), `-d` (daemon), `-b` (listen backlog), `-R` (requests
 //!   per connection per loop turn), `-M` (no evictions), `-F` (no `flush_all`), `-X` (no
 //!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
-//!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (accepted: corecache has no `watch`
-//!   to disable), `-i` (license), and `-o` suboptions (see [`parse_extended`]): those corecache
+//!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (refuse `watch`), `-i` (license), and `-o` suboptions (see [`parse_extended`]): those corecache
 //!   can honour are honoured, those tuning machinery it does not have are ignored with one
 //!   notice line, unknown ones are refused as memcached refuses them.
 //! * refused with a one-line reason, because corecache does not provide the feature: `-e -S -Y
@@ -135,7 +134,7 @@ pub struct Args {
     /// Refuse `lru_crawler metadump` and `stats cachedump`.
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
-    /// Accepted for memcached compatibility: corecache has no `watch` command to disable.
+    /// Refuse `watch` (`CLIENT_ERROR watch commands not allowed`).
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
     /// Lock all memory (mlockall); a failure is a warning.
@@ -234,6 +233,12 @@ pub struct Config {
     pub evictions_enabled: bool,
     /// `-F` turns this off.
     pub flush_enabled: bool,
+    /// `-W` turns this off.
+    pub watch_enabled: bool,
+    /// `-o watcher_logbuf_size=<KB>`: bytes of log lines a watcher may have unsent.
+    pub watcher_logbuf_bytes: usize,
+    /// `-o worker_logbuf_size=<KB>`: bytes of log lines a shard stages per loop turn.
+    pub worker_logbuf_bytes: usize,
     /// `-X` turns this off.
     pub dump_enabled: bool,
     /// `-k`: mlockall at startup.
@@ -424,6 +429,9 @@ impl Config {
             reqs_per_event: process.reqs_per_event,
             evictions_enabled: !a.disable_evictions,
             flush_enabled: !a.disable_flush_all,
+            watch_enabled: !a.disable_watch,
+            watcher_logbuf_bytes: extended.watcher_logbuf_bytes,
+            worker_logbuf_bytes: extended.worker_logbuf_bytes,
             dump_enabled: !a.disable_dumping,
             lock_memory: a.lock_memory,
             coredumps: a.enable_coredumps,
@@ -578,6 +586,9 @@ pub struct Extended {
     /// 2: on every eviction where another class is under less pressure.
     pub slab_automove: u8,
     pub track_sizes: bool,
+    /// `watcher_logbuf_size` and `worker_logbuf_size`, in bytes (given in KB).
+    pub watcher_logbuf_bytes: usize,
+    pub worker_logbuf_bytes: usize,
     /// One line naming the ignored suboptions and why, if any were.
     pub notices: Vec<String>,
 }
@@ -589,6 +600,8 @@ impl Default for Extended {
             crawler: CrawlerSettings::default(),
             slab_automove: 1,
             track_sizes: false,
+            watcher_logbuf_bytes: 256 * 1024,
+            worker_logbuf_bytes: 64 * 1024,
             notices: Vec::new(),
         }
     }
@@ -657,8 +670,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
         "read_buf_mem_limit",
         "read buffers are bounded per connection",
     ),
-    ("watcher_logbuf_size", "no watch command"),
-    ("worker_logbuf_size", "no watch command"),
     ("no_inline_ascii_resp", "nothing to turn off"),
     ("inline_ascii_response", "nothing to turn on"),
     ("modern", "nothing to turn on"),
@@ -697,6 +708,19 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                 out.idle_timeout_secs = v
                     .parse()
                     .map_err(|_| format!("-o idle_timeout={v}: not a number of seconds"))?;
+            }
+            "watcher_logbuf_size" | "worker_logbuf_size" => {
+                let v = value.ok_or(format!("Missing {name} argument"))?;
+                let kb: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|&kb: &usize| kb <= 1 << 20)
+                    .ok_or(format!("could not parse argument to {name}"))?;
+                if name == "watcher_logbuf_size" {
+                    out.watcher_logbuf_bytes = kb * 1024;
+                } else {
+                    out.worker_logbuf_bytes = kb * 1024;
+                }
             }
             "lru_crawler" => out.crawler.enabled = true,
             "no_lru_crawler" => out.crawler.enabled = false,
@@ -962,11 +986,16 @@ mod tests {
         assert!(c.detail_enabled);
         assert_eq!(c.idle_timeout_secs, 7);
         assert!(c.notices.is_empty());
-        // -W is accepted and changes nothing: there is no watch command to disable.
+        // -W refuses `watch`; the log buffers are given in KB.
+        assert!(!cfg(&["-W"]).unwrap().watch_enabled);
+        assert!(cfg(&[]).unwrap().watch_enabled);
+        let c = cfg(&["-o", "watcher_logbuf_size=8,worker_logbuf_size=16"]).unwrap();
         assert_eq!(
-            format!("{:?}", cfg(&["-W"]).unwrap()),
-            format!("{:?}", cfg(&["--disable-watch"]).unwrap())
+            (c.watcher_logbuf_bytes, c.worker_logbuf_bytes),
+            (8192, 16384)
         );
+        assert!(cfg(&["-o", "watcher_logbuf_size=x"]).is_err());
+        assert!(cfg(&["-o", "worker_logbuf_size"]).is_err());
         // -vvv counts, -u with an empty name is no user.
         assert_eq!(cfg(&["-vvv"]).unwrap().verbosity, 3);
         assert_eq!(cfg(&["-u", ""]).unwrap().user, None);

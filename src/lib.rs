@@ -9,10 +9,11 @@
 //! - [`prefix_stats`]: `stats detail` per-prefix counters, one per shard. PURE.
 //! - [`shard`]: glue: executes a parsed request against a store and composes its reply.
 //! - [`shard_meta`]: the same for memcached's meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
+//! - [`watch`]: the `watch` event log of one shard: event kinds and memcached's line formats.
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
 //! Dependency direction: `main -> runtime -> {router, shard, config, clock}`;
-//! `shard -> {protocol, storage, prefix_stats}`. `protocol`, `storage`, `prefix_stats`, `clock`
+//! `shard -> {protocol, storage, prefix_stats, watch}`. `protocol`, `storage`, `prefix_stats`, `clock`
 //! and `router` use nothing above them (enforced by `tests/layering.rs`).
 //!
 //! # The request path
@@ -30,3 +31,4 @@ pub mod runtime;
 pub mod shard;
 pub mod shard_meta;
 pub mod storage;
+pub mod watch;

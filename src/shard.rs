@@ -11,7 +11,10 @@ use crate::clock::{self, Epoch, Instant32};
 use crate::prefix_stats::PrefixStats;
 use crate::protocol::{compose, GetVerb, Request, StoreVerb};
 use crate::router::ShardId;
-use crate::storage::{ArithOutcome, Store, StoreConfig, StoreError, StoreMode, StoreOutcome};
+use crate::storage::{
+    ArithOutcome, EvictedItem, Store, StoreConfig, StoreError, StoreMode, StoreOutcome,
+};
+use crate::watch::{watch_kinds, EventLog, Eviction, GetStatus, StoreStatus};
 
 /// One shard: the store it owns plus what it needs to answer requests.
 pub struct Shard {
@@ -26,6 +29,32 @@ pub struct Shard {
     pub store_no_memory: u64,
     /// `me` commands run on this shard's keys (memcached's `cmd_meta`).
     pub cmd_meta: u64,
+    /// Events for `watch` (nothing is logged while its mask is 0).
+    pub log: EventLog,
+    /// Scratch for evictions taken from the store.
+    evicted: Vec<EvictedItem>,
+}
+
+/// The slab class id clients see for a store class (memcached's ids start at 1).
+fn class_id(slab_class: u8) -> u16 {
+    u16::from(slab_class) + 1
+}
+
+/// memcached's `item_store` `ttl`: the expiry minus now, as an unsigned 32-bit difference.
+fn ttl_field(expires_at: Option<Instant32>, now: Instant32) -> u32 {
+    expires_at.map_or(0, |at| at.0.wrapping_sub(now.0))
+}
+
+/// memcached's `cmd` name of a storage command.
+pub fn store_cmd_name(verb: StoreVerb) -> &'static str {
+    match verb {
+        StoreVerb::Add => "add",
+        StoreVerb::Set => "set",
+        StoreVerb::Replace => "replace",
+        StoreVerb::Append => "append",
+        StoreVerb::Prepend => "prepend",
+        StoreVerb::Cas => "cas",
+    }
 }
 
 impl Shard {
@@ -48,7 +77,101 @@ impl Shard {
             store_too_large: 0,
             store_no_memory: 0,
             cmd_meta: 0,
+            log: EventLog::default(),
+            evicted: Vec::new(),
         }
+    }
+
+    /// Sets which event kinds some watcher wants (once per loop turn).
+    pub fn set_watch_mask(&mut self, mask: u16) {
+        if mask != self.log.mask {
+            self.log.mask = mask;
+            self.store
+                .set_eviction_log(mask & watch_kinds::EVICTIONS != 0);
+        }
+    }
+
+    /// `watch fetchers`: the `item_get` line of a lookup that a command other than a retrieval
+    /// makes (memcached logs every lookup, a storage command's own included).
+    pub fn log_lookup(&mut self, key: &[u8], key_hash: u64, now: Instant32) {
+        match self.store.peek_summary(key, key_hash, now) {
+            Some(s) => {
+                self.log
+                    .item_get(key, GetStatus::Found, class_id(s.slab_class), s.value_len)
+            }
+            None => self.log.item_get(key, GetStatus::NotFound, 0, 0),
+        }
+    }
+
+    /// `watch evictions`: lines for the items the store evicted since last asked.
+    pub fn log_evictions(&mut self, now: Instant32) {
+        if !self.log.wants(watch_kinds::EVICTIONS) {
+            return;
+        }
+        self.store.take_evicted(&mut self.evicted);
+        for ev in self.evicted.drain(..) {
+            let ttl_secs = ev
+                .expires_at
+                .map_or(-1, |at| i64::from(at.0) - i64::from(now.0));
+            self.log.eviction(&Eviction {
+                key: &ev.key,
+                fetched: ev.fetched,
+                ttl_secs,
+                idle_secs: now.since(ev.last_access),
+                class_id: class_id(ev.slab_class),
+                value_len: ev.value_len,
+            });
+        }
+    }
+
+    /// `watch mutations`: the `item_store` line of a storage command's outcome.
+    #[allow(clippy::too_many_arguments)]
+    fn log_store(
+        &mut self,
+        verb: StoreVerb,
+        key: &[u8],
+        key_hash: u64,
+        client_flags: u32,
+        expires_at: Option<Instant32>,
+        value_len: usize,
+        result: Result<StoreOutcome, StoreError>,
+        now: Instant32,
+    ) {
+        self.log_evictions(now);
+        if !self.log.wants(watch_kinds::MUTATIONS) {
+            return;
+        }
+        let cmd = store_cmd_name(verb);
+        let status = match result {
+            Ok(StoreOutcome::Stored) => StoreStatus::Stored,
+            Ok(StoreOutcome::NotStored) => StoreStatus::NotStored,
+            Ok(StoreOutcome::Exists) => StoreStatus::Exists,
+            Ok(StoreOutcome::NotFound) => StoreStatus::NotFound,
+            Err(StoreError::TooLarge) => StoreStatus::TooLarge,
+            Err(StoreError::OutOfMemory) => StoreStatus::NoMemory,
+        };
+        // A stored item is shown as stored (append and prepend keep the old expiry and grow
+        // the value); anything else as the item the command would have stored. A refused
+        // allocation shows no item, as memcached logs it.
+        let stored = match result {
+            Ok(StoreOutcome::Stored) => self.store.peek_summary(key, key_hash, now),
+            _ => None,
+        };
+        let (ttl, class, size) = match (stored, result) {
+            (Some(s), _) => (
+                ttl_field(s.expires_at, now),
+                class_id(s.slab_class),
+                s.value_len,
+            ),
+            (None, Err(_)) => (0, 0, 0),
+            (None, Ok(_)) => {
+                let class = self
+                    .store
+                    .class_for(key.len(), value_len, client_flags, expires_at);
+                (ttl_field(expires_at, now), class_id(class), value_len)
+            }
+        };
+        self.log.item_store(key, status, cmd, ttl, class, size);
     }
 
     /// Counts a refused store, as memcached does whatever the protocol (noreply included).
@@ -99,6 +222,15 @@ impl Shard {
         if self.prefix_stats.enabled {
             self.prefix_stats.record_get(key, item.is_some());
         }
+        if self.log.wants(watch_kinds::FETCHERS) {
+            match &item {
+                Some(i) => {
+                    self.log
+                        .item_get(key, GetStatus::Found, class_id(i.slab_class), i.value.len())
+                }
+                None => self.log.item_get(key, GetStatus::NotFound, 0, 0),
+            }
+        }
         if let Some(item) = item {
             let cas = verb.with_cas().then_some(item.cas);
             compose::value(out, item.key, item.client_flags, item.value, cas);
@@ -120,6 +252,13 @@ impl Shard {
                 }
                 Request::Delete { key, .. } => self.prefix_stats.record_delete(key),
                 _ => {}
+            }
+        }
+        if self.log.wants(watch_kinds::FETCHERS) {
+            if let Some(key) = req.key() {
+                if !matches!(req, Request::TooLarge { .. }) {
+                    self.log_lookup(key, key_hash, now);
+                }
             }
         }
         match *req {
@@ -147,6 +286,18 @@ impl Shard {
                 if let Err(e) = result {
                     self.count_store_error(e);
                 }
+                if self.log.mask != 0 {
+                    self.log_store(
+                        verb,
+                        key,
+                        key_hash,
+                        client_flags,
+                        expires_at,
+                        value.len(),
+                        result,
+                        now,
+                    );
+                }
                 let reply: &[u8] = match result {
                     Ok(StoreOutcome::Stored) => compose::STORED,
                     Ok(StoreOutcome::NotStored) => compose::NOT_STORED,
@@ -167,6 +318,11 @@ impl Shard {
                     self.store.forget(key, key_hash, now);
                 }
                 self.count_store_error(StoreError::TooLarge);
+                if self.log.wants(watch_kinds::MUTATIONS) {
+                    let status = StoreStatus::TooLarge;
+                    self.log
+                        .item_store(key, status, store_cmd_name(verb), 0, 0, 0);
+                }
                 if !noreply {
                     out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
                 }

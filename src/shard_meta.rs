@@ -38,6 +38,14 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
+        if self.log.wants(crate::watch::watch_kinds::FETCHERS)
+            && matches!(
+                req.verb,
+                MetaVerb::Get | MetaVerb::Set | MetaVerb::Delete | MetaVerb::Arith
+            )
+        {
+            self.log_lookup(req.key().as_bytes(), key_hash, now);
+        }
         match req.verb {
             MetaVerb::Get => self.exec_mg(req, key_hash, now, out),
             MetaVerb::Set => self.exec_ms(req, key_hash, now, out),

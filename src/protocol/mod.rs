@@ -219,6 +219,9 @@ pub enum Request<'a> {
     Stats { group: StatsGroup<'a> },
     /// `quit`: close after the replies before it are written.
     Quit,
+    /// `watch [kind ...]`: turn the connection into a log stream of these event kinds (a set of
+    /// [`watch_kinds`] bits; no argument means `fetchers`).
+    Watch { kinds: u16 },
     /// `debug_time advance <secs>`: moves the server clock (feature `test-hooks` only; without
     /// the feature the parser answers `ERROR` as for any unknown command).
     DebugTimeAdvance { secs: u32 },
@@ -301,4 +304,40 @@ pub struct Rejection {
     pub swallow: usize,
     /// Close the connection after sending `reply` (memcached does this for over-long lines).
     pub close: bool,
+}
+
+/// The event kinds of `watch`, with memcached's bit values (`LOG_*` in its logger.h).
+pub mod watch_kinds {
+    /// `sysevents`: accepted; corecache logs no system events.
+    pub const SYSEVENTS: u16 = 1 << 1;
+    /// `fetchers`: `item_get` lines, one per key lookup.
+    pub const FETCHERS: u16 = 1 << 2;
+    /// `mutations`: `item_store` lines, one per storage command.
+    pub const MUTATIONS: u16 = 1 << 3;
+    /// `connevents`: `conn_new` and `conn_close` lines.
+    pub const CONNEVENTS: u16 = 1 << 5;
+    /// `evictions`: `eviction` lines.
+    pub const EVICTIONS: u16 = 1 << 6;
+    /// `rawcmds`: accepted; corecache logs no raw commands.
+    pub const RAWCMDS: u16 = 1 << 9;
+    /// `proxyreqs`, `proxyevents`, `proxyuser`: accepted; corecache has no proxy.
+    pub const PROXYREQS: u16 = 1 << 10;
+    pub const PROXYEVENTS: u16 = 1 << 11;
+    pub const PROXYUSER: u16 = 1 << 12;
+
+    /// The bit a `watch` argument names, as memcached 1.6.18 spells them.
+    pub fn of_name(name: &[u8]) -> Option<u16> {
+        Some(match name {
+            b"rawcmds" => RAWCMDS,
+            b"evictions" => EVICTIONS,
+            b"fetchers" => FETCHERS,
+            b"mutations" => MUTATIONS,
+            b"sysevents" => SYSEVENTS,
+            b"connevents" => CONNEVENTS,
+            b"proxyreqs" => PROXYREQS,
+            b"proxyevents" => PROXYEVENTS,
+            b"proxyuser" => PROXYUSER,
+            _ => return None,
+        })
+    }
 }

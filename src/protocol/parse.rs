@@ -26,7 +26,8 @@
 //!
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are parsed in [`super::meta`].
 //! Commands memcached has but corecache does not (`lru`, which tunes a segmented LRU corecache
-//! does not have, `watch` and `misbehave`) answer `ERROR` like an unknown verb.
+//! does not have, and `misbehave`) answer `ERROR` like an unknown verb. `watch` with an argument
+//! that names no event kind answers `ERROR` (nothing with a trailing `noreply`), as memcached.
 
 use super::compose;
 use super::{
@@ -272,6 +273,7 @@ fn parse_line<'a>(
         b"stats" => parse_stats(&tokens),
         b"version" => Ok(Request::Version),
         b"quit" => Ok(Request::Quit),
+        b"watch" => parse_watch(line, tokens.noreply()),
         b"config" => parse_config(&tokens),
         b"lru_crawler" => parse_lru_crawler(&tokens),
         b"cache_memlimit" => parse_cache_memlimit(&tokens),
@@ -526,6 +528,22 @@ fn parse_flush_all<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]
         delay = i64::from(value);
     }
     Ok(Request::FlushAll { delay, noreply })
+}
+
+/// `watch [kind ...]`: every argument must name a kind; none means `fetchers`. memcached takes
+/// a trailing `noreply` as a kind too (so `ERROR`, which `noreply` silences).
+fn parse_watch(line: &[u8], noreply: bool) -> Result<Request<'_>, &'static [u8]> {
+    use super::watch_kinds;
+    let mut kinds = 0;
+    let mut args = 0usize;
+    for (_, name) in Tokenizer::new(line).skip(1) {
+        args += 1;
+        kinds |= watch_kinds::of_name(name).ok_or(unless_noreply(noreply, compose::ERROR))?;
+    }
+    if args == 0 {
+        kinds = watch_kinds::FETCHERS;
+    }
+    Ok(Request::Watch { kinds })
 }
 
 /// `verbosity <level> [noreply]`.

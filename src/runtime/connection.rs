@@ -107,6 +107,12 @@ pub struct Conn {
     /// `SlotKind::Metadump` slots in `slots` (dumps not finished yet): 0 or 1, since nothing
     /// is parsed during a dump ([`Conn::may_parse`]).
     pub metadump_slots: u32,
+    /// The socket's descriptor (`cfd` in `watch` lines).
+    pub fd: i32,
+    /// Why it closes, for `watch connevents` (normal unless something else is recorded).
+    pub close_reason: crate::watch::CloseReason,
+    /// Set once the connection has become a `watch` log stream.
+    pub watch: Option<super::watchers::Watcher>,
 }
 
 impl Conn {
@@ -130,6 +136,9 @@ impl Conn {
             peer,
             binary: None,
             metadump_slots: 0,
+            fd: -1,
+            close_reason: crate::watch::CloseReason::Normal,
+            watch: None,
         }
     }
 

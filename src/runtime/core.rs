@@ -80,6 +80,8 @@ pub struct Core {
     /// Connections with a `lru_crawler metadump` under way, each listed once (so at most one
     /// entry per connection); [`admin::metadump_pump`] moves them on and forgets the finished.
     pub(super) metadumps: Vec<ConnRef>,
+    /// This core's `watch` connections.
+    pub(super) watchers: Vec<u32>,
 }
 
 /// Chunks the crawler looks at in one slice: once a second, and every turn while an
@@ -169,6 +171,7 @@ impl Core {
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
             metadumps: Vec::new(),
+            watchers: Vec::new(),
         }
     }
 
@@ -208,8 +211,9 @@ impl Core {
 
     // ---- connections ----
 
-    /// Registers an accepted connection; `None` if it must be refused (`-c` reached).
-    pub fn open(&mut self, peer: String) -> Option<u32> {
+    /// Registers an accepted connection (its socket is `fd`); `None` if it must be refused
+    /// (`-c` reached).
+    pub fn open(&mut self, peer: String, fd: i32) -> Option<u32> {
         let shared = &self.shared;
         let curr = shared.curr_connections.fetch_add(1, Ordering::Relaxed);
         if curr >= shared.config.conns_max as u64 {
@@ -220,7 +224,11 @@ impl Core {
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation_next;
         self.generation_next = self.generation_next.wrapping_add(1).max(1);
+        if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
+            self.shard.log.conn_new(&peer, fd);
+        }
         let mut conn = Conn::new(generation, peer);
+        conn.fd = fd;
         // Idle since it connected (`-o idle_timeout`, `stats conns`).
         conn.last_cmd = self.now.0;
         let idx = match self.free.pop() {
@@ -239,9 +247,16 @@ impl Core {
     /// Forgets a connection (the backend closes its socket).
     pub fn close(&mut self, idx: u32) {
         if let Some(slot) = self.conns.get_mut(idx as usize) {
-            if slot.take().is_some() {
+            if let Some(conn) = slot.take() {
                 self.free.push(idx);
                 self.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+                if conn.watch.is_some() {
+                    self.unregister_watcher(idx);
+                } else if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
+                    self.shard
+                        .log
+                        .conn_close(&conn.peer, conn.close_reason, conn.fd);
+                }
             }
         }
     }
@@ -422,6 +437,16 @@ impl Core {
 
     /// Parses and dispatches as much of the connection's buffered input as allowed.
     pub fn process(&mut self, idx: u32) -> ConnAction {
+        if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            if c.watch.is_some() {
+                // A watcher's input means nothing (memcached reads and ignores it).
+                c.rbuf.clear();
+                return ConnAction::Keep;
+            }
+            if self.shard.log.mask != 0 {
+                self.shard.log.cfd = c.fd;
+            }
+        }
         if self.binary_detect(idx) {
             return self.process_binary(idx);
         }
@@ -461,6 +486,13 @@ impl Core {
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
+                    if matches!(req, Request::Watch { .. })
+                        && self.conn(idx).is_some_and(|c| c.watch.is_some())
+                    {
+                        // What follows `watch` is ignored, as it is on the stream.
+                        pos = rbuf.len();
+                        break;
+                    }
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
@@ -474,6 +506,7 @@ impl Core {
                     conn.swallow = rej.swallow + rej.consumed.saturating_sub(rest);
                     if rej.close {
                         conn.closing = true;
+                        conn.close_reason = crate::watch::CloseReason::Error;
                         pos = rbuf.len();
                     } else {
                         pos += rej.consumed.clamp(1, rest);
@@ -583,6 +616,7 @@ impl Core {
                     self.mark_dirty(idx);
                 }
             }
+            Request::Watch { kinds } => self.dispatch_watch(idx, kinds),
             Request::Quit => {
                 let conn = self.conn_mut(idx).expect("dispatch on a live connection");
                 conn.closing = true;
@@ -686,6 +720,7 @@ impl Core {
     ) {
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
         let conn = self.conn_ref(idx);
+        let cfd = self.conn(idx).map_or(0, |c| c.fd);
         let env = self.outbox.to(owner);
         let start = env.buf.len() as u32;
         env.buf.extend_from_slice(raw);
@@ -693,6 +728,7 @@ impl Core {
         env.requests.push(RemoteRequest {
             conn,
             seq,
+            cfd,
             op: op(start, end),
         });
     }
@@ -761,6 +797,7 @@ impl Core {
         remote.dedup();
         let seq = self.new_slot_with(idx, remote.len() as u32, SlotKind::Get { segments }, buf);
         let conn_ref = self.conn_ref(idx);
+        let cfd = self.conn(idx).map_or(0, |c| c.fd);
         let verb_word: &[u8] = match verb {
             GetVerb::Get => b"get",
             GetVerb::Gets => b"gets",
@@ -788,6 +825,7 @@ impl Core {
             env.requests.push(RemoteRequest {
                 conn: conn_ref,
                 seq,
+                cfd,
                 op: RemoteOp::Text {
                     start,
                     end: env.buf.len() as u32,
@@ -841,6 +879,7 @@ impl Core {
                 self.outbox.to(to).requests.push(RemoteRequest {
                     conn: conn_ref,
                     seq,
+                    cfd: 0,
                     op: op.clone(),
                 });
             }
@@ -988,6 +1027,7 @@ impl Core {
     /// Start of a loop turn: sample the clock.
     pub fn turn_begin(&mut self) {
         self.now = self.shared.now();
+        self.watch_refresh();
     }
 
     /// Handles every envelope that other cores sent; returns how many arrived.
@@ -1029,6 +1069,9 @@ impl Core {
             }
             self.exec_remote(from, &env, req);
         }
+        if !env.log.is_empty() {
+            self.deliver_log(&env.log);
+        }
         for rep in &env.replies {
             let data = env
                 .buf
@@ -1045,6 +1088,9 @@ impl Core {
 
     /// Executes a request sent by core `from` and queues the reply back to it.
     fn exec_remote(&mut self, from: u16, env_in: &Envelope, req: &RemoteRequest) {
+        if self.shard.log.mask != 0 {
+            self.shard.log.cfd = req.cfd;
+        }
         let mut reply = std::mem::take(self.outbox.to(from));
         let start = reply.buf.len() as u32;
         let segments_start = reply.segments.len() as u32;
@@ -1175,6 +1221,7 @@ impl Core {
             }
             self.close_idle();
         }
+        self.watch_flush();
         // After the crawl slices: a remote `lru_crawler crawl` part is answered only once this
         // shard's pass has had its first slice (so an empty pass is over by the `OK`).
         self.outbox.flush(&self.mesh);
@@ -1211,8 +1258,10 @@ impl Core {
                 continue;
             };
             let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
-            if quiet && !c.closing && now.saturating_sub(c.last_cmd) > timeout {
+            if quiet && !c.closing && c.watch.is_none() && now.saturating_sub(c.last_cmd) > timeout
+            {
                 c.closing = true;
+                c.close_reason = crate::watch::CloseReason::IdleTimeout;
                 self.idle_kicks += 1;
                 self.mark_dirty(idx);
             }

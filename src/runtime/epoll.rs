@@ -136,6 +136,15 @@ impl Stream {
             Stream::Unix(s) => s,
         }
     }
+
+    /// The socket's descriptor (for `watch` lines).
+    fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
 }
 
 /// Where a listener's accepting stands after a turn.
@@ -226,7 +235,7 @@ pub fn run(
             return Ok(());
         }
         // Sleep only if nothing is pending: flag, re-check the mesh, then block.
-        timeout = if lp.busy(&core) {
+        timeout = if lp.busy(&core) || core.log_staged() {
             Some(Duration::ZERO)
         } else {
             waker.set_sleeping(true);
@@ -312,7 +321,8 @@ impl Loop {
                 Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let Some(idx) = core.open(peer) else {
+            let fd = stream.raw_fd();
+            let Some(idx) = core.open(peer, fd) else {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             };

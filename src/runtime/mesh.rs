@@ -106,6 +106,8 @@ pub enum StatsKind {
 pub struct RemoteRequest {
     pub conn: ConnRef,
     pub seq: u64,
+    /// The client's descriptor (`cfd` in the owner's `watch` lines).
+    pub cfd: i32,
     pub op: RemoteOp,
 }
 
@@ -137,11 +139,13 @@ pub struct Envelope {
     pub indices: Vec<u32>,
     /// `(key index, length)` of split retrieval replies, referenced by range from replies.
     pub segments: Vec<(u32, u32)>,
+    /// `watch` log records for the receiver's watchers (see `crate::watch::records`).
+    pub log: Vec<u8>,
 }
 
 impl Envelope {
     pub fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.replies.is_empty()
+        self.requests.is_empty() && self.replies.is_empty() && self.log.is_empty()
     }
 
     /// Empties the envelope, keeping its capacity for reuse.
@@ -151,6 +155,7 @@ impl Envelope {
         self.replies.clear();
         self.indices.clear();
         self.segments.clear();
+        self.log.clear();
     }
 }
 
@@ -415,6 +420,7 @@ mod tests {
                 generation: 1,
             },
             seq: 7,
+            cfd: 0,
             op: RemoteOp::ResetStats,
         });
         out.flush(&eps[0]);
@@ -463,6 +469,7 @@ mod tests {
                 generation: 0,
             },
             seq: 0,
+            cfd: 0,
             op: RemoteOp::ResetStats,
         });
         out0.flush(&eps[0]);
@@ -479,6 +486,7 @@ mod tests {
                 generation: 0,
             },
             seq: 1,
+            cfd: 0,
             op: RemoteOp::ResetStats,
         });
         out1.flush(&eps[1]);
@@ -501,6 +509,7 @@ mod tests {
                 generation: 0,
             },
             seq: 0,
+            cfd: 0,
             op: RemoteOp::ResetStats,
         });
         out.flush(&eps[0]);
@@ -513,6 +522,7 @@ mod tests {
                 generation: 0,
             },
             seq: 1,
+            cfd: 0,
             op: RemoteOp::ResetStats,
         });
         out.flush(&eps[0]);

@@ -24,6 +24,7 @@ pub mod mesh;
 pub mod process;
 pub mod stats;
 pub mod uring;
+pub mod watchers;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub crawls_running: AtomicU32,
     /// `slabs automove <0|1|2>` (see `storage::lru`).
     pub slab_automove: AtomicU8,
+    /// `watch`: watchers per core, event numbering, log counters.
+    pub watch: watchers::WatchShared,
 }
 
 impl Shared {
@@ -313,6 +316,7 @@ fn serve(
         crawls_running: AtomicU32::new(0),
         slab_automove: AtomicU8::new(config.slab_automove),
         listen: backend::ListenStats::default(),
+        watch: watchers::WatchShared::new(config.shard_count),
         config,
     });
     if let Some(path) = &shared.config.pidfile {
@@ -418,6 +422,7 @@ fn executor(
     };
     let mut shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
     shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
+    shard.log = crate::watch::EventLog::new(cfg.worker_logbuf_bytes, Arc::clone(&shared.watch.gid));
     shard.store_mut().set_automove(cfg.slab_automove);
     shard.store_mut().set_cas_shard(i as u16, cfg.shard_count);
     // At startup every item is stored after tracking began, so it needs no cas to tell (with

@@ -501,16 +501,19 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         compose::stat(out, "lru_crawler_starts", get("lru_crawler_starts"));
     }
     compose::stat(out, "malloc_fails", 0);
-    // No `watch` log stream, no NAPI ids, no proxy: memcached shows these at 0 when unused.
-    for name in [
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
+    let watch = &shared.watch;
+    for (name, counter) in [
+        ("log_worker_dropped", &watch.worker_dropped),
+        ("log_worker_written", &watch.worker_written),
+        ("log_watcher_skipped", &watch.watcher_skipped),
+        ("log_watcher_sent", &watch.watcher_sent),
     ] {
+        compose::stat(out, name, counter.load(Ordering::Relaxed));
+    }
+    let watchers = watch.watchers.load(Ordering::Relaxed);
+    compose::stat(out, "log_watchers", u64::from(watchers));
+    // No NAPI ids, no proxy: memcached shows these at 0 when unused.
+    for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         compose::stat(out, name, 0);
     }
     for name in ITEMS {
@@ -699,9 +702,9 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 compose::stat_str(out, name, value);
             }
             compose::stat(out, "idle_timeout", u64::from(cfg.idle_timeout_secs));
-            // No `watch` log buffers; input buffers are bounded per connection, not in total.
-            compose::stat(out, "watcher_logbuf_size", 262_144);
-            compose::stat(out, "worker_logbuf_size", 65_536);
+            // Input buffers are bounded per connection, not in total.
+            compose::stat(out, "watcher_logbuf_size", cfg.watcher_logbuf_bytes as u64);
+            compose::stat(out, "worker_logbuf_size", cfg.worker_logbuf_bytes as u64);
             compose::stat(out, "read_buf_mem_limit", 0);
             let tracked = core.shard.store().size_histogram().is_some();
             compose::stat_str(out, "track_sizes", yes_no(tracked));

@@ -358,6 +358,7 @@ pub fn run(
             || core.outbox_blocked()
             || core.metadump_runnable()
             || core.crawl_wait() == Some(Duration::ZERO)
+            || core.log_staged()
         {
             Duration::ZERO
         } else {
@@ -555,7 +556,7 @@ impl Loop {
         // an accept that finds the queue empty waits inside the kernel.)
         let unix = self.listeners.get(li).is_some_and(Listener::is_unix);
         let peer = if unix { String::new() } else { peer_name(&fd) };
-        let Some(idx) = core.open(peer) else {
+        let Some(idx) = core.open(peer, fd.as_raw_fd()) else {
             // SAFETY: writes a static byte string to the socket we own; best effort.
             unsafe {
                 libc::write(

@@ -171,6 +171,31 @@ pub struct Store {
     now_latest: Instant32,
     /// `stats sizes`, when tracking is on.
     sizes: Option<sizes::SizeHistogram>,
+    /// Evictions recorded for the `watch` log while switched on ([`Store::set_eviction_log`]),
+    /// at most [`EVICTED_LOG_MAX`] until taken.
+    evicted_log: Option<Vec<EvictedItem>>,
+}
+
+/// Most evictions [`Store::take_evicted`] holds between two takes (more are not recorded).
+pub const EVICTED_LOG_MAX: usize = 256;
+
+/// An evicted item, as recorded for the `watch` log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvictedItem {
+    pub key: Vec<u8>,
+    pub fetched: bool,
+    pub expires_at: Option<Instant32>,
+    pub last_access: Instant32,
+    pub slab_class: u8,
+    pub value_len: usize,
+}
+
+/// A live item's class, value length and expiry (for the `watch` log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemSummary {
+    pub slab_class: u8,
+    pub value_len: usize,
+    pub expires_at: Option<Instant32>,
 }
 
 impl Store {
@@ -206,6 +231,7 @@ impl Store {
             scratch: Vec::new(),
             now_latest: Instant32(0),
             sizes: None,
+            evicted_log: None,
         }
     }
 
@@ -228,6 +254,38 @@ impl Store {
     ) -> u8 {
         let layout = Layout::new(key_len, value_len, client_flags, expires_at);
         self.slabs.class_for(layout.total_bytes())
+    }
+
+    /// Switches recording of evictions for the `watch` log (off: nothing recorded or held).
+    pub fn set_eviction_log(&mut self, on: bool) {
+        if on != self.evicted_log.is_some() {
+            self.evicted_log = on.then(Vec::new);
+        }
+    }
+
+    /// The evictions recorded since the last take, oldest first.
+    pub fn take_evicted(&mut self, into: &mut Vec<EvictedItem>) {
+        if let Some(log) = &mut self.evicted_log {
+            into.append(log);
+        }
+    }
+
+    /// The live item's class, value length and expiry, without counters or a bump (a dead
+    /// item is reclaimed on the way, as any lookup does).
+    pub fn peek_summary(
+        &mut self,
+        key: &[u8],
+        key_hash: u64,
+        now: Instant32,
+    ) -> Option<ItemSummary> {
+        self.tick(now);
+        let slot = self.find_live(key, key_hash, now).ok()?;
+        let item = ItemRef::new(self.slabs.chunk(slot.loc));
+        Some(ItemSummary {
+            slab_class: self.slabs.class_of(slot.loc),
+            value_len: item.value().len(),
+            expires_at: item.expires_at(),
+        })
     }
 
     /// Memory the store holds: page bytes plus hash table bytes.
@@ -751,6 +809,9 @@ impl Store {
 
     /// Counters, gauges and the chunk of an item already out of the table.
     fn account_unlink(&mut self, loc: Loc, why: Unlink) {
+        if why == Unlink::Evicted && self.evicted_log.is_some() {
+            self.record_eviction(loc);
+        }
         let item = ItemRef::new(self.slabs.chunk(loc));
         let (total, fetched, seq) = (item.total_bytes(), item.is_fetched(), item.seq());
         let has_expiry = item.expires_at().is_some();
@@ -795,6 +856,25 @@ impl Store {
         self.bytes -= total as u64;
         self.sizes_unlinked(seq, total);
         self.slabs.free(loc);
+    }
+
+    /// Records the item at `loc`, about to be evicted, for the `watch` log (bounded).
+    fn record_eviction(&mut self, loc: Loc) {
+        let slab_class = self.slabs.class_of(loc);
+        let item = ItemRef::new(self.slabs.chunk(loc));
+        let Some(log) = &mut self.evicted_log else {
+            return;
+        };
+        if log.len() < EVICTED_LOG_MAX {
+            log.push(EvictedItem {
+                key: item.key().to_vec(),
+                fetched: item.is_fetched(),
+                expires_at: item.expires_at(),
+                last_access: item.last_access(),
+                slab_class,
+                value_len: item.value().len(),
+            });
+        }
     }
 
     /// Relocates an item into a layout with an expiry field (touch of a no-expiry item).

@@ -226,7 +226,7 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
             }
-            "-C" | "-v" | "-vv" | "-A" | "-F" | "-M" | "-X" => {
+            "-C" | "-v" | "-vv" | "-A" | "-F" | "-M" | "-X" | "-W" => {
                 out.push(a.to_string());
                 i += 1;
             }
