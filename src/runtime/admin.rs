@@ -127,11 +127,13 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
             reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
         }
         // As memcached: a dump starts only on a connection with no earlier reply queued, that
-        // is pipelined ahead of it (replies already handed to the kernel do not count).
+        // is pipelined ahead of it (replies already handed to the kernel do not count; over
+        // UDP, replies not yet flushed do, silent ones included).
         Request::LruCrawlerMetadump { .. }
-            if core
-                .conn(idx)
-                .is_some_and(|c| !c.unsent().is_empty() || !c.slots.is_empty()) =>
+            if core.conn(idx).is_some_and(|c| match c.udp.as_deref() {
+                Some(udp) => udp.stacked(),
+                None => !c.unsent().is_empty() || !c.slots.is_empty(),
+            }) =>
         {
             reply(core, idx, compose::ERROR_METADUMP_PIPELINED);
         }
@@ -144,6 +146,7 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
                 }
                 Some(id) => match super::stats::class_of_id(id) {
                     Some(c) if usize::from(c) < class_count => metadump_start(core, idx, Some(c)),
+                    _ if udp_dump(core, idx) => {}
                     _ => reply(core, idx, compose::END),
                 },
             }
@@ -312,6 +315,9 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
 
 /// Opens a metadump's slot on connection `idx`; [`metadump_pump`] takes it from there.
 fn metadump_start(core: &mut Core, idx: u32, class: Option<u8>) {
+    if udp_dump(core, idx) {
+        return;
+    }
     let walk = MetadumpWalk {
         class,
         shard: 0,
@@ -325,6 +331,19 @@ fn metadump_start(core: &mut Core, idx: u32, class: Option<u8>) {
     }
     if !core.metadumps.contains(&conn_ref) {
         core.metadumps.push(conn_ref);
+    }
+}
+
+/// A dump asked over UDP: memcached hands the connection to its crawler, whose writes to a
+/// datagram socket fail, so nothing is answered and the rest of the datagram is dropped. True
+/// (and the datagram ended so) if `idx` is a UDP connection.
+fn udp_dump(core: &mut Core, idx: u32) -> bool {
+    match core.conn_mut(idx) {
+        Some(conn) if conn.udp.is_some() => {
+            conn.closing = true;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -653,6 +672,7 @@ mod tests {
             shutdown: AtomicBool::new(false),
             cluster: Cluster::new(None, None, &bound).unwrap(),
             bound,
+            udp_bound: Vec::new(),
             backend: AtomicU8::new(0),
             memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
             crawler_enabled: AtomicBool::new(true),

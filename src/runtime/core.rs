@@ -16,6 +16,7 @@ use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
 };
 use super::stats;
+use super::udp::Udp;
 use super::Shared;
 use crate::clock::Instant32;
 use crate::protocol::meta::MetaVerb;
@@ -80,6 +81,8 @@ pub struct Core {
     /// Connections with a `lru_crawler metadump` under way, each listed once (so at most one
     /// entry per connection); [`admin::metadump_pump`] moves them on and forgets the finished.
     pub(super) metadumps: Vec<ConnRef>,
+    /// UDP sockets (`-U`) and the datagrams being answered (`runtime::udp`).
+    pub(super) udp: Udp,
 }
 
 /// Chunks the crawler looks at in one slice: once a second, and every turn while an
@@ -169,7 +172,13 @@ impl Core {
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
             metadumps: Vec::new(),
+            udp: Udp::default(),
         }
+    }
+
+    /// Takes this core's UDP sockets (one per `-U` address), to serve from now on.
+    pub fn udp_attach(&mut self, sockets: Vec<std::net::UdpSocket>) {
+        self.udp = Udp::new(sockets, self.limits);
     }
 
     /// This core's mesh endpoint (wakers).
@@ -218,12 +227,16 @@ impl Core {
             return None;
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        let generation = self.generation_next;
+        Some(self.insert_conn(Conn::new(0, peer)))
+    }
+
+    /// Registers a connection (a new generation, idle since now); returns its index.
+    pub(super) fn insert_conn(&mut self, mut conn: Conn) -> u32 {
+        conn.generation = self.generation_next;
         self.generation_next = self.generation_next.wrapping_add(1).max(1);
-        let mut conn = Conn::new(generation, peer);
         // Idle since it connected (`-o idle_timeout`, `stats conns`).
         conn.last_cmd = self.now.0;
-        let idx = match self.free.pop() {
+        match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = Some(conn);
                 i
@@ -232,15 +245,19 @@ impl Core {
                 self.conns.push(Some(conn));
                 (self.conns.len() - 1) as u32
             }
-        };
-        Some(idx)
+        }
     }
 
-    /// Forgets a connection (the backend closes its socket).
+    /// Forgets a connection (the backend closes its socket; a UDP one has none).
     pub fn close(&mut self, idx: u32) {
-        if let Some(slot) = self.conns.get_mut(idx as usize) {
-            if slot.take().is_some() {
-                self.free.push(idx);
+        let Some(slot) = self.conns.get_mut(idx as usize) else {
+            return;
+        };
+        if let Some(conn) = slot.take() {
+            self.free.push(idx);
+            if conn.udp.is_some() {
+                self.udp_closed();
+            } else {
                 self.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -274,9 +291,11 @@ impl Core {
             .is_some_and(|c| !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max)
     }
 
+    /// Lists the connection for the backend's end-of-turn flush (not a UDP one: `runtime::udp`
+    /// sends its replies itself).
     pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
-            if !c.dirty {
+            if !c.dirty && c.udp.is_none() {
                 c.dirty = true;
                 self.dirty.push(idx);
             }
@@ -429,8 +448,9 @@ impl Core {
             return ConnAction::Close;
         };
         let rbuf = std::mem::take(&mut conn.rbuf);
+        let udp = conn.udp.is_some();
         let mut pos = 0;
-        let limits = self.limits;
+        let limits = self.limits_for(udp);
         // Whether input was left unparsed for a reason other than "incomplete": a budget or
         // backpressure. Such input must be come back to; an incomplete request at EOF is not.
         let mut held_back = false;
@@ -458,13 +478,16 @@ impl Core {
             match parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
                     let raw = &rbuf[pos..pos + n];
+                    self.udp_begin_text(idx, Some(&req), raw);
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
+                    self.udp_dispatched(idx);
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
                     requests += 1;
+                    self.udp_begin_text(idx, None, &[]);
                     let conn = self.conns[idx as usize]
                         .as_mut()
                         .expect("connection checked above");
@@ -479,6 +502,7 @@ impl Core {
                         pos += rej.consumed.clamp(1, rest);
                     }
                     self.mark_dirty(idx);
+                    self.udp_dispatched(idx);
                 }
             }
         }
@@ -973,6 +997,7 @@ impl Core {
             }
             conn.release_ready(&mut self.pool);
             self.mark_dirty(idx);
+            self.udp_slot_done(idx);
         }
     }
 
@@ -1142,6 +1167,7 @@ impl Core {
     /// slice when due; once a second: the background crawler's slice, and closing idle
     /// connections), then send this turn's envelopes.
     pub fn turn_end(&mut self) {
+        self.udp_turn();
         admin::metadump_pump(self);
         let crawler = self.shared.crawler_enabled.load(Ordering::Relaxed);
         let tocrawl = self.shared.crawler_tocrawl.load(Ordering::Relaxed);
@@ -1204,7 +1230,8 @@ impl Core {
                 continue;
             };
             let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
-            if quiet && !c.closing && now.saturating_sub(c.last_cmd) > timeout {
+            // A UDP datagram's connection ends with its requests.
+            if quiet && !c.closing && c.udp.is_none() && now.saturating_sub(c.last_cmd) > timeout {
                 c.closing = true;
                 self.idle_kicks += 1;
                 self.mark_dirty(idx);
