@@ -659,3 +659,39 @@ fn garbage_datagrams_never_kill_the_server() {
         assert!(read > 200_000, "only {read} bytes read");
     });
 }
+
+/// corecache only (memcached mode binds one address): UDP is served on every `-l` address, each
+/// announced on its own `listening udp:` line.
+#[test]
+fn udp_is_served_on_every_listen_address() {
+    if skip_in_memcached_mode("the harness starts memcached on one address") {
+        return;
+    }
+    let server =
+        TestServer::start_corecache_on("127.0.0.1,127.0.0.2", &["-t", "2", "-U", "-1"], |_| {});
+    let udp_addrs = || -> Vec<std::net::SocketAddr> {
+        server
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| l.trim_end().strip_prefix("listening udp:")?.parse().ok())
+            .collect()
+    };
+    wait_until(STARTUP_TIMEOUT, || udp_addrs().len() == 2);
+    let addrs = udp_addrs();
+    assert_eq!(
+        addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+        ["127.0.0.1", "127.0.0.2"],
+        "{:?}",
+        server.stdout_lines()
+    );
+    for addr in addrs {
+        let mut c = UdpClient::new(addr);
+        c.exchange(b"version\r\n", &[(0, 1, b"VERSION 1.6.18\r\n")]);
+    }
+    let shards = 2;
+    assert_eq!(
+        stat_u64(&server.stats(), "curr_connections"),
+        1 + 2 * shards,
+        "one UDP socket per address per shard"
+    );
+}
