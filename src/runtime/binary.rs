@@ -72,16 +72,22 @@ impl Core {
             }
             match binary::parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
-                    self.udp_begin_binary(idx, &rbuf[pos..pos + n]);
+                    if udp {
+                        self.udp_begin_binary(idx, &rbuf[pos..pos + n]);
+                    }
                     self.dispatch_binary(idx, &req, &rbuf[pos..pos + n]);
                     pos += n;
                     requests += 1;
-                    self.udp_dispatched(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
                 Err(BinaryError::Incomplete) => break,
                 Err(BinaryError::Invalid(rej)) => {
                     requests += 1;
-                    self.udp_begin_binary(idx, &rbuf[pos..]);
+                    if udp {
+                        self.udp_begin_binary(idx, &rbuf[pos..]);
+                    }
                     let mut reply = Vec::new();
                     if let Some(status) = rej.status {
                         binary::error(&mut reply, rej.opcode, status, rej.opaque);
@@ -100,7 +106,9 @@ impl Core {
                         pos += rej.consumed.max(1);
                     }
                     self.mark_dirty(idx);
-                    self.udp_dispatched(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
             }
         }

@@ -478,16 +478,22 @@ impl Core {
             match parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
                     let raw = &rbuf[pos..pos + n];
-                    self.udp_begin_text(idx, Some(&req), raw);
+                    if udp {
+                        self.udp_begin_text(idx, Some(&req), raw);
+                    }
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
-                    self.udp_dispatched(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
                     requests += 1;
-                    self.udp_begin_text(idx, None, &[]);
+                    if udp {
+                        self.udp_begin_text(idx, None, &[]);
+                    }
                     let conn = self.conns[idx as usize]
                         .as_mut()
                         .expect("connection checked above");
@@ -502,7 +508,9 @@ impl Core {
                         pos += rej.consumed.clamp(1, rest);
                     }
                     self.mark_dirty(idx);
-                    self.udp_dispatched(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
             }
         }
@@ -996,8 +1004,11 @@ impl Core {
                 super::binary::finish_stats_slot(&self.shared, self.now, slot);
             }
             conn.release_ready(&mut self.pool);
-            self.mark_dirty(idx);
-            self.udp_slot_done(idx);
+            if conn.udp.is_some() {
+                self.udp_slot_done(idx);
+            } else {
+                self.mark_dirty(idx);
+            }
         }
     }
 

@@ -216,9 +216,9 @@ impl Core {
         }
     }
 
-    /// A slot of connection `idx` completed: a UDP request waiting on it may end.
+    /// A slot of UDP connection `idx` completed: the request waiting on it may end.
     pub(super) fn udp_slot_done(&mut self, idx: u32) {
-        if self.conn(idx).is_some_and(|c| c.udp.is_some()) && !self.udp.ready.contains(&idx) {
+        if !self.udp.ready.contains(&idx) {
             self.udp.ready.push(idx);
         }
     }
