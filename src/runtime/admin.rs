@@ -638,7 +638,7 @@ fn url_encode(key: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
@@ -654,7 +654,7 @@ mod tests {
     const PENDING_BYTES_MAX: usize = METADUMP_RESUME_BYTES + METADUMP_STEP_BYTES + 1024;
 
     /// `shard_count` cores wired by a real mesh, driven by hand from this thread.
-    fn cores(shard_count: u16) -> Vec<Core> {
+    pub(in crate::runtime) fn cores(shard_count: u16) -> Vec<Core> {
         let n = shard_count.to_string();
         let config = Config::from_args(["corecache", "-t", n.as_str(), "-m", "256"])
             .unwrap_or_else(|e| panic!("config: {e:?}"));

@@ -440,3 +440,81 @@ fn send(sock: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> io::Result<usize
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::router::{key_hash, shard_of};
+    use crate::runtime::admin::tests::cores;
+    use crate::runtime::listener::bind_udp_group;
+
+    fn request(id: u16, payload: &[u8]) -> Vec<u8> {
+        [&frame::header(id, 0, 1)[..], payload].concat()
+    }
+
+    /// Core 0 takes every datagram while core 1, which owns their key, does not run: the first
+    /// [`INFLIGHT_MAX`] wait in flight, the rest are dropped and counted; once core 1 answers,
+    /// every one in flight is answered whole and forgotten.
+    #[test]
+    fn datagrams_past_the_in_flight_bound_are_dropped_and_counted() {
+        let mut cores = cores(2);
+        let (sockets, addr) = bind_udp_group("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        cores[0].udp_attach(sockets);
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| shard_of(key_hash(k.as_bytes()), 2).0 == 1)
+            .unwrap();
+        let get = format!("get {key}\r\n");
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let total = INFLIGHT_MAX + 44;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let core = &mut cores[0];
+        // A few at a time, so that none overflows the socket's receive buffer.
+        for sent in 1..=total {
+            let id = (sent - 1) as u16;
+            client.send_to(&request(id, get.as_bytes()), addr).unwrap();
+            if sent % 16 != 0 && sent != total {
+                continue;
+            }
+            loop {
+                core.turn_begin();
+                core.udp_receive(0);
+                core.turn_end();
+                if core.udp.inflight + core.udp.recv_dropped as usize == sent {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "datagrams did not arrive");
+            }
+        }
+        assert_eq!(core.udp.inflight, INFLIGHT_MAX);
+        assert_eq!(core.udp.recv_dropped, 44);
+        assert!(
+            !core.udp_busy(),
+            "waiting on core 1, nothing to do meanwhile"
+        );
+
+        client
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut answered = std::collections::HashSet::new();
+        let mut buf = [0u8; 2048];
+        while answered.len() < INFLIGHT_MAX {
+            assert!(Instant::now() < deadline, "{} answered", answered.len());
+            for core in cores.iter_mut() {
+                core.turn_begin();
+                core.poll_mesh();
+                core.turn_end();
+            }
+            while let Ok((n, _)) = client.recv_from(&mut buf) {
+                assert_eq!(&buf[2..8], &[0, 0, 0, 1, 0, 0]);
+                assert_eq!(&buf[8..n], b"END\r\n");
+                assert!(answered.insert(u16::from_be_bytes([buf[0], buf[1]])));
+            }
+        }
+        assert!(answered.iter().all(|&id| usize::from(id) < total));
+        assert_eq!(cores[0].udp.inflight, 0);
+        assert_eq!(cores[0].bytes_written, (INFLIGHT_MAX * (8 + 5)) as u64);
+    }
+}
