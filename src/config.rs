@@ -66,15 +66,15 @@ impl ProtocolChoice {
     about = "A thread-per-core, memcached-compatible cache"
 )]
 pub struct Args {
-    /// TCP port to listen on (0 or -1: pick a free port).
+    /// TCP port to listen on (0 or -1: pick a free port) [default: 11211, or -U's port when
+    /// only -U is given, as in memcached].
     #[arg(
         short = 'p',
         long = "port",
-        default_value_t = 11211,
         allow_negative_numbers = true,
         value_parser = clap::value_parser!(i32).range(-1..=65535)
     )]
-    pub port: i32,
+    pub port: Option<i32>,
     /// Addresses to listen on, comma-separated; each may carry its own `:port`.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
     pub listen: String,
@@ -104,9 +104,16 @@ pub struct Args {
     /// Verbose logging to stderr (-vv for more).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
-    /// UDP port; only 0 is accepted (UDP is not served).
-    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
-    pub udp_port: u16,
+    /// UDP port to serve memcached's UDP protocol on, on every -l address (0: no UDP; -1:
+    /// pick a free port).
+    #[arg(
+        short = 'U',
+        long = "udp-port",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-1..=65535)
+    )]
+    pub udp_port: i32,
     /// Allow the `shutdown` command.
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
@@ -202,6 +209,11 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// `-p` as given (`stats settings` shows it as `tcpport` when no TCP socket is bound).
     pub port: i32,
+    /// The UDP addresses to serve (`-U` on every `-l` address; an address's own `:port` wins, as
+    /// in memcached). Empty with `-U 0` (the default) or `-s`.
+    pub udp_listen: Vec<SocketAddr>,
+    /// `-U` as given (`stats settings` shows it as `udpport` when no UDP socket is bound).
+    pub udp_port: i32,
     /// `-s`: serve this UNIX socket path instead of TCP.
     pub unix_socket: Option<String>,
     /// `-a`: the access mask as memcached keeps it (see [`parse_unix_mask`]); the socket file's
@@ -291,6 +303,9 @@ pub const LICENSE: &str = concat!(
 /// cost small while still bounding one connection's share of a turn.
 pub const REQS_PER_EVENT_DEFAULT: u32 = 200;
 
+/// `-p` unless given (memcached's port).
+pub const PORT_DEFAULT: i32 = 11211;
+
 /// The largest `-t`: shard ids are `u16` and the mesh has one queue per ordered pair of shards.
 pub const SHARD_COUNT_MAX: u16 = 256;
 
@@ -317,20 +332,27 @@ impl Config {
     /// Turns plain arguments into settings, or a one-line reason.
     pub fn validate(a: Args) -> Result<Config, String> {
         refuse_unserved(&a)?;
-        if a.udp_port != 0 {
-            return Err(format!(
-                "-U {}: UDP is not served by corecache; use -U 0",
-                a.udp_port
-            ));
-        }
         let unix_socket = check_unix_socket(a.unix_socket.as_deref())?;
+        // As memcached: `-U <port>` without `-p` moves the TCP port there too.
+        let tcp_port = match a.port {
+            Some(port) => port,
+            None if a.udp_port != 0 => a.udp_port,
+            None => PORT_DEFAULT,
+        };
         // memcached's `-p -1` picks a free port, as 0 does here.
-        let port = u16::try_from(a.port.max(0)).unwrap_or(0);
+        let port = u16::try_from(tcp_port.max(0)).unwrap_or(0);
         // With a UNIX socket no TCP socket is opened, so `-l` only shows in `stats settings`
         // (as in memcached, which does not look at it then).
         let listen = match unix_socket {
             Some(_) => parse_listen(&a.listen, port).unwrap_or_default(),
             None => parse_listen(&a.listen, port)?,
+        };
+        // UDP on the same addresses (`-U -1` picks a free port); none with `-U 0` or `-s`.
+        let udp_listen = match (&unix_socket, a.udp_port) {
+            (None, udp_port) if udp_port != 0 => {
+                parse_listen(&a.listen, u16::try_from(udp_port.max(0)).unwrap_or(0))?
+            }
+            _ => Vec::new(),
         };
         if a.memory_limit_mb == 0 || a.memory_limit_mb > (1 << 30) {
             return Err(format!(
@@ -408,7 +430,9 @@ impl Config {
         };
         Ok(Config {
             listen,
-            port: a.port,
+            port: tcp_port,
+            udp_listen,
+            udp_port: a.udp_port,
             unix_socket,
             unix_mask: parse_unix_mask(&a.unix_mask),
             memory_bytes_max,
@@ -891,6 +915,46 @@ mod tests {
     }
 
     #[test]
+    fn udp_follows_memcached_ports() {
+        // Off by default and with -U 0.
+        let c = cfg(&[]).unwrap();
+        assert!(c.udp_listen.is_empty());
+        assert_eq!((c.port, c.udp_port), (11211, 0));
+        assert!(cfg(&["-U", "0"]).unwrap().udp_listen.is_empty());
+        // On every -l address; an address's own port wins, as for TCP.
+        let c = cfg(&[
+            "-U",
+            "11300",
+            "-p",
+            "11400",
+            "-l",
+            "127.0.0.1,127.0.0.2:999",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.udp_listen,
+            vec![
+                "127.0.0.1:11300".parse().unwrap(),
+                "127.0.0.2:999".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.listen[0].port(), 11400);
+        // -U alone moves TCP there too; -U -1 picks free ports.
+        let c = cfg(&["-U", "11300"]).unwrap();
+        assert_eq!((c.port, c.listen[0].port()), (11300, 11300));
+        let c = cfg(&["-U", "-1", "-p", "0"]).unwrap();
+        assert_eq!(c.udp_listen, vec!["127.0.0.1:0".parse().unwrap()]);
+        assert_eq!(c.udp_port, -1);
+        // A UNIX socket turns UDP off; -U is kept for `stats settings`.
+        let c = cfg(&["-s", "/tmp/s.sock", "-U", "11300"]).unwrap();
+        assert!(c.udp_listen.is_empty());
+        assert_eq!((c.udp_port, c.port), (11300, 11300));
+        for bad in ["-2", "65536", "x"] {
+            assert!(cfg(&["-U", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults_are_memcached_defaults() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.listen, vec!["127.0.0.1:11211".parse().unwrap()]);
@@ -932,7 +996,6 @@ mod tests {
 
     #[test]
     fn bad_values_have_reasons() {
-        assert!(cfg(&["-U", "11211"]).unwrap_err().contains("UDP"));
         assert!(cfg(&["-t", "0"]).is_err());
         assert!(cfg(&["-f", "1.0"]).is_err());
         assert!(cfg(&["-m", "0"]).is_err());

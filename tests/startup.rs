@@ -31,7 +31,7 @@ fn bad_flags_exit_with_one_line_reasons() {
     if memcached_mode() {
         return;
     }
-    assert!(refused(&["-U", "11211"], &[]).contains("UDP"));
+    assert!(refused(&["-U", "70000"], &[]).contains("udp-port"));
     assert!(refused(&["-t", "0"], &[]).contains("-t 0"));
     assert!(refused(&["-I", "2000m"], &[]).contains("-I"));
     assert!(refused(&["-f", "0.5"], &[]).contains("-f"));

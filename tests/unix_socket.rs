@@ -313,8 +313,9 @@ fn proc_net_sockets(table: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// With `-s`, no TCP or UDP socket is opened, whatever `-l` and `-p` say: the process's only
-/// listening socket is the UNIX one, and the TCP port is not answered.
+/// With `-s`, no TCP or UDP socket is opened, whatever `-l`, `-p` and `-U` say: the process's
+/// only listening socket is the UNIX one, and the TCP port is not answered. `stats settings`
+/// shows `-U` as given.
 #[test]
 fn with_a_unix_socket_no_tcp_or_udp_port_is_opened() {
     let dir = TempDir::new("notcp");
@@ -323,9 +324,19 @@ fn with_a_unix_socket_no_tcp_or_udp_port_is_opened() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port().to_string()
     };
-    let server = TestServer::start_unix(&path, &["-t", "2", "-l", "127.0.0.1", "-p", &port]);
+    let udp_port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port().to_string()
+    };
+    let server = TestServer::start_unix(
+        &path,
+        &["-t", "2", "-l", "127.0.0.1", "-p", &port, "-U", &udp_port],
+    );
     let mut c = server.connect_unix();
     c.roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+    let settings = c.stats_sub("settings");
+    assert_eq!(settings["udpport"], udp_port);
+    assert_eq!(settings["tcpport"], port);
     let ours = socket_inodes(server.pid());
     for table in ["tcp", "tcp6", "udp", "udp6"] {
         let inet: Vec<u64> = proc_net_sockets(table)

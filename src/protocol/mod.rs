@@ -27,6 +27,8 @@ pub mod client;
 pub mod compose;
 pub mod meta;
 pub mod parse;
+/// memcached's UDP frame header and how a reply is cut into datagrams.
+pub mod udp;
 
 /// Bounds the parser enforces. Built once from the validated config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

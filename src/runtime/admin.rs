@@ -127,11 +127,13 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
             reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
         }
         // As memcached: a dump starts only on a connection with no earlier reply queued, that
-        // is pipelined ahead of it (replies already handed to the kernel do not count).
+        // is pipelined ahead of it (replies already handed to the kernel do not count; over
+        // UDP, replies not yet flushed do, silent ones included).
         Request::LruCrawlerMetadump { .. }
-            if core
-                .conn(idx)
-                .is_some_and(|c| !c.unsent().is_empty() || !c.slots.is_empty()) =>
+            if core.conn(idx).is_some_and(|c| match c.udp.as_deref() {
+                Some(udp) => udp.stacked(),
+                None => !c.unsent().is_empty() || !c.slots.is_empty(),
+            }) =>
         {
             reply(core, idx, compose::ERROR_METADUMP_PIPELINED);
         }
@@ -310,6 +312,9 @@ pub fn exec_shard_op(core: &mut Core, op: &RemoteOp, out: &mut Vec<u8>) {
 
 /// Opens a metadump's slot on connection `idx`; [`metadump_pump`] takes it from there.
 fn metadump_start(core: &mut Core, idx: u32, classes: ClassSet) {
+    if udp_dump(core, idx) {
+        return;
+    }
     let walk = MetadumpWalk {
         classes,
         shard: 0,
@@ -323,6 +328,19 @@ fn metadump_start(core: &mut Core, idx: u32, classes: ClassSet) {
     }
     if !core.metadumps.contains(&conn_ref) {
         core.metadumps.push(conn_ref);
+    }
+}
+
+/// A dump asked over UDP: memcached hands the connection to its crawler, whose writes to a
+/// datagram socket fail, so nothing is answered and the rest of the datagram is dropped. True
+/// (and the datagram ended so) if `idx` is a UDP connection.
+fn udp_dump(core: &mut Core, idx: u32) -> bool {
+    match core.conn_mut(idx) {
+        Some(conn) if conn.udp.is_some() => {
+            conn.closing = true;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -618,7 +636,7 @@ fn url_encode(key: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
@@ -634,7 +652,7 @@ mod tests {
     const PENDING_BYTES_MAX: usize = METADUMP_RESUME_BYTES + METADUMP_STEP_BYTES + 1024;
 
     /// `shard_count` cores wired by a real mesh, driven by hand from this thread.
-    fn cores(shard_count: u16) -> Vec<Core> {
+    pub(in crate::runtime) fn cores(shard_count: u16) -> Vec<Core> {
         let n = shard_count.to_string();
         let config = Config::from_args(["corecache", "-t", n.as_str(), "-m", "256"])
             .unwrap_or_else(|e| panic!("config: {e:?}"));
@@ -652,6 +670,7 @@ mod tests {
             shutdown: AtomicBool::new(false),
             cluster: Cluster::new(None, None, &bound).unwrap(),
             bound,
+            udp_bound: Vec::new(),
             backend: AtomicU8::new(0),
             memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
             crawler_enabled: AtomicBool::new(true),

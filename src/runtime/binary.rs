@@ -27,7 +27,13 @@ impl Core {
         };
         if conn.binary.is_none() {
             // `-B`: `ascii` reads every byte as text, `binary` every byte as binary frames
-            // (a text request is then an invalid header, and the connection is closed).
+            // (a text request is then an invalid header, and the connection is closed). A UDP
+            // datagram is always told by its first byte, as memcached tells it.
+            let protocol = if conn.udp.is_some() {
+                ProtocolChoice::Auto
+            } else {
+                protocol
+            };
             conn.binary = match protocol {
                 ProtocolChoice::Auto => conn.rbuf.first().map(|&first| first == REQUEST_MAGIC),
                 ProtocolChoice::Ascii => Some(false),
@@ -43,8 +49,9 @@ impl Core {
             return ConnAction::Close;
         };
         let rbuf = std::mem::take(&mut conn.rbuf);
+        let udp = conn.udp.is_some();
         let mut pos = 0;
-        let limits = self.limits;
+        let limits = self.limits_for(udp);
         let mut requests = 0;
         while pos < rbuf.len() {
             if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
@@ -65,13 +72,22 @@ impl Core {
             }
             match binary::parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
+                    if udp {
+                        self.udp_begin_binary(idx, &rbuf[pos..pos + n]);
+                    }
                     self.dispatch_binary(idx, &req, &rbuf[pos..pos + n]);
                     pos += n;
                     requests += 1;
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
                 Err(BinaryError::Incomplete) => break,
                 Err(BinaryError::Invalid(rej)) => {
                     requests += 1;
+                    if udp {
+                        self.udp_begin_binary(idx, &rbuf[pos..]);
+                    }
                     let mut reply = Vec::new();
                     if let Some(status) = rej.status {
                         binary::error(&mut reply, rej.opcode, status, rej.opaque);
@@ -90,6 +106,9 @@ impl Core {
                         pos += rej.consumed.max(1);
                     }
                     self.mark_dirty(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use super::mesh::StatsKind;
+use super::udp::UdpConn;
 use crate::storage::{ClassSet, WalkCursor};
 
 /// Above this many bytes of unsent replies, the connection is not read or parsed further until
@@ -113,6 +114,8 @@ pub struct Conn {
     pub close_reason: crate::watch::CloseReason,
     /// Set once the connection has become a `watch` log stream.
     pub watch: Option<super::watchers::Watcher>,
+    /// A UDP request datagram's connection (`runtime::udp`): where its replies go.
+    pub udp: Option<Box<UdpConn>>,
 }
 
 impl Conn {
@@ -139,16 +142,19 @@ impl Conn {
             fd: -1,
             close_reason: crate::watch::CloseReason::Normal,
             watch: None,
+            udp: None,
         }
     }
 
     /// Whether more requests may be parsed now. Not during a metadump: requests after it run
-    /// once it has ended, as in memcached (a `flush_all` behind it must not empty it).
+    /// once it has ended, as in memcached (a `flush_all` behind it must not empty it). A UDP
+    /// datagram's requests run one at a time (`runtime::udp`).
     pub fn may_parse(&self) -> bool {
         !self.closing
             && self.pending_bytes() < OUT_HIGH_WATER
             && self.slots.len() < SLOTS_MAX
             && self.metadump_slots == 0
+            && (self.udp.is_none() || self.slots.is_empty())
     }
 
     /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.

@@ -16,6 +16,7 @@ use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
 };
 use super::stats;
+use super::udp::Udp;
 use super::Shared;
 use crate::clock::Instant32;
 use crate::protocol::meta::MetaVerb;
@@ -82,6 +83,8 @@ pub struct Core {
     pub(super) metadumps: Vec<ConnRef>,
     /// This core's `watch` connections.
     pub(super) watchers: Vec<u32>,
+    /// UDP sockets (`-U`) and the datagrams being answered (`runtime::udp`).
+    pub(super) udp: Udp,
 }
 
 /// Chunks the crawler looks at in one slice: once a second, and every turn while an
@@ -172,7 +175,13 @@ impl Core {
             warm_spare: Vec::new(),
             metadumps: Vec::new(),
             watchers: Vec::new(),
+            udp: Udp::default(),
         }
+    }
+
+    /// Takes this core's UDP sockets (one per `-U` address), to serve from now on.
+    pub fn udp_attach(&mut self, sockets: Vec<std::net::UdpSocket>) {
+        self.udp = Udp::new(sockets, self.limits);
     }
 
     /// This core's mesh endpoint (wakers).
@@ -222,16 +231,21 @@ impl Core {
             return None;
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        let generation = self.generation_next;
-        self.generation_next = self.generation_next.wrapping_add(1).max(1);
         if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
             self.shard.log.conn_new(&peer, fd);
         }
-        let mut conn = Conn::new(generation, peer);
+        let mut conn = Conn::new(0, peer);
         conn.fd = fd;
+        Some(self.insert_conn(conn))
+    }
+
+    /// Registers a connection (a new generation, idle since now); returns its index.
+    pub(super) fn insert_conn(&mut self, mut conn: Conn) -> u32 {
+        conn.generation = self.generation_next;
+        self.generation_next = self.generation_next.wrapping_add(1).max(1);
         // Idle since it connected (`-o idle_timeout`, `stats conns`).
         conn.last_cmd = self.now.0;
-        let idx = match self.free.pop() {
+        match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = Some(conn);
                 i
@@ -240,15 +254,19 @@ impl Core {
                 self.conns.push(Some(conn));
                 (self.conns.len() - 1) as u32
             }
-        };
-        Some(idx)
+        }
     }
 
-    /// Forgets a connection (the backend closes its socket).
+    /// Forgets a connection (the backend closes its socket; a UDP one has none).
     pub fn close(&mut self, idx: u32) {
-        if let Some(slot) = self.conns.get_mut(idx as usize) {
-            if let Some(conn) = slot.take() {
-                self.free.push(idx);
+        let Some(slot) = self.conns.get_mut(idx as usize) else {
+            return;
+        };
+        if let Some(conn) = slot.take() {
+            self.free.push(idx);
+            if conn.udp.is_some() {
+                self.udp_closed();
+            } else {
                 self.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
                 if conn.watch.is_some() {
                     self.unregister_watcher(idx);
@@ -289,9 +307,11 @@ impl Core {
             .is_some_and(|c| !c.eof && c.may_parse() && c.rbuf.len() < self.rbuf_max)
     }
 
+    /// Lists the connection for the backend's end-of-turn flush (not a UDP one: `runtime::udp`
+    /// sends its replies itself).
     pub(super) fn mark_dirty(&mut self, idx: u32) {
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
-            if !c.dirty {
+            if !c.dirty && c.udp.is_none() {
                 c.dirty = true;
                 self.dirty.push(idx);
             }
@@ -454,8 +474,9 @@ impl Core {
             return ConnAction::Close;
         };
         let rbuf = std::mem::take(&mut conn.rbuf);
+        let udp = conn.udp.is_some();
         let mut pos = 0;
-        let limits = self.limits;
+        let limits = self.limits_for(udp);
         // Whether input was left unparsed for a reason other than "incomplete": a budget or
         // backpressure. Such input must be come back to; an incomplete request at EOF is not.
         let mut held_back = false;
@@ -483,9 +504,15 @@ impl Core {
             match parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
                     let raw = &rbuf[pos..pos + n];
+                    if udp {
+                        self.udp_begin_text(idx, Some(&req), raw);
+                    }
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                     if matches!(req, Request::Watch { .. })
                         && self.conn(idx).is_some_and(|c| c.watch.is_some())
                     {
@@ -497,6 +524,9 @@ impl Core {
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
                     requests += 1;
+                    if udp {
+                        self.udp_begin_text(idx, None, &[]);
+                    }
                     let conn = self.conns[idx as usize]
                         .as_mut()
                         .expect("connection checked above");
@@ -512,6 +542,9 @@ impl Core {
                         pos += rej.consumed.clamp(1, rest);
                     }
                     self.mark_dirty(idx);
+                    if udp {
+                        self.udp_dispatched(idx);
+                    }
                 }
             }
         }
@@ -1018,7 +1051,11 @@ impl Core {
                 super::binary::finish_stats_slot(&self.shared, self.now, slot);
             }
             conn.release_ready(&mut self.pool);
-            self.mark_dirty(idx);
+            if conn.udp.is_some() {
+                self.udp_slot_done(idx);
+            } else {
+                self.mark_dirty(idx);
+            }
         }
     }
 
@@ -1195,6 +1232,7 @@ impl Core {
     /// slice when due; once a second: the background crawler's slice, and closing idle
     /// connections), then send this turn's envelopes.
     pub fn turn_end(&mut self) {
+        self.udp_turn();
         admin::metadump_pump(self);
         let crawler = self.shared.crawler_enabled.load(Ordering::Relaxed);
         let tocrawl = self.shared.crawler_tocrawl.load(Ordering::Relaxed);
@@ -1258,7 +1296,12 @@ impl Core {
                 continue;
             };
             let quiet = c.slots.is_empty() && c.unsent().is_empty() && c.inflight == 0;
-            if quiet && !c.closing && c.watch.is_none() && now.saturating_sub(c.last_cmd) > timeout
+            // A watcher is never idle; a UDP datagram's connection ends with its requests.
+            if quiet
+                && !c.closing
+                && c.watch.is_none()
+                && c.udp.is_none()
+                && now.saturating_sub(c.last_cmd) > timeout
             {
                 c.closing = true;
                 c.close_reason = crate::watch::CloseReason::IdleTimeout;

@@ -1,8 +1,8 @@
 //! The epoll backend (through mio, edge-triggered): the fallback when io_uring cannot be used.
 //!
 //! One loop turn: wait for readiness, accept, read every readable connection into the core,
-//! handle the mesh, send this turn's envelopes, then write each connection's replies with one
-//! `write` per connection.
+//! handle the mesh, read and answer readable UDP sockets (`runtime::udp`), send this turn's
+//! envelopes, then write each connection's replies with one `write` per connection.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -27,6 +27,8 @@ use super::listener::Listener;
 const WAKER: Token = Token(usize::MAX - 1);
 /// Listener tokens count down from here.
 const LISTENER_BASE: usize = usize::MAX - 2;
+/// UDP socket tokens count down from here (below any listener's).
+const UDP_BASE: usize = LISTENER_BASE - (1 << 16);
 /// New connections accepted per listener per turn.
 const ACCEPTS_PER_TURN: usize = 64;
 /// Bytes read from one connection per turn.
@@ -52,6 +54,9 @@ struct Loop {
     accept_pending: Vec<Accept>,
     /// Accepting paused for a shortage, as `stats` reports it.
     accept_pause: ListenPause,
+    /// Per UDP socket: datagrams may be waiting (edge-triggered, so the loop keeps reading until
+    /// the socket would block, a turn's budget at a time).
+    udp_readable: Vec<bool>,
 }
 
 /// A listening socket: TCP, or this core's duplicate of the UNIX socket.
@@ -176,6 +181,11 @@ pub fn run(
             .register(l.source(), Token(LISTENER_BASE - i), Interest::READABLE)?;
         mio_listeners.push(l);
     }
+    let udp_fds = core.udp_fds();
+    for (i, fd) in udp_fds.iter().enumerate() {
+        poll.registry()
+            .register(&mut SourceFd(fd), Token(UDP_BASE - i), Interest::READABLE)?;
+    }
     let mut lp = Loop {
         poll,
         listeners: mio_listeners,
@@ -188,6 +198,8 @@ pub fn run(
         wakes: Vec::new(),
         accept_pending: vec![Accept::Drained; listeners_len],
         accept_pause: ListenPause::default(),
+        // Datagrams may have arrived before the registration.
+        udp_readable: vec![true; udp_fds.len()],
     };
     let _ = ready.send(Ok(()));
     let mut events = Events::with_capacity(1024);
@@ -211,6 +223,11 @@ pub fn run(
                 WAKER => waker.drain(),
                 Token(t) if t > LISTENER_BASE - lp.listeners.len() && t <= LISTENER_BASE => {
                     lp.accept(&mut core, LISTENER_BASE - t)?;
+                }
+                Token(t) if t > UDP_BASE - lp.udp_readable.len() && t <= UDP_BASE => {
+                    if let Some(r) = lp.udp_readable.get_mut(UDP_BASE - t) {
+                        *r = true;
+                    }
                 }
                 Token(t) => {
                     let idx = t as u32;
@@ -258,6 +275,8 @@ pub fn run(
 impl Loop {
     fn busy(&self, core: &Core) -> bool {
         !self.stalled.is_empty()
+            || self.udp_readable.contains(&true)
+            || core.udp_busy()
             || core.outbox_blocked()
             || core.metadump_runnable()
             || core.crawl_wait() == Some(Duration::ZERO)
@@ -267,6 +286,11 @@ impl Loop {
     /// Mesh, stalled input, envelopes out (waking sleeping receivers), replies out.
     fn turn(&mut self, core: &mut Core) {
         core.poll_mesh();
+        for (i, readable) in self.udp_readable.iter_mut().enumerate() {
+            if *readable {
+                *readable = core.udp_receive(i);
+            }
+        }
         let mut stalled = std::mem::take(&mut self.taken);
         self.stalled.take_into(&mut stalled);
         // All reads first, then the parsing, warmed a group ahead as on io_uring: the lookups'

@@ -4,6 +4,13 @@
 //! the kernel spreads new connections across cores and each connection stays on the core that
 //! accepted it.
 //!
+//! UDP (`-U`): every executor gets its own datagram socket on each address, bound with
+//! SO_REUSEPORT like the TCP listeners, so the kernel spreads datagrams across cores by their
+//! source address (one client's datagrams all reach one core) and each core reads only its own
+//! queue. (memcached instead duplicates one socket into every worker thread, and every thread
+//! wakes for every datagram.) SO_REUSEADDR is not set: a port held by any other socket, memcached's
+//! among them, fails the bind.
+//!
 //! UNIX (`-s`): AF_UNIX has no SO_REUSEPORT spreading, so one socket is bound and every
 //! executor gets a duplicate descriptor of it. Each core arms its own accept on its duplicate;
 //! the kernel hands each connection to one of them, and the others find nothing (EAGAIN, or no
@@ -11,7 +18,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
@@ -69,17 +76,51 @@ pub fn bind_group(
 }
 
 fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    let fd = stream_socket(domain)?;
+    let fd = stream_socket(family(addr))?;
     set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     if addr.is_ipv6() {
         set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
     }
+    bind(&fd, addr)?;
+    listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// Binds `count` SO_REUSEPORT datagram sockets to `addr` (nonblocking, send buffers as large as
+/// the kernel allows, as memcached sizes its UDP sockets). With port 0 the first socket picks
+/// the port and the others join it. Returns the sockets and the address actually bound.
+pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<(Vec<UdpSocket>, SocketAddr)> {
+    let mut out = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count {
+        let fd = new_socket(family(bound), libc::SOCK_DGRAM)?;
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        if bound.is_ipv6() {
+            set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        }
+        // The kernel caps the size at `wmem_max`; a refusal only leaves the default.
+        let _ = set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, UDP_SNDBUF_BYTES);
+        bind(&fd, bound)?;
+        let socket = UdpSocket::from(fd);
+        bound = socket.local_addr()?;
+        out.push(socket);
+    }
+    Ok((out, bound))
+}
+
+/// The send buffer asked for each UDP socket: memcached's `MAX_SENDBUF_SIZE`.
+const UDP_SNDBUF_BYTES: i32 = 256 * 1024 * 1024;
+
+fn family(addr: SocketAddr) -> libc::c_int {
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
+fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` is a properly initialised sockaddr of `len` bytes for this family.
     let rc = unsafe {
@@ -92,20 +133,18 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    listen(&fd, backlog)?;
-    Ok(TcpListener::from(fd))
+    Ok(())
 }
 
 /// A new nonblocking, close-on-exec stream socket of `domain`.
 fn stream_socket(domain: libc::c_int) -> io::Result<OwnedFd> {
+    new_socket(domain, libc::SOCK_STREAM)
+}
+
+/// A new nonblocking, close-on-exec socket of `domain` and `kind`.
+fn new_socket(domain: libc::c_int, kind: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) has no memory preconditions; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -412,6 +451,44 @@ mod tests {
             (socket_mode(0o700), socket_mode(0o1777), socket_mode(0)),
             (0o700, 0o777, 0)
         );
+    }
+
+    #[test]
+    fn a_udp_group_shares_one_port_and_a_taken_port_fails() {
+        let (socks, bound) = bind_udp_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_ne!(bound.port(), 0);
+        assert_eq!(socks.len(), 3);
+        for s in &socks {
+            assert_eq!(s.local_addr().unwrap(), bound);
+            // Nonblocking: nothing queued.
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                s.recv_from(&mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+        }
+        // Every datagram reaches exactly one socket of the group.
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"hello", bound).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut got = 0;
+        while got == 0 && std::time::Instant::now() < deadline {
+            for s in &socks {
+                let mut buf = [0u8; 16];
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    assert_eq!(
+                        (&buf[..n], from),
+                        (&b"hello"[..], client.local_addr().unwrap())
+                    );
+                    got += 1;
+                }
+            }
+        }
+        assert_eq!(got, 1);
+        // A port held by a socket outside the group (no SO_REUSEPORT) is refused.
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = bind_udp_group(other.local_addr().unwrap(), 1).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
     }
 
     #[test]

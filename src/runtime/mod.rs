@@ -2,7 +2,7 @@
 //!
 //! One executor thread per shard, pinned to its cpu, each running its own run-to-completion
 //! event loop over its own listeners (SO_REUSEPORT TCP sockets, or a duplicate of the one UNIX
-//! socket) and the connections they accept. Executors share nothing but the mesh queues
+//! socket), the connections they accept, and its own SO_REUSEPORT UDP sockets (`-U`). Executors share nothing but the mesh queues
 //! (cross-core requests and replies), a few process-wide counters (connections), and the clock
 //! offset used by test hooks.
 //!
@@ -23,11 +23,12 @@ pub mod listener;
 pub mod mesh;
 pub mod process;
 pub mod stats;
+pub mod udp;
 pub mod uring;
 pub mod watchers;
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// The TCP addresses actually bound (port 0 resolved); none with `-s`.
     pub bound: Vec<SocketAddr>,
+    /// The UDP addresses actually bound (`-U`; port 0 resolved); none without UDP.
+    pub udp_bound: Vec<SocketAddr>,
     backend: AtomicU8,
     /// ElastiCache auto discovery node list (`config get cluster`).
     pub cluster: cluster::Cluster,
@@ -89,6 +92,12 @@ impl Shared {
         START
             .plus(secs)
             .plus(self.clock_offset_secs.load(Ordering::Relaxed))
+    }
+
+    /// UDP sockets across executors (one per UDP address per shard), each one "connection" in
+    /// `stats`, as memcached counts each worker thread's UDP socket.
+    pub fn udp_conns(&self) -> u64 {
+        (self.udp_bound.len() * usize::from(self.config.shard_count)) as u64
     }
 
     /// Name of the backend in use.
@@ -141,16 +150,11 @@ fn raise_nofile_limit(conns_max: usize, shards: usize) {
 }
 
 /// `MEMCACHED_PORT_FILENAME`: memcached's way of telling a test harness the ports it bound
-/// (`TCP INET: <port>` or `TCP INET6: <port>` per listen address), written to `<file>.lck` and
-/// renamed into place once complete. A failure is reported and serving goes on, as there.
-fn write_port_file(path: &std::path::Path, bound: &[SocketAddr]) {
-    let text: String = bound
-        .iter()
-        .map(|a| {
-            let family = if a.is_ipv4() { "INET" } else { "INET6" };
-            format!("TCP {family}: {}\n", a.port())
-        })
-        .collect();
+/// (`TCP INET: <port>` or `TCP INET6: <port>` per listen address, then `UDP INET: <port>` per
+/// UDP address), written to `<file>.lck` and renamed into place once complete. A failure is
+/// reported and serving goes on, as there.
+fn write_port_file(path: &std::path::Path, bound: &[SocketAddr], udp_bound: &[SocketAddr]) {
+    let text = port_file_text(bound, udp_bound);
     let mut lock = path.as_os_str().to_owned();
     lock.push(".lck");
     let written = std::fs::OpenOptions::new()
@@ -162,6 +166,17 @@ fn write_port_file(path: &std::path::Path, bound: &[SocketAddr]) {
     if let Err(e) = written {
         eprintln!("failed to write the port file {}: {e}", path.display());
     }
+}
+
+/// The port file's lines.
+fn port_file_text(bound: &[SocketAddr], udp_bound: &[SocketAddr]) -> String {
+    let line = |transport: &str, a: &SocketAddr| {
+        let family = if a.is_ipv4() { "INET" } else { "INET6" };
+        format!("{transport} {family}: {}\n", a.port())
+    };
+    let tcp = bound.iter().map(|a| line("TCP", a));
+    tcp.chain(udp_bound.iter().map(|a| line("UDP", a)))
+        .collect()
 }
 
 /// Exit status for an unknown `-u` user (sysexits' `EX_NOUSER`, as memcached exits).
@@ -197,7 +212,8 @@ fn listen_failure(message: String) -> StartupError {
 
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
 ///
-/// Order (see `process`): bind every TCP listener (as root, so ports below 1024 work), raise
+/// Order (see `process`): bind every TCP listener and UDP socket (as root, so ports below 1024
+/// work), raise
 /// RLIMIT_CORE (`-r`), detach (`-d`, while the process still has one thread), drop root
 /// (`-u`), bind the UNIX socket (`-s`: as memcached does, after detaching and as the `-u` user,
 /// who then owns the socket file), lock memory (`-k`, after the fork and the identity change,
@@ -237,6 +253,23 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
         }
         bound.push(actual);
     }
+    // Then the UDP sockets (`-U`; `config.udp_listen` is empty without UDP and with `-s`).
+    let mut per_core_udp: Vec<Vec<UdpSocket>> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut udp_bound = Vec::new();
+    for &addr in &config.udp_listen {
+        let (group, actual) = listener::bind_udp_group(addr, shard_count)
+            .map_err(|e| listen_failure(format!("cannot listen on UDP {addr}: {e}")))?;
+        for (core, s) in group.into_iter().enumerate() {
+            per_core_udp[core].push(s);
+        }
+        udp_bound.push(actual);
+    }
+    let sockets = Sockets {
+        per_core,
+        per_core_udp,
+        bound,
+        udp_bound,
+    };
     if config.coredumps {
         process::enable_coredumps()?;
     }
@@ -255,21 +288,35 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
         }
         report = Some(process::daemonize(config.coredumps)?);
     }
-    let result = serve(config, per_core, bound, user.as_ref(), &mut report);
+    let result = serve(config, sockets, user.as_ref(), &mut report);
     if let (Err(failure), Some(report)) = (&result, report) {
         report.failed(failure);
     }
     result
 }
 
+/// The sockets bound before the identity change: per executor its TCP listeners and UDP
+/// sockets, and the addresses bound (ports resolved).
+struct Sockets {
+    per_core: Vec<Vec<Listener>>,
+    per_core_udp: Vec<Vec<UdpSocket>>,
+    bound: Vec<SocketAddr>,
+    udp_bound: Vec<SocketAddr>,
+}
+
 /// [`run`] from the identity change on: starts the executors, announces, serves, stops.
 fn serve(
     config: Config,
-    mut per_core: Vec<Vec<Listener>>,
-    bound: Vec<SocketAddr>,
+    sockets: Sockets,
     user: Option<&process::UserIds>,
     report: &mut Option<process::DaemonReport>,
 ) -> Result<(), StartupError> {
+    let Sockets {
+        mut per_core,
+        per_core_udp,
+        bound,
+        udp_bound,
+    } = sockets;
     let shard_count = per_core.len();
     if let Some(user) = user {
         process::drop_privileges(user)?;
@@ -306,6 +353,7 @@ fn serve(
         verbosity: AtomicU32::new(u32::from(config.verbosity)),
         shutdown: AtomicBool::new(false),
         bound: bound.clone(),
+        udp_bound: udp_bound.clone(),
         backend: AtomicU8::new(u8::from(backend == Backend::Uring)),
         cluster,
         memory_bytes_max: AtomicU64::new(config.memory_bytes_max as u64),
@@ -331,12 +379,14 @@ fn serve(
         .unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::with_capacity(shard_count);
-    for (i, (endpoint, listeners)) in endpoints.into_iter().zip(per_core).enumerate() {
+    let per_core = per_core.into_iter().zip(per_core_udp);
+    for (i, (endpoint, (listeners, udp))) in endpoints.into_iter().zip(per_core).enumerate() {
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
+        let sockets = ExecutorSockets { listeners, udp };
         let t = std::thread::Builder::new()
             .name(format!("shard-{i}"))
-            .spawn(move || executor(i, endpoint, listeners, shared, backend, ready))
+            .spawn(move || executor(i, endpoint, sockets, shared, backend, ready))
             .map_err(|e| format!("cannot start executor {i}: {e}"))?;
         threads.push(t);
     }
@@ -361,9 +411,9 @@ fn serve(
         std::env::var_os("MEMCACHED_PORT_FILENAME"),
         &shared.config.unix_socket,
     ) {
-        write_port_file(std::path::Path::new(&path), &bound);
+        write_port_file(std::path::Path::new(&path), &bound, &udp_bound);
     }
-    let announcement = announcement(&bound, shared.config.unix_socket.as_deref());
+    let announcement = announcement(&bound, &udp_bound, shared.config.unix_socket.as_deref());
     match report.take() {
         Some(report) => report.ready(&announcement),
         None => {
@@ -388,19 +438,33 @@ fn serve(
 }
 
 /// The lines printed on stdout once every executor serves: `listening <ip>:<port>` per TCP
-/// address, or `listening unix:<path>`.
-fn announcement(bound: &[SocketAddr], unix_socket: Option<&str>) -> String {
+/// address, then `listening udp:<ip>:<port>` per UDP address; or `listening unix:<path>`.
+fn announcement(
+    bound: &[SocketAddr],
+    udp_bound: &[SocketAddr],
+    unix_socket: Option<&str>,
+) -> String {
     match unix_socket {
         Some(path) => format!("listening unix:{path}\n"),
-        None => bound.iter().map(|a| format!("listening {a}\n")).collect(),
+        None => {
+            let tcp = bound.iter().map(|a| format!("listening {a}\n"));
+            tcp.chain(udp_bound.iter().map(|a| format!("listening udp:{a}\n")))
+                .collect()
+        }
     }
+}
+
+/// One executor's sockets: its TCP (or UNIX) listeners and its UDP sockets.
+struct ExecutorSockets {
+    listeners: Vec<Listener>,
+    udp: Vec<UdpSocket>,
 }
 
 /// One executor: pin, build the shard, serve until shutdown.
 fn executor(
     i: usize,
     endpoint: mesh::Endpoint,
-    listeners: Vec<Listener>,
+    sockets: ExecutorSockets,
     shared: Arc<Shared>,
     backend: Backend,
     ready: mpsc::Sender<Result<(), String>>,
@@ -430,7 +494,9 @@ fn executor(
     if cfg.track_sizes {
         shard.store_mut().set_size_tracking(true);
     }
-    let core = core::Core::new(shard, endpoint, Arc::clone(&shared));
+    let mut core = core::Core::new(shard, endpoint, Arc::clone(&shared));
+    core.udp_attach(sockets.udp);
+    let listeners = sockets.listeners;
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),
         Backend::Uring => uring::run(core, listeners, &ready),
@@ -504,12 +570,31 @@ mod tests {
             "[::1]:11211".parse().unwrap(),
         ];
         assert_eq!(
-            announcement(&bound, None),
+            announcement(&bound, &[], None),
             "listening 127.0.0.1:11211\nlistening [::1]:11211\n"
         );
         assert_eq!(
-            announcement(&[], Some("/run/corecache.sock")),
+            announcement(&bound[..1], &bound[1..], None),
+            "listening 127.0.0.1:11211\nlistening udp:[::1]:11211\n"
+        );
+        assert_eq!(
+            announcement(&[], &[], Some("/run/corecache.sock")),
             "listening unix:/run/corecache.sock\n"
         );
+    }
+
+    /// As memcached 1.6.18 writes it for `-p -1 -U -1`: TCP lines, then UDP lines.
+    #[test]
+    fn the_port_file_lists_tcp_then_udp_ports() {
+        let tcp: Vec<SocketAddr> = vec![
+            "127.0.0.1:40799".parse().unwrap(),
+            "[::1]:40799".parse().unwrap(),
+        ];
+        let udp: Vec<SocketAddr> = vec!["127.0.0.1:48738".parse().unwrap()];
+        assert_eq!(
+            port_file_text(&tcp, &udp),
+            "TCP INET: 40799\nTCP INET6: 40799\nUDP INET: 48738\n"
+        );
+        assert_eq!(port_file_text(&tcp[..1], &[]), "TCP INET: 40799\n");
     }
 }

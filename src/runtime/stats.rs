@@ -63,6 +63,8 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("cmd_meta", core.shard.cmd_meta),
                 ("conn_yields", core.conn_yields),
                 ("idle_kicks", core.idle_kicks),
+                ("udp_recv_dropped", core.udp.recv_dropped),
+                ("udp_send_dropped", core.udp.send_dropped),
                 ("store_too_large", core.shard.store_too_large),
                 ("store_no_memory", core.shard.store_no_memory),
                 ("hash_bytes", st.hash_bytes),
@@ -176,11 +178,26 @@ fn conns_part(core: &Core, out: &mut Vec<u8>) {
             compose::stat(out, &format!("{id}:secs_since_last_cmd"), up);
         }
     }
+    // This core's UDP sockets next, one "connection" each, as memcached lists one per worker
+    // thread, in state `conn_read`.
+    let udp_addrs = core.udp.addrs();
+    for (j, addr) in udp_addrs.iter().enumerate() {
+        let id = (listeners.len() + j) as u64 * shards + u64::from(core.me);
+        let last = core.udp.last_cmd.get(j).copied().unwrap_or(0);
+        compose::stat_str(out, &format!("{id}:UDP"), "UDP");
+        compose::stat_str(out, &format!("{id}:addr"), &format!("udp:{addr}"));
+        compose::stat_str(out, &format!("{id}:state"), "conn_read");
+        let idle = core.now.0.saturating_sub(last);
+        compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
+    }
     // A connection's `listen_addr`: the (first) listening socket's `addr`.
     let listen = listeners.first().map_or("tcp:", String::as_str);
-    let first = listeners.len() as u64;
+    let first = (listeners.len() + udp_addrs.len()) as u64;
     for idx in core.conn_indices() {
         let Some(c) = core.conn(idx) else { continue };
+        if c.udp.is_some() {
+            continue; // a datagram being answered: shown as its socket's line above
+        }
         let id = (u64::from(idx) + first) * shards + u64::from(core.me);
         compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
         compose::stat_str(out, &format!("{id}:listen_addr"), listen);
@@ -419,6 +436,8 @@ const INPUTS: &[&str] = &[
     "lru_crawler_starts",
     "slab_reassign_evictions_nomem",
     "idle_kicks",
+    "udp_recv_dropped",
+    "udp_send_dropped",
 ];
 
 /// `stats` in memcached's field order.
@@ -435,13 +454,15 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     compose::stat_str(out, "rusage_system", &system);
     compose::stat(out, "max_connections", cfg.conns_max as u64);
     let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
-    for (name, v) in [
-        ("curr_connections", &shared.curr_connections),
-        ("total_connections", &shared.total_connections),
-        ("rejected_connections", &shared.rejected_connections),
-        ("connection_structures", &shared.curr_connections),
+    // memcached counts each worker thread's UDP socket as a connection, open since startup.
+    let udp = shared.udp_conns();
+    for (name, v, plus) in [
+        ("curr_connections", &shared.curr_connections, udp),
+        ("total_connections", &shared.total_connections, udp),
+        ("rejected_connections", &shared.rejected_connections, 0),
+        ("connection_structures", &shared.curr_connections, udp),
     ] {
-        compose::stat(out, name, load(v));
+        compose::stat(out, name, load(v) + plus);
     }
     // Buffer memory. Allocation failure aborts the process, so there is never an `oom` to
     // count; input buffers belong to their connections, so none wait free.
@@ -521,6 +542,12 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     }
     // No item refcounts, so the tail is never locked.
     compose::stat(out, "lrutail_reflocked", 0);
+    // corecache's own, with UDP only: request datagrams dropped for too many in flight on a
+    // core, and reply datagrams a full socket buffer refused.
+    if udp > 0 {
+        compose::stat(out, "udp_recv_dropped", get("udp_recv_dropped"));
+        compose::stat(out, "udp_send_dropped", get("udp_send_dropped"));
+    }
     // Anything else the stores count, after memcached's fields.
     let listed = |name: &str| {
         COUNTERS
@@ -606,7 +633,12 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             );
             compose::stat(out, "maxconns", cfg.conns_max as u64);
             compose::stat_str(out, "tcpport", &port.to_string());
-            compose::stat(out, "udpport", 0);
+            // Likewise the bound UDP port, or `-U` as given (0: off).
+            let udp_port = shared
+                .udp_bound
+                .first()
+                .map_or(i64::from(cfg.udp_port), |a| i64::from(a.port()));
+            compose::stat_str(out, "udpport", &udp_port.to_string());
             compose::stat_str(out, "inter", &inter);
             compose::stat(
                 out,

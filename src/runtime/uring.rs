@@ -51,6 +51,8 @@ const K_WAKER: u64 = 4;
 const K_CANCEL: u64 = 5;
 /// A ring message from another core: new envelopes are waiting.
 const K_MSG: u64 = 6;
+/// A UDP socket is readable (multishot poll; the index is the socket's).
+const K_UDP: u64 = 7;
 
 fn ud(kind: u64, generation: u32, index: u32) -> u64 {
     kind << 56 | (u64::from(generation) & 0xff_ffff) << 32 | u64::from(index)
@@ -182,6 +184,13 @@ struct Loop {
     fixed_slots: u32,
     /// Completions copied out of the ring by `reap` (kept to reuse its allocation).
     cqes: Vec<(u64, i32, u32)>,
+    /// UDP sockets (`runtime::udp` reads and writes them with plain syscalls; the ring only
+    /// reports them readable), whether each one's poll is armed, and whether datagrams may be
+    /// waiting on it (a poll completes once per arrival, so the loop keeps reading until the
+    /// socket would block, a turn's budget at a time).
+    udp_fds: Vec<RawFd>,
+    udp_armed: Vec<bool>,
+    udp_readable: Vec<bool>,
 }
 
 /// Registered file table entries per core at most; connections beyond use plain descriptors.
@@ -328,6 +337,10 @@ pub fn run(
         wakes: Vec::new(),
         fixed_slots: 0,
         cqes: Vec::with_capacity(64),
+        udp_armed: vec![false; core.udp_fds().len()],
+        // Datagrams may have arrived before the poll was armed.
+        udp_readable: vec![true; core.udp_fds().len()],
+        udp_fds: core.udp_fds(),
     };
     // A sparse table with a slot per possible connection; without it (older kernels) every
     // operation names its plain descriptor.
@@ -341,6 +354,7 @@ pub fn run(
     waker.set_ring_fd(lp.ring.as_raw_fd());
     lp.arm_accepts()?;
     lp.arm_waker()?;
+    lp.arm_udp()?;
     let _ = ready.send(Ok(()));
     let mut wait = Duration::ZERO;
     loop {
@@ -355,6 +369,8 @@ pub fn run(
         }
         lp.retry_accepts(&core)?;
         wait = if !lp.stalled.is_empty()
+            || lp.udp_readable.contains(&true)
+            || core.udp_busy()
             || core.outbox_blocked()
             || core.metadump_runnable()
             || core.crawl_wait() == Some(Duration::ZERO)
@@ -458,6 +474,21 @@ impl Loop {
         Ok(())
     }
 
+    /// Arms a multishot readability poll on every UDP socket that has none.
+    fn arm_udp(&mut self) -> io::Result<()> {
+        for i in 0..self.udp_fds.len() {
+            if !self.udp_armed[i] {
+                let e = opcode::PollAdd::new(Fd(self.udp_fds[i]), libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+                    .user_data(ud(K_UDP, 0, i as u32));
+                self.push(&e)?;
+                self.udp_armed[i] = true;
+            }
+        }
+        Ok(())
+    }
+
     fn arm_recv(&mut self, idx: u32) -> io::Result<()> {
         let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
             return Ok(());
@@ -508,6 +539,17 @@ impl Loop {
                         if !cqueue::more(flags) {
                             self.waker_armed = false;
                             self.arm_waker()?;
+                        }
+                    }
+                    K_UDP => {
+                        if let Some(r) = self.udp_readable.get_mut(idx as usize) {
+                            *r = true;
+                        }
+                        if !cqueue::more(flags) {
+                            if let Some(a) = self.udp_armed.get_mut(idx as usize) {
+                                *a = false;
+                            }
+                            self.arm_udp()?;
                         }
                     }
                     K_MSG if generation == 1 && res < 0 => {
@@ -706,9 +748,15 @@ impl Loop {
         self.push(&e)
     }
 
-    /// Mesh, stalled input, envelopes out, sends out, receives re-armed or paused.
+    /// Mesh, UDP datagrams, stalled input, envelopes out, sends out, receives re-armed or
+    /// paused.
     fn turn(&mut self, core: &mut Core) -> io::Result<()> {
         core.poll_mesh();
+        for (i, readable) in self.udp_readable.iter_mut().enumerate() {
+            if *readable {
+                *readable = core.udp_receive(i);
+            }
+        }
         let mut stalled = std::mem::take(&mut self.taken);
         self.stalled.take_into(&mut stalled);
         let mut group_ends = std::mem::take(&mut self.group_ends);

@@ -7,7 +7,7 @@
 //!   a channel, so a silent or crashed server fails fast with its stderr, never hangs.
 //! * Validation mode, `CORECACHE_TEST_SERVER=memcached`: the same tests run against
 //!   `/usr/bin/memcached -U 0 -l 127.0.0.1 -p <free port>` (plus `-u root` when running as root).
-//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o -a`, and `-p -l`
+//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o -a -U`, and `-p -l`
 //!   for UNIX socket servers) are passed on, corecache-only flags
 //!   (`--io-backend`, `--cpus`) are dropped. Readiness = a TCP connect succeeds (bounded poll).
 //!   Passing in this mode proves the expected bytes are memcached's, not guesses.
@@ -16,6 +16,10 @@
 //! * UNIX sockets: [`TestServer::start_unix`] starts `corecache -s <path> <args>` and waits for
 //!   `listening unix:<path>`; in validation mode `memcached -s <path> <args>`, ready once the
 //!   socket answers `stats` with memcached's pid. [`TestServer::connect_unix`] connects.
+//! * UDP: [`TestServer::start_udp`] adds `-U -1` (a free port) and reads the port from the
+//!   `listening udp:<addr>` line; in validation mode memcached gets `-U <a port found free>`
+//!   (retried like its TCP port). [`TestServer::udp_addr`] is the address, [`UdpClient`] talks
+//!   to it in memcached's frames.
 //!
 //! # API
 //! * [`TestServer::start`], [`TestServer::start_corecache_on`] (another loopback address),
@@ -40,7 +44,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -165,6 +169,8 @@ pub fn assert_bytes_eq(actual: &[u8], expected: &[u8], context: &str) {
 pub struct TestServer {
     child: Option<Child>,
     addr: SocketAddr,
+    /// The UDP address served, if started with [`TestServer::start_udp`].
+    udp_addr: Option<SocketAddr>,
     /// The UNIX socket served (`-s`), if any; `addr` is then meaningless.
     unix_path: Option<PathBuf>,
     memcached: bool,
@@ -212,6 +218,11 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp 127.0.0.1:0");
+    socket.local_addr().unwrap().port()
+}
+
 /// Translates corecache args to memcached args: known flags pass, corecache-only ones drop.
 fn memcached_args(args: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
@@ -220,8 +231,9 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
         let a = args[i];
         match a {
             // `-o` options are memcached's own (corecache has none); they pass through.
+            // `-U` follows the harness's own `-U`, and memcached takes the last one given.
             "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" | "-a"
-            | "-p" | "-l" => {
+            | "-p" | "-l" | "-U" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
@@ -231,7 +243,6 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
                 i += 1;
             }
             "--io-backend" | "--cpus" => i += 2,
-            "-U" => i += 2, // always -U 0
             other => panic!("memcached mode: don't know how to translate arg {other:?}"),
         }
     }
@@ -372,6 +383,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr: "127.0.0.1:1".parse().unwrap(),
+            udp_addr: None,
             unix_path: None,
             memcached: false,
             stderr,
@@ -412,6 +424,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr: "127.0.0.1:1".parse().unwrap(),
+            udp_addr: None,
             unix_path: Some(path.to_path_buf()),
             memcached: true,
             stderr,
@@ -438,28 +451,62 @@ impl TestServer {
     }
 
     pub fn start_memcached(args: &[&str]) -> TestServer {
+        Self::start_memcached_with(args, false)
+    }
+
+    /// memcached, serving UDP too when `udp`.
+    fn start_memcached_with(args: &[&str], udp: bool) -> TestServer {
         // memcached cannot bind port 0, so it gets a port found free a moment earlier; another
         // test can take it in between. A start that exits at once is retried on a new port.
         for _ in 1..MEMCACHED_START_TRIES {
-            if let Some(server) = Self::try_start_memcached(args, false) {
+            if let Some(server) = Self::try_start_memcached(args, udp, false) {
                 return server;
             }
         }
-        Self::try_start_memcached(args, true).expect("the last try panics on failure")
+        Self::try_start_memcached(args, udp, true).expect("the last try panics on failure")
     }
 
-    /// One start on a fresh port. An early exit is `None`, or a panic with the server's
-    /// stderr when `last`.
-    fn try_start_memcached(args: &[&str], last: bool) -> Option<TestServer> {
+    /// A server that also serves memcached's UDP protocol: corecache with `-U -1` (the port
+    /// comes from its `listening udp:` line), memcached with `-U <a port found free>`.
+    pub fn start_udp(args: &[&str]) -> TestServer {
+        if memcached_mode() {
+            return Self::start_memcached_with(args, true);
+        }
+        let args: Vec<&str> = ["-U", "-1"].iter().chain(args).copied().collect();
+        let mut server = Self::start_corecache(&args);
+        let mut line = None;
+        wait_until(STARTUP_TIMEOUT, || {
+            line = server.stdout_lines().into_iter().find_map(|l| {
+                l.trim_end()
+                    .strip_prefix("listening udp:")
+                    .map(str::to_owned)
+            });
+            line.is_some()
+        });
+        let Some(addr) = line else {
+            server.fail_startup("no `listening udp:<addr>` line")
+        };
+        server.udp_addr = match addr.parse() {
+            Ok(a) => Some(a),
+            Err(e) => server.fail_startup(&format!("bad UDP address {addr:?}: {e}")),
+        };
+        server
+    }
+
+    /// One start on a fresh port (and a fresh UDP port when `udp`). An early exit is `None`,
+    /// or a panic with the server's stderr when `last`.
+    fn try_start_memcached(args: &[&str], udp: bool, last: bool) -> Option<TestServer> {
         let bin = std::env::var("CORECACHE_TEST_MEMCACHED").unwrap_or_else(|_| MEMCACHED.into());
         let port = free_port();
+        let udp_port = udp.then(free_udp_port);
         let mut cmd = Command::new(&bin);
         // memcached refuses to run as root without -u.
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             cmd.args(["-u", "root"]);
         }
-        cmd.args(["-U", "0", "-l", "127.0.0.1", "-p", &port.to_string()])
+        let udp_arg = udp_port.unwrap_or(0).to_string();
+        cmd.args(["-U", &udp_arg, "-l", "127.0.0.1", "-p", &port.to_string()])
             .args(memcached_args(args))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -473,6 +520,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr,
+            udp_addr: udp_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             unix_path: None,
             memcached: true,
             stderr,
@@ -539,6 +587,17 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The UDP address the server serves (it must have been started with
+    /// [`TestServer::start_udp`]).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr.expect("not a UDP server")
+    }
+
+    /// A new UDP client of the server (see [`TestServer::udp_addr`]).
+    pub fn udp_client(&self) -> UdpClient {
+        UdpClient::new(self.udp_addr())
     }
 
     /// The UNIX socket the server listens on, if it was started with [`TestServer::start_unix`].
@@ -1111,6 +1170,200 @@ impl Rng {
     /// Uniform-ish in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+}
+
+/// One datagram of memcached's UDP protocol: the frame header's fields and the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub request_id: u16,
+    pub sequence: u16,
+    pub total: u16,
+    pub reserved: u16,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// Splits a received datagram (at least a header).
+    pub fn parse(datagram: &[u8]) -> Frame {
+        assert!(
+            datagram.len() >= 8,
+            "datagram shorter than a header: {datagram:?}"
+        );
+        let field = |i: usize| u16::from_be_bytes([datagram[i], datagram[i + 1]]);
+        Frame {
+            request_id: field(0),
+            sequence: field(2),
+            total: field(4),
+            reserved: field(6),
+            payload: datagram[8..].to_vec(),
+        }
+    }
+
+    /// `(sequence, total, payload)`, for byte-level tables.
+    pub fn parts(&self) -> (u16, u16, &[u8]) {
+        (self.sequence, self.total, &self.payload)
+    }
+}
+
+/// A request datagram: the 8-byte header (`request_id`, sequence 0, total 1) and `payload`.
+pub fn udp_request(request_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(8 + payload.len());
+    d.extend_from_slice(&request_id.to_be_bytes());
+    d.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// A UDP client: its own socket (a 4 MiB receive buffer where the kernel allows, so replies of
+/// many datagrams are not dropped on arrival), [`IO_TIMEOUT`] reads, request ids of its own.
+pub struct UdpClient {
+    socket: UdpSocket,
+    server: SocketAddr,
+    next_id: u16,
+}
+
+/// Attempts of [`UdpClient::roundtrip`]: a datagram lost on loopback (only in theory) is asked
+/// again under a new request id.
+const UDP_ATTEMPTS: usize = 3;
+
+impl UdpClient {
+    pub fn new(server: SocketAddr) -> UdpClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp client");
+        let bytes: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt with a pointer to a live c_int and its exact size; a refusal only
+        // leaves the default buffer.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        UdpClient {
+            socket,
+            server,
+            next_id: 0x1100,
+        }
+    }
+
+    /// A request id not used before by this client.
+    pub fn fresh_id(&mut self) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Sends one raw datagram.
+    pub fn send_raw(&self, datagram: &[u8]) {
+        self.socket
+            .send_to(datagram, self.server)
+            .unwrap_or_else(|e| panic!("sendto {}: {e}", self.server));
+    }
+
+    /// Reads datagrams (each within `timeout`) until `count` carry `request_id`; others are
+    /// skipped. `None` on a timeout.
+    pub fn recv_frames(
+        &self,
+        request_id: u16,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<Vec<Frame>> {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while frames.len() < count {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let frame = Frame::parse(&buf[..n]);
+                    if frame.request_id == request_id {
+                        frames.push(frame);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(e) => panic!("recvfrom: {e}"),
+            }
+        }
+        Some(frames)
+    }
+
+    /// Reads `count` datagrams, whatever their request ids (each within `timeout`); `None` on a
+    /// timeout.
+    pub fn recv_any(&self, count: usize, timeout: Duration) -> Option<Vec<Frame>> {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let mut frames = Vec::with_capacity(count);
+        while frames.len() < count {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => frames.push(Frame::parse(&buf[..n])),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(e) => panic!("recvfrom: {e}"),
+            }
+        }
+        Some(frames)
+    }
+
+    /// Sends `payload` as a request and returns the `count` datagrams answering it (each checked
+    /// to carry the request id sent), asking again under a new id (up to [`UDP_ATTEMPTS`]
+    /// times) if they do not all arrive within [`IO_TIMEOUT`].
+    #[track_caller]
+    pub fn roundtrip(&mut self, payload: &[u8], count: usize) -> Vec<Frame> {
+        for _ in 0..UDP_ATTEMPTS {
+            let id = self.fresh_id();
+            self.send_raw(&udp_request(id, payload));
+            if let Some(frames) = self.recv_frames(id, count, IO_TIMEOUT) {
+                return frames;
+            }
+        }
+        panic!(
+            "no complete reply ({count} datagrams) to {} after {UDP_ATTEMPTS} attempts",
+            escape(&payload[..payload.len().min(80)])
+        );
+    }
+
+    /// [`UdpClient::roundtrip`], its datagrams compared with `expected` as `(sequence, total,
+    /// payload)` (reserved always 0), then [`UdpClient::expect_quiet`].
+    #[track_caller]
+    pub fn exchange(&mut self, payload: &[u8], expected: &[(u16, u16, &[u8])]) {
+        let frames = self.roundtrip(payload, expected.len());
+        let what = escape(&payload[..payload.len().min(120)]);
+        for (i, (got, want)) in frames.iter().zip(expected).enumerate() {
+            let (sequence, total, bytes) = got.parts();
+            assert_eq!(
+                (sequence, total),
+                (want.0, want.1),
+                "datagram {i} of {what}"
+            );
+            assert_bytes_eq(bytes, want.2, &format!("datagram {i} of {what}"));
+            assert_eq!(got.reserved, 0, "datagram {i} of {what}");
+        }
+        self.expect_quiet();
+    }
+
+    /// Asserts that the next datagram this client receives answers a `version` sent now:
+    /// nothing else was still on its way (a server answers one client's datagrams in order).
+    #[track_caller]
+    pub fn expect_quiet(&mut self) {
+        let id = self.fresh_id();
+        self.send_raw(&udp_request(id, b"version\r\n"));
+        self.socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let (n, _) = self
+            .socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no answer to a version: {e}"));
+        let frame = Frame::parse(&buf[..n]);
+        assert_eq!(
+            (frame.request_id, frame.parts()),
+            (id, (0, 1, &b"VERSION 1.6.18\r\n"[..])),
+            "something else arrived first: {frame:?}"
+        );
     }
 }
 
