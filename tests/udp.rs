@@ -390,6 +390,13 @@ fn closing_commands_end_the_datagram_as_in_memcached() {
             ],
         );
         unanswered(b"lru_crawler metadump all\r\nversion\r\n");
+        // `watch` likewise: nothing answered, and no watcher is left behind.
+        let server = fresh();
+        let mut c = server.udp_client();
+        c.send_raw(&udp_request(4, b"watch\r\nversion\r\n"));
+        c.expect_quiet();
+        c.exchange(b"version\r\n", &[(0, 1, b"VERSION 1.6.18\r\n")]);
+        assert_eq!(stat_u64(&server.stats(), "log_watchers"), 0);
         exchange(
             b"set k 0 0 1 noreply\r\nv\r\nlru_crawler metadump all\r\nversion\r\n",
             &[
@@ -491,7 +498,8 @@ fn a_taken_udp_port_fails_startup() {
         .args(["-l", "127.0.0.1", "-p", "0", "-t", "2", "-U", &port])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    // sysexits' EX_OSERR, as for a TCP port in use.
+    assert_eq!(out.status.code(), Some(71), "{:?}", out.status);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("cannot listen on UDP 127.0.0.1:{port}")) && err.contains("in use"),

@@ -187,6 +187,8 @@ impl Core {
             *t = self.now.0;
         }
         let mut conn = Conn::new(0, String::new());
+        // `cfd` in `watch` lines: the socket the datagram came in on, as memcached logs it.
+        conn.fd = self.udp.sockets.get(socket).map_or(-1, |s| s.as_raw_fd());
         conn.rbuf.extend_from_slice(payload);
         conn.udp = Some(Box::new(UdpConn {
             socket,

@@ -86,6 +86,12 @@ pub struct Watcher {
 impl Core {
     /// `watch <kinds>` on connection `idx`.
     pub(super) fn dispatch_watch(&mut self, idx: u32, kinds: u16) {
+        if let Some(conn) = self.conn_mut(idx).filter(|c| c.udp.is_some()) {
+            // memcached turns its UDP "connection" into a watcher whose lines cannot be
+            // sent: nothing is answered and the rest of the datagram is not read.
+            conn.closing = true;
+            return;
+        }
         let shared = Arc::clone(&self.shared);
         let reply = if !shared.config.watch_enabled {
             Some(NOT_ALLOWED)
