@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{
     for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, udp_request, wait_until,
     Frame, Rng, TestServer, UdpClient, IO_TIMEOUT, STARTUP_TIMEOUT,
@@ -390,13 +392,6 @@ fn closing_commands_end_the_datagram_as_in_memcached() {
             ],
         );
         unanswered(b"lru_crawler metadump all\r\nversion\r\n");
-        // `watch` likewise: nothing answered, and no watcher is left behind.
-        let server = fresh();
-        let mut c = server.udp_client();
-        c.send_raw(&udp_request(4, b"watch\r\nversion\r\n"));
-        c.expect_quiet();
-        c.exchange(b"version\r\n", &[(0, 1, b"VERSION 1.6.18\r\n")]);
-        assert_eq!(stat_u64(&server.stats(), "log_watchers"), 0);
         exchange(
             b"set k 0 0 1 noreply\r\nv\r\nlru_crawler metadump all\r\nversion\r\n",
             &[
@@ -408,6 +403,17 @@ fn closing_commands_end_the_datagram_as_in_memcached() {
                 (0, 1, b"VERSION 1.6.18\r\n"),
             ],
         );
+        // `watch` likewise: nothing answered, and no watcher is left behind. (memcached's
+        // logger may still send that datagram a bare header a moment later: corecache only.)
+        if memcached_mode() {
+            return;
+        }
+        let server = fresh();
+        let mut c = server.udp_client();
+        c.send_raw(&udp_request(4, b"watch\r\nversion\r\n"));
+        c.expect_quiet();
+        c.exchange(b"version\r\n", &[(0, 1, b"VERSION 1.6.18\r\n")]);
+        assert_eq!(stat_u64(&server.stats(), "log_watchers"), 0);
     });
 }
 
@@ -447,8 +453,13 @@ fn stats_show_the_udp_port_and_count_udp_traffic() {
             "{settings:?}"
         );
         let shards: u64 = args[1].parse().unwrap();
-        let before = server.stats();
-        // One TCP connection (this `stats` one) besides the UDP sockets.
+        // One TCP connection (this `stats` one) besides the UDP sockets, once the start-up
+        // probe's close has been counted (memcached counts it a moment later).
+        let mut before = server.stats();
+        wait_until(Duration::from_secs(5), || {
+            before = server.stats();
+            stat_u64(&before, "curr_connections") == 1 + shards
+        });
         assert_eq!(stat_u64(&before, "curr_connections"), 1 + shards);
         let mut c: UdpClient = server.udp_client();
         let request = set("k", b"v");

@@ -330,6 +330,47 @@ fn evictions_are_logged() {
     });
 }
 
+/// A line's `cfd` is the client's id in `stats conns` (memcached's descriptor for both), and
+/// `stats conns` lists connections in id order (memcached: by descriptor).
+#[test]
+fn cfd_is_the_connection_id_of_stats_conns() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut w = watcher(&server, " fetchers mutations");
+        let mut c = server.connect();
+        let port = c.stream().local_addr().unwrap().port();
+        let (_, raw) = c.stats_raw("conns");
+        let text = String::from_utf8(raw).unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .filter_map(|l| l.split(':').next()?.parse().ok())
+            .collect();
+        assert!(
+            ids.windows(2).all(|p| p[0] <= p[1]),
+            "not in id order: {text}"
+        );
+        let own = format!(":addr tcp:127.0.0.1:{port}");
+        let id = text
+            .lines()
+            .find(|l| l.ends_with(&own))
+            .and_then(|l| l.strip_prefix("STAT ")?.split(':').next())
+            .unwrap_or_else(|| panic!("no entry for port {port}: {text}"))
+            .to_string();
+        c.roundtrip(b"set cfdkey 0 0 1\r\nx\r\n", b"STORED\r\n");
+        let line = find_line(
+            &mut w,
+            "type=item_store key=cfdkey status=stored cmd=set ttl=0 clsid={n} cfd={n} size=1",
+            20,
+        );
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.trim_end().ends_with(&format!(" cfd={id} size=1")),
+            "{text}"
+        );
+    });
+}
+
 #[test]
 fn connevents_log_new_and_closed_connections_with_reasons() {
     for_each_config(|args| {

@@ -108,8 +108,9 @@ pub struct Conn {
     /// `SlotKind::Metadump` slots in `slots` (dumps not finished yet): 0 or 1, since nothing
     /// is parsed during a dump ([`Conn::may_parse`]).
     pub metadump_slots: u32,
-    /// The socket's descriptor (`cfd` in `watch` lines).
-    pub fd: i32,
+    /// Its id in `stats conns`, which is the `cfd` of its `watch` lines (memcached uses the
+    /// descriptor for both; corecache's ids are unique across cores instead).
+    pub cfd: i32,
     /// Why it closes, for `watch connevents` (normal unless something else is recorded).
     pub close_reason: crate::watch::CloseReason,
     /// Set once the connection has become a `watch` log stream.
@@ -139,7 +140,7 @@ impl Conn {
             peer,
             binary: None,
             metadump_slots: 0,
-            fd: -1,
+            cfd: -1,
             close_reason: crate::watch::CloseReason::Normal,
             watch: None,
             udp: None,

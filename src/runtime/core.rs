@@ -220,9 +220,8 @@ impl Core {
 
     // ---- connections ----
 
-    /// Registers an accepted connection (its socket is `fd`); `None` if it must be refused
-    /// (`-c` reached).
-    pub fn open(&mut self, peer: String, fd: i32) -> Option<u32> {
+    /// Registers an accepted connection; `None` if it must be refused (`-c` reached).
+    pub fn open(&mut self, peer: String) -> Option<u32> {
         let shared = &self.shared;
         let curr = shared.curr_connections.fetch_add(1, Ordering::Relaxed);
         if curr >= shared.config.conns_max as u64 {
@@ -231,12 +230,17 @@ impl Core {
             return None;
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
-            self.shard.log.conn_new(&peer, fd);
+        let idx = self.insert_conn(Conn::new(0, peer));
+        let cfd = stats::conn_id(self, idx);
+        if let Some(conn) = self.conn_mut(idx) {
+            conn.cfd = cfd;
         }
-        let mut conn = Conn::new(0, peer);
-        conn.fd = fd;
-        Some(self.insert_conn(conn))
+        if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
+            if let Some(conn) = self.conns[idx as usize].as_ref() {
+                self.shard.log.conn_new(&conn.peer, cfd);
+            }
+        }
+        Some(idx)
     }
 
     /// Registers a connection (a new generation, idle since now); returns its index.
@@ -273,7 +277,7 @@ impl Core {
                 } else if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
                     self.shard
                         .log
-                        .conn_close(&conn.peer, conn.close_reason, conn.fd);
+                        .conn_close(&conn.peer, conn.close_reason, conn.cfd);
                 }
             }
         }
@@ -464,7 +468,7 @@ impl Core {
                 return ConnAction::Keep;
             }
             if self.shard.log.mask != 0 {
-                self.shard.log.cfd = c.fd;
+                self.shard.log.cfd = c.cfd;
             }
         }
         if self.binary_detect(idx) {
@@ -759,7 +763,7 @@ impl Core {
     ) {
         let seq = self.new_slot(idx, 1, SlotKind::Plain);
         let conn = self.conn_ref(idx);
-        let cfd = self.conn(idx).map_or(0, |c| c.fd);
+        let cfd = self.conn(idx).map_or(0, |c| c.cfd);
         let env = self.outbox.to(owner);
         let start = env.buf.len() as u32;
         env.buf.extend_from_slice(raw);
@@ -838,7 +842,7 @@ impl Core {
         remote.dedup();
         let seq = self.new_slot_with(idx, remote.len() as u32, SlotKind::Get { segments }, buf);
         let conn_ref = self.conn_ref(idx);
-        let cfd = self.conn(idx).map_or(0, |c| c.fd);
+        let cfd = self.conn(idx).map_or(0, |c| c.cfd);
         let verb_word: &[u8] = match verb {
             GetVerb::Get => b"get",
             GetVerb::Gets => b"gets",

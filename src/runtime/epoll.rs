@@ -141,15 +141,6 @@ impl Stream {
             Stream::Unix(s) => s,
         }
     }
-
-    /// The socket's descriptor (for `watch` lines).
-    fn raw_fd(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
 }
 
 /// Where a listener's accepting stands after a turn.
@@ -345,8 +336,7 @@ impl Loop {
                 Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let fd = stream.raw_fd();
-            let Some(idx) = core.open(peer, fd) else {
+            let Some(idx) = core.open(peer) else {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             };

@@ -161,8 +161,35 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
     }
 }
 
-/// This core's connections as final `STAT <id>:<field> <value>` lines. Ids are unique across
-/// cores: connection index times shard count plus the core's number.
+/// The `stats conns` id of this core's connection `idx` (also the `cfd` of its `watch` lines).
+/// Ids are unique across cores: the listening sockets take the first (as shard 0 lists them),
+/// then each core's UDP sockets and connections, by index, times the shard count plus the
+/// core's number.
+pub(super) fn conn_id(core: &Core, idx: u32) -> i32 {
+    let first = listener_count(core) + core.udp.addrs().len();
+    id_of(core, first as u64 + u64::from(idx))
+}
+
+/// The `stats conns` id of this core's UDP socket number `socket` (the `cfd` of the `watch`
+/// lines of the datagrams it brings).
+pub(super) fn udp_socket_id(core: &Core, socket: usize) -> i32 {
+    id_of(core, (listener_count(core) + socket) as u64)
+}
+
+/// Listening sockets: one per bound TCP address, or the one UNIX socket.
+fn listener_count(core: &Core) -> usize {
+    match core.shared.config.unix_socket {
+        Some(_) => 1,
+        None => core.shared.bound.len(),
+    }
+}
+
+fn id_of(core: &Core, slot: u64) -> i32 {
+    let id = slot * u64::from(core.shard_count) + u64::from(core.me);
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+/// This core's connections as final `STAT <id>:<field> <value>` lines (ids: [`conn_id`]).
 fn conns_part(core: &Core, out: &mut Vec<u8>) {
     let unix_socket = core.shared.config.unix_socket.as_deref();
     let listeners = listener_addrs(&core.shared.bound, unix_socket);
@@ -182,7 +209,7 @@ fn conns_part(core: &Core, out: &mut Vec<u8>) {
     // thread, in state `conn_read`.
     let udp_addrs = core.udp.addrs();
     for (j, addr) in udp_addrs.iter().enumerate() {
-        let id = (listeners.len() + j) as u64 * shards + u64::from(core.me);
+        let id = udp_socket_id(core, j);
         let last = core.udp.last_cmd.get(j).copied().unwrap_or(0);
         compose::stat_str(out, &format!("{id}:UDP"), "UDP");
         compose::stat_str(out, &format!("{id}:addr"), &format!("udp:{addr}"));
@@ -192,18 +219,38 @@ fn conns_part(core: &Core, out: &mut Vec<u8>) {
     }
     // A connection's `listen_addr`: the (first) listening socket's `addr`.
     let listen = listeners.first().map_or("tcp:", String::as_str);
-    let first = (listeners.len() + udp_addrs.len()) as u64;
     for idx in core.conn_indices() {
         let Some(c) = core.conn(idx) else { continue };
         if c.udp.is_some() {
             continue; // a datagram being answered: shown as its socket's line above
         }
-        let id = (u64::from(idx) + first) * shards + u64::from(core.me);
+        let id = conn_id(core, idx);
         compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
         compose::stat_str(out, &format!("{id}:listen_addr"), listen);
         compose::stat_str(out, &format!("{id}:state"), conn_state(c));
         let idle = core.now.0.saturating_sub(c.last_cmd);
         compose::stat(out, &format!("{id}:secs_since_last_cmd"), u64::from(idle));
+    }
+}
+
+/// The shards' `stats conns` lines ordered by connection id, as memcached lists its
+/// connections by descriptor (each connection's fields keep their order).
+fn conns_in_id_order(parts: &[u8], out: &mut Vec<u8>) {
+    let id_of = |line: &[u8]| -> u64 {
+        let rest = line.strip_prefix(b"STAT ").unwrap_or(line);
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let mut lines: Vec<&[u8]> = parts
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort_by_key(|l| id_of(l)); // stable: a connection's fields stay in order
+    for line in lines {
+        out.extend_from_slice(line);
     }
 }
 
@@ -308,7 +355,7 @@ pub fn finish(shared: &Shared, kind: StatsKind, now: Instant32, parts: &[u8], ou
         return;
     }
     if kind == StatsKind::Conns {
-        out.extend_from_slice(parts);
+        conns_in_id_order(parts, out);
         out.extend_from_slice(compose::END);
         return;
     }

@@ -188,7 +188,7 @@ impl Core {
         }
         let mut conn = Conn::new(0, String::new());
         // `cfd` in `watch` lines: the socket the datagram came in on, as memcached logs it.
-        conn.fd = self.udp.sockets.get(socket).map_or(-1, |s| s.as_raw_fd());
+        conn.cfd = super::stats::udp_socket_id(self, socket);
         conn.rbuf.extend_from_slice(payload);
         conn.udp = Some(Box::new(UdpConn {
             socket,

@@ -598,7 +598,7 @@ impl Loop {
         // an accept that finds the queue empty waits inside the kernel.)
         let unix = self.listeners.get(li).is_some_and(Listener::is_unix);
         let peer = if unix { String::new() } else { peer_name(&fd) };
-        let Some(idx) = core.open(peer, fd.as_raw_fd()) else {
+        let Some(idx) = core.open(peer) else {
             // SAFETY: writes a static byte string to the socket we own; best effort.
             unsafe {
                 libc::write(
