@@ -265,30 +265,30 @@ impl EventLog {
     /// `type=conn_new` for a client at `peer` (`ip:port`, `[ip6]:port`, or empty for a UNIX
     /// socket).
     pub fn conn_new(&mut self, peer: &str, cfd: i32) {
-        let kind = watch_kinds::CONNEVENTS;
-        let Some(start) = self.begin(kind) else {
-            return;
-        };
-        let (rip, rport, transport) = endpoint(peer);
-        let _ = write!(
-            self.staged,
-            "type=conn_new rip={rip} rport={rport} transport={transport} cfd={cfd}"
-        );
-        self.end(start, kind);
+        self.conn_event(peer, None, cfd);
     }
 
     /// `type=conn_close`.
     pub fn conn_close(&mut self, peer: &str, reason: CloseReason, cfd: i32) {
+        self.conn_event(peer, Some(reason), cfd);
+    }
+
+    /// A `conn_new` line, or a `conn_close` line if the connection closed for `closed`.
+    fn conn_event(&mut self, peer: &str, closed: Option<CloseReason>, cfd: i32) {
         let kind = watch_kinds::CONNEVENTS;
         let Some(start) = self.begin(kind) else {
             return;
         };
         let (rip, rport, transport) = endpoint(peer);
+        let event = if closed.is_some() { "close" } else { "new" };
         let _ = write!(
             self.staged,
-            "type=conn_close rip={rip} rport={rport} transport={transport} reason={} cfd={cfd}",
-            reason.name()
+            "type=conn_{event} rip={rip} rport={rport} transport={transport}"
         );
+        if let Some(reason) = closed {
+            let _ = write!(self.staged, " reason={}", reason.name());
+        }
+        let _ = write!(self.staged, " cfd={cfd}");
         self.end(start, kind);
     }
 }

@@ -607,7 +607,7 @@ fn cachedump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &
 /// `key=<urlencoded> exp=<unix or -1> la=<unix> cas=<n> fetch=<yes|no> cls=<id> size=<n>\n`.
 fn metadump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"key=");
-    url_encode(item.key, out);
+    crate::watch::uri_encode(item.key, out);
     let exp = match item.expires_at {
         Some(at) => to_unix(at).to_string(),
         None => "-1".to_string(),
@@ -621,18 +621,6 @@ fn metadump_line(item: ItemMeta<'_>, to_unix: impl Fn(Instant32) -> u64, out: &m
         item.total_bytes
     );
     out.extend_from_slice(line.as_bytes());
-}
-
-/// memcached's `uriencode`: unreserved bytes as they are, everything else `%XX` (upper case).
-fn url_encode(key: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
 }
 
 #[cfg(test)]
