@@ -709,7 +709,11 @@ fn requests_pipelined_after_a_metadump_run_after_its_end() {
         keys.retain(|k| *k != k5);
         keys.push("after".to_string());
         let reply = c.read_through_line(b"END\r\n");
-        assert_dump_lists(&reply, &keys, None, 0);
+        // memcached's worker may run the `get after` (at the EOF) while its crawler walks the
+        // LRU, bumping `after` past the crawler: memcached's dump then lacks it (seen 2 times
+        // in CI). corecache's dump of a live item that nothing rewrites is exact.
+        let missing_max = usize::from(memcached_mode());
+        assert_dump_lists(&reply, &keys, None, missing_max);
         assert_eq!(c.expect_closed(), b"VALUE after 0 2\r\nhi\r\nEND\r\n");
     });
 }
