@@ -166,7 +166,8 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
 /// then each core's UDP sockets and connections, by index, times the shard count plus the
 /// core's number.
 pub(super) fn conn_id(core: &Core, idx: u32) -> i32 {
-    let first = listener_count(core) + core.udp.addrs().len();
+    // The socket count, not `addrs()`: no allocation or getsockname per accepted connection.
+    let first = listener_count(core) + core.udp.socket_count();
     id_of(core, first as u64 + u64::from(idx))
 }
 

@@ -120,6 +120,11 @@ impl Udp {
         }
     }
 
+    /// How many UDP sockets this core serves.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
     /// Each socket's local address.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.sockets
