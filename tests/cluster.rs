@@ -207,6 +207,71 @@ fn multi_get_across_shards_keeps_request_order() {
     });
 }
 
+/// One write of single-key retrievals (`get`, `gats`, `gat`, `touch`), half of them for the
+/// other shard, with values from 1 byte to 20 KB and misses between them: the replies come back
+/// in request order, byte for byte. Local replies that wait behind a forwarded one share a
+/// ready slot up to a size bound, and a forwarded reply at the front goes straight out; both
+/// must keep the order.
+#[test]
+fn pipelined_single_key_retrievals_across_shards_keep_order() {
+    two_shard_configs(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let mut rng = Rng::new(77);
+        let mut keys = keys_on_shard("one", 0, 2, 12);
+        keys.extend(keys_on_shard("one", 1, 2, 12));
+        let mut values: HashMap<&str, Vec<u8>> = HashMap::new();
+        // Every third key stays missing.
+        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+            let len = match i % 4 {
+                0 => 1,
+                1 => 100,
+                2 => 5_000,
+                _ => 20_000,
+            };
+            let v: Vec<u8> = (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+            let mut req = format!("set {k} {i} 0 {len}\r\n").into_bytes();
+            req.extend_from_slice(&v);
+            req.extend_from_slice(b"\r\n");
+            c.roundtrip(&req, b"STORED\r\n");
+            values.insert(k.as_str(), v);
+        }
+        let flags = |k: &str| keys.iter().position(|x| x == k).unwrap();
+        let mut req = Vec::new();
+        let mut expected = Vec::new();
+        for _ in 0..600 {
+            let k = keys[rng.below(keys.len() as u64) as usize].as_str();
+            let verb = rng.below(4);
+            let line = match verb {
+                0 | 1 => format!("get {k}\r\n"),
+                2 => format!("gat 0 {k}\r\n"),
+                _ => format!("touch {k} 0\r\n"),
+            };
+            req.extend_from_slice(line.as_bytes());
+            match (verb, values.get(k)) {
+                (3, Some(_)) => expected.extend_from_slice(b"TOUCHED\r\n"),
+                (3, None) => expected.extend_from_slice(b"NOT_FOUND\r\n"),
+                (_, Some(v)) => {
+                    expected.extend_from_slice(
+                        format!("VALUE {k} {} {}\r\n", flags(k), v.len()).as_bytes(),
+                    );
+                    expected.extend_from_slice(v);
+                    expected.extend_from_slice(b"\r\nEND\r\n");
+                }
+                (_, None) => expected.extend_from_slice(b"END\r\n"),
+            }
+        }
+        let mut writer = c.stream().try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            use std::io::Write;
+            writer.write_all(&req).unwrap();
+        });
+        c.read_exact_reply(&expected);
+        sender.join().unwrap();
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+    });
+}
+
 /// A 100-key get across shards, every third key missing.
 #[test]
 fn multi_get_100_keys() {

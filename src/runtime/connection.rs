@@ -14,6 +14,9 @@ pub const OUT_HIGH_WATER: usize = 1 << 20;
 
 /// Most replies that may wait for other shards on one connection (`pipeline_depth_max`).
 pub const SLOTS_MAX: usize = 1024;
+/// A ready slot takes further ready replies while it holds fewer bytes than this (so the bytes
+/// slots hold stay bounded by [`SLOTS_MAX`] times this plus one reply).
+pub const READY_COALESCE_BYTES: usize = 16 * 1024;
 
 /// A reply that waits for one or more shards, in request order.
 #[derive(Debug)]
@@ -192,6 +195,27 @@ impl Conn {
             if self.out.capacity() > 4 * OUT_HIGH_WATER {
                 self.out = Vec::new();
             }
+        }
+    }
+
+    /// Where a reply that is complete now goes, in order: `out` when nothing waits before it,
+    /// else the last slot's buffer when that slot is a ready plain reply still under
+    /// [`READY_COALESCE_BYTES`] (consecutive local replies behind a remote one share a slot);
+    /// `None` when the reply needs a slot of its own ([`Conn::push_ready`]).
+    #[inline(always)]
+    pub fn ready_buf(&mut self) -> Option<&mut Vec<u8>> {
+        if self.slots.is_empty() {
+            return Some(&mut self.out);
+        }
+        match self.slots.back_mut() {
+            Some(s)
+                if s.parts_left == 0
+                    && matches!(s.kind, SlotKind::Plain)
+                    && s.buf.len() < READY_COALESCE_BYTES =>
+            {
+                Some(&mut s.buf)
+            }
+            _ => None,
         }
     }
 

@@ -107,9 +107,33 @@ fn remote_key_hash(op: &RemoteOp) -> Option<u64> {
             indices_end: 0,
             ..
         }
+        | RemoteOp::GetKey { key_hash, .. }
         | RemoteOp::Binary { key_hash, .. } => Some(*key_hash),
         _ => None,
     }
+}
+
+/// Answers a retrieval whose keys are all this shard's: `single` is its one key with that
+/// key's hash, or `None` for several keys (each hashed here).
+#[inline(always)]
+fn exec_gets(
+    shard: &mut Shard,
+    verb: GetVerb,
+    touch_to: Option<Instant32>,
+    single: Option<(&[u8], u64)>,
+    keys: Keys<'_>,
+    now: Instant32,
+    out: &mut Vec<u8>,
+) {
+    match single {
+        Some((k, h)) => shard.exec_get_key(verb, touch_to, k, h, now, out),
+        None => {
+            for k in keys.iter() {
+                shard.exec_get_key(verb, touch_to, k, key_hash(k), now, out);
+            }
+        }
+    }
+    out.extend_from_slice(compose::END);
 }
 
 /// The key of the text request at the start of `input` (the first key of a multi-key get),
@@ -605,7 +629,7 @@ impl Core {
                 verb,
                 exptime,
                 keys,
-            } => self.dispatch_get(idx, verb, exptime, keys, raw),
+            } => self.dispatch_get(idx, verb, exptime, keys),
             Request::Store { .. }
             | Request::TooLarge { .. }
             | Request::Delete { .. }
@@ -727,8 +751,8 @@ impl Core {
             let conn = self.conns[idx as usize]
                 .as_mut()
                 .expect("dispatch on a live connection");
-            if conn.slots.is_empty() {
-                self.shard.exec_one(req, hash, now, &mut conn.out);
+            if let Some(out) = conn.ready_buf() {
+                self.shard.exec_one(req, hash, now, out);
             } else {
                 let mut buf = self.pool.take();
                 self.shard.exec_one(req, hash, now, &mut buf);
@@ -761,7 +785,9 @@ impl Core {
         raw: &[u8],
         op: impl FnOnce(u32, u32) -> RemoteOp,
     ) {
-        let seq = self.new_slot(idx, 1, SlotKind::Plain);
+        // No buffer yet: the reply usually arrives when this slot is at the front and goes
+        // straight to `out` (see `deliver_part`).
+        let seq = self.new_slot_with(idx, 1, SlotKind::Plain, Vec::new());
         let conn = self.conn_ref(idx);
         let cfd = self.conn(idx).map_or(0, |c| c.cfd);
         let env = self.outbox.to(owner);
@@ -778,7 +804,7 @@ impl Core {
 
     /// A retrieval (`get`, `gets`, `gat`, `gats`); inlined into `dispatch` (see there).
     #[inline(always)]
-    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, raw: &[u8]) {
+    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>) {
         if verb == GetVerb::Get && admin::try_legacy_get(self, idx, keys) {
             return;
         }
@@ -790,39 +816,46 @@ impl Core {
         };
         let me = self.me;
         let n = self.shard_count;
-        let all_local = n == 1 || keys.iter().all(|k| shard_of(key_hash(k), n).0 == me);
+        // A one-key retrieval (the common case) hashes its key once, here.
+        let mut iter = keys.iter();
+        let first = iter.next();
+        let single = match iter.next() {
+            None => first.map(|k| (k, key_hash(k))),
+            Some(_) => None,
+        };
+        let all_local = match single {
+            Some((_, h)) => n == 1 || shard_of(h, n).0 == me,
+            None => n == 1 || keys.iter().all(|k| shard_of(key_hash(k), n).0 == me),
+        };
         if all_local {
             let conn = self.conns[idx as usize]
                 .as_mut()
                 .expect("dispatch on a live connection");
-            if conn.slots.is_empty() {
-                for k in keys.iter() {
-                    self.shard
-                        .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut conn.out);
-                }
-                conn.out.extend_from_slice(compose::END);
+            if let Some(out) = conn.ready_buf() {
+                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, out);
             } else {
                 let mut buf = self.pool.take();
-                for k in keys.iter() {
-                    self.shard
-                        .exec_get_key(verb, touch_to, k, key_hash(k), now, &mut buf);
-                }
-                buf.extend_from_slice(compose::END);
+                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, &mut buf);
                 conn.push_ready(buf, &mut self.pool);
             }
             self.mark_dirty(idx);
             return;
         }
-        let key_count = keys.iter().count();
-        if key_count == 1 {
+        if let Some((k, key_hash)) = single {
             // One remote key: the owner runs the whole command, END included, and its reply
             // is the reply (no per-key segments to reassemble).
-            if let Some(k) = keys.iter().next() {
-                let h = key_hash(k);
-                self.forward_text(idx, shard_of(h, n).0, raw, h);
-                return;
-            }
+            self.forward(idx, shard_of(key_hash, n).0, k, |start, end| {
+                RemoteOp::GetKey {
+                    start,
+                    end,
+                    key_hash,
+                    verb,
+                    touch_to,
+                }
+            });
+            return;
         }
+        let key_count = keys.iter().count();
         // Split: local keys now, one sub-request per remote owner.
         let mut owners: Vec<u16> = Vec::with_capacity(key_count);
         let mut buf = self.pool.take();
@@ -1005,7 +1038,9 @@ impl Core {
             RemoteOp::MetadumpStep { .. } => {
                 debug_assert!(false, "metadump steps are not broadcast")
             }
-            RemoteOp::Text { .. } => debug_assert!(false, "text ops are not broadcast"),
+            RemoteOp::Text { .. } | RemoteOp::GetKey { .. } => {
+                debug_assert!(false, "text ops are not broadcast")
+            }
             RemoteOp::Binary { .. } => debug_assert!(false, "binary ops are not broadcast"),
         }
     }
@@ -1037,6 +1072,28 @@ impl Core {
         if matches!(slot.kind, SlotKind::Metadump(_)) {
             admin::metadump_answered(self, idx, pos, data, segments);
             return;
+        }
+        if pos == 0
+            && slot.parts_left == 1
+            && slot.buf.is_empty()
+            && matches!(slot.kind, SlotKind::Plain)
+        {
+            // The reply the connection waits for next, complete in one part (a forwarded
+            // single-key command): straight into `out`, not through the slot's buffer.
+            if let Some(slot) = conn.slots.pop_front() {
+                self.pool.give(slot.buf);
+            }
+            conn.out.extend_from_slice(data);
+            conn.release_ready(&mut self.pool);
+            if conn.udp.is_some() {
+                self.udp_slot_done(idx);
+            } else {
+                self.mark_dirty(idx);
+            }
+            return;
+        }
+        if slot.buf.capacity() == 0 {
+            slot.buf = self.pool.take();
         }
         let base = slot.buf.len() as u32;
         slot.buf.extend_from_slice(data);
@@ -1140,6 +1197,33 @@ impl Core {
         if self.shard.log.mask != 0 {
             self.shard.log.cfd = req.cfd;
         }
+        if let RemoteOp::GetKey {
+            start: s,
+            end: e,
+            key_hash,
+            verb,
+            touch_to,
+        } = req.op
+        {
+            // The common case, without taking the envelope out and putting it back.
+            let key = env_in.buf.get(s as usize..e as usize).unwrap_or_default();
+            let now = self.now;
+            let reply = self.outbox.to(from);
+            let start = reply.buf.len() as u32;
+            self.shard
+                .exec_get_key(verb, touch_to, key, key_hash, now, &mut reply.buf);
+            reply.buf.extend_from_slice(compose::END);
+            let segments = reply.segments.len() as u32;
+            reply.replies.push(RemoteReply {
+                conn: req.conn,
+                seq: req.seq,
+                start,
+                end: reply.buf.len() as u32,
+                segments_start: segments,
+                segments_end: segments,
+            });
+            return;
+        }
         let mut reply = std::mem::take(self.outbox.to(from));
         let start = reply.buf.len() as u32;
         let segments_start = reply.segments.len() as u32;
@@ -1211,6 +1295,7 @@ impl Core {
                 let raw = env_in.buf.get(*s as usize..*e as usize).unwrap_or_default();
                 self.exec_remote_binary(raw, *h, &mut reply.buf);
             }
+            RemoteOp::GetKey { .. } => {} // answered above
             RemoteOp::MetadumpStep { classes, from } => {
                 let store = self.shard.store();
                 let next = admin::metadump_step(
@@ -1355,8 +1440,8 @@ pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
     if reply.is_empty() {
         return;
     }
-    if conn.slots.is_empty() {
-        conn.out.extend_from_slice(reply);
+    if let Some(out) = conn.ready_buf() {
+        out.extend_from_slice(reply);
     } else {
         let mut buf = pool.take();
         buf.extend_from_slice(reply);

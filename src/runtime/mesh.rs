@@ -15,6 +15,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 
 use crate::clock::Instant32;
+use crate::protocol::GetVerb;
 use crate::router::ShardId;
 use crate::storage::{ClassSet, PageSink, PageSource, WalkCursor};
 
@@ -40,6 +41,16 @@ pub enum RemoteOp {
         key_hash: u64,
         indices_start: u32,
         indices_end: u32,
+    },
+    /// Execute a one-key retrieval (`get`, `gets`, `gat`, `gats` of one key) of the key
+    /// `buf[start..end]`, END included: parsed at home, so the owner neither copies nor parses
+    /// the command line again. `touch_to` is the new expiry of a `gat`/`gats`.
+    GetKey {
+        start: u32,
+        end: u32,
+        key_hash: u64,
+        verb: GetVerb,
+        touch_to: Option<Instant32>,
     },
     /// Execute the binary-protocol frame `buf[start..end]` (header, extras and key; the value
     /// too unless it was too large) and reply with binary response bytes.

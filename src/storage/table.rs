@@ -99,6 +99,7 @@ impl Buckets {
     }
 
     /// The home bucket's slots, for prefetching.
+    #[inline]
     fn home_bucket(&self, key_hash: u64) -> &[u64] {
         self.bucket(self.home(key_hash))
     }
@@ -215,8 +216,8 @@ impl Table {
         self.old.is_some()
     }
 
-    /// The slot of the key whose location `matches` accepts.
     /// Asks the CPU to start loading the home bucket of `key_hash` (current table only).
+    #[inline]
     pub fn prefetch(&self, key_hash: u64) {
         let bucket = self.cur.home_bucket(key_hash);
         prefetch_line(bucket.as_ptr().cast());
@@ -226,6 +227,7 @@ impl Table {
 
     /// Locations in `key_hash`'s home bucket (current table) whose tag matches: the items a
     /// lookup will compare keys with first. Reads the bucket; call after [`Table::prefetch`].
+    #[inline]
     pub fn home_candidates(&self, key_hash: u64, mut each: impl FnMut(Loc)) {
         let tag = tag_of(key_hash);
         for &slot in self.cur.home_bucket(key_hash) {
@@ -235,6 +237,7 @@ impl Table {
         }
     }
 
+    /// The slot of the key whose location `matches` accepts.
     pub fn find(&self, key_hash: u64, matches: &mut dyn FnMut(Loc) -> bool) -> Option<SlotRef> {
         if let Some(index) = self.cur.find(key_hash, 0, matches) {
             return Some(SlotRef {
