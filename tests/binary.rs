@@ -487,6 +487,19 @@ fn incr_decr_with_initial_value_and_no_create() {
         let mut expected = err(opcode::DECREMENTQ, Status::NonNumeric);
         expected.extend(ok(opcode::NOOP, 0));
         roundtrip(&mut c, &q, &expected);
+        // With a wrong cas: an empty value is non-numeric before the cas is compared; any
+        // other value fails the cas first.
+        set(&mut c, b"e", 0, b"");
+        roundtrip(
+            &mut c,
+            &req_cas(opcode::INCREMENT, 12345, &arith(1, 0, 0), b"e", &[]),
+            &err(opcode::INCREMENT, Status::NonNumeric),
+        );
+        roundtrip(
+            &mut c,
+            &req_cas(opcode::DECREMENT, 12345, &arith(1, 0, 0), b"s", &[]),
+            &err(opcode::DECREMENT, Status::KeyExists),
+        );
     });
 }
 

@@ -239,8 +239,12 @@ impl Shard {
         key_hash: u64,
         now: Instant32,
     ) -> Result<(u64, u64), Status> {
-        let present = self.store.peek_cas(req.key, key_hash, now);
-        if let Some(cas) = present {
+        let present = self.store.peek_cas_and_len(req.key, key_hash, now);
+        if let Some((cas, len)) = present {
+            // As memcached: an empty value is refused before the cas is compared.
+            if len == 0 {
+                return Err(Status::NonNumeric);
+            }
             if req.cas != 0 && cas != req.cas {
                 return Err(Status::KeyExists);
             }

@@ -579,6 +579,19 @@ impl Store {
         Some(self.cas_of(ItemRef::new(self.slabs.chunk(slot.loc)).seq()))
     }
 
+    /// The live item's cas and value length, without counting a fetch.
+    pub fn peek_cas_and_len(
+        &mut self,
+        key: &[u8],
+        key_hash: u64,
+        now: Instant32,
+    ) -> Option<(u64, usize)> {
+        self.tick(now);
+        let slot = self.find_live(key, key_hash, now).ok()?;
+        let item = ItemRef::new(self.slabs.chunk(slot.loc));
+        Some((self.cas_of(item.seq()), item.value_len()))
+    }
+
     /// Stores a counter's initial value (binary incr/decr on a missing key): an `add` that, as
     /// in memcached, counts neither a set nor an incr/decr miss.
     pub fn create_counter(
