@@ -126,7 +126,7 @@ impl Shard {
 
     /// `watch mutations`: the `item_store` line of a storage command's outcome.
     #[allow(clippy::too_many_arguments)]
-    fn log_store(
+    pub(crate) fn log_store(
         &mut self,
         verb: StoreVerb,
         key: &[u8],

@@ -7,8 +7,8 @@
 //! win token was already sent), `X` (stale) and `W` (this client won), in that order.
 
 use crate::clock::Instant32;
-use crate::protocol::compose;
 use crate::protocol::meta::{self, MetaRequest, MetaVerb, SetMode};
+use crate::protocol::{compose, StoreVerb};
 use crate::shard::Shard;
 use crate::storage::meta::{MetaArithOutcome, MetaDeleteOutcome, MetaSnapshot, MetaStoreArgs};
 use crate::storage::{StoreError, StoreMode, StoreOutcome};
@@ -185,6 +185,27 @@ impl Shard {
             options.client_flags,
             expires_at,
             req.value,
+            now,
+        );
+        // `watch mutations`: memcached logs an `ms` as the storage command of its mode (`cas`
+        // for a plain set with a cas to compare).
+        let verb = match (mode, options.cas_expected) {
+            (StoreMode::Set, Some(_)) => StoreVerb::Cas,
+            (StoreMode::Set, None) => StoreVerb::Set,
+            (StoreMode::Add, _) => StoreVerb::Add,
+            (StoreMode::Replace, _) => StoreVerb::Replace,
+            (StoreMode::Append, _) => StoreVerb::Append,
+            (StoreMode::Prepend, _) => StoreVerb::Prepend,
+            (StoreMode::Cas(_), _) => StoreVerb::Cas,
+        };
+        self.log_store(
+            verb,
+            key,
+            key_hash,
+            options.client_flags,
+            expires_at,
+            req.value.len(),
+            result.map(|(outcome, _)| outcome),
             now,
         );
         let (code, cas) = match result {

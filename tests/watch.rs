@@ -194,6 +194,69 @@ fn watch_answers_ok_and_fetchers_log_hits_and_misses() {
     });
 }
 
+/// A meta set logs the storage command of its mode (a plain set with a cas to compare as
+/// `cas`), with the key decoded from base64, as memcached logs it.
+#[test]
+fn mutations_log_meta_sets_as_their_mode() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut w = watcher(&server, " mutations");
+        let mut c = server.connect();
+        // request, reply, the line's fields up to `ttl`, and its size
+        let cases: [(&[u8], &[u8], &str, u32); 7] = [
+            (
+                b"ms a 1\r\nx\r\n",
+                b"HD\r\n",
+                "key=a status=stored cmd=set",
+                1,
+            ),
+            (
+                b"ms a 1 ME\r\nx\r\n",
+                b"NS\r\n",
+                "key=a status=not_stored cmd=add",
+                1,
+            ),
+            (
+                b"ms a 1 MA\r\ny\r\n",
+                b"HD\r\n",
+                "key=a status=stored cmd=append",
+                2,
+            ),
+            (
+                b"ms b 1 MA N0\r\ny\r\n",
+                b"NS\r\n",
+                "key=b status=not_stored cmd=append",
+                1,
+            ),
+            (
+                b"ms a 1 C999\r\nq\r\n",
+                b"EX\r\n",
+                "key=a status=exists cmd=cas",
+                1,
+            ),
+            (
+                b"ms zz 1 MR\r\nq\r\n",
+                b"NS\r\n",
+                "key=zz status=not_stored cmd=replace",
+                1,
+            ),
+            (
+                b"ms ZA== 2 b\r\nxx\r\n",
+                b"HD\r\n",
+                "key=d status=stored cmd=set",
+                2,
+            ),
+        ];
+        for (request, reply, fields, size) in cases {
+            c.roundtrip(request, reply);
+            expect_line(
+                &mut w,
+                &format!("type=item_store {fields} ttl=0 clsid={{n}} cfd={{n}} size={size}"),
+            );
+        }
+    });
+}
+
 #[test]
 fn mutations_log_storage_commands_but_not_deletes() {
     for_each_config(|args| {
