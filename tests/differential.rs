@@ -297,40 +297,54 @@ fn meta_command(rng: &mut Rng, cas_of: &dyn Fn(usize) -> Option<String>) -> (Vec
 /// invalid, over a few keys, compared reply for reply with memcached.
 #[test]
 fn random_meta_sequences_answer_like_memcached() {
-    if !reference_memcached() {
-        return;
-    }
-    for backend in ["uring", "epoll"] {
-        for seed in 0..seeds() {
-            let reference = TestServer::start_memcached(&["-t", "1", "-o", MEMCACHED_OPTIONS]);
-            let ours = TestServer::start_corecache(&["-t", "2", "--io-backend", backend]);
-            let mut a = Side::new(reference.connect());
-            let mut b = Side::new(ours.connect());
-            let mut rng = Rng::new(1000 + seed);
-            let mut history: std::collections::VecDeque<String> = Default::default();
-            for step in 0..OPS_PER_SEED {
-                let mut rng_b = rng.clone();
-                let (cmd_a, ka) = meta_command(&mut rng, &|k| a.cas[k].clone());
-                let (cmd_b, kb) = meta_command(&mut rng_b, &|k| b.cas[k].clone());
-                a.meta_key = Some(ka);
-                b.meta_key = Some(kb);
-                let ra = a.run(&cmd_a);
-                let rb = b.run(&cmd_b);
-                assert!(
-                    ra == rb,
-                    "backend {backend} seed {seed} step {step}: {}\n  memcached: {}\n  corecache: {}\n\
-                     last commands:\n{}",
-                    escape(&cmd_b),
-                    escape(&ra),
-                    escape(&rb),
-                    history.iter().cloned().collect::<Vec<_>>().join("\n")
-                );
-                if history.len() == 40 {
-                    history.pop_front();
-                }
-                history.push_back(format!("  {} -> {}", escape(&cmd_b), escape(&rb)));
-            }
+    for_each_pair(|backend, seed, reference, ours| {
+        let mut a = Side::new(reference.connect());
+        let mut b = Side::new(ours.connect());
+        let mut rng = Rng::new(1000 + seed);
+        let mut history = History::default();
+        for step in 0..OPS_PER_SEED {
+            let mut rng_b = rng.clone();
+            let (cmd_a, ka) = meta_command(&mut rng, &|k| a.cas[k].clone());
+            let (cmd_b, kb) = meta_command(&mut rng_b, &|k| b.cas[k].clone());
+            a.meta_key = Some(ka);
+            b.meta_key = Some(kb);
+            let ra = a.run(&cmd_a);
+            let rb = b.run(&cmd_b);
+            let what = || format!("backend {backend} seed {seed} step {step}");
+            history.check(what, &cmd_b, &ra, &rb, |r| escape(r));
         }
+    });
+}
+
+/// The last requests and the replies corecache gave them, printed when the servers disagree.
+#[derive(Default)]
+struct History(std::collections::VecDeque<String>);
+
+impl History {
+    /// Asserts that both servers answered `request` alike (`what` says where in the run),
+    /// then remembers it.
+    fn check<T: PartialEq>(
+        &mut self,
+        what: impl Fn() -> String,
+        request: &[u8],
+        memcached: &T,
+        corecache: &T,
+        render: impl Fn(&T) -> String,
+    ) {
+        assert!(
+            memcached == corecache,
+            "{}: {}\n  memcached: {}\n  corecache: {}\nlast requests:\n{}",
+            what(),
+            escape(request),
+            render(memcached),
+            render(corecache),
+            self.0.iter().cloned().collect::<Vec<_>>().join("\n")
+        );
+        if self.0.len() == 40 {
+            self.0.pop_front();
+        }
+        self.0
+            .push_back(format!("  {} -> {}", escape(request), render(corecache)));
     }
 }
 
@@ -447,6 +461,21 @@ fn reference_memcached() -> bool {
     true
 }
 
+/// Runs `body` for each backend and seed with a fresh memcached (the reference) and a fresh
+/// corecache `-t 2`; nothing when memcached is not there (see [`reference_memcached`]).
+fn for_each_pair(mut body: impl FnMut(&str, u64, &TestServer, &TestServer)) {
+    if !reference_memcached() {
+        return;
+    }
+    for backend in ["uring", "epoll"] {
+        for seed in 0..seeds() {
+            let reference = TestServer::start_memcached(&["-t", "1", "-o", MEMCACHED_OPTIONS]);
+            let ours = TestServer::start_corecache(&["-t", "2", "--io-backend", backend]);
+            body(backend, seed, &reference, &ours);
+        }
+    }
+}
+
 /// Seeds per backend: [`SEEDS`], or `DIFF_SEEDS=n`.
 fn seeds() -> u64 {
     std::env::var("DIFF_SEEDS")
@@ -457,51 +486,32 @@ fn seeds() -> u64 {
 
 #[test]
 fn random_command_sequences_answer_like_memcached() {
-    if !reference_memcached() {
-        return;
-    }
-    for backend in ["uring", "epoll"] {
-        let arithmetic = std::env::var("DIFF_ARITH").as_deref() == Ok("1");
-        for seed in 0..seeds() {
-            let reference = TestServer::start_memcached(&["-t", "1", "-o", MEMCACHED_OPTIONS]);
-            let ours = TestServer::start_corecache(&["-t", "2", "--io-backend", backend]);
-            let mut a = Side::new(reference.connect());
-            let mut b = Side::new(ours.connect());
-            // memcached's incr/decr answers vary with timing inside memcached (a replay of a
-            // failing stream gives corecache's answer), so arithmetic mixes run only when
-            // asked for (DIFF_ARITH=1); the conformance tables and the store's model test
-            // cover arithmetic deterministically.
-            let mix = if arithmetic && seed % 2 == 0 {
-                Mix::Arithmetic
-            } else {
-                Mix::Concatenation
-            };
-            let mut rng = Rng::new(seed + 1);
-            // The last commands and replies, printed when the servers disagree.
-            let mut history: std::collections::VecDeque<String> = Default::default();
-            for step in 0..OPS_PER_SEED {
-                // Both sides get the same command shape; a `cas` uses each side's own token.
-                let mut rng_b = rng.clone();
-                let cmd_a = command(&mut rng, mix, &|k| a.cas[k].clone());
-                let cmd_b = command(&mut rng_b, mix, &|k| b.cas[k].clone());
-                let ra = a.run(&cmd_a);
-                let rb = b.run(&cmd_b);
-                assert!(
-                    ra == rb,
-                    "backend {backend} seed {seed} ({mix:?}) step {step}: {}\n  memcached: {}\n  corecache: {}\n\
-                     last commands:\n{}",
-                    escape(&cmd_b),
-                    escape(&ra),
-                    escape(&rb),
-                    history.iter().cloned().collect::<Vec<_>>().join("\n")
-                );
-                if history.len() == 40 {
-                    history.pop_front();
-                }
-                history.push_back(format!("  {} -> {}", escape(&cmd_b), escape(&rb)));
-            }
+    let arithmetic = std::env::var("DIFF_ARITH").as_deref() == Ok("1");
+    for_each_pair(|backend, seed, reference, ours| {
+        let mut a = Side::new(reference.connect());
+        let mut b = Side::new(ours.connect());
+        // memcached's incr/decr answers vary with timing inside memcached (a replay of a
+        // failing stream gives corecache's answer), so arithmetic mixes run only when
+        // asked for (DIFF_ARITH=1); the conformance tables and the store's model test
+        // cover arithmetic deterministically.
+        let mix = if arithmetic && seed % 2 == 0 {
+            Mix::Arithmetic
+        } else {
+            Mix::Concatenation
+        };
+        let mut rng = Rng::new(seed + 1);
+        let mut history = History::default();
+        for step in 0..OPS_PER_SEED {
+            // Both sides get the same command shape; a `cas` uses each side's own token.
+            let mut rng_b = rng.clone();
+            let cmd_a = command(&mut rng, mix, &|k| a.cas[k].clone());
+            let cmd_b = command(&mut rng_b, mix, &|k| b.cas[k].clone());
+            let ra = a.run(&cmd_a);
+            let rb = b.run(&cmd_b);
+            let what = || format!("backend {backend} seed {seed} ({mix:?}) step {step}");
+            history.check(what, &cmd_b, &ra, &rb, |r| escape(r));
         }
-    }
+    });
 }
 
 /// A binary request with the lengths in its header as given (`key_len`, `body_len` may lie).
@@ -654,37 +664,21 @@ fn binary_exchange(
 /// compared response for response with memcached (cas values aside).
 #[test]
 fn random_binary_sequences_answer_like_memcached() {
-    if !reference_memcached() {
-        return;
-    }
-    for backend in ["uring", "epoll"] {
-        for seed in 0..seeds() {
-            let reference = TestServer::start_memcached(&["-t", "1", "-o", MEMCACHED_OPTIONS]);
-            let ours = TestServer::start_corecache(&["-t", "2", "--io-backend", backend]);
-            let connect_a = || reference.connect();
-            let connect_b = || ours.connect();
-            let (mut a, mut b) = (connect_a(), connect_b());
-            let (mut cas_a, mut cas_b) = (vec![None; KEYS as usize], vec![None; KEYS as usize]);
-            let mut rng = Rng::new(2000 + seed);
-            let mut history: std::collections::VecDeque<String> = Default::default();
-            for step in 0..OPS_PER_SEED {
-                let mut rng_b = rng.clone();
-                let (frame_a, ka) = binary_command(&mut rng, &|k| cas_a[k]);
-                let (frame_b, kb) = binary_command(&mut rng_b, &|k| cas_b[k]);
-                let ra = binary_exchange(&mut a, &connect_a, &mut cas_a, &frame_a, ka);
-                let rb = binary_exchange(&mut b, &connect_b, &mut cas_b, &frame_b, kb);
-                assert!(
-                    ra == rb,
-                    "backend {backend} seed {seed} step {step}: {}\n  memcached: {ra:?}\n  \
-                     corecache: {rb:?}\nlast requests:\n{}",
-                    escape(&frame_b),
-                    history.iter().cloned().collect::<Vec<_>>().join("\n")
-                );
-                if history.len() == 20 {
-                    history.pop_front();
-                }
-                history.push_back(format!("  {} -> {rb:?}", escape(&frame_b)));
-            }
+    for_each_pair(|backend, seed, reference, ours| {
+        let connect_a = || reference.connect();
+        let connect_b = || ours.connect();
+        let (mut a, mut b) = (connect_a(), connect_b());
+        let (mut cas_a, mut cas_b) = (vec![None; KEYS as usize], vec![None; KEYS as usize]);
+        let mut rng = Rng::new(2000 + seed);
+        let mut history = History::default();
+        for step in 0..OPS_PER_SEED {
+            let mut rng_b = rng.clone();
+            let (frame_a, ka) = binary_command(&mut rng, &|k| cas_a[k]);
+            let (frame_b, kb) = binary_command(&mut rng_b, &|k| cas_b[k]);
+            let ra = binary_exchange(&mut a, &connect_a, &mut cas_a, &frame_a, ka);
+            let rb = binary_exchange(&mut b, &connect_b, &mut cas_b, &frame_b, kb);
+            let what = || format!("backend {backend} seed {seed} step {step}");
+            history.check(what, &frame_b, &ra, &rb, |r| format!("{r:?}"));
         }
-    }
+    });
 }
