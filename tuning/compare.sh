@@ -10,7 +10,9 @@
 # (plus a summary) into tuning/results/.
 #
 # Usage: tuning/compare.sh [--quick] [--scenarios a,b,...] [--duration S] [--warmup S]
-#                          [--reps N] [--out DIR] [--list]
+#                          [--hitratio-warmup S] [--reps N] [--out DIR] [--list]
+# `hitratio` warms up for --hitratio-warmup (30 s), long enough to fill `-m 64`, whatever
+# --warmup says.
 # Environment: CORECACHE (default target/release/corecache), MEMCACHED (default: found on
 # PATH, installed with apt-get if missing), BENCH (default target/release/corecache-bench),
 # SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2; on a host with fewer than 3 cpus both
@@ -29,14 +31,15 @@ HITRATIO_WARMUP=30
 REPS=3
 OUT_DIR=tuning/results
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) DURATION=1; WARMUP=0.5; HITRATIO_WARMUP=3; shift ;;
         --scenarios) SCENARIOS=${2//,/ }; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
-        --warmup) WARMUP=$2; HITRATIO_WARMUP=$2; shift 2 ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --hitratio-warmup) HITRATIO_WARMUP=$2; shift 2 ;;
         --reps) REPS=$2; shift 2 ;;
         --out) OUT_DIR=$2; shift 2 ;;
         --list) echo "$ALL_SCENARIOS"; exit 0 ;;
