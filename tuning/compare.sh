@@ -31,7 +31,7 @@ HITRATIO_WARMUP=30
 REPS=3
 OUT_DIR=tuning/results
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case $1 in
