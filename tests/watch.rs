@@ -110,6 +110,12 @@ fn find_line(watcher: &mut Client, tail: &str, max: usize) -> Vec<u8> {
 
 /// A connection that has answered `watch <args>` with `OK`.
 #[track_caller]
+/// Sends `request`, expects `reply`, then expects the watcher's next line to end in `tail`.
+fn logged(c: &mut Client, w: &mut Client, request: &[u8], reply: &[u8], tail: &str) {
+    c.roundtrip(request, reply);
+    expect_line(w, tail);
+}
+
 fn watcher(server: &TestServer, args: &str) -> Client {
     let mut w = server.connect();
     w.roundtrip(format!("watch{args}\r\n").as_bytes(), b"OK\r\n");
@@ -181,14 +187,18 @@ fn watch_answers_ok_and_fetchers_log_hits_and_misses() {
             escape(&pair[1])
         );
         // Deletes, touches and incrs look their key up too: they show in this stream.
-        c.roundtrip(b"delete foo\r\n", b"DELETED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"delete foo\r\n",
+            b"DELETED\r\n",
             "type=item_get key=foo status=found clsid={n} cfd={n} size=3",
         );
-        c.roundtrip(b"touch foo 10\r\n", b"NOT_FOUND\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"touch foo 10\r\n",
+            b"NOT_FOUND\r\n",
             "type=item_get key=foo status=not_found clsid=0 cfd={n} size=0",
         );
     });
@@ -248,11 +258,8 @@ fn mutations_log_meta_sets_as_their_mode() {
             ),
         ];
         for (request, reply, fields, size) in cases {
-            c.roundtrip(request, reply);
-            expect_line(
-                &mut w,
-                &format!("type=item_store {fields} ttl=0 clsid={{n}} cfd={{n}} size={size}"),
-            );
+            let tail = format!("type=item_store {fields} ttl=0 clsid={{n}} cfd={{n}} size={size}");
+            logged(&mut c, &mut w, request, reply, &tail);
         }
     });
 }
@@ -263,34 +270,46 @@ fn mutations_log_storage_commands_but_not_deletes() {
         let server = TestServer::start(args);
         let mut w = watcher(&server, " mutations");
         let mut c = server.connect();
-        c.roundtrip(b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"set foo 0 0 3\r\nbar\r\n",
+            b"STORED\r\n",
             "type=item_store key=foo status=stored cmd=set ttl=0 clsid={n} cfd={n} size=3",
         );
-        c.roundtrip(b"add foo 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"add foo 0 0 1\r\nx\r\n",
+            b"NOT_STORED\r\n",
             "type=item_store key=foo status=not_stored cmd=add ttl=0 clsid={n} cfd={n} size=1",
         );
-        c.roundtrip(b"add a 0 100 2\r\nxy\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"add a 0 100 2\r\nxy\r\n",
+            b"STORED\r\n",
             "type=item_store key=a status=stored cmd=add ttl={n} clsid={n} cfd={n} size=2",
         );
-        c.roundtrip(b"replace nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"replace nope 0 0 1\r\nx\r\n",
+            b"NOT_STORED\r\n",
             "type=item_store key=nope status=not_stored cmd=replace ttl=0 clsid={n} cfd={n} size=1",
         );
-        c.roundtrip(b"cas foo 0 0 1 999999\r\ny\r\n", b"EXISTS\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"cas foo 0 0 1 999999\r\ny\r\n",
+            b"EXISTS\r\n",
             "type=item_store key=foo status=exists cmd=cas ttl=0 clsid={n} cfd={n} size=1",
         );
-        c.roundtrip(b"cas nope 0 0 1 1\r\ny\r\n", b"NOT_FOUND\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"cas nope 0 0 1 1\r\ny\r\n",
+            b"NOT_FOUND\r\n",
             "type=item_store key=nope status=not_found cmd=cas ttl=0 clsid={n} cfd={n} size=1",
         );
         c.send(b"gets foo\r\n");
@@ -309,28 +328,36 @@ fn mutations_log_storage_commands_but_not_deletes() {
             "type=item_store key=foo status=stored cmd=cas ttl=0 clsid={n} cfd={n} size=2",
         );
         // append keeps the item's expiry and grows its value: the line shows the stored item.
-        c.roundtrip(b"append foo 0 0 3\r\n!!!\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"append foo 0 0 3\r\n!!!\r\n",
+            b"STORED\r\n",
             "type=item_store key=foo status=stored cmd=append ttl=0 clsid={n} cfd={n} size=5",
         );
-        c.roundtrip(b"prepend nope 0 0 1\r\nx\r\n", b"NOT_STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"prepend nope 0 0 1\r\nx\r\n",
+            b"NOT_STORED\r\n",
             "type=item_store key=nope status=not_stored cmd=prepend ttl=0 clsid={n} cfd={n} size=1",
         );
         // memcached 1.6.18 logs no mutation for delete, incr or touch: the next line is the set.
         c.roundtrip(b"delete foo\r\n", b"DELETED\r\n");
-        c.roundtrip(b"set n 0 0 1\r\n1\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"set n 0 0 1\r\n1\r\n",
+            b"STORED\r\n",
             "type=item_store key=n status=stored cmd=set ttl=0 clsid={n} cfd={n} size=1",
         );
         c.roundtrip(b"incr n 5\r\n", b"6\r\n");
         c.roundtrip(b"touch n 0\r\n", b"TOUCHED\r\n");
-        c.roundtrip(b"set last 0 0 1\r\nz\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"set last 0 0 1\r\nz\r\n",
+            b"STORED\r\n",
             "type=item_store key=last status=stored cmd=set ttl=0 clsid={n} cfd={n} size=1",
         );
     });
@@ -599,9 +626,11 @@ fn input_on_a_watcher_is_ignored() {
         let mut w = watcher(&server, " mutations");
         w.send(b"stats\r\nversion\r\nfoo bar\r\n");
         let mut c = server.connect();
-        c.roundtrip(b"set after 0 0 1\r\nx\r\n", b"STORED\r\n");
-        expect_line(
+        logged(
+            &mut c,
             &mut w,
+            b"set after 0 0 1\r\nx\r\n",
+            b"STORED\r\n",
             "type=item_store key=after status=stored cmd=set ttl=0 clsid={n} cfd={n} size=1",
         );
     });
