@@ -62,19 +62,12 @@ if [[ -z ${SHARDS2_CPUS:-} ]]; then
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { echo "compare: $*" >&2; }
-die() { log "$*"; exit 1; }
+TOOL=compare
+# shellcheck source=tuning/servers.sh
+source "$ROOT/tuning/servers.sh"
 
 # --- prerequisites -------------------------------------------------------------------------
-if [[ -z ${MEMCACHED:-} ]]; then
-    MEMCACHED=$(command -v memcached || true)
-    if [[ -z $MEMCACHED ]]; then
-        log "memcached not found; installing with apt-get"
-        if [[ $EUID -eq 0 ]]; then SUDO=; else SUDO=sudo; fi
-        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq memcached >/dev/null
-        MEMCACHED=$(command -v memcached) || die "could not install memcached"
-    fi
-fi
+find_memcached
 if [[ ! -x $BENCH ]]; then
     log "building corecache-bench (release)"
     cargo build --release --bin corecache-bench >&2
@@ -85,87 +78,7 @@ command -v taskset >/dev/null || die "taskset (util-linux) is required"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT_DIR"
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# --- servers -------------------------------------------------------------------------------
-free_port() {
-    # Below the usual ephemeral range (32768-60999), so no client socket holds the port.
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-    done
-    die "no free port"
-}
-
-# start_server KIND BIN THREADS MEMORY_MB CPUS: sets SERVER_PID, SERVER_PORT, SERVER_CMD.
-start_server() {
-    local attempt
-    for attempt in 1 2 3 4 5; do
-        if start_server_once "$@"; then return; fi
-        log "server did not start (attempt $attempt), retrying on another port"
-    done
-    cat "$WORK/server.log" >&2
-    die "server failed to start: $SERVER_CMD"
-}
-
-start_server_once() {
-    local kind=$1 bin=$2 threads=$3 mem=$4 cpus=$5
-    SERVER_PORT=$(free_port)
-    local args=(-l 127.0.0.1 -p "$SERVER_PORT" -m "$mem" -t "$threads" -U 0)
-    if [[ $kind == memcached && $EUID -eq 0 ]]; then args+=(-u root); fi
-    if [[ $kind == corecache && $CORECACHE_CPUS_FLAG == 1 ]]; then args+=(--cpus "$cpus"); fi
-    SERVER_CMD="taskset -c $cpus $bin ${args[*]}"
-    taskset -c "$cpus" "$bin" "${args[@]}" >"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$SERVER_PORT") 2>/dev/null; then return 0; fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            wait "$SERVER_PID" 2>/dev/null || true
-            SERVER_PID=
-            return 1
-        fi
-        sleep 0.05
-    done
-    stop_server
-    return 1
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
-
-cpu_ticks() { # utime + stime of a process, in clock ticks
-    local stat rest
-    read -r stat <"/proc/$1/stat"
-    rest=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $(( ${12} + ${13} ))
-}
-
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
-server_stat() { # server_stat PORT NAME
-    local line value=
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'stats\r\n' >&3
-    while IFS= read -r -t 5 line <&3; do
-        line=${line%$'\r'}
-        [[ $line == END ]] && break
-        [[ $line == "STAT $2 "* ]] && value=${line#"STAT $2 "}
-    done
-    exec 3<&- 3>&-
-    echo "${value:-0}"
-}
+start_work
 
 # --- JSON fields (the bench's JSON is flat enough for grep) -------------------------------
 json_top() { grep -o "\"$2\":[-0-9.e]*" <<<"$1" | head -n1 | cut -d: -f2; }
@@ -254,17 +167,6 @@ run_one() {
     } >>"$WORK/$scenario.runs.md"
     log "$scenario rep $rep $label: $ops ops/s, $MAIN_OP p99 ${p99} µs, ${cpu_us_op} µs cpu/req, hit $hit, errors $errors"
 }
-
-# stats over one column for one scenario and side: "median [min-max]"
-summarize() { # summarize SCENARIO SIDE COLUMN
-    awk -v s="$1" -v side="$2" -v c="$3" '$1 == s && $2 == side { print $c }' "$WORK/rows" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
-             m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-             printf "%s [%s-%s]", f(m), f(v[1]), f(v[NR]) }
-             function f(x) { return (x >= 100 || x <= -100) ? sprintf("%.0f", x) : sprintf("%.3g", x) }'
-}
-median() { summarize "$@" | awk '{ print $1 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"; else printf "%.2f", a / b }'; }
 
 host_info() {
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
