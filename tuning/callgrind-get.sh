@@ -3,7 +3,9 @@
 # valgrind's callgrind (repeatable: instructions, not time).
 #
 # The server runs under callgrind twice, once serving N1 gets and once N2; the difference of
-# the two totals divided by N2 - N1 cancels startup and shutdown. Requests go 100 per write.
+# the two totals divided by N2 - N1 cancels startup and shutdown. Requests go BATCH per write
+# (100 by default); BATCH=1 waits for each reply before the next request, so every request is
+# a whole loop turn of the server (wake-up, receive, reply, back to sleep).
 #
 # With THREADS=2 and KEYS=16 the gets cycle over 16 keys that the two shards share about
 # evenly, so about half of them cross to the other shard and back: the user-space cost of the
@@ -11,7 +13,7 @@
 #
 # Usage: tuning/callgrind-get.sh [BACKEND (epoll|uring)] [N1] [N2]
 # Environment: CORECACHE (default target/release/corecache), THREADS (server -t, default 1),
-# KEYS (distinct keys the gets cycle over, default 1).
+# KEYS (distinct keys the gets cycle over, default 1), BATCH (requests per write, default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${1:-epoll}
@@ -20,6 +22,7 @@ n2=${3:-120000}
 bin=${CORECACHE:-target/release/corecache}
 threads=${THREADS:-1}
 keys=${KEYS:-1}
+batch=${BATCH:-100}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 work=$(mktemp -d)
 trap '[[ -n ${KEEP:-} ]] && cp "$work"/cg.* "$KEEP"/ ; rm -rf "$work"' EXIT
@@ -36,7 +39,7 @@ run() {
         sleep 0.1
     done
     [[ -n $addr ]] || { cat "$work/stderr.$n"; echo "server did not start" >&2; exit 1; }
-    python3 - "$addr" "$n" "$keys" <<'EOF'
+    python3 - "$addr" "$n" "$keys" "$batch" <<'EOF'
 import socket, sys
 host, port = sys.argv[1].rsplit(":", 1)
 n = int(sys.argv[2])
@@ -50,7 +53,7 @@ for name in names:
         got += s.recv(100)
     assert got == b"STORED\r\n", got
 reply_len = {name: len(b"VALUE " + name + b" 0 32\r\n" + b"v" * 32 + b"\r\nEND\r\n") for name in names}
-batch = 100
+batch = int(sys.argv[4])
 sent = 0
 while sent < n:
     k = min(batch, n - sent)
@@ -73,5 +76,5 @@ EOF
 i1=$(run "$n1")
 i2=$(run "$n2")
 per=$(python3 -c "print(round(($i2 - $i1) / ($n2 - $n1), 1))")
-echo "backend=$backend threads=$threads keys=$keys n1=$n1 instructions=$i1 n2=$n2 instructions=$i2"
-echo "user-space instructions per pipelined GET (100 per write): $per"
+echo "backend=$backend threads=$threads keys=$keys batch=$batch n1=$n1 instructions=$i1 n2=$n2 instructions=$i2"
+echo "user-space instructions per GET ($batch per write): $per"
