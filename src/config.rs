@@ -7,10 +7,13 @@
 //!   sockets are bound), `-d` (daemon), `-b` (listen backlog), `-R` (requests
 //!   per connection per loop turn), `-M` (no evictions), `-F` (no `flush_all`), `-X` (no
 //!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
-//!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (refuse `watch`), `-i` (license), and `-o` suboptions (see [`parse_extended`]): those corecache
+//!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (refuse `watch`), `-i` (license),
+//!   `-Y` (ASCII authentication: the file is read by the runtime at startup; with it the
+//!   protocol is ASCII and UDP is refused, as in memcached), and `-o` suboptions (see
+//!   [`parse_extended`]): those corecache
 //!   can honour are honoured, those tuning machinery it does not have are ignored with one
 //!   notice line, unknown ones are refused as memcached refuses them.
-//! * refused with a one-line reason, because corecache does not provide the feature: `-e -S -Y
+//! * refused with a one-line reason, because corecache does not provide the feature: `-e -S
 //!   -Z -N`.
 //!
 //! Unlike memcached, corecache runs as root without `-u` (memcached refuses to).
@@ -154,9 +157,9 @@ pub struct Args {
     /// header (corecache's smallest chunk is 24 bytes: 8).
     #[arg(short = 'n', long = "slab-min-size", default_value_t = SLAB_MIN_SIZE_DEFAULT)]
     pub slab_min_size: usize,
-    /// Wire protocols a connection may speak.
-    #[arg(short = 'B', long = "protocol", value_enum, default_value_t = ProtocolChoice::Auto)]
-    pub protocol: ProtocolChoice,
+    /// Wire protocols a connection may speak [default: auto; ascii with -Y].
+    #[arg(short = 'B', long = "protocol", value_enum)]
+    pub protocol: Option<ProtocolChoice>,
     /// Delimiter between key prefix and id for `stats detail`; turns detail collection on.
     #[arg(short = 'D')]
     pub prefix_delimiter: Option<String>,
@@ -178,7 +181,8 @@ pub struct Args {
     /// Not served: SASL authentication.
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
-    /// Not served: ASCII authentication.
+    /// ASCII authentication: a connection must first send `set` with `<user> <password>`
+    /// from this file of `user:password` lines as its data.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<String>,
     /// Not served: TLS.
@@ -259,8 +263,10 @@ pub struct Config {
     pub coredumps: bool,
     /// The smallest slab chunk in bytes (from `-n`).
     pub chunk_bytes_smallest: usize,
-    /// `-B`.
+    /// `-B` (ascii when `-Y` is given without it).
     pub protocol: ProtocolChoice,
+    /// `-Y`: the auth file; connections must authenticate first.
+    pub auth_file: Option<String>,
     /// `-D`: the `stats detail` prefix delimiter.
     pub stat_key_prefix: u8,
     /// `-D` given: `stats detail` starts on.
@@ -423,6 +429,7 @@ impl Config {
         let large_pages = a.large_pages;
         let process = check_process_flags(&a)?;
         let extended = parse_extended(&a.extended)?;
+        let protocol = check_auth_flags(&a)?;
         let limits = Limits {
             item_size_max,
             cas_enabled,
@@ -460,7 +467,8 @@ impl Config {
             lock_memory: a.lock_memory,
             coredumps: a.enable_coredumps,
             chunk_bytes_smallest: process.chunk_bytes_smallest,
-            protocol: a.protocol,
+            protocol,
+            auth_file: a.auth_file,
             stat_key_prefix: process.stat_key_prefix,
             detail_enabled: a.prefix_delimiter.is_some(),
             idle_timeout_secs: extended.idle_timeout_secs,
@@ -478,18 +486,13 @@ impl Config {
 /// Flags for memcached features corecache does not provide: refused with a reason rather than
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
-    let refused: [(bool, &str, &str); 5] = [
+    let refused: [(bool, &str, &str); 4] = [
         (
             a.memory_file.is_some(),
             "-e",
             "a restartable memory file is not supported",
         ),
         (a.enable_sasl, "-S", "SASL authentication is not supported"),
-        (
-            a.auth_file.is_some(),
-            "-Y",
-            "ASCII authentication is not supported",
-        ),
         (a.enable_ssl, "-Z", "TLS is not supported"),
         (a.napi_ids.is_some(), "-N", "NAPI ids are not supported"),
     ];
@@ -497,6 +500,27 @@ fn refuse_unserved(a: &Args) -> Result<(), String> {
         Some((_, flag, why)) => Err(format!("{flag}: {why} by corecache")),
         None => Ok(()),
     }
+}
+
+/// `-B` as it applies, and the flags `-Y` cannot go with, refused with memcached's words (it
+/// checks them after its other flags): with an auth file only the ASCII protocol is spoken
+/// (the default becomes `ascii`; `-B auto` or `binary` is refused), and no UDP port may be
+/// served (whatever `-s` says).
+fn check_auth_flags(a: &Args) -> Result<ProtocolChoice, String> {
+    if a.auth_file.is_none() {
+        return Ok(a.protocol.unwrap_or(ProtocolChoice::Auto));
+    }
+    match a.protocol {
+        None | Some(ProtocolChoice::Ascii) => {}
+        Some(_) => return Err(
+            "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens."
+                .into(),
+        ),
+    }
+    if a.udp_port != 0 {
+        return Err("Cannot use UDP with ascii authentication enabled (-U 0 to disable)".into());
+    }
+    Ok(ProtocolChoice::Ascii)
 }
 
 /// The longest UNIX socket path: `sun_path` holds 108 bytes, the last a NUL.
@@ -1112,7 +1136,6 @@ mod tests {
                 "-e",
             ),
             (&["-S"], &["--enable-sasl"], "-S"),
-            (&["-Y", "/tmp/a"], &["--auth-file", "/tmp/a"], "-Y"),
             (&["-Z"], &["--enable-ssl"], "-Z"),
             (&["-N", "1"], &["--napi_ids", "1"], "-N"),
         ] {
@@ -1124,6 +1147,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `-Y`: the protocol becomes ASCII; binary (or auto) and UDP are refused as memcached
+    /// refuses them.
+    #[test]
+    fn auth_file_flag() {
+        for args in [&["-Y", "/tmp/a"][..], &["--auth-file", "/tmp/a"]] {
+            let c = cfg(args).unwrap();
+            assert_eq!(c.auth_file.as_deref(), Some("/tmp/a"));
+            assert_eq!(c.protocol, ProtocolChoice::Ascii);
+        }
+        assert_eq!(cfg(&[]).unwrap().auth_file, None);
+        let c = cfg(&["-Y", "/tmp/a", "-B", "ascii"]).unwrap();
+        assert_eq!(c.protocol, ProtocolChoice::Ascii);
+        for b in ["auto", "binary"] {
+            let err = cfg(&["-Y", "/tmp/a", "-B", b]).unwrap_err();
+            assert_eq!(
+                err,
+                "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens."
+            );
+        }
+        for args in [
+            &["-Y", "/tmp/a", "-U", "11211"][..],
+            &["-Y", "/tmp/a", "-U", "-1"],
+            &["-Y", "/tmp/a", "-U", "11211", "-s", "/tmp/s"],
+        ] {
+            let err = cfg(args).unwrap_err();
+            assert_eq!(
+                err, "Cannot use UDP with ascii authentication enabled (-U 0 to disable)",
+                "{args:?}"
+            );
+        }
+        // The protocol check comes first, as in memcached.
+        let err = cfg(&["-Y", "/tmp/a", "-U", "1", "-B", "binary"]).unwrap_err();
+        assert!(err.contains("BINARY"), "{err}");
     }
 
     #[test]

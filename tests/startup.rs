@@ -547,7 +547,11 @@ fn unserved_flags_and_unknown_suboptions_are_refused() {
         (&["-s", ""], "-s: the UNIX socket path is empty"),
         (&["-S"], "-S: SASL"),
         (&["--enable-sasl"], "-S: SASL"),
-        (&["-Y", "/tmp/auth"], "-Y:"),
+        // -Y is served (tests/auth.rs): a file that cannot be read fails startup.
+        (
+            &["-Y", "/nonexistent/corecache-auth"],
+            "Could not open authfile [/nonexistent/corecache-auth] for reading",
+        ),
         (&["-Z"], "-Z: TLS"),
         (&["-N", "1"], "-N:"),
         (&["-o", "bogus"], "Illegal suboption \"bogus\""),

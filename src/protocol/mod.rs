@@ -21,6 +21,9 @@
     clippy::indexing_slicing
 )]
 
+/// memcached's ASCII authentication (`-Y`): the auth file and what a connection sends before it
+/// has authenticated.
+pub mod auth;
 /// memcached's binary protocol (a connection whose first byte is 0x80): frame parser, composer.
 pub mod binary;
 pub mod client;

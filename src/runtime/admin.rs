@@ -669,6 +669,7 @@ pub(super) mod tests {
             detail_enabled: AtomicBool::new(false),
             listen: crate::runtime::backend::ListenStats::default(),
             watch: crate::runtime::watchers::WatchShared::new(shard_count),
+            auth: None,
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();

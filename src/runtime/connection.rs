@@ -72,6 +72,15 @@ pub struct MetadumpWalk {
     pub step_in_flight: bool,
 }
 
+/// What an unauthenticated connection (`-Y`) reads next (see `runtime::auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthWait {
+    /// A command line: only `set` may try to authenticate.
+    Line,
+    /// An authentication `set`'s data block of `len` bytes, its CRLF included.
+    Block { len: u64 },
+}
+
 /// A client connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -120,6 +129,9 @@ pub struct Conn {
     pub watch: Option<super::watchers::Watcher>,
     /// A UDP request datagram's connection (`runtime::udp`): where its replies go.
     pub udp: Option<Box<UdpConn>>,
+    /// `-Y`: what the connection reads before it has authenticated; `None` once it has (and
+    /// always without `-Y`).
+    pub auth: Option<AuthWait>,
 }
 
 impl Conn {
@@ -147,6 +159,7 @@ impl Conn {
             close_reason: crate::watch::CloseReason::Normal,
             watch: None,
             udp: None,
+            auth: None,
         }
     }
 

@@ -66,6 +66,10 @@ pub struct Core {
     pub conn_yields: u64,
     /// Connections closed by `-o idle_timeout` (memcached's `idle_kicks`).
     pub idle_kicks: u64,
+    /// `-Y`: logins tried by this core's connections, and those refused (memcached's
+    /// `auth_cmds`, `auth_errors`).
+    pub auth_cmds: u64,
+    pub auth_errors: u64,
     rbuf_max: usize,
     /// `-R`: requests one connection runs per turn before the others get theirs.
     pub(super) reqs_per_event: usize,
@@ -190,6 +194,8 @@ impl Core {
             cmd_flush: 0,
             conn_yields: 0,
             idle_kicks: 0,
+            auth_cmds: 0,
+            auth_errors: 0,
             rbuf_max,
             reqs_per_event,
             last_crawl: Instant32(0),
@@ -256,8 +262,12 @@ impl Core {
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
         let idx = self.insert_conn(Conn::new(0, peer));
         let cfd = stats::conn_id(self, idx);
+        let auth = self.shared.auth.is_some();
         if let Some(conn) = self.conn_mut(idx) {
             conn.cfd = cfd;
+            if auth {
+                conn.auth = Some(super::connection::AuthWait::Line);
+            }
         }
         if self.shard.log.wants(crate::watch::watch_kinds::CONNEVENTS) {
             if let Some(conn) = self.conns[idx as usize].as_ref() {
@@ -485,6 +495,7 @@ impl Core {
 
     /// Parses and dispatches as much of the connection's buffered input as allowed.
     pub fn process(&mut self, idx: u32) -> ConnAction {
+        let mut unauthenticated = false;
         if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
             if c.watch.is_some() {
                 // A watcher's input means nothing (memcached reads and ignores it).
@@ -494,6 +505,11 @@ impl Core {
             if self.shard.log.mask != 0 {
                 self.shard.log.cfd = c.cfd;
             }
+            unauthenticated = c.auth.is_some();
+        }
+        // `-Y`: nothing takes the usual path before the connection has authenticated.
+        if unauthenticated && !self.process_unauthenticated(idx) {
+            return ConnAction::Keep;
         }
         if self.binary_detect(idx) {
             return self.process_binary(idx);
@@ -1024,6 +1040,8 @@ impl Core {
                 self.cmd_flush = 0;
                 self.conn_yields = 0;
                 self.idle_kicks = 0;
+                self.auth_cmds = 0;
+                self.auth_errors = 0;
             }
             RemoteOp::Detail(_)
             | RemoteOp::MemLimit { .. }

@@ -13,6 +13,7 @@
 //! Must not: touch a store except through its own executor's `Shard`.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod binary;
 pub mod cluster;
@@ -82,6 +83,8 @@ pub struct Shared {
     pub slab_automove: AtomicU8,
     /// `watch`: watchers per core, event numbering, log counters.
     pub watch: watchers::WatchShared,
+    /// `-Y`: the logins of the auth file, read once at startup; `None` without `-Y`.
+    pub auth: Option<crate::protocol::auth::AuthTable>,
 }
 
 impl Shared {
@@ -321,6 +324,11 @@ fn serve(
     if let Some(user) = user {
         process::drop_privileges(user)?;
     }
+    // As memcached, the auth file is read as the `-u` user.
+    let auth = match &config.auth_file {
+        Some(path) => Some(auth::load(path)?),
+        None => None,
+    };
     if let Some(path) = &config.unix_socket {
         // Still one thread: the umask swap around bind(2) affects no one else.
         let group = listener::bind_unix(path, config.unix_mask, shard_count, config.listen_backlog)
@@ -365,6 +373,7 @@ fn serve(
         slab_automove: AtomicU8::new(config.slab_automove),
         listen: backend::ListenStats::default(),
         watch: watchers::WatchShared::new(config.shard_count),
+        auth,
         config,
     });
     if let Some(path) = &shared.config.pidfile {

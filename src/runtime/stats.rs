@@ -63,6 +63,8 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
                 ("cmd_meta", core.shard.cmd_meta),
                 ("conn_yields", core.conn_yields),
                 ("idle_kicks", core.idle_kicks),
+                ("auth_cmds", core.auth_cmds),
+                ("auth_errors", core.auth_errors),
                 ("udp_recv_dropped", core.udp.recv_dropped),
                 ("udp_send_dropped", core.udp.send_dropped),
                 ("store_too_large", core.shard.store_too_large),
@@ -484,6 +486,8 @@ const INPUTS: &[&str] = &[
     "lru_crawler_starts",
     "slab_reassign_evictions_nomem",
     "idle_kicks",
+    "auth_cmds",
+    "auth_errors",
     "udp_recv_dropped",
     "udp_send_dropped",
 ];
@@ -529,9 +533,9 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     for name in COUNTERS {
         compose::stat(out, name, get(name));
     }
-    // No authentication is served (no SASL, no ASCII auth), so no auth command is counted.
-    compose::stat(out, "auth_cmds", 0);
-    compose::stat(out, "auth_errors", 0);
+    // Logins tried with `-Y` (SASL is not served).
+    compose::stat(out, "auth_cmds", get("auth_cmds"));
+    compose::stat(out, "auth_errors", get("auth_errors"));
     if cfg.idle_timeout_secs > 0 {
         compose::stat(out, "idle_kicks", get("idle_kicks"));
     }
@@ -733,7 +737,12 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat(out, "tcp_backlog", cfg.listen_backlog.max(0) as u64);
             compose::stat_str(out, "binding_protocol", cfg.protocol.stats_name());
             compose::stat_str(out, "auth_enabled_sasl", "no");
-            compose::stat_str(out, "auth_enabled_ascii", "no");
+            // memcached shows the `-Y` path as given.
+            compose::stat_str(
+                out,
+                "auth_enabled_ascii",
+                cfg.auth_file.as_deref().unwrap_or("no"),
+            );
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
             compose::stat_str(out, "maxconns_fast", "yes");
             // The table grows incrementally from its own start size (`-o hashpower` ignored).

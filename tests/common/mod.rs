@@ -7,9 +7,11 @@
 //!   a channel, so a silent or crashed server fails fast with its stderr, never hangs.
 //! * Validation mode, `CORECACHE_TEST_SERVER=memcached`: the same tests run against
 //!   `/usr/bin/memcached -U 0 -l 127.0.0.1 -p <free port>` (plus `-u root` when running as root).
-//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o -a -U`, and `-p -l`
+//!   Flags memcached knows (`-t -m -c -I -f -C -v -F -M -X -B -R -b -D -n -o -a -U -Y`, and `-p -l`
 //!   for UNIX socket servers) are passed on, corecache-only flags
 //!   (`--io-backend`, `--cpus`) are dropped. Readiness = a TCP connect succeeds (bounded poll).
+//!   With `-Y <file>` the readiness probe logs in first with the file's first `user:password`
+//!   line (or, when it has none that logs in, takes a `CLIENT_ERROR` as readiness).
 //!   Passing in this mode proves the expected bytes are memcached's, not guesses.
 //!   `CORECACHE_TEST_MEMCACHED` overrides the memcached path.
 //! * `CORECACHE_TEST_BACKENDS=epoll` (comma list) limits [`for_each_config`] to some io backends.
@@ -195,6 +197,83 @@ fn drain_stderr(stderr: ChildStderr, sink: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
+/// How the readiness probe of a server with an auth file (`-Y`) gets past authentication.
+enum ProbeLogin {
+    /// No `-Y`: `stats` answers at once.
+    None,
+    /// The auth file's first login: authenticate with it, then `stats`.
+    Login(Vec<u8>),
+    /// An auth file without a usable first line: the server is taken as ready once it refuses
+    /// `stats` as unauthenticated (its pid cannot be checked).
+    Unknown,
+}
+
+/// The readiness probe's login for `args` (see [`ProbeLogin`]).
+fn probe_login(args: &[&str]) -> ProbeLogin {
+    let Some(i) = args.iter().position(|&a| a == "-Y") else {
+        return ProbeLogin::None;
+    };
+    let data = args
+        .get(i + 1)
+        .and_then(|path| std::fs::read(path).ok())
+        .unwrap_or_default();
+    let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
+    match first.iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 && colon + 1 < first.len() && data.contains(&b'\n') => {
+            let mut token = first[..colon].to_vec();
+            token.push(b' ');
+            token.extend_from_slice(&first[colon + 1..]);
+            let mut req = format!("set probe 0 0 {}\r\n", token.len()).into_bytes();
+            req.extend_from_slice(&token);
+            req.extend_from_slice(b"\r\n");
+            ProbeLogin::Login(req)
+        }
+        _ => ProbeLogin::Unknown,
+    }
+}
+
+/// Reads from `stream` until `buf` ends with `end` (bounded); false on a close or error.
+fn read_until(stream: &mut impl Read, buf: &mut Vec<u8>, end: &[u8]) -> bool {
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(end) && buf.len() < 1 << 16 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.ends_with(end)
+}
+
+/// The `pid` a memcached-protocol server reports in `stats`, if it answers in time (the stream
+/// has a read timeout), logging in first as `login` says. With [`ProbeLogin::Unknown`], an
+/// `unauthenticated` refusal answers `expected`.
+fn stats_pid_as(mut stream: impl Read + Write, login: &ProbeLogin, expected: u32) -> Option<u32> {
+    match login {
+        ProbeLogin::None => {}
+        ProbeLogin::Login(req) => {
+            stream.write_all(req).ok()?;
+            let mut buf = Vec::new();
+            if !read_until(&mut stream, &mut buf, b"\r\n") {
+                return None;
+            }
+            if buf != b"STORED\r\n" {
+                // A first line the server reads otherwise (see `tests/auth.rs`): its refusal
+                // shows it serves, though not whose it is.
+                return buf.starts_with(b"CLIENT_ERROR ").then_some(expected);
+            }
+        }
+        ProbeLogin::Unknown => {
+            stream.write_all(b"stats\r\n").ok()?;
+            let mut buf = Vec::new();
+            let refused = read_until(&mut stream, &mut buf, b"\r\n")
+                && buf == b"CLIENT_ERROR unauthenticated\r\n";
+            return refused.then_some(expected);
+        }
+    }
+    stats_pid(stream)
+}
+
 /// The `pid` a memcached-protocol server reports in `stats`, if it answers in time (the stream
 /// has a read timeout).
 fn stats_pid(mut stream: impl Read + Write) -> Option<u32> {
@@ -233,7 +312,7 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
             // `-o` options are memcached's own (corecache has none); they pass through.
             // `-U` follows the harness's own `-U`, and memcached takes the last one given.
             "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" | "-a"
-            | "-p" | "-l" | "-U" => {
+            | "-p" | "-l" | "-U" | "-Y" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
@@ -527,6 +606,7 @@ impl TestServer {
             stdout_lines: Arc::new(Mutex::new(Vec::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
+        let login = probe_login(args);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
@@ -540,7 +620,7 @@ impl TestServer {
                 // The port may have gone to another test's server: ours reports our pid.
                 let pid = server.child.as_ref().map(|c| c.id());
                 let _ = probe.set_read_timeout(Some(Duration::from_secs(2)));
-                match stats_pid(probe) {
+                match stats_pid_as(probe, &login, pid.unwrap_or(0)) {
                     Some(p) if Some(p) == pid => return Some(server),
                     Some(_) if !last => {
                         server.kill_and_reap();
