@@ -10,7 +10,9 @@
 #
 # Usage: tuning/cpu-breakdown.sh [REPS] [WINDOW]
 # Environment: CORECACHE, BENCH (default target/release/...), MEMCACHED (default memcached),
-# OUT (a Markdown file to write the results to; default: stdout only).
+# OUT (a Markdown file to write the results to; default: stdout only), RATE (requests per
+# second: the same load open loop at that rate, as compare.sh's `latency` scenario runs it,
+# instead of closed loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-2}
@@ -83,7 +85,7 @@ measure() { # measure KIND REP
     done
     taskset -c 0 "$bench" --server "127.0.0.1:$port" --quiet --threads 1 --connections 50 \
         --keys 100000 --duration $((window + 6)) --warmup 1 --get-ratio 0.9 --set-ratio 0.1 \
-        --value-size 64 --pipeline 1 --prefill >"$work/bench.out" 2>&1 &
+        --value-size 64 --pipeline 1 --prefill ${RATE:+--rate "$RATE"} >"$work/bench.out" 2>&1 &
     local bench_pid=$!
     sleep 4 # prefill and warm-up
     local t0 r0 t1 r1
@@ -105,9 +107,9 @@ EOF
 }
 
 {
-    echo "# CPU per request, split by kernel path (get90-p1)"
+    echo "# CPU per request, split by kernel path (get90-p1${RATE:+, open loop at $RATE requests/s})"
     echo
-    echo "- command: \`tuning/cpu-breakdown.sh $reps $window\`"
+    echo "- command: \`${RATE:+RATE=$RATE }tuning/cpu-breakdown.sh $reps $window\`"
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "- git: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "- kernel: $(uname -r)"
