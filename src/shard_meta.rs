@@ -12,6 +12,7 @@ use crate::protocol::{compose, StoreVerb};
 use crate::shard::Shard;
 use crate::storage::meta::{MetaArithOutcome, MetaDeleteOutcome, MetaSnapshot, MetaStoreArgs};
 use crate::storage::{StoreError, StoreMode, StoreOutcome};
+use crate::watch::{watch_kinds, StoreStatus};
 
 const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 
@@ -38,7 +39,7 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
-        if self.log.wants(crate::watch::watch_kinds::FETCHERS)
+        if self.log.wants(watch_kinds::FETCHERS)
             && matches!(
                 req.verb,
                 MetaVerb::Get | MetaVerb::Set | MetaVerb::Delete | MetaVerb::Arith
@@ -157,13 +158,6 @@ impl Shard {
         let key_buf = req.key();
         let key = key_buf.as_bytes();
         let options = req.options;
-        if req.too_large_swallow.is_some() {
-            // memcached unlinks the old item whatever the mode, so stale data does not linger.
-            self.store_mut().forget(key, key_hash, now);
-            self.count_store_error(StoreError::TooLarge);
-            out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
-            return;
-        }
         let mode = match req.set_mode() {
             SetMode::Set => StoreMode::Set,
             SetMode::Add => StoreMode::Add,
@@ -171,6 +165,30 @@ impl Shard {
             SetMode::Prepend => StoreMode::Prepend,
             SetMode::Replace => StoreMode::Replace,
         };
+        // `watch mutations`: memcached logs an `ms` as the storage command of its mode (`cas`
+        // for a plain set with a cas to compare).
+        let verb = match (mode, options.cas_expected) {
+            (StoreMode::Set, Some(_)) => StoreVerb::Cas,
+            (StoreMode::Set, None) => StoreVerb::Set,
+            (StoreMode::Add, _) => StoreVerb::Add,
+            (StoreMode::Replace, _) => StoreVerb::Replace,
+            (StoreMode::Append, _) => StoreVerb::Append,
+            (StoreMode::Prepend, _) => StoreVerb::Prepend,
+            (StoreMode::Cas(_), _) => StoreVerb::Cas,
+        };
+        if req.too_large_swallow.is_some() {
+            // memcached unlinks the old item whatever the mode, so stale data does not linger.
+            self.store_mut().forget(key, key_hash, now);
+            self.count_store_error(StoreError::TooLarge);
+            if self.log.wants(watch_kinds::MUTATIONS) {
+                // As memcached logs a refused allocation: no item, so no ttl and no size.
+                let cmd = crate::shard::store_cmd_name(verb);
+                self.log
+                    .item_store(key, StoreStatus::TooLarge, cmd, 0, 0, 0);
+            }
+            out.extend_from_slice(compose::SERVER_ERROR_TOO_LARGE);
+            return;
+        }
         let args = MetaStoreArgs {
             mode,
             cas_expected: options.cas_expected,
@@ -187,17 +205,6 @@ impl Shard {
             req.value,
             now,
         );
-        // `watch mutations`: memcached logs an `ms` as the storage command of its mode (`cas`
-        // for a plain set with a cas to compare).
-        let verb = match (mode, options.cas_expected) {
-            (StoreMode::Set, Some(_)) => StoreVerb::Cas,
-            (StoreMode::Set, None) => StoreVerb::Set,
-            (StoreMode::Add, _) => StoreVerb::Add,
-            (StoreMode::Replace, _) => StoreVerb::Replace,
-            (StoreMode::Append, _) => StoreVerb::Append,
-            (StoreMode::Prepend, _) => StoreVerb::Prepend,
-            (StoreMode::Cas(_), _) => StoreVerb::Cas,
-        };
         self.log_store(
             verb,
             key,

@@ -108,14 +108,14 @@ fn find_line(watcher: &mut Client, tail: &str, max: usize) -> Vec<u8> {
     );
 }
 
-/// A connection that has answered `watch <args>` with `OK`.
-#[track_caller]
 /// Sends `request`, expects `reply`, then expects the watcher's next line to end in `tail`.
+#[track_caller]
 fn logged(c: &mut Client, w: &mut Client, request: &[u8], reply: &[u8], tail: &str) {
     c.roundtrip(request, reply);
     expect_line(w, tail);
 }
 
+/// A connection that has answered `watch <args>` with `OK`.
 fn watcher(server: &TestServer, args: &str) -> Client {
     let mut w = server.connect();
     w.roundtrip(format!("watch{args}\r\n").as_bytes(), b"OK\r\n");
@@ -260,6 +260,42 @@ fn mutations_log_meta_sets_as_their_mode() {
         for (request, reply, fields, size) in cases {
             let tail = format!("type=item_store {fields} ttl=0 clsid={{n}} cfd={{n}} size={size}");
             logged(&mut c, &mut w, request, reply, &tail);
+        }
+    });
+}
+
+#[test]
+fn mutations_log_too_large_meta_sets_without_an_item() {
+    for_each_config(|args| {
+        let mut args = args.to_vec();
+        args.extend(["-I", "512k"]);
+        let server = TestServer::start(&args);
+        let mut w = watcher(&server, " mutations");
+        let mut c = server.connect();
+        let big = vec![b'x'; 600 * 1024];
+        // request line (the value follows), the command the line names
+        let cases: [(&str, &str); 4] = [
+            ("ms big 614400 T60", "key=big status=too_large cmd=set"),
+            ("ms big 614400 MA", "key=big status=too_large cmd=append"),
+            ("ms big 614400 C99", "key=big status=too_large cmd=cas"),
+            (
+                "ms YmlnMg== 614400 b ME",
+                "key=big2 status=too_large cmd=add",
+            ),
+        ];
+        for (line, fields) in cases {
+            let mut request = format!("{line}\r\n").into_bytes();
+            request.extend_from_slice(&big);
+            request.extend_from_slice(b"\r\n");
+            // No item was made: no ttl and no size, whatever the request asked for.
+            let tail = format!("type=item_store {fields} ttl=0 clsid={{n}} cfd={{n}} size=0");
+            logged(
+                &mut c,
+                &mut w,
+                &request,
+                b"SERVER_ERROR object too large for cache\r\n",
+                &tail,
+            );
         }
     });
 }
