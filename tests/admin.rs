@@ -1448,3 +1448,69 @@ fn stats_sizes_count_items_stored_while_switched_on() {
     );
     assert_eq!(c.stats_sub("settings")["track_sizes"], "yes");
 }
+
+/// memcached refuses `lru_crawler metadump` and `watch` behind any earlier request of the same
+/// read whose reply is still stacked, a silent one (`noreply`, `q`) included; a retrieval or
+/// `mn` flushes the stack. Keys on both shards put some replies on the other shard.
+#[test]
+fn dump_and_watch_refuse_to_follow_stacked_replies_as_memcached_does() {
+    const REFUSED_DUMP: &[u8] = b"ERROR cannot pipeline other commands before metadump\r\n";
+    const REFUSED_WATCH: &[u8] = b"ERROR cannot pipeline other commands before watch\r\n";
+    const BUSY: &[u8] = b"BUSY currently processing crawler request\r\n";
+    let all: String = "abcdefgh"
+        .chars()
+        .map(|k| format!("VALUE {k} 0 1\r\nx\r\n"))
+        .collect();
+    let all_keys = format!("{all}END\r\n");
+    // what precedes the command, its replies, and whether the command may run
+    let cases: [(&str, &str, bool); 11] = [
+        ("set a 0 0 1 noreply\r\nx\r\n", "", false),
+        ("get a\r\n", "VALUE a 0 1\r\nx\r\nEND\r\n", true),
+        ("mn\r\n", "MN\r\n", true),
+        (
+            "set a 0 0 1 noreply\r\nx\r\nget a\r\n",
+            "VALUE a 0 1\r\nx\r\nEND\r\n",
+            true,
+        ),
+        ("set a 0 0 1 noreply\r\nx\r\nmn\r\n", "MN\r\n", true),
+        ("ms a 1 q\r\nx\r\n", "", false),
+        ("mg zz v q\r\n", "", false),
+        ("touch a 0 noreply\r\n", "", false),
+        ("mg a v\r\nmn\r\n", "VA 1\r\nx\r\nMN\r\n", true),
+        ("bogus\r\n", "ERROR\r\n", false),
+        ("get a b c d e f g h\r\n", &all_keys, true),
+    ];
+    for_each_config(|args| {
+        let server = start_for_dump(args);
+        let mut c = server.connect();
+        for k in "abcdefgh".chars() {
+            c.roundtrip(format!("set {k} 0 0 1\r\nx\r\n").as_bytes(), b"STORED\r\n");
+        }
+        for (before, replies, runs) in cases {
+            let mut c = server.connect();
+            c.send(format!("{before}lru_crawler metadump all\r\n").as_bytes());
+            c.read_exact_reply(replies.as_bytes());
+            let first = c.read_line();
+            if !runs {
+                assert_eq!(first, REFUSED_DUMP, "after {before:?}");
+                continue;
+            }
+            // memcached checks the stack before it looks for a free crawler: BUSY passed it.
+            if server.is_memcached() && first == BUSY {
+                continue;
+            }
+            assert!(first.starts_with(b"key="), "after {before:?}: {first:?}");
+            let rest = c.read_through_line(b"END\r\n");
+            assert!(
+                [first, rest].concat().windows(6).any(|w| w == b"key=a "),
+                "after {before:?}: the dump lacks a"
+            );
+        }
+        for (before, replies, runs) in [cases[0], cases[1], cases[2], cases[9]] {
+            let mut c = server.connect();
+            c.send(format!("{before}watch\r\n").as_bytes());
+            let answer: &[u8] = if runs { b"OK\r\n" } else { REFUSED_WATCH };
+            c.read_exact_reply(&[replies.as_bytes(), answer].concat());
+        }
+    });
+}

@@ -126,13 +126,13 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         Request::LruCrawlerMetadump { .. } if !core.shared.config.dump_enabled => {
             reply(core, idx, compose::ERROR_METADUMP_DISABLED); // -X
         }
-        // As memcached: a dump starts only on a connection with no earlier reply queued, that
-        // is pipelined ahead of it (replies already handed to the kernel do not count; over
-        // UDP, replies not yet flushed do, silent ones included).
+        // As memcached: a dump starts only if no earlier request of the same read left its
+        // reply stacked (silent ones included; a retrieval or `mn` flushes the stack). Replies
+        // still waiting for another shard go out first: the dump is a slot behind them.
         Request::LruCrawlerMetadump { .. }
             if core.conn(idx).is_some_and(|c| match c.udp.as_deref() {
                 Some(udp) => udp.stacked(),
-                None => !c.unsent().is_empty() || !c.slots.is_empty(),
+                None => core.pipeline_stacked,
             }) =>
         {
             reply(core, idx, compose::ERROR_METADUMP_PIPELINED);

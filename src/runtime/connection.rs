@@ -132,6 +132,8 @@ pub struct Conn {
     /// `-Y`: what the connection reads before it has authenticated; `None` once it has (and
     /// always without `-Y`).
     pub auth: Option<AuthWait>,
+    /// The next request (a `watch`) waits until every reply ahead of it is in.
+    pub drain_first: bool,
 }
 
 impl Conn {
@@ -160,6 +162,7 @@ impl Conn {
             watch: None,
             udp: None,
             auth: None,
+            drain_first: false,
         }
     }
 
@@ -172,6 +175,7 @@ impl Conn {
             && self.slots.len() < SLOTS_MAX
             && self.metadump_slots == 0
             && (self.udp.is_none() || self.slots.is_empty())
+            && (!self.drain_first || self.slots.is_empty())
     }
 
     /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.

@@ -64,6 +64,10 @@ pub struct Core {
     /// Times a connection stopped parsing at `-R` requests or [`PARSE_BUDGET`] bytes so others
     /// could run (memcached's `conn_yields`).
     pub conn_yields: u64,
+    /// Whether a request that leaves its reply stacked (anything but a retrieval or `mn`, a
+    /// silent one included) came before the request now being dispatched in the same parse
+    /// pass (`lru_crawler metadump` and `watch` refuse to follow one).
+    pub(super) pipeline_stacked: bool,
     /// Connections closed by `-o idle_timeout` (memcached's `idle_kicks`).
     pub idle_kicks: u64,
     /// `-Y`: logins tried by this core's connections, and those refused (memcached's
@@ -193,6 +197,7 @@ impl Core {
             bytes_written: 0,
             cmd_flush: 0,
             conn_yields: 0,
+            pipeline_stacked: false,
             idle_kicks: 0,
             auth_cmds: 0,
             auth_errors: 0,
@@ -525,6 +530,8 @@ impl Core {
         // backpressure. Such input must be come back to; an incomplete request at EOF is not.
         let mut held_back = false;
         let mut requests = 0;
+        // memcached's reply stack: requests of this pass whose replies are not flushed yet.
+        let mut stacked = false;
         while pos < rbuf.len() {
             if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
                 held_back = true;
@@ -551,6 +558,12 @@ impl Core {
                     if udp {
                         self.udp_begin_text(idx, Some(&req), raw);
                     }
+                    self.pipeline_stacked = stacked;
+                    if matches!(req, Request::Watch { .. }) && self.watch_waits(idx, stacked, udp) {
+                        held_back = true;
+                        break;
+                    }
+                    stacked = !flushes_replies(&req);
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
@@ -568,6 +581,7 @@ impl Core {
                 Err(ParseError::Incomplete) => break,
                 Err(ParseError::Invalid(rej)) => {
                     requests += 1;
+                    stacked = true;
                     if udp {
                         self.udp_begin_text(idx, None, &[]);
                     }
@@ -593,6 +607,18 @@ impl Core {
             }
         }
         self.finish_input(idx, rbuf, pos, |_, _| held_back)
+    }
+
+    /// A `watch` that memcached would start (its reply stack flushed) waits for the replies
+    /// another shard still owes this connection: its log lines must come after them. True if
+    /// it must wait (the connection parses nothing more until they are in).
+    #[cold]
+    fn watch_waits(&mut self, idx: u32, stacked: bool, udp: bool) -> bool {
+        let Some(conn) = self.conn_mut(idx) else {
+            return false;
+        };
+        conn.drain_first = !stacked && !udp && !conn.slots.is_empty();
+        conn.drain_first
     }
 
     /// Ends a parse pass (text or binary): drops the `pos` bytes parsed, gives the rest back to
@@ -1464,6 +1490,17 @@ pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
         let mut buf = pool.take();
         buf.extend_from_slice(reply);
         conn.push_ready(buf, pool);
+    }
+}
+
+/// Whether memcached sends its stacked replies once `req` is answered: a retrieval (`get`,
+/// `gets`, `gat`, `gats`) and `mn` flush them, any other request leaves its own (silent or not)
+/// on the stack, which `lru_crawler metadump` and `watch` refuse to follow.
+fn flushes_replies(req: &Request<'_>) -> bool {
+    match req {
+        Request::Get { .. } => true,
+        Request::Meta(meta) => meta.verb == crate::protocol::meta::MetaVerb::Noop,
+        _ => false,
     }
 }
 

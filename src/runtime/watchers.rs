@@ -95,10 +95,9 @@ impl Core {
         let shared = Arc::clone(&self.shared);
         let reply = if !shared.config.watch_enabled {
             Some(NOT_ALLOWED)
-        } else if self
-            .conn(idx)
-            .is_some_and(|c| !c.slots.is_empty() || !c.unsent().is_empty())
-        {
+        } else if self.pipeline_stacked {
+            // As memcached (see `Core::pipeline_stacked`). Replies still owed by another shard
+            // are in by now (`Core::process` holds a watch back until they are).
             Some(PIPELINED)
         } else if shared
             .watch
