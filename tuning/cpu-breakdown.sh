@@ -9,19 +9,22 @@
 # server, /proc/PID/stat gives its CPU time and `stats` its request count (cmd_get + cmd_set).
 #
 # Usage: tuning/cpu-breakdown.sh [REPS] [WINDOW]
-# Environment: CORECACHE, BENCH (default target/release/...), MEMCACHED (default memcached),
-# OUT (a Markdown file to write the results to; default: stdout only), RATE (requests per
-# second: the same load open loop at that rate, as compare.sh's `latency` scenario runs it,
-# instead of closed loop).
+# Environment: CORECACHE, BENCH (default target/release/...), MEMCACHED (default: on PATH,
+# installed with apt-get if missing), OUT (a Markdown file to write the results to; default:
+# stdout only), RATE (requests per second: the same load open loop at that rate, as
+# compare.sh's `latency` scenario runs it, instead of closed loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-2}
 window=${2:-5}
 bin=${CORECACHE:-target/release/corecache}
 bench=${BENCH:-target/release/corecache-bench}
-mc=${MEMCACHED:-memcached}
-command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 1; }
-command -v "$mc" >/dev/null || { apt-get update -qq && apt-get install -y -qq memcached >/dev/null; }
+TOOL=cpu-breakdown
+# shellcheck source=tuning/servers.sh
+source tuning/servers.sh # free_port, cpu_ticks, find_memcached
+command -v perf >/dev/null || die "perf is needed (Debian: linux-perf)"
+find_memcached
+mc=$MEMCACHED
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
@@ -32,8 +35,6 @@ cleanup() {
 trap cleanup EXIT
 hz=$(getconf CLK_TCK)
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-cpu_ticks() { local stat rest; read -r stat <"/proc/$1/stat"; rest=${stat##*) }; awk '{print $12 + $13}' <<<"$rest"; }
 requests() { # requests PORT: cmd_get + cmd_set
     python3 - "$1" <<'EOF'
 import socket, sys
