@@ -128,7 +128,9 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
         }
         // As memcached: a dump starts only if no earlier request of the same read left its
         // reply stacked (silent ones included; a retrieval or `mn` flushes the stack). Replies
-        // still waiting for another shard go out first: the dump is a slot behind them.
+        // still waiting for another shard go out first: the dump is a slot behind them. A UDP
+        // datagram keeps its own count: its requests run one at a time, a request waiting for
+        // another shard ending the parse pass, so the pass's flag would forget what came before.
         Request::LruCrawlerMetadump { .. }
             if core.conn(idx).is_some_and(|c| match c.udp.as_deref() {
                 Some(udp) => udp.stacked(),
