@@ -308,7 +308,7 @@ impl Core {
         if let Some(conn) = slot.take() {
             self.free.push(idx);
             if conn.udp.is_some() {
-                self.udp_closed();
+                self.udp_closed(conn);
             } else {
                 self.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
                 if conn.watch.is_some() {

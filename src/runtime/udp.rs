@@ -16,8 +16,10 @@
 //!
 //! Bounds: at most [`INFLIGHT_MAX`] datagrams in flight per core (more are dropped and counted,
 //! as a full socket buffer drops them); at most [`RECV_PER_TURN`] datagrams read per socket per
-//! loop turn; a datagram's unsent reply is flushed once it passes `OUT_HIGH_WATER`. A send the
-//! socket refuses (its buffer full) drops that datagram, as UDP may; it is counted.
+//! loop turn; a datagram's unsent reply is flushed once it passes `OUT_HIGH_WATER`; at most
+//! [`SPARE_MAX`] finished datagrams' buffers are kept for reuse, none larger than
+//! [`SPARE_BYTES_MAX`]. A send the socket refuses (its buffer full) drops that datagram, as UDP
+//! may; it is counted.
 //!
 //! Where memcached 1.6.18 differs, on purpose: a request cut off by the end of its datagram is
 //! dropped (memcached waits for its rest, taking it from whatever datagram reaches that thread
@@ -39,6 +41,12 @@ pub const RECV_PER_TURN: usize = 64;
 pub const INFLIGHT_MAX: usize = 256;
 /// The receive buffer: room for the largest datagram (memcached's `UDP_READ_BUFFER_SIZE`).
 const RECV_BYTES: usize = 65536;
+/// Finished datagram connections kept for their buffers, at most: the next datagrams reuse them
+/// instead of allocating a connection's input, reply and response-object buffers each.
+const SPARE_MAX: usize = 32;
+/// A buffer larger than this is freed rather than kept for reuse (one large multiget's reply
+/// must not pin its memory for good).
+const SPARE_BYTES_MAX: usize = 16 * 1024;
 
 /// One core's UDP sockets and the datagrams it is answering.
 #[derive(Debug, Default)]
@@ -49,6 +57,8 @@ pub struct Udp {
     scratch: Vec<u8>,
     /// Connections whose waiting reply has completed, and those held back by a budget.
     ready: Vec<u32>,
+    /// Buffers of finished datagram connections, for the next ones (at most [`SPARE_MAX`]).
+    spare: Vec<Spare>,
     inflight: usize,
     /// Request datagrams dropped because [`INFLIGHT_MAX`] were in flight.
     pub recv_dropped: u64,
@@ -74,6 +84,14 @@ pub struct UdpConn {
     unflushed: u32,
     /// Requests answered, for memcached's flush every `-R` requests.
     requests: u32,
+}
+
+/// What a finished datagram connection leaves for the next: its emptied buffers.
+#[derive(Debug)]
+struct Spare {
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+    udp: Box<UdpConn>,
 }
 
 #[derive(Debug)]
@@ -194,24 +212,62 @@ impl Core {
         let mut conn = Conn::new(0, String::new());
         // `cfd` in `watch` lines: the socket the datagram came in on, as memcached logs it.
         conn.cfd = super::stats::udp_socket_id(self, socket);
+        let (udp, resps) = match self.udp.spare.pop() {
+            Some(spare) => {
+                conn.rbuf = spare.rbuf;
+                conn.out = spare.out;
+                let mut udp = spare.udp;
+                let resps = std::mem::take(&mut udp.resps);
+                (Some(udp), resps)
+            }
+            None => (None, Vec::new()),
+        };
         conn.rbuf.extend_from_slice(payload);
-        conn.udp = Some(Box::new(UdpConn {
+        let fresh = UdpConn {
             socket,
             peer,
             request_id,
             open: None,
-            resps: Vec::new(),
+            resps,
             unflushed: 0,
             requests: 0,
-        }));
+        };
+        conn.udp = Some(match udp {
+            Some(mut b) => {
+                *b = fresh;
+                b
+            }
+            None => Box::new(fresh),
+        });
         self.udp.inflight += 1;
         let idx = self.insert_conn(conn);
         self.udp_run(idx);
     }
 
-    /// Forgets a UDP connection (from `Core::close`).
-    pub(super) fn udp_closed(&mut self) {
+    /// Forgets a UDP connection (from `Core::close`), keeping its buffers for the next datagram.
+    pub(super) fn udp_closed(&mut self, conn: Conn) {
         self.udp.inflight = self.udp.inflight.saturating_sub(1);
+        let Conn {
+            mut rbuf,
+            mut out,
+            udp: Some(mut udp),
+            ..
+        } = conn
+        else {
+            return;
+        };
+        if self.udp.spare.len() >= SPARE_MAX
+            || rbuf.capacity() > SPARE_BYTES_MAX
+            || out.capacity() > SPARE_BYTES_MAX
+            || udp.resps.capacity() > SPARE_BYTES_MAX / 8
+        {
+            return;
+        }
+        rbuf.clear();
+        out.clear();
+        udp.resps.clear();
+        udp.open = None;
+        self.udp.spare.push(Spare { rbuf, out, udp });
     }
 
     /// Every UDP connection that may move on now: its waiting reply completed, or its parse
@@ -461,6 +517,95 @@ mod tests {
         [&frame::header(id, 0, 1)[..], payload].concat()
     }
 
+    /// Sends `payload` as one request datagram to core 0 (which owns every key) and returns the
+    /// reply datagrams' payloads, joined, once `len` bytes of them have come.
+    fn roundtrip(
+        core: &mut Core,
+        client: &std::net::UdpSocket,
+        addr: SocketAddr,
+        (id, payload): (u16, &[u8]),
+        len: usize,
+    ) -> Vec<u8> {
+        client.send_to(&request(id, payload), addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        client
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut reply = Vec::new();
+        while reply.len() < len {
+            core.turn_begin();
+            core.udp_receive(0);
+            core.turn_end();
+            while let Ok((n, _)) = client.recv_from(&mut buf) {
+                assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), id);
+                reply.extend_from_slice(&buf[8..n]);
+            }
+            assert!(Instant::now() < deadline, "no whole reply to {id}");
+        }
+        reply
+    }
+
+    /// A finished datagram leaves its buffers for the next one (none over
+    /// [`SPARE_BYTES_MAX`]; the bound on their number is checked by the in-flight test below), and a reused connection starts empty: nothing of an earlier
+    /// datagram's request or reply reaches the next one's.
+    #[test]
+    fn finished_datagrams_leave_their_buffers_for_the_next_without_leftovers() {
+        let mut cores = cores(1);
+        let (sockets, addr) = bind_udp_group("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        cores[0].udp_attach(sockets);
+        let core = &mut cores[0];
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stored = b"STORED\r\n";
+        let reply = roundtrip(core, &client, addr, (1, b"set small 0 0 2\r\nhi\r\n"), 8);
+        assert_eq!(reply, stored);
+        assert_eq!(
+            core.udp.spare.len(),
+            1,
+            "the finished datagram's buffers are kept"
+        );
+        // A partial command at the end of a datagram is dropped with it, not carried over.
+        let hit = b"VALUE small 0 2\r\nhi\r\nEND\r\n";
+        let reply = roundtrip(core, &client, addr, (2, b"get small\r\nget sm"), hit.len());
+        assert_eq!(reply, hit);
+        let reply = roundtrip(
+            core,
+            &client,
+            addr,
+            (3, b"all\r\nget small\r\n"),
+            7 + hit.len(),
+        );
+        assert_eq!(reply, [b"ERROR\r\n".as_slice(), hit].concat());
+        assert_eq!(core.udp.spare.len(), 1, "one datagram at a time reuses one");
+
+        // A reply larger than SPARE_BYTES_MAX: its buffer is freed, not kept.
+        let big = vec![b'x'; SPARE_BYTES_MAX + 1];
+        let set = [b"set big 0 0 16385\r\n".as_slice(), &big, b"\r\n"].concat();
+        assert_eq!(roundtrip(core, &client, addr, (4, &set), 8), stored);
+        assert!(
+            core.udp.spare.is_empty(),
+            "the big request's buffer was freed"
+        );
+        let len = "VALUE big 0 16385\r\n".len() + big.len() + 7;
+        let reply = roundtrip(core, &client, addr, (5, b"get big\r\n"), len);
+        assert_eq!(reply.len(), len);
+        assert!(reply.ends_with(b"x\r\nEND\r\n"));
+        assert!(
+            core.udp.spare.is_empty(),
+            "the big reply's buffer was freed"
+        );
+        let reply = roundtrip(core, &client, addr, (6, b"get small\r\n"), hit.len());
+        assert_eq!(reply, hit);
+        assert_eq!(core.udp.spare.len(), 1);
+        assert!(core
+            .udp
+            .spare
+            .iter()
+            .all(|s| s.rbuf.capacity() <= SPARE_BYTES_MAX && s.out.capacity() <= SPARE_BYTES_MAX));
+
+        assert_eq!(core.udp.inflight, 0);
+    }
+
     /// Core 0 takes every datagram while core 1, which owns their key, does not run: the first
     /// [`INFLIGHT_MAX`] wait in flight, the rest are dropped and counted; once core 1 answers,
     /// every one in flight is answered whole and forgotten.
@@ -523,5 +668,7 @@ mod tests {
         assert!(answered.iter().all(|&id| usize::from(id) < total));
         assert_eq!(cores[0].udp.inflight, 0);
         assert_eq!(cores[0].bytes_written, (INFLIGHT_MAX * (8 + 5)) as u64);
+        // Of the datagrams finished together, SPARE_MAX left their buffers for the next.
+        assert_eq!(cores[0].udp.spare.len(), SPARE_MAX);
     }
 }
