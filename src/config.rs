@@ -9,12 +9,15 @@
 //!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
 //!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (refuse `watch`), `-i` (license),
 //!   `-Y` (ASCII authentication: the file is read by the runtime at startup; with it the
-//!   protocol is ASCII and UDP is refused, as in memcached), and `-o` suboptions (see
+//!   protocol is ASCII and UDP is refused, as in memcached), `-Z` (TLS on the TCP listeners
+//!   but those given as `-l notls:<ip>:<port>`; its `-o ssl_*` suboptions are kept as typed
+//!   in [`TlsOptions`] and checked by `runtime::tls` at startup, with memcached's messages and
+//!   exit statuses), and `-o` suboptions (see
 //!   [`parse_extended`]): those corecache
 //!   can honour are honoured, those tuning machinery it does not have are ignored with one
 //!   notice line, unknown ones are refused as memcached refuses them.
 //! * refused with a one-line reason, because corecache does not provide the feature: `-e -S
-//!   -Z -N`.
+//!   -N`.
 //!
 //! Unlike memcached, corecache runs as root without `-u` (memcached refuses to).
 //!
@@ -185,7 +188,7 @@ pub struct Args {
     /// from this file of `user:password` lines as its data.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<String>,
-    /// Not served: TLS.
+    /// TLS on every TCP listener not marked `notls:` in `-l` (see the `-o ssl_*` options).
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
     /// Not served: NAPI ids.
@@ -211,6 +214,14 @@ pub struct Args {
 pub struct Config {
     /// The TCP addresses to listen on (none are bound when `unix_socket` is given).
     pub listen: Vec<SocketAddr>,
+    /// Per `listen` address: given as `notls:<ip>[:<port>]`, so it stays plain under `-Z`.
+    pub listen_notls: Vec<bool>,
+    /// `-l` as typed (memcached names the whole list when it refuses one of them).
+    pub listen_arg: String,
+    /// `-Z`: TLS on the TCP listeners (not on `notls:` ones, UNIX sockets or UDP).
+    pub tls_enabled: bool,
+    /// `-o ssl_*` as given (checked and used by `runtime::tls`).
+    pub tls: TlsOptions,
     /// `-p` as given (`stats settings` shows it as `tcpport` when no TCP socket is bound).
     pub port: i32,
     /// The UDP addresses to serve (`-U` on every `-l` address; an address's own `:port` wins, as
@@ -349,14 +360,15 @@ impl Config {
         let port = u16::try_from(tcp_port.max(0)).unwrap_or(0);
         // With a UNIX socket no TCP socket is opened, so `-l` only shows in `stats settings`
         // (as in memcached, which does not look at it then).
-        let listen = match unix_socket {
+        let (listen, listen_notls) = match unix_socket {
             Some(_) => parse_listen(&a.listen, port).unwrap_or_default(),
             None => parse_listen(&a.listen, port)?,
         };
         // UDP on the same addresses (`-U -1` picks a free port); none with `-U 0` or `-s`.
+        // Datagrams are never TLS, `notls:` or not.
         let udp_listen = match (&unix_socket, a.udp_port) {
             (None, udp_port) if udp_port != 0 => {
-                parse_listen(&a.listen, u16::try_from(udp_port.max(0)).unwrap_or(0))?
+                parse_listen(&a.listen, u16::try_from(udp_port.max(0)).unwrap_or(0))?.0
             }
             _ => Vec::new(),
         };
@@ -437,6 +449,10 @@ impl Config {
         };
         Ok(Config {
             listen,
+            listen_notls,
+            listen_arg: a.listen.clone(),
+            tls_enabled: a.enable_ssl,
+            tls: extended.tls,
             port: tcp_port,
             udp_listen,
             udp_port: a.udp_port,
@@ -486,14 +502,13 @@ impl Config {
 /// Flags for memcached features corecache does not provide: refused with a reason rather than
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
-    let refused: [(bool, &str, &str); 4] = [
+    let refused: [(bool, &str, &str); 3] = [
         (
             a.memory_file.is_some(),
             "-e",
             "a restartable memory file is not supported",
         ),
         (a.enable_sasl, "-S", "SASL authentication is not supported"),
-        (a.enable_ssl, "-Z", "TLS is not supported"),
         (a.napi_ids.is_some(), "-N", "NAPI ids are not supported"),
     ];
     match refused.iter().find(|(given, _, _)| *given) {
@@ -637,8 +652,38 @@ pub struct Extended {
     /// `watcher_logbuf_size` and `worker_logbuf_size`, in bytes (given in KB).
     pub watcher_logbuf_bytes: usize,
     pub worker_logbuf_bytes: usize,
+    /// `ssl_*`: TLS settings as given.
+    pub tls: TlsOptions,
     /// One line naming the ignored suboptions and why, if any were.
     pub notices: Vec<String>,
+}
+
+/// memcached's `-o ssl_*` suboptions as given (`None`: not given). Their values are checked by
+/// `runtime::tls` at startup (with memcached's messages and exit statuses), with `-Z` or not,
+/// since `stats settings` shows them either way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `ssl_chain_cert`: the server's certificate chain, PEM.
+    pub chain_cert: Option<String>,
+    /// `ssl_key`: the server's private key.
+    pub key: Option<String>,
+    /// `ssl_keyformat`: 1 PEM (the default), 2 DER.
+    pub keyformat: Option<String>,
+    /// `ssl_verify_mode`: 0 none, 1 request, 2 require, 3 once.
+    pub verify_mode: Option<String>,
+    /// `ssl_ca_cert`: CA certificates client certificates are checked against, PEM.
+    pub ca_cert: Option<String>,
+    /// `ssl_ciphers`: TLS 1.2 cipher suites, in OpenSSL's names.
+    pub ciphers: Option<String>,
+    /// `ssl_wbuf_size`: memcached's per-connection TLS write buffer, in KB.
+    pub wbuf_size: Option<String>,
+    /// `ssl_session_cache`: keep sessions for resumption.
+    pub session_cache: bool,
+    /// `ssl_kernel_tls`: memcached's kernel TLS offload (accepted; corecache encrypts in user
+    /// space).
+    pub kernel_tls: bool,
+    /// `ssl_min_version`: 0 TLS 1.0, 1 TLS 1.1, 2 TLS 1.2 (the default), 3 TLS 1.3.
+    pub min_version: Option<String>,
 }
 
 impl Default for Extended {
@@ -650,6 +695,7 @@ impl Default for Extended {
             track_sizes: false,
             watcher_logbuf_bytes: 256 * 1024,
             worker_logbuf_bytes: 64 * 1024,
+            tls: TlsOptions::default(),
             notices: Vec::new(),
         }
     }
@@ -726,9 +772,8 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("sock_cookie_id", "no socket cookies"),
 ];
 
-/// Prefixes of suboption families that are ignored as a whole: extstore and TLS.
-const EXTENDED_IGNORED_PREFIXES: &[(&str, &str)] =
-    &[("ext_", "no external storage"), ("ssl_", "no TLS")];
+/// Prefixes of suboption families that are ignored as a whole: extstore.
+const EXTENDED_IGNORED_PREFIXES: &[(&str, &str)] = &[("ext_", "no external storage")];
 
 /// Parses memcached's `-o` lists. Honoured: `idle_timeout=<secs>`, `maxconns_fast` (corecache's
 /// only over-limit behaviour), `hash_algorithm=xxh3` (corecache's hash), `lru_crawler`,
@@ -802,6 +847,25 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                         .ok_or("slab_automove must be between 0 and 2")?,
                 };
             }
+            "ssl_chain_cert" | "ssl_key" | "ssl_keyformat" | "ssl_verify_mode" | "ssl_ca_cert"
+            | "ssl_ciphers" | "ssl_wbuf_size" | "ssl_min_version" => {
+                let v = value.ok_or(format!("Missing {name} argument"))?.to_string();
+                let tls = &mut out.tls;
+                let field = match name {
+                    "ssl_chain_cert" => &mut tls.chain_cert,
+                    "ssl_key" => &mut tls.key,
+                    "ssl_keyformat" => &mut tls.keyformat,
+                    "ssl_verify_mode" => &mut tls.verify_mode,
+                    "ssl_ca_cert" => &mut tls.ca_cert,
+                    "ssl_ciphers" => &mut tls.ciphers,
+                    "ssl_wbuf_size" => &mut tls.wbuf_size,
+                    _ => &mut tls.min_version,
+                };
+                *field = Some(v);
+            }
+            // Flags in memcached: any value (or none) turns them on.
+            "ssl_session_cache" => out.tls.session_cache = true,
+            "ssl_kernel_tls" => out.tls.kernel_tls = true,
             "hash_algorithm" => match value {
                 Some("xxh3") => {}
                 Some(v @ ("murmur3" | "jenkins")) => ignored.push(format!(
@@ -895,10 +959,17 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// `127.0.0.1,::1,10.0.0.1:11311` with default port -> socket addresses.
-fn parse_listen(list: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+/// `127.0.0.1,::1,10.0.0.1:11311,notls:127.0.0.1:11312` with default port -> socket
+/// addresses, and for each whether it was marked `notls:` (plain under `-Z`).
+fn parse_listen(list: &str, port: u16) -> Result<(Vec<SocketAddr>, Vec<bool>), String> {
     let mut out = Vec::new();
+    let mut notls = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (part, plain) = match part.strip_prefix("notls:") {
+            Some(rest) => (rest, true),
+            None => (part, false),
+        };
+        notls.push(plain);
         if let Ok(ip) = part.parse::<IpAddr>() {
             out.push(SocketAddr::new(ip, port));
         } else if let Ok(sa) = part.parse::<SocketAddr>() {
@@ -915,7 +986,7 @@ fn parse_listen(list: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if out.is_empty() {
         return Err("-l: no address to listen on".into());
     }
-    Ok(out)
+    Ok((out, notls))
 }
 
 #[cfg(test)]
@@ -1136,7 +1207,6 @@ mod tests {
                 "-e",
             ),
             (&["-S"], &["--enable-sasl"], "-S"),
-            (&["-Z"], &["--enable-ssl"], "-Z"),
             (&["-N", "1"], &["--napi_ids", "1"], "-N"),
         ] {
             for args in [short, long] {
@@ -1147,6 +1217,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `-Z`, `-l notls:` and the `-o ssl_*` suboptions, kept as given for `runtime::tls`.
+    #[test]
+    fn tls_flags_and_options() {
+        for flag in ["-Z", "--enable-ssl"] {
+            assert!(cfg(&[flag]).unwrap().tls_enabled);
+        }
+        let c = cfg(&["-l", "127.0.0.1,notls:127.0.0.1:11312", "-p", "11311"]).unwrap();
+        assert_eq!(
+            c.listen,
+            vec![
+                "127.0.0.1:11311".parse().unwrap(),
+                "127.0.0.1:11312".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.listen_notls, vec![false, true]);
+        assert!(!c.tls_enabled);
+        let ext = |list: &str| parse_extended(&[list.to_string()]);
+        let e =
+            ext("ssl_chain_cert=c.pem,ssl_key=k.pem,ssl_verify_mode=x,ssl_session_cache").unwrap();
+        assert!(e.notices.is_empty(), "{:?}", e.notices);
+        assert_eq!(e.tls.chain_cert.as_deref(), Some("c.pem"));
+        assert_eq!(e.tls.key.as_deref(), Some("k.pem"));
+        assert_eq!(
+            e.tls.verify_mode.as_deref(),
+            Some("x"),
+            "checked at startup"
+        );
+        assert!(e.tls.session_cache && !e.tls.kernel_tls);
+        assert!(ext("ssl_key").is_err());
     }
 
     /// `-Y`: the protocol becomes ASCII; binary (or auto) and UDP are refused as memcached
@@ -1258,10 +1359,9 @@ mod tests {
         let e = ext(&["maxconns_fast,hash_algorithm=xxh3", "idle_timeout=3"]).unwrap();
         assert_eq!(e.idle_timeout_secs, 3);
         assert!(e.notices.is_empty());
-        let e = ext(&["modern,hot_lru_pct=20,ext_path=/x:1G,ssl_key=k,hash_algorithm=murmur3"])
-            .unwrap();
+        let e = ext(&["modern,hot_lru_pct=20,ext_path=/x:1G,hash_algorithm=murmur3"]).unwrap();
         assert_eq!(e.notices.len(), 1, "{:?}", e.notices);
-        for name in ["modern", "hot_lru_pct", "ext_path", "ssl_key", "murmur3"] {
+        for name in ["modern", "hot_lru_pct", "ext_path", "murmur3"] {
             assert!(e.notices[0].contains(name), "{name}: {:?}", e.notices);
         }
         assert!(

@@ -218,6 +218,8 @@ pub enum Request<'a> {
     FlushAll { delay: i64, noreply: bool },
     /// `version`
     Version,
+    /// `refresh_certs` (any arguments ignored): reload the TLS certificate and key files.
+    RefreshCerts,
     /// `verbosity <level> [noreply]`
     Verbosity { level: u32, noreply: bool },
     /// `stats [group]`

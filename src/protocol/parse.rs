@@ -272,6 +272,7 @@ fn parse_line<'a>(
         b"verbosity" => parse_verbosity(&tokens),
         b"stats" => parse_stats(&tokens),
         b"version" => Ok(Request::Version),
+        b"refresh_certs" => Ok(Request::RefreshCerts),
         b"quit" => Ok(Request::Quit),
         b"watch" => parse_watch(line, tokens.noreply()),
         b"config" => parse_config(&tokens),

@@ -672,6 +672,7 @@ pub(super) mod tests {
             listen: crate::runtime::backend::ListenStats::default(),
             watch: crate::runtime::watchers::WatchShared::new(shard_count),
             auth: None,
+            tls: crate::runtime::tls::TlsShared::new(&config.tls, false).expect("no TLS"),
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();
@@ -773,7 +774,7 @@ pub(super) mod tests {
             let mut cores = cores(shard_count);
             // About 3.5 MiB of lines in all: many steps per shard.
             let keys = fill(&mut cores, 25_000);
-            let idx = cores[0].open("test".into()).unwrap();
+            let idx = cores[0].open("test".into(), false).unwrap();
             cores[0].input_only(idx, b"lru_crawler metadump all\r\nversion\r\n");
             cores[0].process(idx);
             // What follows the dump waits for it, unparsed.
@@ -833,13 +834,13 @@ pub(super) mod tests {
         let mut cores = cores(2);
         let keys = fill(&mut cores, 8_000);
         // On core 1, so the first step (shard 0) goes over the mesh.
-        let idx = cores[1].open("first".into()).unwrap();
+        let idx = cores[1].open("first".into(), false).unwrap();
         cores[1].input_only(idx, b"lru_crawler metadump all\r\n");
         cores[1].process(idx);
         cores[1].turn_end(); // the step to shard 0 is in flight
         cores[1].close(idx);
         // The connection's index is taken again at once; the old step's answer is dropped.
-        let again = cores[1].open("second".into()).unwrap();
+        let again = cores[1].open("second".into(), false).unwrap();
         assert_eq!(again, idx);
         cores[0].poll_mesh();
         cores[0].turn_end();

@@ -134,6 +134,11 @@ pub struct Conn {
     pub auth: Option<AuthWait>,
     /// The next request (a `watch`) waits until every reply ahead of it is in.
     pub drain_first: bool,
+    /// `-Z`: the TLS session of a connection from a TLS listener (see `runtime::tls`).
+    pub tls: Option<Box<super::tls::TlsConn>>,
+    /// TLS: bytes at the front of `out` that are ciphertext already; the rest are replies
+    /// still to encrypt ([`Conn::seal`]). Always 0 without TLS.
+    pub out_sealed: usize,
 }
 
 impl Conn {
@@ -163,6 +168,8 @@ impl Conn {
             udp: None,
             auth: None,
             drain_first: false,
+            tls: None,
+            out_sealed: 0,
         }
     }
 
@@ -208,6 +215,7 @@ impl Conn {
         if self.out_sent >= self.out.len() {
             self.out.clear();
             self.out_sent = 0;
+            self.out_sealed = 0;
             // Do not keep a huge buffer around after one large reply.
             if self.out.capacity() > 4 * OUT_HIGH_WATER {
                 self.out = Vec::new();

@@ -93,6 +93,9 @@ pub struct Core {
     pub(super) watchers: Vec<u32>,
     /// UDP sockets (`-U`) and the datagrams being answered (`runtime::udp`).
     pub(super) udp: Udp,
+    /// `-Z`: the TLS server config this core's last TLS connection got, with its generation
+    /// (see `runtime::tls`).
+    pub(super) tls_config: Option<(u64, Arc<rustls::ServerConfig>)>,
 }
 
 /// Chunks the crawler looks at in one slice: once a second, and every turn while an
@@ -211,6 +214,7 @@ impl Core {
             metadumps: Vec::new(),
             watchers: Vec::new(),
             udp: Udp::default(),
+            tls_config: None,
         }
     }
 
@@ -255,8 +259,13 @@ impl Core {
 
     // ---- connections ----
 
-    /// Registers an accepted connection; `None` if it must be refused (`-c` reached).
-    pub fn open(&mut self, peer: String) -> Option<u32> {
+    /// Registers an accepted connection, with a TLS session when it came from a TLS listener;
+    /// `None` if it must be refused (`-c` reached, or its TLS session could not start).
+    pub fn open(&mut self, peer: String, tls: bool) -> Option<u32> {
+        let session = match tls {
+            true => Some(self.tls_session()?),
+            false => None,
+        };
         let shared = &self.shared;
         let curr = shared.curr_connections.fetch_add(1, Ordering::Relaxed);
         if curr >= shared.config.conns_max as u64 {
@@ -270,6 +279,7 @@ impl Core {
         let auth = self.shared.auth.is_some();
         if let Some(conn) = self.conn_mut(idx) {
             conn.cfd = cfd;
+            conn.tls = session;
             if auth {
                 conn.auth = Some(super::connection::AuthWait::Line);
             }
@@ -386,10 +396,13 @@ impl Core {
     /// Appends received bytes without parsing them (the loop processes the connection later in
     /// the turn, after [`Core::warm_group`]).
     pub fn input_only(&mut self, idx: u32, data: &[u8]) {
-        self.bytes_read += data.len() as u64;
-        if let Some(c) = self.conn_mut(idx) {
+        if let Some(c) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            if c.tls.is_some() {
+                return self.input_tls(idx, data);
+            }
             c.rbuf.extend_from_slice(data);
         }
+        self.bytes_read += data.len() as u64;
     }
 
     /// Warms the cache for the requests waiting in a group of these connections' input,
@@ -713,6 +726,14 @@ impl Core {
                     .as_mut()
                     .expect("dispatch on a live connection");
                 push_reply(conn, &mut self.pool, &buf);
+                self.mark_dirty(idx);
+            }
+            Request::RefreshCerts => {
+                let reply = self.refresh_certs();
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, &reply);
                 self.mark_dirty(idx);
             }
             Request::Verbosity { level, noreply } => {

@@ -59,18 +59,19 @@ struct Loop {
     udp_readable: Vec<bool>,
 }
 
-/// A listening socket: TCP, or this core's duplicate of the UNIX socket.
+/// A listening socket: TCP (`true`: its connections speak TLS), or this core's duplicate of
+/// the UNIX socket.
 enum MioListener {
-    Tcp(TcpListener),
+    Tcp(TcpListener, bool),
     Unix(UnixListener),
 }
 
 impl MioListener {
     fn from_std(l: Listener) -> io::Result<MioListener> {
         Ok(match l {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, tls) => {
                 l.set_nonblocking(true)?;
-                MioListener::Tcp(TcpListener::from_std(l))
+                MioListener::Tcp(TcpListener::from_std(l), tls)
             }
             Listener::Unix(l) => {
                 l.set_nonblocking(true)?;
@@ -83,23 +84,24 @@ impl MioListener {
     /// peer, which `stats conns` shows as memcached does). TCP connections get TCP_NODELAY.
     /// Every core watches the one UNIX socket, so its EAGAIN often means another core took the
     /// connection: a quiet `WouldBlock` like any other.
-    fn accept(&self) -> io::Result<(Stream, String)> {
+    /// The flag says whether the connection speaks TLS.
+    fn accept(&self) -> io::Result<(Stream, String, bool)> {
         match self {
-            MioListener::Tcp(l) => {
+            MioListener::Tcp(l, tls) => {
                 let (s, peer) = l.accept()?;
                 let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::Tcp(s), peer.to_string(), *tls))
             }
             MioListener::Unix(l) => {
                 let (s, _) = l.accept()?;
-                Ok((Stream::Unix(s), String::new()))
+                Ok((Stream::Unix(s), String::new(), false))
             }
         }
     }
 
     fn source(&mut self) -> &mut dyn Source {
         match self {
-            MioListener::Tcp(l) => l,
+            MioListener::Tcp(l, _) => l,
             MioListener::Unix(l) => l,
         }
     }
@@ -328,7 +330,7 @@ impl Loop {
             let Some(listener) = self.listeners.get(li) else {
                 return Ok(Accept::Drained);
             };
-            let (mut stream, peer) = match listener.accept() {
+            let (mut stream, peer, tls) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accept::Drained),
                 Err(e) if is_accept_shortage(&e) => return Ok(Accept::Shortage),
@@ -336,7 +338,7 @@ impl Loop {
                 Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let Some(idx) = core.open(peer) else {
+            let Some(idx) = core.open(peer, tls) else {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             };
@@ -431,6 +433,7 @@ impl Loop {
             self.resume_if_waiting(core, idx);
             return; // sent with the rest once the slots complete
         }
+        c.seal();
         let mut written = 0u64;
         while !c.unsent().is_empty() {
             match stream.write(c.unsent()) {

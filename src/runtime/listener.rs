@@ -28,11 +28,17 @@ use std::os::unix::net::UnixListener;
 /// only the accept-time setup (TCP_NODELAY, the peer's name) differs.
 #[derive(Debug)]
 pub enum Listener {
-    Tcp(TcpListener),
+    /// A TCP socket; `true` when its connections speak TLS (`-Z`, not `notls:`).
+    Tcp(TcpListener, bool),
     Unix(UnixListener),
 }
 
 impl Listener {
+    /// Whether connections from this socket speak TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Listener::Tcp(_, true))
+    }
+
     /// Whether connections from this socket are UNIX ones (no TCP options, no peer address).
     pub fn is_unix(&self) -> bool {
         matches!(self, Listener::Unix(_))
@@ -42,7 +48,7 @@ impl Listener {
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Tcp(l, _) => l.as_raw_fd(),
             Listener::Unix(l) => l.as_raw_fd(),
         }
     }
@@ -51,7 +57,7 @@ impl AsRawFd for Listener {
 impl IntoRawFd for Listener {
     fn into_raw_fd(self) -> RawFd {
         match self {
-            Listener::Tcp(l) => l.into_raw_fd(),
+            Listener::Tcp(l, _) => l.into_raw_fd(),
             Listener::Unix(l) => l.into_raw_fd(),
         }
     }

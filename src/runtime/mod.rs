@@ -24,6 +24,7 @@ pub mod listener;
 pub mod mesh;
 pub mod process;
 pub mod stats;
+pub mod tls;
 pub mod udp;
 pub mod uring;
 pub mod watchers;
@@ -85,6 +86,9 @@ pub struct Shared {
     pub watch: watchers::WatchShared,
     /// `-Y`: the logins of the auth file, read once at startup; `None` without `-Y`.
     pub auth: Option<crate::protocol::auth::AuthTable>,
+    /// `-Z` and the `-o ssl_*` settings: the server config TLS connections start with, and
+    /// the TLS counters of `stats`.
+    pub tls: tls::TlsShared,
 }
 
 impl Shared {
@@ -238,6 +242,19 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
         },
         _ => None,
     };
+    // The TLS settings and files, before any socket, as memcached checks them.
+    let tls = tls::TlsShared::new(&config.tls, config.tls_enabled)?;
+    if config.tls.kernel_tls && config.tls_enabled {
+        eprintln!(
+            "corecache: ignoring -o ssl_kernel_tls: records are encrypted in user space (rustls)"
+        );
+    }
+    if !config.tls_enabled && config.unix_socket.is_none() && config.listen_notls.contains(&true) {
+        return Err(listen_failure(format!(
+            "'notls' option is valid only when SSL is enabled; failed to listen on one of interface(s) {}",
+            config.listen_arg
+        )));
+    }
 
     // Bind every TCP listener before anything is announced. With a UNIX socket (`-s`) there
     // is none: memcached then opens no TCP (or UDP) socket, whatever `-l` and `-p` say.
@@ -248,11 +265,13 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
     } else {
         &[]
     };
-    for &addr in tcp {
+    for (i, &addr) in tcp.iter().enumerate() {
         let (group, actual) = listener::bind_group(addr, shard_count, config.listen_backlog)
             .map_err(|e| listen_failure(format!("cannot listen on {addr}: {e}")))?;
+        let speaks_tls =
+            config.tls_enabled && !config.listen_notls.get(i).copied().unwrap_or(false);
         for (core, l) in group.into_iter().enumerate() {
-            per_core[core].push(Listener::Tcp(l));
+            per_core[core].push(Listener::Tcp(l, speaks_tls));
         }
         bound.push(actual);
     }
@@ -272,6 +291,7 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
         per_core_udp,
         bound,
         udp_bound,
+        tls,
     };
     if config.coredumps {
         process::enable_coredumps()?;
@@ -305,6 +325,8 @@ struct Sockets {
     per_core_udp: Vec<Vec<UdpSocket>>,
     bound: Vec<SocketAddr>,
     udp_bound: Vec<SocketAddr>,
+    /// The TLS settings and loaded files.
+    tls: tls::TlsShared,
 }
 
 /// [`run`] from the identity change on: starts the executors, announces, serves, stops.
@@ -319,6 +341,7 @@ fn serve(
         per_core_udp,
         bound,
         udp_bound,
+        tls,
     } = sockets;
     let shard_count = per_core.len();
     if let Some(user) = user {
@@ -374,6 +397,7 @@ fn serve(
         listen: backend::ListenStats::default(),
         watch: watchers::WatchShared::new(config.shard_count),
         auth,
+        tls,
         config,
     });
     if let Some(path) = &shared.config.pidfile {

@@ -585,6 +585,18 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
     }
     let watchers = watch.watchers.load(Ordering::Relaxed);
     compose::stat(out, "log_watchers", u64::from(watchers));
+    // With `-Z` only, as memcached; sessions only with `ssl_session_cache`.
+    let tls = &shared.tls;
+    if tls.enabled {
+        if tls.settings.session_cache {
+            let sessions = tls.new_sessions.load(Ordering::Relaxed);
+            compose::stat(out, "ssl_new_sessions", sessions);
+        }
+        let errors = tls.handshake_errors.load(Ordering::Relaxed);
+        compose::stat(out, "ssl_handshake_errors", errors);
+        let since = tls.secs_since_refresh(now);
+        compose::stat(out, "time_since_server_cert_refresh", since);
+    }
     // No NAPI ids, no proxy: memcached shows these at 0 when unused.
     for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         compose::stat(out, name, 0);
@@ -634,9 +646,9 @@ fn rusage() -> (String, String) {
     (fmt(ru.ru_utime), fmt(ru.ru_stime))
 }
 
-/// `stats settings` lines of memcached's extstore and TLS, which corecache does not have,
-/// with the values memcached shows when neither is in use.
-const UNUSED_EXT_TLS_SETTINGS: &[(&str, &str)] = &[
+/// `stats settings` lines of memcached's extstore, which corecache does not have, with the
+/// values memcached shows when it is not in use.
+const UNUSED_EXT_SETTINGS: &[(&str, &str)] = &[
     ("ext_item_size", "512"),
     ("ext_item_age", "4294967295"),
     ("ext_low_ttl", "0"),
@@ -648,19 +660,6 @@ const UNUSED_EXT_TLS_SETTINGS: &[(&str, &str)] = &[
     ("ext_max_frag", "0.80"),
     ("slab_automove_freeratio", "0.010"),
     ("ext_drop_unread", "no"),
-    ("ssl_enabled", "no"),
-    ("ssl_chain_cert", "(null)"),
-    ("ssl_key", "(null)"),
-    ("ssl_verify_mode", "0"),
-    ("ssl_keyformat", "1"),
-    ("ssl_ciphers", "NULL"),
-    ("ssl_ca_cert", "NULL"),
-    ("ssl_wbuf_size", "16384"),
-    ("ssl_session_cache", "no"),
-    ("ssl_kernel_tls", "no"),
-    ("ssl_min_version", "tlsv1.2"),
-    ("num_napi_ids", "(null)"),
-    ("memory_file", "(null)"),
 ];
 
 /// Groups answered by the connection's core alone.
@@ -798,10 +797,16 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             let tracked = core.shard.store().size_histogram().is_some();
             compose::stat_str(out, "track_sizes", yes_no(tracked));
             compose::stat_str(out, "inline_ascii_response", "no");
-            // No external storage and no TLS: their settings as memcached shows them unused.
-            for (name, value) in UNUSED_EXT_TLS_SETTINGS {
+            // No external storage: its settings as memcached shows them unused.
+            for (name, value) in UNUSED_EXT_SETTINGS {
                 compose::stat_str(out, name, value);
             }
+            let tls = &shared.tls;
+            for (name, value) in tls.settings.settings_lines(tls.enabled) {
+                compose::stat_str(out, name, &value);
+            }
+            compose::stat_str(out, "num_napi_ids", "(null)");
+            compose::stat_str(out, "memory_file", "(null)");
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             out.extend_from_slice(compose::END);

@@ -598,7 +598,8 @@ impl Loop {
         // an accept that finds the queue empty waits inside the kernel.)
         let unix = self.listeners.get(li).is_some_and(Listener::is_unix);
         let peer = if unix { String::new() } else { peer_name(&fd) };
-        let Some(idx) = core.open(peer) else {
+        let tls = self.listeners.get(li).is_some_and(Listener::is_tls);
+        let Some(idx) = core.open(peer, tls) else {
             // SAFETY: writes a static byte string to the socket we own; best effort.
             unsafe {
                 libc::write(
@@ -875,10 +876,12 @@ impl Loop {
         if in_flight || cc.unsent().is_empty() || cc.holds_partial() {
             return Ok(());
         }
+        cc.seal();
         let fresh = self.spare.pop().unwrap_or_default();
         let mut buf = std::mem::replace(&mut cc.out, fresh);
         let off = cc.out_sent;
         cc.out_sent = 0;
+        cc.out_sealed = 0;
         cc.inflight = buf.len() - off;
         if off > 0 {
             buf.drain(..off);

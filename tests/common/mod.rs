@@ -18,6 +18,10 @@
 //! * UNIX sockets: [`TestServer::start_unix`] starts `corecache -s <path> <args>` and waits for
 //!   `listening unix:<path>`; in validation mode `memcached -s <path> <args>`, ready once the
 //!   socket answers `stats` with memcached's pid. [`TestServer::connect_unix`] connects.
+//! * TLS: [`TestServer::start_tls`] adds `-Z` and the test certificates of `tests/tls/`
+//!   (`-o ssl_chain_cert=...,ssl_key=...`); in validation mode the readiness probe speaks TLS
+//!   when the args hold `-Z`. [`TestServer::connect_tls`] (and [`Client::connect_tls`] with a
+//!   [`tls_client_config`]) is a [`TlsClient`]: the same [`Client`] over rustls.
 //! * UDP: [`TestServer::start_udp`] adds `-U -1` (a free port) and reads the port from the
 //!   `listening udp:<addr>` line; in validation mode memcached gets `-U <a port found free>`
 //!   (retried like its TCP port). [`TestServer::udp_addr`] is the address, [`UdpClient`] talks
@@ -317,7 +321,7 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
             }
-            "-C" | "-v" | "-vv" | "-A" | "-F" | "-M" | "-X" | "-W" => {
+            "-C" | "-v" | "-vv" | "-A" | "-F" | "-M" | "-X" | "-W" | "-Z" => {
                 out.push(a.to_string());
                 i += 1;
             }
@@ -620,7 +624,20 @@ impl TestServer {
                 // The port may have gone to another test's server: ours reports our pid.
                 let pid = server.child.as_ref().map(|c| c.id());
                 let _ = probe.set_read_timeout(Some(Duration::from_secs(2)));
-                match stats_pid_as(probe, &login, pid.unwrap_or(0)) {
+                let answer = if args.contains(&"-Z") {
+                    // With the client certificate, which servers that verify clients
+                    // (`ssl_verify_mode`, `ssl_ca_cert` of `tests/tls/`) take.
+                    let session = rustls::ClientConnection::new(
+                        tls_client_config(true),
+                        "localhost".try_into().unwrap(),
+                    )
+                    .unwrap();
+                    let stream = rustls::StreamOwned::new(session, probe);
+                    stats_pid_as(stream, &login, pid.unwrap_or(0))
+                } else {
+                    stats_pid_as(probe, &login, pid.unwrap_or(0))
+                };
+                match answer {
                     Some(p) if Some(p) == pid => return Some(server),
                     Some(_) if !last => {
                         server.kill_and_reap();
@@ -743,6 +760,19 @@ impl TestServer {
         Client::connect(self.addr)
     }
 
+    /// A server with TLS (`-Z` and the test server certificate of `tests/tls/`) and `args`.
+    pub fn start_tls(args: &[&str]) -> TestServer {
+        let certs = tls_server_certs_option();
+        let mut all = vec!["-Z", "-o", certs.as_str()];
+        all.extend_from_slice(args);
+        Self::start(&all)
+    }
+
+    /// A TLS connection trusting the test CA, without a client certificate (handshake done).
+    pub fn connect_tls(&self) -> TlsClient {
+        Client::connect_tls(self.addr, tls_client_config(false))
+    }
+
     /// `stats` on a fresh connection, as a map from name to value.
     pub fn stats(&self) -> HashMap<String, String> {
         self.stats_sub("")
@@ -835,6 +865,105 @@ impl Client<UnixStream> {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         Client::wrap(stream)
+    }
+}
+
+/// A [`Client`] over TLS.
+pub type TlsClient = Client<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
+/// The directory of the test certificates (see `tests/tls/README.md`).
+pub fn tls_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("tls")
+}
+
+/// A file of [`tls_dir`] as a string path.
+pub fn tls_file(name: &str) -> String {
+    tls_dir().join(name).to_string_lossy().into_owned()
+}
+
+/// `ssl_chain_cert=<server.pem>,ssl_key=<server.key>`, for `-o`.
+pub fn tls_server_certs_option() -> String {
+    format!(
+        "ssl_chain_cert={},ssl_key={}",
+        tls_file("server.pem"),
+        tls_file("server.key")
+    )
+}
+
+/// A rustls client config trusting the test CA, presenting the test client certificate when
+/// `client_cert`.
+pub fn tls_client_config(client_cert: bool) -> Arc<rustls::ClientConfig> {
+    tls_client_config_with(client_cert.then_some(("client.pem", "client.key")), None)
+}
+
+/// A rustls client config trusting the test CA, with the certificate and key files of
+/// [`tls_dir`] named by `cert`, limited to one TLS version when `version` says so.
+pub fn tls_client_config_with(
+    cert: Option<(&str, &str)>,
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(tls_dir().join("ca.pem")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let all = [&rustls::version::TLS12, &rustls::version::TLS13];
+    let one;
+    let versions: &[&rustls::SupportedProtocolVersion] = match version {
+        Some(v) => {
+            one = [v];
+            &one
+        }
+        None => &all,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some((pem, key)) => {
+            let chain = CertificateDer::pem_file_iter(tls_dir().join(pem))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(tls_dir().join(key)).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+impl TlsClient {
+    /// Connects to `addr` over TLS (server name `localhost`) and completes the handshake;
+    /// panics if it fails.
+    #[track_caller]
+    pub fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TlsClient {
+        Self::try_connect_tls(addr, config).unwrap_or_else(|e| panic!("TLS to {addr}: {e}"))
+    }
+
+    /// Connects and completes the handshake, or says why it failed.
+    pub fn try_connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<TlsClient, String> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let session = rustls::ClientConnection::new(config, "localhost".try_into().unwrap())
+            .map_err(|e| e.to_string())?;
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Client::wrap(tls))
     }
 }
 
