@@ -28,6 +28,8 @@ use crate::workload::{KeyDist, KeyFormat, Mix, Rng, ValueSize};
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub servers: Vec<SocketAddr>,
+    /// Connect over TLS with this configuration (`--tls-ca`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connections: usize,
     pub pipeline: usize,
     /// Requests per second for this thread; 0 means closed loop.
@@ -86,9 +88,121 @@ struct InFlight {
     hits: u64,
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.sock.as_raw_fd(),
+        }
+    }
+
+    /// TLS records (or alerts) waiting for the socket to take them.
+    fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.conn.wants_write(),
+        }
+    }
+
+    /// Plaintext already decrypted and not read yet (TLS), which no poll of the socket reports;
+    /// true on a TLS error too, so that the next read reports it.
+    fn buffered(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s
+                .conn
+                .process_new_packets()
+                .map_or(true, |state| state.plaintext_bytes_to_read() > 0),
+        }
+    }
+
+    /// Hands waiting TLS records to the socket, as far as it takes them.
+    fn flush_tls(&mut self) -> std::io::Result<()> {
+        if let Stream::Tls(s) = self {
+            while s.conn.wants_write() {
+                s.conn.write_tls(&mut s.sock)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            // TLS takes nothing while its own output is over its limit: wait for the socket.
+            Stream::Tls(s) => match s.write(buf)? {
+                0 if !buf.is_empty() => Err(ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            },
+        }
+    }
+}
+
+/// The TLS client configuration for `--tls-ca`: the CA certificates in `path` are trusted.
+pub fn tls_config(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--tls-ca {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--tls-ca {}: no certificate in it", path.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Connects to `addr`, over TLS when `tls` is given (the handshake completes here, blocking up
+/// to [`CONNECT_TIMEOUT`] per step), and leaves the socket nonblocking.
+fn open_stream(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<Stream> {
+    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    sock.set_nodelay(true)?;
+    let Some(config) = tls else {
+        sock.set_nonblocking(true)?;
+        return Ok(Stream::Plain(sock));
+    };
+    sock.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    sock.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(conn, sock);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    stream.sock.set_nonblocking(true)?;
+    Ok(Stream::Tls(Box::new(stream)))
+}
+
 struct Conn {
     server: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     retry_at_ns: u64,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -145,6 +259,8 @@ pub struct Client {
     progress: Arc<Progress>,
     flushed: [u64; 6],
     poll_fds: Vec<libc::pollfd>,
+    /// Connections with decrypted replies waiting (TLS), found before each poll.
+    buffered: Vec<usize>,
     poll_index: Vec<usize>,
 }
 
@@ -188,6 +304,7 @@ impl Client {
             flushed: [0; 6],
             poll_fds: Vec::new(),
             poll_index: Vec::new(),
+            buffered: Vec::new(),
         }
     }
 
@@ -509,6 +626,11 @@ impl Client {
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
+        match stream.flush_tls() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(_) => return self.fail(i, Failure::Disconnect),
+        }
         while conn.wpos < conn.wbuf.len() {
             match stream.write(&conn.wbuf[conn.wpos..]) {
                 Ok(0) => return self.fail(i, Failure::Disconnect),
@@ -533,7 +655,7 @@ impl Client {
                 continue;
             };
             let mut events = libc::POLLIN;
-            if conn.wpos < conn.wbuf.len() {
+            if conn.wpos < conn.wbuf.len() || stream.wants_write() {
                 events |= libc::POLLOUT;
             }
             fds.push(libc::pollfd {
@@ -543,6 +665,18 @@ impl Client {
             });
             index.push(i);
         }
+        // Replies a TLS session holds decrypted already: no poll would report them, so they
+        // are read now and the poll below only looks.
+        let mut buffered = std::mem::take(&mut self.buffered);
+        buffered.clear();
+        if self.plan.tls.is_some() {
+            for (i, conn) in self.conns.iter_mut().enumerate() {
+                if conn.stream.as_mut().is_some_and(Stream::buffered) {
+                    buffered.push(i);
+                }
+            }
+        }
+        let wait_ns = if buffered.is_empty() { wait_ns } else { 0 };
         let timeout = libc::timespec {
             tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
             tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
@@ -568,8 +702,12 @@ impl Client {
                 }
             }
         }
+        for &i in &buffered {
+            self.read_some(i);
+        }
         self.poll_fds = fds;
         self.poll_index = index;
+        self.buffered = buffered;
     }
 
     fn read_some(&mut self, i: usize) {
@@ -753,12 +891,7 @@ impl Client {
 
     fn connect(&mut self, i: usize) {
         let addr = self.plan.servers[self.conns[i].server];
-        let result = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
-            s.set_nodelay(true)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        });
-        match result {
+        match open_stream(addr, self.plan.tls.as_ref()) {
             Ok(stream) => self.conns[i].stream = Some(stream),
             Err(_) => {
                 self.stats.connect_failures += 1;

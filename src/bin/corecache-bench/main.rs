@@ -95,6 +95,10 @@ struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (for a server started
+    /// with `-Z`); the server's certificate must name the address connected to.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -301,8 +305,13 @@ fn plan_of(args: &Args) -> Result<Plan, String> {
     if key_format.prefix.len() + key_format.width > 250 {
         return Err("keys would be longer than 250 bytes".into());
     }
+    let tls = match &args.tls_ca {
+        Some(path) => Some(engine::tls_config(path)?),
+        None => None,
+    };
     Ok(Plan {
         servers,
+        tls,
         connections: args.connections,
         pipeline: args.pipeline,
         rate_per_thread: args.rate / args.threads as f64,
