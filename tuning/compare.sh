@@ -12,7 +12,8 @@
 # Usage: tuning/compare.sh [--quick] [--scenarios a,b,...] [--duration S] [--warmup S]
 #                          [--hitratio-warmup S] [--reps N] [--out DIR] [--list]
 # `hitratio` warms up for --hitratio-warmup (30 s), long enough to fill `-m 64`, whatever
-# --warmup says.
+# --warmup says. Without --scenarios the issue's eight run; `tls-get90-p1` (get90-p1 over TLS,
+# both servers with -Z and the test certificates of tests/tls/) runs when named.
 # Environment: CORECACHE (default target/release/corecache), MEMCACHED (default: found on
 # PATH, installed with apt-get if missing), BENCH (default target/release/corecache-bench),
 # SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2; on a host with fewer than 3 cpus both
@@ -23,8 +24,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ALL_SCENARIOS="get90-p1 get90-p16 multiget10 set1k latency memory hitratio shards2"
-SCENARIOS=$ALL_SCENARIOS
+DEFAULT_SCENARIOS="get90-p1 get90-p16 multiget10 set1k latency memory hitratio shards2"
+# tls-get90-p1: get90-p1 with both servers on TLS (-Z) and the bench connecting with --tls-ca.
+ALL_SCENARIOS="$DEFAULT_SCENARIOS tls-get90-p1"
+SCENARIOS=$DEFAULT_SCENARIOS
 DURATION=10
 WARMUP=2
 HITRATIO_WARMUP=30
@@ -94,11 +97,14 @@ scenario_setup() {
     # The bench rejects a repeated flag, so per-scenario differences replace these.
     local common=(--threads 1 --connections 50 --keys 100000 --duration "$DURATION" --warmup "$WARMUP")
     local mix=(--get-ratio 0.9 --set-ratio 0.1 --value-size 64)
-    MAIN_OP=get MEM=$MEMORY_MB
+    MAIN_OP=get MEM=$MEMORY_MB SERVER_TLS=0
     A_KIND=corecache A_BIN=$CORECACHE A_THREADS=1 A_CPUS=$SERVER_CPU A_LABEL=corecache
     B_KIND=memcached B_BIN=$MEMCACHED B_THREADS=1 B_CPUS=$SERVER_CPU B_LABEL=memcached
     case $1 in
         get90-p1) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill) ;;
+        tls-get90-p1)
+            BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill --tls-ca "$ROOT/tests/tls/ca.pem")
+            SERVER_TLS=1 ;;
         get90-p16) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 16 --prefill) ;;
         multiget10) BENCH_ARGS=("${common[@]}" "${mix[@]}" --pipeline 1 --prefill --multiget 10); MAIN_OP=multiget ;;
         set1k) BENCH_ARGS=("${common[@]}" --pipeline 1 --get-ratio 0 --set-ratio 1 --value-size 1024); MAIN_OP=set ;;

@@ -1,7 +1,8 @@
 # Shared by the comparison scripts in tuning/: servers started pinned on a free port, their CPU
 # time and memory, and medians over repetitions. Source it after setting TOOL (the log prefix),
 # then call start_work; start_server sets SERVER_PID, SERVER_PORT and SERVER_CMD.
-# UDP_SAME_PORT=1 serves UDP on the TCP port (otherwise -U 0).
+# UDP_SAME_PORT=1 serves UDP on the TCP port (otherwise -U 0). SERVER_TLS=1 starts the server
+# with TLS (`-Z`, the test certificates in tests/tls/); server_stat then talks TLS too.
 
 log() { echo "$TOOL: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -59,6 +60,9 @@ start_server_once() {
     local args=(-l 127.0.0.1 -p "$SERVER_PORT" -m "$mem" -t "$threads" -U "$udp")
     if [[ $kind == memcached && $EUID -eq 0 ]]; then args+=(-u root); fi
     if [[ $kind == corecache && ${CORECACHE_CPUS_FLAG:-1} == 1 ]]; then args+=(--cpus "$cpus"); fi
+    if [[ ${SERVER_TLS:-0} == 1 ]]; then
+        args+=(-Z -o "ssl_chain_cert=$PWD/tests/tls/server.pem,ssl_key=$PWD/tests/tls/server.key")
+    fi
     SERVER_CMD="taskset -c $cpus $bin ${args[*]}"
     taskset -c "$cpus" "$bin" "${args[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
@@ -93,6 +97,28 @@ cpu_ticks() { # utime + stime of a process, in clock ticks
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 server_stat() { # server_stat PORT NAME
+    if [[ ${SERVER_TLS:-0} == 1 ]]; then
+        python3 - "$1" "$2" "$PWD/tests/tls/ca.pem" <<'EOF'
+import socket, ssl, sys
+port, name, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                     server_hostname="127.0.0.1") as s:
+    s.sendall(b"stats\r\n")
+    data = b""
+    while not data.endswith(b"END\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+value = "0"
+for line in data.decode().splitlines():
+    if line.startswith(f"STAT {name} "):
+        value = line.split()[2]
+print(value)
+EOF
+        return
+    fi
     local line value=
     exec 3<>"/dev/tcp/127.0.0.1/$1"
     printf 'stats\r\n' >&3
