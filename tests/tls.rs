@@ -778,8 +778,9 @@ fn bench_load_over_tls_counts_match_server_stats() {
 
 /// Several requests in one write, each larger than a TLS record (16 KiB of plaintext), so one
 /// read of the socket brings more records than the first request needs: every reply comes.
-/// memcached 1.6.18 answers some and then waits forever for the rest (the records it has read
-/// already are never looked at again), so this runs against corecache only.
+/// memcached 1.6.18 answers some and leaves the rest until the client sends more (none came in
+/// 20 s): records it has read already are not looked at again. So this runs against corecache
+/// only.
 #[test]
 fn pipelined_requests_larger_than_a_record_are_all_answered() {
     if skip_in_memcached_mode("memcached 1.6.18 stalls on pipelined requests over TLS records") {
