@@ -672,6 +672,7 @@ pub(super) mod tests {
             listen: crate::runtime::backend::ListenStats::default(),
             watch: crate::runtime::watchers::WatchShared::new(shard_count),
             auth: None,
+            log: None,
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();
