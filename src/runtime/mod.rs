@@ -565,7 +565,7 @@ fn executor(
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every executor spawned after),
-/// and ignores SIGPIPE (a write to a closed socket returns EPIPE instead).
+/// and ignores SIGPIPE (a write to a closed socket returns EPIPE instead) and SIGXFSZ.
 fn block_signals() {
     // SAFETY: plain libc signal-mask calls on a zero-initialised sigset_t.
     unsafe {
@@ -576,6 +576,9 @@ fn block_signals() {
         libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        // A log write past RLIMIT_FSIZE fails with EFBIG (reported, see `durability::writer`)
+        // instead of killing the process.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

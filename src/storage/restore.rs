@@ -57,8 +57,8 @@ impl Store {
     }
 
     /// Replay: stores the item as recorded. It keeps its cas when that value belongs to this
-    /// shard's cas sequence and is not below the next one (always so when the log was written
-    /// with the same shard count); otherwise it gets the next cas. Counts as a `set` (the
+    /// shard's cas sequence and is not below the last flush's threshold (always so when the
+    /// log was written with the same shard count); otherwise it gets the next cas. Counts as a `set` (the
     /// caller zeroes the counters once replay is done).
     #[allow(clippy::too_many_arguments)]
     pub fn restore(
@@ -73,12 +73,18 @@ impl Store {
         value: &[u8],
         now: Instant32,
     ) -> Result<(), StoreError> {
-        if let Some(seq) = self.seq_of_cas(cas) {
-            if seq >= self.seq_next {
-                self.seq_next = seq;
-            }
+        // The store takes one sequence number: make it the recorded one. Sequence numbers
+        // below the next one are fine (a record follows every earlier record of its shard,
+        // so only a flush's threshold must not be undercut); the next one stays above every
+        // sequence number given out.
+        let seq_next = self.seq_next;
+        let recorded = self
+            .seq_of_cas(cas)
+            .filter(|&seq| seq >= self.oldest_live_seq);
+        if let Some(seq) = recorded {
+            self.seq_next = seq;
         }
-        let stored = self.store(
+        let result = self.store(
             StoreMode::Set,
             key,
             key_hash,
@@ -86,7 +92,11 @@ impl Store {
             expires_at,
             value,
             now,
-        )?;
+        );
+        if let Some(seq) = recorded {
+            self.seq_next = seq_next.max(seq + 1);
+        }
+        let stored = result?;
         debug_assert_eq!(stored, StoreOutcome::Stored);
         if stale || key_binary {
             if let Some(slot) = self.lookup(key, key_hash) {
@@ -176,10 +186,18 @@ mod tests {
         assert_eq!(item.expires_at, Some(Instant32(99)));
         assert!(item.stale && item.key_binary);
         assert_eq!(item.value, b"v");
-        // A lower cas cannot be given again: the item gets the next one.
+        // A lower cas is kept too; the next cas stays above both.
         s.restore(b"j", hash(b"j"), 0, None, 5, false, false, b"w", now)
             .unwrap();
-        assert_eq!(s.peek_item(b"j", hash(b"j"), now).unwrap().cas, 43);
+        assert_eq!(s.peek_item(b"j", hash(b"j"), now).unwrap().cas, 5);
+        s.store(StoreMode::Set, b"q", hash(b"q"), 0, None, b"x", now)
+            .unwrap();
+        assert_eq!(s.peek_item(b"q", hash(b"q"), now).unwrap().cas, 43);
+        // Below a flush's threshold a recorded cas would read as flushed: a new one is given.
+        s.flush_all(now, now);
+        s.restore(b"r", hash(b"r"), 0, None, 7, false, false, b"w", now)
+            .unwrap();
+        assert_eq!(s.peek_item(b"r", hash(b"r"), now).unwrap().cas, 45);
         s.advance_cas_past(1000);
         s.store(StoreMode::Set, b"n", hash(b"n"), 0, None, b"x", now)
             .unwrap();
