@@ -42,6 +42,37 @@ pub enum IoBackendChoice {
     Epoll,
 }
 
+/// `--log-fsync`: when the durability log is flushed to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFsync {
+    /// Before a mutation's reply is sent (group commit: one fsync per batch).
+    Always,
+    /// About once a second.
+    Everysec,
+    /// Never; the kernel writes back when it decides.
+    No,
+}
+
+impl LogFsync {
+    /// The name `stats settings` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFsync::Always => "always",
+            LogFsync::Everysec => "everysec",
+            LogFsync::No => "no",
+        }
+    }
+}
+
+/// `--log-dir` and its companions: the optional durability log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    pub dir: std::path::PathBuf,
+    pub fsync: LogFsync,
+    /// The CPU the log thread is pinned to (`None`: not pinned).
+    pub cpu: Option<usize>,
+}
+
 /// `-B`: which wire protocols a connection may speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolChoice {
@@ -207,6 +238,16 @@ pub struct Args {
     /// space-separated; SIGHUP re-reads it.
     #[arg(long = "cluster-config")]
     pub cluster_config: Option<String>,
+    /// Durability: log every mutation to this directory (created if missing) and replay it at
+    /// startup.
+    #[arg(long = "log-dir")]
+    pub log_dir: Option<String>,
+    /// When the log is fsynced [default: everysec].
+    #[arg(long = "log-fsync", value_enum)]
+    pub log_fsync: Option<LogFsync>,
+    /// CPU to pin the log thread to [default: the last CPU the process may run on].
+    #[arg(long = "log-cpu")]
+    pub log_cpu: Option<usize>,
 }
 
 /// Validated settings.
@@ -297,6 +338,8 @@ pub struct Config {
     pub cluster_nodes: Option<String>,
     /// `--cluster-config`: the node list file (read at startup and on SIGHUP).
     pub cluster_config: Option<String>,
+    /// `--log-dir`, `--log-fsync`, `--log-cpu`: the durability log (`None`: off).
+    pub log: Option<LogSettings>,
 }
 
 /// memcached's `-n` default is 48 bytes beyond its 48-byte item header; corecache's smallest
@@ -442,6 +485,7 @@ impl Config {
         let process = check_process_flags(&a)?;
         let extended = parse_extended(&a.extended)?;
         let protocol = check_auth_flags(&a)?;
+        let log = check_log_flags(&a)?;
         let limits = Limits {
             item_size_max,
             cas_enabled,
@@ -495,8 +539,39 @@ impl Config {
             limits,
             cluster_nodes: a.cluster_nodes,
             cluster_config: a.cluster_config,
+            log,
         })
     }
+}
+
+/// `--log-dir`, `--log-fsync`, `--log-cpu`: the companions need the directory.
+fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
+    let Some(dir) = &a.log_dir else {
+        return match (a.log_fsync, a.log_cpu) {
+            (None, None) => Ok(None),
+            (Some(_), _) => Err(String::from("--log-fsync needs --log-dir")),
+            (None, Some(_)) => Err(String::from("--log-cpu needs --log-dir")),
+        };
+    };
+    if dir.is_empty() {
+        return Err(String::from("--log-dir: empty path"));
+    }
+    let cpu = match a.log_cpu {
+        Some(cpu) => {
+            if !allowed_cpus().contains(&cpu) {
+                return Err(format!(
+                    "--log-cpu {cpu}: not a CPU this process may run on"
+                ));
+            }
+            Some(cpu)
+        }
+        None => allowed_cpus().last().copied(),
+    };
+    Ok(Some(LogSettings {
+        dir: std::path::PathBuf::from(dir),
+        fsync: a.log_fsync.unwrap_or(LogFsync::Everysec),
+        cpu,
+    }))
 }
 
 /// Flags for memcached features corecache does not provide: refused with a reason rather than

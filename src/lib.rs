@@ -10,10 +10,12 @@
 //! - [`shard`]: glue: executes a parsed request against a store and composes its reply.
 //! - [`shard_meta`]: the same for memcached's meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
 //! - [`watch`]: the `watch` event log of one shard: event kinds and memcached's line formats.
+//! - [`durability`]: the optional append-only log (`--log-dir`): record format, replay, the
+//!   log thread.
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
-//! Dependency direction: `main -> runtime -> {router, shard, config, clock}`;
-//! `shard -> {protocol, storage, prefix_stats, watch}`. `protocol`, `storage`, `prefix_stats`, `clock`
+//! Dependency direction: `main -> runtime -> {router, shard, durability, config, clock}`;
+//! `shard -> {protocol, storage, prefix_stats, watch, durability::record}`. `protocol`, `storage`, `prefix_stats`, `clock`
 //! and `router` use nothing above them (enforced by `tests/layering.rs`).
 //!
 //! # The request path
@@ -24,6 +26,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod durability;
 pub mod prefix_stats;
 pub mod protocol;
 pub mod router;

@@ -6,6 +6,7 @@
 //! the runtime; this module supplies each shard's part of them.
 
 pub mod binary;
+pub mod durable;
 
 use crate::clock::{self, Epoch, Instant32};
 use crate::prefix_stats::PrefixStats;
@@ -33,6 +34,8 @@ pub struct Shard {
     pub log: EventLog,
     /// Scratch for evictions taken from the store.
     evicted: Vec<EvictedItem>,
+    /// `--log-dir`: the records of this shard's mutations (`None`: no log).
+    recorder: Option<Box<durable::Recorder>>,
 }
 
 /// The slab class id clients see for a store class (memcached's ids start at 1).
@@ -79,6 +82,7 @@ impl Shard {
             cmd_meta: 0,
             log: EventLog::default(),
             evicted: Vec::new(),
+            recorder: None,
         }
     }
 
@@ -214,6 +218,25 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
+        if verb.touches() && self.recorder.is_some() {
+            self.logged(key, key_hash, now, |s| {
+                s.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out)
+            });
+            return;
+        }
+        self.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out);
+    }
+
+    #[inline(always)]
+    fn exec_get_key_unlogged(
+        &mut self,
+        verb: GetVerb,
+        touch_to: Option<Instant32>,
+        key: &[u8],
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
         let item = if verb.touches() {
             self.store.touch(key, key_hash, touch_to, now)
         } else {
@@ -239,6 +262,23 @@ impl Shard {
 
     /// Executes a single-key request (`Request::key()` is `Some`) and appends its reply.
     pub fn exec_keyed(
+        &mut self,
+        req: &Request<'_>,
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
+        // Every request that reaches here may change its key.
+        if let (Some(_), Some(key)) = (&self.recorder, req.key()) {
+            self.logged(key, key_hash, now, |s| {
+                s.exec_keyed_unlogged(req, key_hash, now, out)
+            });
+            return;
+        }
+        self.exec_keyed_unlogged(req, key_hash, now, out);
+    }
+
+    fn exec_keyed_unlogged(
         &mut self,
         req: &Request<'_>,
         key_hash: u64,

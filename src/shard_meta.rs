@@ -16,6 +16,18 @@ use crate::watch::{watch_kinds, StoreStatus};
 
 const SERVER_ERROR_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 
+/// Whether a meta command may change its key: `ms`, `md`, `ma`, and `mg` with `T` (new
+/// expiry) or `N` (create on a miss).
+fn meta_mutates(req: &MetaRequest<'_>) -> bool {
+    match req.verb {
+        MetaVerb::Set | MetaVerb::Delete | MetaVerb::Arith => true,
+        MetaVerb::Get => req
+            .flag_tokens()
+            .any(|t| matches!(t.first(), Some(b'T' | b'N'))),
+        MetaVerb::Debug | MetaVerb::Noop => false,
+    }
+}
+
 impl Shard {
     /// Executes a single-key request, classic or meta, and appends its reply.
     pub fn exec_one(
@@ -33,6 +45,23 @@ impl Shard {
 
     /// Executes one meta command whose key this shard owns; appends its reply.
     pub fn exec_meta(
+        &mut self,
+        req: &MetaRequest<'_>,
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
+        if self.recorder_mut().is_some() && meta_mutates(req) {
+            let key = req.key();
+            self.logged(key.as_bytes(), key_hash, now, |s| {
+                s.exec_meta_unlogged(req, key_hash, now, out)
+            });
+            return;
+        }
+        self.exec_meta_unlogged(req, key_hash, now, out);
+    }
+
+    fn exec_meta_unlogged(
         &mut self,
         req: &MetaRequest<'_>,
         key_hash: u64,

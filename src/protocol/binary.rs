@@ -94,6 +94,9 @@ pub enum Status {
     OutOfMemory,
     /// Also what memcached answers a refused flush (`-F`).
     AuthError,
+    /// The server could not do what was asked (corecache: a mutation whose durability log
+    /// record could not be written, under `--log-fsync always`).
+    Internal,
 }
 
 impl Status {
@@ -110,6 +113,7 @@ impl Status {
             Status::UnknownCommand => 0x0081,
             Status::OutOfMemory => 0x0082,
             Status::AuthError => 0x0020,
+            Status::Internal => 0x0084,
         }
     }
 
@@ -126,6 +130,7 @@ impl Status {
             Status::UnknownCommand => b"Unknown command",
             Status::OutOfMemory => b"Out of memory",
             Status::AuthError => b"Auth failure.",
+            Status::Internal => b"Internal error",
         }
     }
 }

@@ -673,6 +673,7 @@ pub(super) mod tests {
             watch: crate::runtime::watchers::WatchShared::new(shard_count),
             auth: None,
             tls: crate::runtime::tls::TlsShared::new(&config.tls, false).expect("no TLS"),
+            log: None,
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();

@@ -81,7 +81,7 @@ impl Core {
         let mut requests = 0;
         let mut held_back = false;
         loop {
-            let blocked = self.outbox.blocked();
+            let blocked = self.input_blocked();
             let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
                 break;
             };

@@ -58,6 +58,7 @@ impl Core {
                 self.conn_yields += 1;
                 break;
             }
+            let blocked = self.input_blocked();
             let Some(conn) = self.conn_mut(idx) else {
                 break;
             };
@@ -67,7 +68,7 @@ impl Core {
                 pos += n;
                 continue;
             }
-            if !conn.may_parse() || self.outbox.blocked() {
+            if !conn.may_parse() || blocked {
                 break;
             }
             match binary::parse(&rbuf[pos..], &limits) {
@@ -170,6 +171,17 @@ impl Core {
             }
         }
         let owner = shard_of(hash, self.shard_count).0;
+        if owner == self.me && self.log_always() {
+            let now = self.now;
+            let on_failure = super::durable::OnFailure::Binary {
+                opcode: req.opcode,
+                opaque: req.opaque,
+            };
+            self.exec_held(idx, on_failure, |shard, out| {
+                shard.exec_binary(req, hash, now, out)
+            });
+            return;
+        }
         if owner == self.me {
             let now = self.now;
             let conn = self.conn_mut(idx).expect("dispatch on a live connection");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::admin;
 use super::connection::{BufPool, Conn, Slot, SlotKind};
+use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
 };
@@ -96,6 +97,8 @@ pub struct Core {
     /// `-Z`: the TLS server config this core's last TLS connection got, with its generation
     /// (see `runtime::tls`).
     pub(super) tls_config: Option<(u64, Arc<rustls::ServerConfig>)>,
+    /// `--log-dir`: this core's queue to the log thread and the replies held for it.
+    pub(super) log: Option<super::durable::CoreLog>,
 }
 
 /// Chunks the crawler looks at in one slice: once a second, and every turn while an
@@ -215,7 +218,13 @@ impl Core {
             watchers: Vec::new(),
             udp: Udp::default(),
             tls_config: None,
+            log: None,
         }
+    }
+
+    /// Hands this core its queue to the log thread (`--log-dir`).
+    pub fn log_attach(&mut self, sender: crate::durability::writer::LogSender) {
+        self.log = Some(super::durable::CoreLog::new(sender));
     }
 
     /// Takes this core's UDP sockets (one per `-U` address), to serve from now on.
@@ -349,7 +358,7 @@ impl Core {
 
     /// Whether the connection should be read from now (bounded buffers, backpressure).
     pub fn wants_read(&self, idx: u32) -> bool {
-        self.may_read(idx) && !self.outbox.blocked()
+        self.may_read(idx) && !self.input_blocked()
     }
 
     /// Whether the connection would read but for a full queue to another shard (which pauses
@@ -551,7 +560,7 @@ impl Core {
                 self.conn_yields += 1;
                 break;
             }
-            let outbox_blocked = self.outbox.blocked();
+            let outbox_blocked = self.input_blocked();
             let Some(conn) = self.conn_mut(idx) else {
                 break;
             };
@@ -810,6 +819,12 @@ impl Core {
         }
         let owner = shard_of(hash, self.shard_count).0;
         let now = self.now;
+        if owner == self.me && self.log_always() {
+            self.exec_held(idx, OnFailure::Text, |shard, out| {
+                shard.exec_one(req, hash, now, out)
+            });
+            return;
+        }
         if owner == self.me {
             let conn = self.conns[idx as usize]
                 .as_mut()
@@ -890,6 +905,12 @@ impl Core {
             Some((_, h)) => n == 1 || shard_of(h, n).0 == me,
             None => n == 1 || keys.iter().all(|k| shard_of(key_hash(k), n).0 == me),
         };
+        if all_local && verb.touches() && self.log_always() {
+            self.exec_held(idx, OnFailure::Keep, |shard, out| {
+                exec_gets(shard, verb, touch_to, single, keys, now, out)
+            });
+            return;
+        }
         if all_local {
             let conn = self.conns[idx as usize]
                 .as_mut()
@@ -923,6 +944,7 @@ impl Core {
         let mut owners: Vec<u16> = Vec::with_capacity(key_count);
         let mut buf = self.pool.take();
         let mut segments = vec![(0u32, 0u32); key_count];
+        let log_before = self.shard.log_seq();
         for (i, k) in keys.iter().enumerate() {
             let h = key_hash(k);
             let owner = shard_of(h, n).0;
@@ -936,7 +958,24 @@ impl Core {
         let mut remote: Vec<u16> = owners.iter().copied().filter(|&o| o != me).collect();
         remote.sort_unstable();
         remote.dedup();
-        let seq = self.new_slot_with(idx, remote.len() as u32, SlotKind::Get { segments }, buf);
+        // Under `always`, a touch made here is one more part to wait for (its log record).
+        let held = self.log_always() && self.shard.log_seq() != log_before;
+        let parts = remote.len() as u32 + u32::from(held);
+        let seq = self.new_slot_with(idx, parts, SlotKind::Get { segments }, buf);
+        if held {
+            let generation = self.conn(idx).map_or(0, |c| c.generation);
+            self.hold(LogWait {
+                record: self.shard.log_seq(),
+                target: Target::Local {
+                    idx,
+                    generation,
+                    seq,
+                },
+                data: Vec::new(),
+                segments: Vec::new(),
+                on_failure: OnFailure::Keep,
+            });
+        }
         let conn_ref = self.conn_ref(idx);
         let cfd = self.conn(idx).map_or(0, |c| c.cfd);
         let verb_word: &[u8] = match verb {
@@ -985,7 +1024,13 @@ impl Core {
     }
 
     /// Opens a waiting slot whose reply starts as `buf`; returns its seq.
-    fn new_slot_with(&mut self, idx: u32, parts: u32, kind: SlotKind, buf: Vec<u8>) -> u64 {
+    pub(super) fn new_slot_with(
+        &mut self,
+        idx: u32,
+        parts: u32,
+        kind: SlotKind,
+        buf: Vec<u8>,
+    ) -> u64 {
         let conn = self.conns[idx as usize]
             .as_mut()
             .expect("slot on a live connection");
@@ -1026,7 +1071,23 @@ impl Core {
             }
         }
         let mut part = Vec::new();
+        let log_before = self.shard.log_seq();
         self.exec_broadcast_op(&op, &mut part);
+        if self.log_always() && self.shard.log_seq() != log_before {
+            // A flush: its OK waits for this shard's flush record too.
+            self.hold(LogWait {
+                record: self.shard.log_seq(),
+                target: Target::Local {
+                    idx,
+                    generation: conn_ref.generation,
+                    seq,
+                },
+                data: part,
+                segments: Vec::new(),
+                on_failure: OnFailure::Keep,
+            });
+            return;
+        }
         self.deliver_part(idx, conn_ref.generation, seq, &part, &[]);
     }
 
@@ -1077,6 +1138,7 @@ impl Core {
             RemoteOp::Flush { at } => {
                 let now = self.now;
                 self.shard.store_mut().flush_all(at, now);
+                self.shard.record_flush(at, now, self.shard_count);
             }
             RemoteOp::ResetStats => {
                 self.shard.store_mut().reset_stats();
@@ -1203,9 +1265,16 @@ impl Core {
 
     /// Handles every envelope that other cores sent; returns how many arrived.
     pub fn poll_mesh(&mut self) -> usize {
+        let acks = if self.log.is_some() {
+            self.log_acks()
+        } else {
+            0
+        };
         let mut inbox = std::mem::take(&mut self.inbox);
-        self.mesh.drain(INBOUND_PER_TURN, &mut inbox);
-        let count = inbox.len();
+        if !self.log_stalled() {
+            self.mesh.drain(INBOUND_PER_TURN, &mut inbox);
+        }
+        let count = inbox.len() + acks;
         if count > 0 {
             // Requests from other cores may have been sent after this turn sampled the clock
             // (and after a `debug_time` jump there): never execute them with an older `now`.
@@ -1273,6 +1342,7 @@ impl Core {
             // The common case, without taking the envelope out and putting it back.
             let key = env_in.buf.get(s as usize..e as usize).unwrap_or_default();
             let now = self.now;
+            let log_before = self.shard.log_seq();
             let reply = self.outbox.to(from);
             let start = reply.buf.len() as u32;
             self.shard
@@ -1287,8 +1357,12 @@ impl Core {
                 segments_start: segments,
                 segments_end: segments,
             });
+            if touch_to.is_some() && self.log_always() {
+                self.hold_remote_reply(log_before, from, req, start, segments, OnFailure::Keep);
+            }
             return;
         }
+        let log_before = self.shard.log_seq();
         let mut reply = std::mem::take(self.outbox.to(from));
         let start = reply.buf.len() as u32;
         let segments_start = reply.segments.len() as u32;
@@ -1388,6 +1462,34 @@ impl Core {
             segments_end,
         });
         *self.outbox.to(from) = reply;
+        if self.log_always() {
+            let on_failure = on_failure_of(env_in, &req.op);
+            self.hold_remote_reply(log_before, from, req, start, segments_start, on_failure);
+        }
+    }
+
+    /// Under `always`: holds the reply to `req` just appended to `from`'s envelope if the
+    /// request made log records.
+    fn hold_remote_reply(
+        &mut self,
+        log_before: u64,
+        from: u16,
+        req: &RemoteRequest,
+        start: u32,
+        segments_start: u32,
+        on_failure: OnFailure,
+    ) {
+        if self.hold_remote(
+            log_before,
+            from,
+            req.conn,
+            req.seq,
+            start,
+            segments_start,
+            on_failure,
+        ) {
+            self.outbox.to(from).replies.pop();
+        }
     }
 
     /// End of a loop turn: move metadumps on, do bounded housekeeping (an `lru_crawler crawl`
@@ -1422,6 +1524,7 @@ impl Core {
             self.close_idle();
         }
         self.watch_flush();
+        self.log_send();
         // After the crawl slices: a remote `lru_crawler crawl` part is answered only once this
         // shard's pass has had its first slice (so an empty pass is over by the `OK`).
         self.outbox.flush(&self.mesh);
@@ -1478,9 +1581,16 @@ impl Core {
         self.outbox.take_wakes(into);
     }
 
-    /// Whether envelopes are still waiting to be delivered (the loop must not sleep long).
+    /// Whether envelopes (or log records) are still waiting to be delivered (the loop must
+    /// not sleep long).
     pub fn outbox_blocked(&self) -> bool {
-        self.outbox.blocked()
+        self.outbox.blocked() || self.log_refused()
+    }
+
+    /// Whether client input must wait: a full queue to another shard, or the log behind.
+    #[inline]
+    pub(super) fn input_blocked(&self) -> bool {
+        self.outbox.blocked() || self.log_full()
     }
 
     /// While an `lru_crawler crawl` pass is under way here (and the crawler enabled): how long
@@ -1497,6 +1607,32 @@ impl Core {
     /// must not sleep: no event may come to wake it, e.g. when its output was all written).
     pub fn metadump_runnable(&self) -> bool {
         admin::metadump_runnable(self)
+    }
+}
+
+/// How a held reply to a request from another core is replaced if its record fails: binary
+/// frames get a binary error (their header gives the opcode and opaque), retrievals (`gat`)
+/// are kept, anything else gets the text error.
+fn on_failure_of(env: &Envelope, op: &RemoteOp) -> OnFailure {
+    match *op {
+        RemoteOp::Binary { start, end, .. } => {
+            let raw = env
+                .buf
+                .get(start as usize..end as usize)
+                .unwrap_or_default();
+            match (raw.get(1), raw.get(12..16)) {
+                (Some(&opcode), Some(o)) => OnFailure::Binary {
+                    opcode,
+                    opaque: u32::from_be_bytes([o[0], o[1], o[2], o[3]]),
+                },
+                _ => OnFailure::Keep,
+            }
+        }
+        RemoteOp::Text { start, .. } if env.buf.get(start as usize) == Some(&b'g') => {
+            OnFailure::Keep
+        }
+        RemoteOp::Text { .. } => OnFailure::Text,
+        _ => OnFailure::Keep,
     }
 }
 

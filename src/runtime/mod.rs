@@ -19,6 +19,7 @@ pub mod binary;
 pub mod cluster;
 pub mod connection;
 pub mod core;
+pub mod durable;
 pub mod epoll;
 pub mod listener;
 pub mod mesh;
@@ -89,6 +90,8 @@ pub struct Shared {
     /// `-Z` and the `-o ssl_*` settings: the server config TLS connections start with, and
     /// the TLS counters of `stats`.
     pub tls: tls::TlsShared,
+    /// `--log-dir`: the durability log's shared state; `None` without a log.
+    pub log: Option<Arc<crate::durability::writer::LogShared>>,
 }
 
 impl Shared {
@@ -372,6 +375,25 @@ fn serve(
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let endpoints = mesh::build(config.shard_count).map_err(|e| format!("mesh: {e}"))?;
+    let wakers: Vec<_> = endpoints
+        .first()
+        .map(|e| e.wakers().to_vec())
+        .unwrap_or_default();
+    // The log is opened (and its damaged tail cut) as the `-u` user, before any executor.
+    let (log, mut log_senders, log_thread) = match &config.log {
+        Some(settings) => {
+            let (log, senders, thread) =
+                durable::start(settings, config.shard_count, wakers.clone())?;
+            (
+                Some(log),
+                senders.into_iter().map(Some).collect(),
+                Some(thread),
+            )
+        }
+        None => (None, Vec::new(), None),
+    };
+    log_senders.resize_with(shard_count, || None);
     let shared = Arc::new(Shared {
         epoch: Epoch {
             started_unix: unix_now,
@@ -398,6 +420,7 @@ fn serve(
         watch: watchers::WatchShared::new(config.shard_count),
         auth,
         tls,
+        log,
         config,
     });
     if let Some(path) = &shared.config.pidfile {
@@ -405,18 +428,20 @@ fn serve(
             .map_err(|e| format!("-P {path}: {e}"))?;
     }
 
-    let endpoints = mesh::build(shared.config.shard_count).map_err(|e| format!("mesh: {e}"))?;
-    let wakers: Vec<_> = endpoints
-        .first()
-        .map(|e| e.wakers().to_vec())
-        .unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::with_capacity(shard_count);
     let per_core = per_core.into_iter().zip(per_core_udp);
-    for (i, (endpoint, (listeners, udp))) in endpoints.into_iter().zip(per_core).enumerate() {
+    let per_core = per_core.zip(log_senders);
+    for (i, (endpoint, ((listeners, udp), log_sender))) in
+        endpoints.into_iter().zip(per_core).enumerate()
+    {
         let shared = Arc::clone(&shared);
         let ready = ready_tx.clone();
-        let sockets = ExecutorSockets { listeners, udp };
+        let sockets = ExecutorSockets {
+            listeners,
+            udp,
+            log_sender,
+        };
         let t = std::thread::Builder::new()
             .name(format!("shard-{i}"))
             .spawn(move || executor(i, endpoint, sockets, shared, backend, ready))
@@ -430,6 +455,9 @@ fn serve(
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(String::from("an executor stopped during startup").into()),
         }
+    }
+    if let Some(log) = &shared.log {
+        eprintln!("corecache: {}", durable::replay_report(log));
     }
     if shared.config.verbosity > 0 {
         eprintln!(
@@ -464,6 +492,11 @@ fn serve(
     for t in threads {
         let _ = t.join();
     }
+    // Every executor has handed over its last records: write, sync, stop.
+    if let (Some(log), Some(thread)) = (&shared.log, log_thread) {
+        log.stop();
+        let _ = thread.join();
+    }
     if let Some(path) = &shared.config.pidfile {
         let _ = std::fs::remove_file(path);
     }
@@ -491,6 +524,8 @@ fn announcement(
 struct ExecutorSockets {
     listeners: Vec<Listener>,
     udp: Vec<UdpSocket>,
+    /// `--log-dir`: the executor's queue to the log thread.
+    log_sender: Option<crate::durability::writer::LogSender>,
 }
 
 /// One executor: pin, build the shard, serve until shutdown.
@@ -527,8 +562,15 @@ fn executor(
     if cfg.track_sizes {
         shard.store_mut().set_size_tracking(true);
     }
+    if let Err(e) = durable::replay_into(&mut shard, i as u16, &shared) {
+        let _ = ready.send(Err(format!("executor {i}: log replay: {e}")));
+        return;
+    }
     let mut core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     core.udp_attach(sockets.udp);
+    if let Some(sender) = sockets.log_sender {
+        core.log_attach(sender);
+    }
     let listeners = sockets.listeners;
     let result = match backend {
         Backend::Epoll => epoll::run(core, listeners, &ready),
@@ -547,7 +589,7 @@ fn executor(
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and so in every executor spawned after),
-/// and ignores SIGPIPE (a write to a closed socket returns EPIPE instead).
+/// and ignores SIGPIPE (a write to a closed socket returns EPIPE instead) and SIGXFSZ.
 fn block_signals() {
     // SAFETY: plain libc signal-mask calls on a zero-initialised sigset_t.
     unsafe {
@@ -558,6 +600,9 @@ fn block_signals() {
         libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        // A log write past RLIMIT_FSIZE fails with EFBIG (reported, see `durability::writer`)
+        // instead of killing the process.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -612,6 +612,10 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         compose::stat(out, "udp_recv_dropped", get("udp_recv_dropped"));
         compose::stat(out, "udp_send_dropped", get("udp_send_dropped"));
     }
+    // corecache's own, with `--log-dir` only: the durability log.
+    if let Some(log) = &shared.log {
+        log_stats(log, out);
+    }
     // Anything else the stores count, after memcached's fields.
     let listed = |name: &str| {
         COUNTERS
@@ -625,6 +629,24 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         if !listed(name) {
             compose::stat(out, name, *v);
         }
+    }
+}
+
+/// The durability log's counters: records, bytes and fsyncs since startup, write or fsync
+/// errors, the file's size, and what the startup replay did.
+fn log_stats(log: &crate::durability::writer::LogShared, out: &mut Vec<u8>) {
+    for (name, counter) in [
+        ("log_records", &log.records),
+        ("log_bytes", &log.bytes),
+        ("log_fsyncs", &log.fsyncs),
+        ("log_errors", &log.errors),
+        ("log_file_bytes", &log.file_bytes),
+        ("log_replayed", &log.replayed),
+        ("log_replay_expired", &log.replay_expired),
+        ("log_replay_refused", &log.replay_refused),
+        ("log_skipped_bytes", &log.skipped_bytes),
+    ] {
+        compose::stat(out, name, counter.load(Ordering::Relaxed));
     }
 }
 
@@ -809,6 +831,10 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "memory_file", "(null)");
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
+            if let Some(log) = &cfg.log {
+                compose::stat_str(out, "log_dir", &log.dir.to_string_lossy());
+                compose::stat_str(out, "log_fsync", log.fsync.name());
+            }
             out.extend_from_slice(compose::END);
         }
         StatsGroup::Other(_) => {

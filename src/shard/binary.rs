@@ -25,6 +25,26 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
+        let mutates = match req.command {
+            Command::Get { touch_exptime, .. } => touch_exptime.is_some(),
+            _ => true,
+        };
+        if mutates && self.recorder_mut().is_some() {
+            self.logged(req.key, key_hash, now, |s| {
+                s.exec_binary_unlogged(req, key_hash, now, out)
+            });
+            return;
+        }
+        self.exec_binary_unlogged(req, key_hash, now, out);
+    }
+
+    fn exec_binary_unlogged(
+        &mut self,
+        req: &BinaryRequest<'_>,
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+    ) {
         let result = match req.command {
             Command::Get {
                 with_key,

@@ -25,6 +25,7 @@ pub mod item;
 mod lru;
 pub mod meta;
 pub mod pagemem;
+pub mod restore;
 mod sizes;
 pub mod slab;
 pub mod stats;

@@ -832,6 +832,28 @@ impl TestServer {
         let err = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&err).into_owned()
     }
+
+    /// Kills corecache with SIGKILL (a crash: it writes and syncs nothing more), reaps it, and
+    /// starts a new one with the same arguments (so, with `--log-dir`, on the same log). Returns
+    /// once the new one serves, which is after it has replayed the log.
+    pub fn crash_and_restart(&mut self) {
+        self.kill_and_reap();
+        self.start_again();
+    }
+
+    /// Stops corecache with SIGTERM (a clean exit), then starts it again as
+    /// [`TestServer::crash_and_restart`] does.
+    pub fn stop_and_restart(&mut self) {
+        let status = self.terminate(Duration::from_secs(10));
+        assert!(status.success(), "exit status {status:?}");
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
+        let args = self.args.clone();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        *self = TestServer::start_corecache(&args);
+    }
 }
 
 impl Drop for TestServer {
