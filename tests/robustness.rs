@@ -529,6 +529,12 @@ fn garbage_never_kills_the_server() {
             b"stats",
             b"noreply",
             b"quit",
+            b"mg",
+            b"ms",
+            b"md",
+            b"ma",
+            b"mn",
+            b"me",
         ];
         for seed in 0..16u64 {
             let mut rng = Rng::new(seed);
@@ -555,6 +561,20 @@ fn garbage_never_kills_the_server() {
                                     (rng.next_u64() as i64).to_string().as_bytes(),
                                 ),
                                 3 => junk.extend_from_slice(b"noreply"),
+                                4 if rng.below(2) == 0 => {
+                                    // a meta flag, with a token or a number or alone
+                                    let flags = b"bcCdDEfhIklMnNoOpqPsStTuvVx";
+                                    junk.push(flags[rng.below(flags.len() as u64) as usize]);
+                                    match rng.below(3) {
+                                        0 => junk.extend_from_slice(
+                                            (rng.next_u64() as i64 % 100_000)
+                                                .to_string()
+                                                .as_bytes(),
+                                        ),
+                                        1 => junk.push(b"SEAPRID+-"[rng.below(9) as usize]),
+                                        _ => {}
+                                    }
+                                }
                                 _ => junk.push(rng.next_u64() as u8),
                             }
                         }
@@ -596,6 +616,144 @@ fn garbage_never_kills_the_server() {
         server.connect().roundtrip(
             b"get bystander\r\n",
             b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+        );
+    });
+}
+
+/// Random binary-protocol packets over TCP (the right magic byte, any opcode, lengths that
+/// agree or not with the body) and random UDP datagrams (frame headers with any fields, text
+/// and binary payloads) never kill the server, and a bystander keeps its answers.
+#[test]
+fn binary_and_udp_garbage_never_kill_the_server() {
+    for_each_config(|args| {
+        let mut server = TestServer::start_udp(args);
+        let mut bystander = server.connect();
+        bystander.roundtrip(b"set bystander 0 0 4\r\nsafe\r\n", b"STORED\r\n");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_nonblocking(true).unwrap();
+        // Reply bytes over every connection: the packets must get past the first one often.
+        let mut answered_total = 0;
+        for seed in 0..8u64 {
+            let mut rng = Rng::new(1000 + seed);
+            let packet = |rng: &mut Rng| {
+                // Mostly the extras and body each opcode wants (so that a connection gets past
+                // its first packet), sometimes anything.
+                // (Not flush: it would take the bystander's key with it.)
+                let opcode = match rng.below(0x30) as u8 {
+                    0x08 | 0x18 => 0x0a,
+                    op => op,
+                };
+                let (extras, value) = match opcode {
+                    0x01..=0x03 | 0x11..=0x13 => (8, true),
+                    0x05 | 0x06 | 0x15 | 0x16 => (20, false),
+                    0x1c..=0x1e => (4, false),
+                    0x0e | 0x0f | 0x19 | 0x1a => (0, true),
+                    _ => (0, false),
+                };
+                let sane = rng.below(5) != 0;
+                let key_len = match (sane, opcode) {
+                    (true, 0x07 | 0x0a | 0x0b | 0x10 | 0x17) => 0,
+                    (true, _) => [1, 10, 250][rng.below(3) as usize],
+                    _ => [0, 1, 10, 250, 300][rng.below(5) as usize],
+                };
+                let extras_len = match sane {
+                    true => extras,
+                    false => [0, 4, 8, 12, 20, rng.below(40)][rng.below(6) as usize],
+                };
+                let value_len = match (sane, value) {
+                    (true, false) => 0,
+                    _ => [0, 3, 100, rng.below(3000)][rng.below(4) as usize],
+                };
+                let mut body_len = (key_len + extras_len + value_len) as u32;
+                if rng.below(5) == 0 {
+                    body_len =
+                        [0, 1, body_len.wrapping_sub(1), body_len + 1][rng.below(4) as usize];
+                }
+                let mut p = vec![0x80, opcode];
+                p.extend_from_slice(&(key_len as u16).to_be_bytes());
+                p.push(extras_len as u8);
+                p.extend_from_slice(&[0, 0, 0]);
+                p.extend_from_slice(&body_len.to_be_bytes());
+                p.extend_from_slice(&(rng.next_u64() as u32).to_be_bytes());
+                p.extend_from_slice(&rng.next_u64().to_be_bytes());
+                for _ in 0..extras_len {
+                    p.push(rng.next_u64() as u8);
+                }
+                for i in 0..key_len {
+                    p.push(b'a' + (i % 3) as u8);
+                }
+                for _ in 0..value_len {
+                    p.push(rng.next_u64() as u8);
+                }
+                p
+            };
+            // Many short connections: a packet the server refuses closes its connection, so
+            // each gets a few packets, most of them well formed.
+            let mut answered = 0;
+            for _ in 0..32 {
+                let mut junk = Vec::new();
+                for _ in 0..=rng.below(8) {
+                    junk.extend_from_slice(&packet(&mut rng));
+                }
+                let mut victim = TcpStream::connect(server.addr()).unwrap();
+                let reader = {
+                    let mut r = victim.try_clone().unwrap();
+                    r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        let mut got = 0;
+                        while let Ok(n) = r.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                        }
+                        got
+                    })
+                };
+                send_what_is_taken(&mut victim, &junk, Duration::from_secs(5));
+                let _ = victim.shutdown(std::net::Shutdown::Write);
+                answered += reader.join().unwrap();
+            }
+            answered_total += answered;
+            for _ in 0..200 {
+                let mut d = Vec::new();
+                for field in 0..4 {
+                    let v = match (field, rng.below(4)) {
+                        (1 | 3, 0..=2) => 0,
+                        (2, 0..=2) => 1,
+                        _ => rng.next_u64() as u16,
+                    };
+                    d.extend_from_slice(&v.to_be_bytes());
+                }
+                match rng.below(3) {
+                    0 => d.extend_from_slice(&packet(&mut rng)),
+                    1 => d.extend_from_slice(b"get a aa\r\nset a 0 0 2\r\nhi"),
+                    _ => {
+                        for _ in 0..rng.below(100) {
+                            d.push(rng.next_u64() as u8);
+                        }
+                    }
+                }
+                if rng.below(10) == 0 {
+                    d.truncate(rng.below(9) as usize);
+                }
+                let _ = udp.send_to(&d, server.udp_addr());
+                let mut buf = [0u8; 2048];
+                while udp.recv_from(&mut buf).is_ok() {}
+            }
+            assert!(
+                server.is_running(),
+                "server died on binary/UDP garbage seed {seed}"
+            );
+            bystander.roundtrip(
+                b"get bystander\r\n",
+                b"VALUE bystander 0 4\r\nsafe\r\nEND\r\n",
+            );
+        }
+        assert!(
+            answered_total > 8 * 32 * 48,
+            "only {answered_total} reply bytes"
         );
     });
 }
