@@ -15,6 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -807,4 +808,34 @@ fn pipelined_requests_larger_than_a_record_are_all_answered() {
             c.roundtrip(&gets, &replies);
         }
     });
+}
+
+/// TLS 1.3 session tickets are issued with or without `ssl_session_cache`, as memcached's
+/// OpenSSL issues them, and a client that kept one resumes its session on its next
+/// connection. (The ticket also answers the client's Finished at once: without it, a client
+/// that sent its first request right behind its Finished waited for the server's delayed ACK.)
+#[test]
+fn tls13_tickets_resume_sessions_with_or_without_the_session_cache() {
+    for cache in [false, true] {
+        let certs = tls_server_certs_option();
+        let options = match cache {
+            true => format!("{certs},ssl_session_cache"),
+            false => certs,
+        };
+        let server = TestServer::start(&["-Z", "-o", &options]);
+        let config = tls_client_config_with(None, Some(&rustls::version::TLS13));
+        for (round, expected) in [
+            (0, rustls::HandshakeKind::Full),
+            (1, rustls::HandshakeKind::Resumed),
+        ] {
+            let mut c = Client::connect_tls(server.addr(), Arc::clone(&config));
+            // The tickets come after the handshake: a roundtrip receives them.
+            c.roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+            assert_eq!(
+                c.stream().conn.handshake_kind(),
+                Some(expected),
+                "connection {round}, ssl_session_cache {cache}"
+            );
+        }
+    }
 }
