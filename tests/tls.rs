@@ -839,3 +839,41 @@ fn tls13_tickets_resume_sessions_with_or_without_the_session_cache() {
         }
     }
 }
+
+/// Ruby's dalli (binary protocol) over TLS with its `ssl_context`: its whole check script but
+/// get_multi, which dalli 3.0.6 cannot run over its own TLS socket against any server.
+#[test]
+fn dalli_over_tls() {
+    let has = Command::new("ruby")
+        .args(["-e", "require 'dalli'"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
+            panic!("ruby's dalli is not installed and CORECACHE_REQUIRE_CLIENTS=1");
+        }
+        eprintln!("SKIPPED: ruby's dalli is not installed");
+        return;
+    }
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    for_each_config(|args| {
+        let server = TestServer::start_tls(args);
+        let out = Command::new("ruby")
+            .current_dir(&clients)
+            .arg("dalli_client.rb")
+            .arg(server.addr().to_string())
+            .arg("--tls-ca")
+            .arg(tls_file("ca.pem"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("dalli_binary: ok"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
