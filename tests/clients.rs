@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{memcached_mode, stat_u64, Client, TestServer};
+use common::{client_available as available, memcached_mode, stat_u64, Client, TestServer};
 
 /// How long one client script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,24 +41,6 @@ fn configs() -> Vec<Vec<&'static str>> {
 
 fn clients_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
-
-/// True if the client can run; otherwise fails (CORECACHE_REQUIRE_CLIENTS=1) or says it skips.
-fn available(what: &str, probe: &mut Command) -> bool {
-    let ok = probe
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
-        panic!("{what} is not installed and CORECACHE_REQUIRE_CLIENTS=1 (run .ci/run)");
-    }
-    eprintln!("SKIPPED: {what} is not installed (set CORECACHE_REQUIRE_CLIENTS=1 to fail)");
-    false
 }
 
 fn python_module(module: &str) -> bool {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    for_each_config, memcached_mode, server_command, skip_in_memcached_mode, stat_u64,
-    tls_client_config, tls_client_config_with, tls_dir, tls_file, tls_server_certs_option,
-    wait_until, Client, TestServer, TlsClient,
+    client_available, for_each_config, memcached_mode, server_command, skip_in_memcached_mode,
+    stat_u64, tls_client_config, tls_client_config_with, tls_dir, tls_file,
+    tls_server_certs_option, wait_until, Client, TestServer, TlsClient,
 };
 
 /// A directory of its own under the temp dir, removed with everything in it on drop.
@@ -673,17 +673,10 @@ fn unix_sockets_and_udp_stay_plain() {
 /// pymemcache over TLS (`tls_context=`): a real client's set, get and delete.
 #[test]
 fn pymemcache_over_tls() {
-    let has = Command::new("python3")
-        .args(["-c", "import pymemcache"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
-            panic!("pymemcache is not installed and CORECACHE_REQUIRE_CLIENTS=1");
-        }
-        eprintln!("SKIPPED: pymemcache is not installed");
+    if !client_available(
+        "python3 module pymemcache",
+        Command::new("python3").args(["-c", "import pymemcache"]),
+    ) {
         return;
     }
     let script = r#"
@@ -844,17 +837,10 @@ fn tls13_tickets_resume_sessions_with_or_without_the_session_cache() {
 /// get_multi, which dalli 3.0.6 cannot run over its own TLS socket against any server.
 #[test]
 fn dalli_over_tls() {
-    let has = Command::new("ruby")
-        .args(["-e", "require 'dalli'"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
-            panic!("ruby's dalli is not installed and CORECACHE_REQUIRE_CLIENTS=1");
-        }
-        eprintln!("SKIPPED: ruby's dalli is not installed");
+    if !client_available(
+        "ruby gem dalli (ruby-dalli)",
+        Command::new("ruby").args(["-e", "require 'dalli'"]),
+    ) {
         return;
     }
     let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");

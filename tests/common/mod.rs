@@ -1661,3 +1661,21 @@ pub fn stat_u64(stats: &HashMap<String, String>, name: &str) -> u64 {
         .parse()
         .unwrap_or_else(|e| panic!("stat {name}={:?}: {e}", stats[name]))
 }
+
+/// True if the client can run; otherwise fails (CORECACHE_REQUIRE_CLIENTS=1) or says it skips.
+pub fn client_available(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CORECACHE_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
+        panic!("{what} is not installed and CORECACHE_REQUIRE_CLIENTS=1 (run .ci/run)");
+    }
+    eprintln!("SKIPPED: {what} is not installed (set CORECACHE_REQUIRE_CLIENTS=1 to fail)");
+    false
+}
