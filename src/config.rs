@@ -9,15 +9,16 @@
 //!   metadump), `-k` (mlockall), `-r` (core dumps), `-n` (smallest chunk), `-B` (protocol),
 //!   `-D` (prefix delimiter, turns `stats detail` on), `-W` (refuse `watch`), `-i` (license),
 //!   `-Y` (ASCII authentication: the file is read by the runtime at startup; with it the
-//!   protocol is ASCII and UDP is refused, as in memcached), `-Z` (TLS on the TCP listeners
+//!   protocol is ASCII and UDP is refused, as in memcached), `-S` (binary SASL PLAIN against
+//!   the `MEMCACHED_SASL_PWDB` password file; the protocol is binary and ASCII or UDP are
+//!   refused, as in memcached), `-Z` (TLS on the TCP listeners
 //!   but those given as `-l notls:<ip>:<port>`; its `-o ssl_*` suboptions are kept as typed
 //!   in [`TlsOptions`] and checked by `runtime::tls` at startup, with memcached's messages and
 //!   exit statuses), and `-o` suboptions (see
 //!   [`parse_extended`]): those corecache
 //!   can honour are honoured, those tuning machinery it does not have are ignored with one
 //!   notice line, unknown ones are refused as memcached refuses them.
-//! * refused with a one-line reason, because corecache does not provide the feature: `-e -S
-//!   -N`.
+//! * refused with a one-line reason, because corecache does not provide the feature: `-e -N`.
 //!
 //! Unlike memcached, corecache runs as root without `-u` (memcached refuses to).
 //!
@@ -212,7 +213,8 @@ pub struct Args {
     /// Not served: restartable cache in a memory file.
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<String>,
-    /// Not served: SASL authentication.
+    /// Binary-protocol SASL authentication (PLAIN), checked against the `user:password` lines
+    /// of the file the environment variable `MEMCACHED_SASL_PWDB` names.
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
     /// ASCII authentication: a connection must first send `set` with `<user> <password>`
@@ -319,6 +321,9 @@ pub struct Config {
     pub protocol: ProtocolChoice,
     /// `-Y`: the auth file; connections must authenticate first.
     pub auth_file: Option<String>,
+    /// `-S`: the SASL password file (from `MEMCACHED_SASL_PWDB`); binary connections must
+    /// authenticate first.
+    pub sasl_pwdb: Option<String>,
     /// `-D`: the `stats detail` prefix delimiter.
     pub stat_key_prefix: u8,
     /// `-D` given: `stats detail` starts on.
@@ -484,6 +489,7 @@ impl Config {
         let large_pages = a.large_pages;
         let process = check_process_flags(&a)?;
         let extended = parse_extended(&a.extended)?;
+        let sasl_pwdb = check_sasl_flags(&a, std::env::var("MEMCACHED_SASL_PWDB").ok())?;
         let protocol = check_auth_flags(&a)?;
         let log = check_log_flags(&a)?;
         let limits = Limits {
@@ -529,6 +535,7 @@ impl Config {
             chunk_bytes_smallest: process.chunk_bytes_smallest,
             protocol,
             auth_file: a.auth_file,
+            sasl_pwdb,
             stat_key_prefix: process.stat_key_prefix,
             detail_enabled: a.prefix_delimiter.is_some(),
             idle_timeout_secs: extended.idle_timeout_secs,
@@ -577,18 +584,40 @@ fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
 /// Flags for memcached features corecache does not provide: refused with a reason rather than
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
-    let refused: [(bool, &str, &str); 3] = [
+    let refused: [(bool, &str, &str); 2] = [
         (
             a.memory_file.is_some(),
             "-e",
             "a restartable memory file is not supported",
         ),
-        (a.enable_sasl, "-S", "SASL authentication is not supported"),
         (a.napi_ids.is_some(), "-N", "NAPI ids are not supported"),
     ];
     match refused.iter().find(|(given, _, _)| *given) {
         Some((_, flag, why)) => Err(format!("{flag}: {why} by corecache")),
         None => Ok(()),
+    }
+}
+
+/// `-S`: memcached's refusals of ASCII (`-B ascii` or `auto` given) and of UDP, in its order,
+/// then the password file. memcached falls back on Cyrus SASL's own databases without
+/// `MEMCACHED_SASL_PWDB`; corecache has only the password file, so it refuses to start.
+fn check_sasl_flags(a: &Args, pwdb: Option<String>) -> Result<Option<String>, String> {
+    if !a.enable_sasl {
+        return Ok(None);
+    }
+    if matches!(a.protocol, Some(p) if p != ProtocolChoice::Binary) {
+        return Err("ERROR: You cannot allow the ASCII protocol while using SASL.".into());
+    }
+    if a.udp_port != 0 {
+        return Err("ERROR: Cannot enable UDP while using binary SASL authentication.".into());
+    }
+    match pwdb {
+        Some(path) if !path.is_empty() => Ok(Some(path)),
+        _ => Err(
+            "-S: set MEMCACHED_SASL_PWDB to a file of user:password lines; corecache \
+                  reads no Cyrus SASL database"
+                .into(),
+        ),
     }
 }
 
@@ -598,7 +627,13 @@ fn refuse_unserved(a: &Args) -> Result<(), String> {
 /// served (whatever `-s` says).
 fn check_auth_flags(a: &Args) -> Result<ProtocolChoice, String> {
     if a.auth_file.is_none() {
-        return Ok(a.protocol.unwrap_or(ProtocolChoice::Auto));
+        // `-S` speaks binary only (its refusals were checked before).
+        let default = if a.enable_sasl {
+            ProtocolChoice::Binary
+        } else {
+            ProtocolChoice::Auto
+        };
+        return Ok(a.protocol.unwrap_or(default));
     }
     match a.protocol {
         None | Some(ProtocolChoice::Ascii) => {}
@@ -1281,7 +1316,6 @@ mod tests {
                 &["--memory-file", "/tmp/m"][..],
                 "-e",
             ),
-            (&["-S"], &["--enable-sasl"], "-S"),
             (&["-N", "1"], &["--napi_ids", "1"], "-N"),
         ] {
             for args in [short, long] {
@@ -1292,6 +1326,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `-S`: memcached's refusals in its order, binary by default, and the password file.
+    #[test]
+    fn sasl_flags() {
+        let args = |list: &[&str]| {
+            let mut all = vec!["corecache"];
+            all.extend_from_slice(list);
+            Args::try_parse_from(all).unwrap()
+        };
+        let pw = || Some("/tmp/pw".to_string());
+        assert_eq!(check_sasl_flags(&args(&[]), None), Ok(None));
+        assert_eq!(check_sasl_flags(&args(&["-S"]), pw()), Ok(pw()));
+        assert_eq!(
+            check_sasl_flags(&args(&["-S", "-B", "binary"]), pw()),
+            Ok(pw())
+        );
+        for (list, expect) in [
+            (
+                &["-S", "-B", "ascii"][..],
+                "ASCII protocol while using SASL",
+            ),
+            (
+                &["-S", "-B", "auto", "-U", "1"],
+                "ASCII protocol while using SASL",
+            ),
+            (
+                &["-S", "-U", "11211"],
+                "Cannot enable UDP while using binary SASL",
+            ),
+        ] {
+            let err = check_sasl_flags(&args(list), pw()).unwrap_err();
+            assert!(
+                err.starts_with("ERROR: ") && err.contains(expect),
+                "{list:?}: {err}"
+            );
+        }
+        for missing in [None, Some(String::new())] {
+            let err = check_sasl_flags(&args(&["-S"]), missing).unwrap_err();
+            assert!(err.starts_with("-S: set MEMCACHED_SASL_PWDB"), "{err}");
+        }
+        assert_eq!(check_auth_flags(&args(&["-S"])), Ok(ProtocolChoice::Binary));
+        // With an auth file too, memcached speaks ASCII (its -Y check comes second).
+        assert_eq!(
+            check_auth_flags(&args(&["-S", "-Y", "/tmp/a"])),
+            Ok(ProtocolChoice::Ascii)
+        );
     }
 
     /// `-Z`, `-l notls:` and the `-o ssl_*` suboptions, kept as given for `runtime::tls`.

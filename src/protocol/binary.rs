@@ -32,7 +32,7 @@
 //!   is still referenced by a queued get/touch reply of the same batch, in which case it stores
 //!   a new unpadded item; corecache always pads in place (the text protocol's rule).
 
-use super::Limits;
+use super::{sasl, Limits, SaslGate};
 
 /// First byte of every request.
 pub const REQUEST_MAGIC: u8 = 0x80;
@@ -94,6 +94,8 @@ pub enum Status {
     OutOfMemory,
     /// Also what memcached answers a refused flush (`-F`).
     AuthError,
+    /// A SASL exchange needs another step.
+    AuthContinue,
     /// The server could not do what was asked (corecache: a mutation whose durability log
     /// record could not be written, under `--log-fsync always`).
     Internal,
@@ -113,6 +115,7 @@ impl Status {
             Status::UnknownCommand => 0x0081,
             Status::OutOfMemory => 0x0082,
             Status::AuthError => 0x0020,
+            Status::AuthContinue => 0x0021,
             Status::Internal => 0x0084,
         }
     }
@@ -130,6 +133,7 @@ impl Status {
             Status::UnknownCommand => b"Unknown command",
             Status::OutOfMemory => b"Out of memory",
             Status::AuthError => b"Auth failure.",
+            Status::AuthContinue => b"",
             Status::Internal => b"Internal error",
         }
     }
@@ -186,6 +190,13 @@ pub enum Command<'a> {
     /// stat; the key is the group.
     Stat,
     Quit,
+    /// SASL list mechs (`-S` only).
+    SaslList,
+    /// SASL auth, or SASL step when `step`: the key is the mechanism, the value its data.
+    SaslAuth {
+        step: bool,
+        data: &'a [u8],
+    },
 }
 
 /// One parsed request frame.
@@ -294,7 +305,8 @@ enum Shape {
     Flush,
     /// stat: extras 0 (body not checked).
     Stat,
-    /// SASL (not enabled): checked like memcached, then answered `Unknown command`, frame dropped.
+    /// SASL: without `-S` checked like memcached, then answered `Unknown command`, frame
+    /// dropped.
     SaslList,
     SaslAuth,
 }
@@ -385,6 +397,14 @@ pub fn parse<'a>(
     };
     let (command, consumed) = match shape {
         Shape::Storage | Shape::Concat => storage_command(&h, buf, extras, limits)?,
+        Shape::SaslAuth => {
+            let end = HEADER_LEN + h.body_len as usize;
+            let Some(data) = buf.get(head_len..end) else {
+                return Err(BinaryError::Incomplete);
+            };
+            let step = h.opcode == opcode::SASL_STEP;
+            (Command::SaslAuth { step, data }, end)
+        }
         _ => {
             // touch/gat/stat end after the key, whatever body_len says (as in memcached).
             let end = match shape {
@@ -428,6 +448,15 @@ fn check_header(h: &Header, limits: &Limits) -> Result<Shape, BinaryError> {
     if key_len > body_len || key_len + extras_len > body_len {
         return Err(reject(Some(Status::UnknownCommand), 0, true));
     }
+    if limits.sasl == SaslGate::Locked
+        && !matches!(
+            h.opcode,
+            opcode::SASL_LIST_MECHS | opcode::SASL_AUTH | opcode::SASL_STEP | opcode::VERSION
+        )
+    {
+        // memcached checks this before anything else but the lengths, and closes.
+        return Err(reject(Some(Status::AuthError), 0, true));
+    }
     if key_len > limits.key_len_max {
         return Err(reject(Some(Status::InvalidArguments), 0, true));
     }
@@ -439,8 +468,22 @@ fn check_header(h: &Header, limits: &Limits) -> Result<Shape, BinaryError> {
     if !shape_ok(shape, h) {
         return Err(reject(Some(Status::InvalidArguments), 0, true));
     }
-    if matches!(shape, Shape::SaslList | Shape::SaslAuth) {
+    if matches!(shape, Shape::SaslList | Shape::SaslAuth) && limits.sasl == SaslGate::Off {
         return Err(reject(Some(Status::UnknownCommand), body_len, false));
+    }
+    if shape == Shape::SaslAuth {
+        // memcached reads the mechanism, answers, and drops the data.
+        let data_len = body_len - key_len;
+        if key_len > sasl::MECH_LEN_MAX {
+            return Err(reject(
+                Some(Status::InvalidArguments),
+                key_len + data_len,
+                false,
+            ));
+        }
+        if limits.item_total_size(key_len, data_len) > limits.item_size_max {
+            return Err(reject(Some(Status::OutOfMemory), key_len + data_len, false));
+        }
     }
     Ok(shape)
 }
@@ -518,8 +561,9 @@ fn simple_command(op: u8, shape: Shape, extras: &[u8]) -> Command<'static> {
             exptime: be_u32(extras, 0),
         },
         Shape::Stat => Command::Stat,
-        // Storage and SASL shapes are handled by the caller.
-        Shape::Storage | Shape::Concat | Shape::SaslList | Shape::SaslAuth => Command::Noop,
+        Shape::SaslList => Command::SaslList,
+        // Storage and SASL auth shapes are handled by the caller.
+        Shape::Storage | Shape::Concat | Shape::SaslAuth => Command::Noop,
     }
 }
 

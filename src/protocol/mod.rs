@@ -30,6 +30,7 @@ pub mod client;
 pub mod compose;
 pub mod meta;
 pub mod parse;
+pub mod sasl;
 /// memcached's UDP frame header and how a reply is cut into datagrams.
 pub mod udp;
 
@@ -48,6 +49,20 @@ pub struct Limits {
     pub line_len_max: usize,
     /// Bound on a retrieval line with many keys (memcached leaves it unbounded; we do not).
     pub get_line_len_max: usize,
+    /// Binary SASL (`-S`) as it stands for the connection being parsed.
+    pub sasl: SaslGate,
+}
+
+/// Where a binary connection stands with SASL (`-S`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslGate {
+    /// SASL is off: its commands are answered `Unknown command`.
+    Off,
+    /// Not authenticated: only SASL's commands and `version` are served; anything else is
+    /// answered `Auth failure.` and closes the connection.
+    Locked,
+    /// Authenticated.
+    Open,
 }
 
 impl Limits {
@@ -58,6 +73,7 @@ impl Limits {
         cas_enabled: true,
         line_len_max: 2048,
         get_line_len_max: 1024 * 1024,
+        sasl: SaslGate::Off,
     };
 
     /// Bytes memcached charges against `item_size_max` for an item with these lengths: its

@@ -15,8 +15,11 @@ use crate::config::ProtocolChoice;
 use crate::protocol::binary::{
     self, opcode, BinaryError, BinaryRequest, Command, Status, REQUEST_MAGIC,
 };
+use crate::protocol::sasl::{self, Outcome};
+use crate::protocol::SaslGate;
 use crate::protocol::StatsGroup;
 use crate::router::{key_hash, shard_of};
+use std::io::Read;
 
 impl Core {
     /// Decides the connection's protocol on its first byte; true if it is binary.
@@ -51,7 +54,8 @@ impl Core {
         let rbuf = std::mem::take(&mut conn.rbuf);
         let udp = conn.udp.is_some();
         let mut pos = 0;
-        let limits = self.limits_for(udp);
+        let mut limits = self.limits_for(udp);
+        let sasl = self.shared.config.sasl_pwdb.is_some();
         let mut requests = 0;
         while pos < rbuf.len() {
             if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
@@ -70,6 +74,13 @@ impl Core {
             }
             if !conn.may_parse() || blocked {
                 break;
+            }
+            if sasl {
+                limits.sasl = if conn.sasl.authenticated {
+                    SaslGate::Open
+                } else {
+                    SaslGate::Locked
+                };
             }
             match binary::parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
@@ -133,6 +144,22 @@ impl Core {
             | Command::Arith { .. }
             | Command::Touch { .. } => return self.dispatch_binary_keyed(idx, req, raw),
             Command::Flush { exptime } => return self.dispatch_binary_flush(idx, req, exptime),
+            Command::SaslList => {
+                if let Some(c) = self.conn_mut(idx) {
+                    c.sasl.list();
+                }
+                binary::response(
+                    &mut reply,
+                    req.opcode,
+                    Status::Success,
+                    req.opaque,
+                    0,
+                    &[],
+                    &[],
+                    sasl::MECHANISMS,
+                );
+            }
+            Command::SaslAuth { step, data } => self.sasl_auth(idx, req, step, data, &mut reply),
             Command::Stat => return self.dispatch_binary_stat(idx, req),
             Command::Noop => binary::success(&mut reply, req.opcode, req.opaque, 0),
             Command::Version => binary::response(
@@ -301,6 +328,71 @@ impl Core {
 }
 
 impl Core {
+    /// `SASL auth` / `SASL step`: the exchange moves on, checked against the password file,
+    /// which is read on every attempt as memcached reads it (so edits apply at once).
+    fn sasl_auth(
+        &mut self,
+        idx: u32,
+        req: &BinaryRequest<'_>,
+        step: bool,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) {
+        let pwdb = self.shared.config.sasl_pwdb.clone();
+        let check = |user: &[u8], password: &[u8]| {
+            let Some(path) = pwdb.as_deref() else {
+                return false;
+            };
+            let mut db = Vec::new();
+            match std::fs::File::open(path) {
+                Ok(f) => {
+                    let _ = f.take(sasl::PWDB_READ_MAX).read_to_end(&mut db);
+                }
+                Err(e) => {
+                    if self.shared.config.verbosity > 0 {
+                        eprintln!("WARNING: Failed to open sasl database <{path}>: {e}");
+                    }
+                    return false;
+                }
+            }
+            sasl::pwdb_check(&db, user, password)
+        };
+        let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let outcome = conn.sasl.request(step, req.key, data, check);
+        match outcome {
+            Outcome::Authenticated => {
+                self.auth_cmds += 1;
+                binary::response(
+                    reply,
+                    req.opcode,
+                    Status::Success,
+                    req.opaque,
+                    0,
+                    &[],
+                    &[],
+                    b"Authenticated",
+                );
+            }
+            Outcome::Continue => binary::response(
+                reply,
+                req.opcode,
+                Status::AuthContinue,
+                req.opaque,
+                0,
+                &[],
+                &[],
+                &[],
+            ),
+            Outcome::Failed => {
+                self.auth_cmds += 1;
+                self.auth_errors += 1;
+                binary::error(reply, req.opcode, Status::AuthError, req.opaque);
+            }
+        }
+    }
+
     /// Queues a complete binary reply in order and marks the connection for writing.
     fn queue_reply(&mut self, idx: u32, reply: Vec<u8>) {
         if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {

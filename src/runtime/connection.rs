@@ -132,6 +132,8 @@ pub struct Conn {
     /// `-Y`: what the connection reads before it has authenticated; `None` once it has (and
     /// always without `-Y`).
     pub auth: Option<AuthWait>,
+    /// `-S`: the connection's SASL exchange (binary protocol).
+    pub sasl: crate::protocol::sasl::Exchange,
     /// The next request (a `watch`) waits until every reply ahead of it is in.
     pub drain_first: bool,
     /// `-Z`: the TLS session of a connection from a TLS listener (see `runtime::tls`).
@@ -167,6 +169,7 @@ impl Conn {
             watch: None,
             udp: None,
             auth: None,
+            sasl: Default::default(),
             drain_first: false,
             tls: None,
             out_sealed: 0,

@@ -757,7 +757,8 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "cas_enabled", yes_no(cfg.cas_enabled));
             compose::stat(out, "tcp_backlog", cfg.listen_backlog.max(0) as u64);
             compose::stat_str(out, "binding_protocol", cfg.protocol.stats_name());
-            compose::stat_str(out, "auth_enabled_sasl", "no");
+            let sasl = if cfg.sasl_pwdb.is_some() { "yes" } else { "no" };
+            compose::stat_str(out, "auth_enabled_sasl", sasl);
             // memcached shows the `-Y` path as given.
             compose::stat_str(
                 out,
