@@ -791,6 +791,54 @@ fn stats_over_binary_count_binary_commands() {
     });
 }
 
+/// `stat sizes_enable` / `sizes_disable` switch the size histogram and answer one status stat
+/// with no terminator (as memcached's text replies to them lack `END`); `stat sizes` then
+/// counts items by size.
+#[test]
+fn binary_sizes_switch_answers_without_a_terminator() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = connect(&server);
+        let stat = |key: &[u8], value: &[u8]| {
+            let mut out = Vec::new();
+            response(
+                &mut out,
+                opcode::STAT,
+                Status::Success,
+                OPAQUE,
+                0,
+                &[],
+                key,
+                value,
+            );
+            out
+        };
+        let noop = req(opcode::NOOP, &[], &[], &[]);
+        let mut enable = req(opcode::STAT, &[], b"sizes_enable", &[]);
+        enable.extend_from_slice(&noop);
+        let mut expected = stat(b"sizes_status", b"enabled");
+        expected.extend(ok(opcode::NOOP, 0));
+        roundtrip(&mut c, &enable, &expected);
+        set(&mut c, b"sized", 0, b"value");
+        c.send(&req(opcode::STAT, &[], b"sizes", &[]));
+        // One item, in a 32-byte bucket (which one follows each server's item size:
+        // corecache's 16-byte item header against memcached's 48).
+        let first = read_resp(&mut c);
+        assert_eq!((first.status, first.value()), (0, &b"1"[..]));
+        let size: usize = std::str::from_utf8(first.key()).unwrap().parse().unwrap();
+        assert!(size > 0 && size % 32 == 0, "{size}");
+        assert_eq!(read_resp(&mut c).key_len, 0);
+        let mut disable = req(opcode::STAT, &[], b"sizes_disable", &[]);
+        disable.extend_from_slice(&noop);
+        let mut expected = stat(b"sizes_status", b"disabled");
+        expected.extend(ok(opcode::NOOP, 0));
+        roundtrip(&mut c, &disable, &expected);
+        let mut expected = stat(b"sizes_status", b"disabled");
+        expected.extend(ok(opcode::STAT, 0));
+        roundtrip(&mut c, &req(opcode::STAT, &[], b"sizes", &[]), &expected);
+    });
+}
+
 /// Sends `bytes` on a fresh binary connection and expects `reply` and then a close.
 #[track_caller]
 fn expect_reply_then_close(server: &TestServer, bytes: &[u8], reply: &[u8], what: &str) {

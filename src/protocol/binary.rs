@@ -610,6 +610,13 @@ pub fn success(out: &mut Vec<u8>, opcode: u8, opaque: u32, cas: u64) {
 /// Converts a text stats reply (`STAT name value\r\n`... `END\r\n`) to binary stat responses:
 /// one per line with key = name and value = value, then the empty-key terminator.
 pub fn stats_from_text(text: &[u8], opaque: u32, out: &mut Vec<u8>) {
+    stat_entries_from_text(text, opaque, out);
+    success(out, opcode::STAT, opaque, 0);
+}
+
+/// [`stats_from_text`] without the terminating empty stat (memcached sends none after
+/// `sizes_enable` / `sizes_disable`).
+pub fn stat_entries_from_text(text: &[u8], opaque: u32, out: &mut Vec<u8>) {
     for line in text.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(rest) = line.strip_prefix(b"STAT ") else {
@@ -633,7 +640,6 @@ pub fn stats_from_text(text: &[u8], opaque: u32, out: &mut Vec<u8>) {
             value,
         );
     }
-    success(out, opcode::STAT, opaque, 0);
 }
 
 /// Request encoder (tests and tools): a frame with the given parts.

@@ -278,6 +278,8 @@ impl Core {
             b"items" => StatsKind::Items,
             b"slabs" => StatsKind::Slabs,
             b"sizes" => StatsKind::Sizes,
+            b"sizes_enable" => StatsKind::SizesSwitch(true),
+            b"sizes_disable" => StatsKind::SizesSwitch(false),
             b"reset" => {
                 let mut reply = Vec::new();
                 binary::success(&mut reply, opcode::STAT, opaque, 0);
@@ -409,7 +411,12 @@ pub(super) fn finish_stats_slot(shared: &Shared, now: Instant32, slot: &mut Slot
         let mut text = Vec::with_capacity(parts.len());
         stats::finish(shared, kind, now, &parts, &mut text);
         let mut reply = Vec::with_capacity(text.len() * 2);
-        binary::stats_from_text(&text, opaque, &mut reply);
+        if let StatsKind::SizesSwitch(_) = kind {
+            // memcached ends these without the empty stat, as its text replies lack `END`.
+            binary::stat_entries_from_text(&text, opaque, &mut reply);
+        } else {
+            binary::stats_from_text(&text, opaque, &mut reply);
+        }
         slot.buf = reply;
         slot.kind = SlotKind::Plain;
     }
