@@ -71,7 +71,13 @@ pub struct LogSettings {
     pub fsync: LogFsync,
     /// The CPU the log thread is pinned to (`None`: not pinned).
     pub cpu: Option<usize>,
+    /// `--log-compact-bytes`: a log segment this large (and at least as large as the last
+    /// snapshot) starts a compaction; 0: only the `log_compact` command does.
+    pub compact_bytes: u64,
 }
+
+/// `--log-compact-bytes` when not given: 64 MiB.
+pub const LOG_COMPACT_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// `-B`: which wire protocols a connection may speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -248,6 +254,11 @@ pub struct Args {
     /// CPU to pin the log thread to [default: the last CPU the process may run on].
     #[arg(long = "log-cpu")]
     pub log_cpu: Option<usize>,
+    /// Compact the log (snapshot, then drop the old segments) once its newest segment has
+    /// this many bytes and at least as many as the last snapshot; 0: only on `log_compact`
+    /// [default: 67108864 (64 MiB)].
+    #[arg(long = "log-compact-bytes")]
+    pub log_compact_bytes: Option<u64>,
 }
 
 /// Validated settings.
@@ -547,10 +558,11 @@ impl Config {
 /// `--log-dir`, `--log-fsync`, `--log-cpu`: the companions need the directory.
 fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
     let Some(dir) = &a.log_dir else {
-        return match (a.log_fsync, a.log_cpu) {
-            (None, None) => Ok(None),
-            (Some(_), _) => Err(String::from("--log-fsync needs --log-dir")),
-            (None, Some(_)) => Err(String::from("--log-cpu needs --log-dir")),
+        return match (a.log_fsync, a.log_cpu, a.log_compact_bytes) {
+            (None, None, None) => Ok(None),
+            (Some(_), _, _) => Err(String::from("--log-fsync needs --log-dir")),
+            (None, Some(_), _) => Err(String::from("--log-cpu needs --log-dir")),
+            (None, None, Some(_)) => Err(String::from("--log-compact-bytes needs --log-dir")),
         };
     };
     if dir.is_empty() {
@@ -571,6 +583,7 @@ fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
         dir: std::path::PathBuf::from(dir),
         fsync: a.log_fsync.unwrap_or(LogFsync::Everysec),
         cpu,
+        compact_bytes: a.log_compact_bytes.unwrap_or(LOG_COMPACT_BYTES_DEFAULT),
     }))
 }
 

@@ -34,8 +34,18 @@ impl TempDir {
         self.0.join("log").to_string_lossy().into_owned()
     }
 
+    /// The newest log segment.
     fn log_file(&self) -> PathBuf {
-        self.0.join("log").join("corecache.log")
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(self.0.join("log"))
+            .expect("the log directory")
+            .map(|e| e.expect("an entry").path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("corecache.") && name.ends_with(".log") && name.len() > 14
+            })
+            .collect();
+        segments.sort();
+        segments.pop().expect("a segment")
     }
 }
 
