@@ -349,7 +349,8 @@ pub struct Config {
     pub cluster_nodes: Option<String>,
     /// `--cluster-config`: the node list file (read at startup and on SIGHUP).
     pub cluster_config: Option<String>,
-    /// `--log-dir`, `--log-fsync`, `--log-cpu`: the durability log (`None`: off).
+    /// `--log-dir`, `--log-fsync`, `--log-cpu`, `--log-compact-bytes`: the durability log
+    /// (`None`: off).
     pub log: Option<LogSettings>,
 }
 
@@ -555,7 +556,8 @@ impl Config {
     }
 }
 
-/// `--log-dir`, `--log-fsync`, `--log-cpu`: the companions need the directory.
+/// `--log-dir`, `--log-fsync`, `--log-cpu`, `--log-compact-bytes`: the companions need the
+/// directory.
 fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
     let Some(dir) = &a.log_dir else {
         return match (a.log_fsync, a.log_cpu, a.log_compact_bytes) {
@@ -1084,6 +1086,17 @@ mod tests {
     fn cfg(args: &[&str]) -> Result<Config, String> {
         Config::from_args(std::iter::once("corecache").chain(args.iter().copied()))
             .map_err(|e| e.unwrap_or_else(|reason| reason))
+    }
+
+    #[test]
+    fn log_compact_bytes_needs_the_log_and_defaults_to_64_mib() {
+        let e = cfg(&["--log-compact-bytes", "1000"]).unwrap_err();
+        assert!(e.contains("--log-compact-bytes needs --log-dir"), "{e}");
+        let c = cfg(&["--log-dir", "/nonexistent/log"]).unwrap();
+        assert_eq!(c.log.map(|l| l.compact_bytes), Some(64 << 20));
+        let c = cfg(&["--log-dir", "/nonexistent/log", "--log-compact-bytes", "0"]).unwrap();
+        assert_eq!(c.log.map(|l| l.compact_bytes), Some(0));
+        assert!(cfg(&["--log-dir", "d", "--log-compact-bytes", "-1"]).is_err());
     }
 
     #[test]
