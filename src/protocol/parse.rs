@@ -1157,6 +1157,7 @@ mod tests {
             ),
             (b"version\r\n", Request::Version),
             (b"version x\r\n", Request::Version),
+            (b"log_compact\r\n", Request::LogCompact),
             (b"quit\r\n", Request::Quit),
             (b"quit x\r\n", Request::Quit),
             (
