@@ -1,6 +1,9 @@
 //! The durability log (`--log-dir`): what is logged comes back after a restart (a clean stop,
-//! or `kill -9` under `--log-fsync always`), expired items do not, damaged records are
-//! reported and skipped, write errors are not acknowledged, and no log means no files.
+//! or `kill -9` under `--log-fsync always`, during a compaction too), expired items do not,
+//! damaged records are reported and skipped, write errors are not acknowledged, compaction
+//! bounds the directory, a copy of the directory is a backup, a version 1 log is adopted, a
+//! flush replayed under another shard count removes only its shard's keys, and no log means
+//! no files.
 //! corecache-only: skipped in `CORECACHE_TEST_SERVER=memcached` mode.
 
 use std::path::{Path, PathBuf};

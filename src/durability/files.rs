@@ -134,35 +134,6 @@ pub fn open(dir: &Path) -> Result<Opened, String> {
     segments.sort_unstable();
     snapshots.sort_unstable();
     let from = snapshots.last().copied().unwrap_or(0);
-    // Superseded files go first: the newest snapshot holds what they held.
-    let mut removed = 0;
-    let mut stale: Vec<PathBuf> = temps;
-    stale.extend(
-        snapshots
-            .iter()
-            .filter(|&&g| g < from)
-            .map(|&g| dir.join(snapshot_name(g))),
-    );
-    stale.extend(
-        segments
-            .iter()
-            .filter(|&&g| g < from)
-            .map(|&g| dir.join(segment_name(g))),
-    );
-    for path in &stale {
-        fs::remove_file(path).map_err(|e| format!("{}: cannot remove: {e}", path.display()))?;
-        removed += 1;
-    }
-    if removed > 0 {
-        sync_dir(dir).map_err(|e| format!("--log-dir {shown}: {e}"))?;
-    }
-    segments.retain(|&g| g >= from);
-    if segments.is_empty() {
-        // A new directory, or a backup of a snapshot alone: records go to a new segment.
-        let g = from.max(1);
-        create_segment(dir, g).map_err(|e| format!("--log-dir {shown}: {e}"))?;
-        segments.push(g);
-    }
     let mut scan = Scan::default();
     let (snapshot, snapshot_complete, snapshot_bytes) = match snapshots.last() {
         Some(&g) => {
@@ -171,6 +142,20 @@ pub fn open(dir: &Path) -> Result<Opened, String> {
         }
         None => (None, true, 0),
     };
+    // Superseded files go: the newest snapshot holds what they held. (Not if it is damaged
+    // or cut short, a bad copy, say: then the older files stay for someone to look at.)
+    let removed = if snapshot_complete {
+        remove_at_startup(dir, from, &segments, &snapshots, temps)?
+    } else {
+        0
+    };
+    segments.retain(|&g| g >= from);
+    if segments.is_empty() {
+        // A new directory, or a backup of a snapshot alone: records go to a new segment.
+        let g = from.max(1);
+        create_segment(dir, g).map_err(|e| format!("--log-dir {shown}: {e}"))?;
+        segments.push(g);
+    }
     let mut replay = Vec::new();
     let mut segment_bytes = 0;
     let last = segments.len() - 1;
@@ -199,6 +184,37 @@ pub fn open(dir: &Path) -> Result<Opened, String> {
         snapshot_bytes,
         removed,
     })
+}
+
+/// Removes the temporary files, and the snapshots and segments older than generation `from`
+/// (the newest snapshot's); syncs the directory if anything went. Returns how many files went.
+fn remove_at_startup(
+    dir: &Path,
+    from: u64,
+    segments: &[u64],
+    snapshots: &[u64],
+    temps: Vec<PathBuf>,
+) -> Result<u64, String> {
+    let mut stale = temps;
+    stale.extend(
+        snapshots
+            .iter()
+            .filter(|&&g| g < from)
+            .map(|&g| dir.join(snapshot_name(g))),
+    );
+    stale.extend(
+        segments
+            .iter()
+            .filter(|&&g| g < from)
+            .map(|&g| dir.join(segment_name(g))),
+    );
+    for path in &stale {
+        fs::remove_file(path).map_err(|e| format!("{}: cannot remove: {e}", path.display()))?;
+    }
+    if !stale.is_empty() {
+        sync_dir(dir).map_err(|e| format!("--log-dir {}: {e}", dir.display()))?;
+    }
+    Ok(stale.len() as u64)
 }
 
 /// Reads `corecache.log`: a version 1 log is renamed to segment 0; a missing or cut-short

@@ -161,10 +161,18 @@ fn finish(mut p: InProgress, shared: &LogShared) -> std::io::Result<()> {
     shared.snapshot_bytes.store(p.bytes, Ordering::Relaxed);
     shared.snapshots.fetch_add(1, Ordering::Relaxed);
     shared.snapshot_generation.store(0, Ordering::SeqCst);
-    let removed = files::remove_superseded(dir, p.generation)?;
-    shared.file_bytes.fetch_sub(
-        removed.min(shared.file_bytes.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
+    match files::remove_superseded(dir, p.generation) {
+        Ok(removed) => {
+            shared.file_bytes.fetch_sub(
+                removed.min(shared.file_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        Err(e) => eprintln!(
+            "corecache: log compaction: snapshot {} is complete, but the files it supersedes \
+             could not all be removed ({e}); startup removes them",
+            p.generation
+        ),
+    }
     Ok(())
 }
