@@ -434,10 +434,21 @@ fn stats_show_the_log_only_when_it_is_on() {
     }
     assert!(stat(&server, "log_bytes") > 0);
     assert_eq!(stat(&server, "log_fsyncs"), 0);
+    // A new directory: segment 1, no snapshot yet.
+    assert_eq!(stat(&server, "log_segment_generation"), 1);
+    assert!(stat(&server, "log_segment_bytes") > 32);
+    assert_eq!(stat(&server, "log_snapshot_generation"), 0);
+    assert_eq!(stat(&server, "log_snapshots"), 0);
+    assert_eq!(stat(&server, "log_snapshot_bytes"), 0);
+    assert_eq!(
+        settings.get("log_compact_bytes").map(String::as_str),
+        Some("67108864")
+    );
     drop(server);
 
     let plain = TestServer::start(&["-t", "2"]);
     assert!(!plain.stats().contains_key("log_records"));
+    assert!(!plain.stats().contains_key("log_snapshots"));
     assert!(!plain.stats_sub("settings").contains_key("log_dir"));
 }
 
