@@ -72,7 +72,13 @@ pub struct LogSettings {
     pub fsync: LogFsync,
     /// The CPU the log thread is pinned to (`None`: not pinned).
     pub cpu: Option<usize>,
+    /// `--log-compact-bytes`: a log segment this large (and at least as large as the last
+    /// snapshot) starts a compaction; 0: only the `log_compact` command does.
+    pub compact_bytes: u64,
 }
+
+/// `--log-compact-bytes` when not given: 64 MiB.
+pub const LOG_COMPACT_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// `-B`: which wire protocols a connection may speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -250,6 +256,11 @@ pub struct Args {
     /// CPU to pin the log thread to [default: the last CPU the process may run on].
     #[arg(long = "log-cpu")]
     pub log_cpu: Option<usize>,
+    /// Compact the log (snapshot, then drop the old segments) once its newest segment has
+    /// this many bytes and at least as many as the last snapshot; 0: only on `log_compact`
+    /// [default: 67108864 (64 MiB)].
+    #[arg(long = "log-compact-bytes")]
+    pub log_compact_bytes: Option<u64>,
 }
 
 /// Validated settings.
@@ -343,7 +354,8 @@ pub struct Config {
     pub cluster_nodes: Option<String>,
     /// `--cluster-config`: the node list file (read at startup and on SIGHUP).
     pub cluster_config: Option<String>,
-    /// `--log-dir`, `--log-fsync`, `--log-cpu`: the durability log (`None`: off).
+    /// `--log-dir`, `--log-fsync`, `--log-cpu`, `--log-compact-bytes`: the durability log
+    /// (`None`: off).
     pub log: Option<LogSettings>,
 }
 
@@ -551,13 +563,15 @@ impl Config {
     }
 }
 
-/// `--log-dir`, `--log-fsync`, `--log-cpu`: the companions need the directory.
+/// `--log-dir`, `--log-fsync`, `--log-cpu`, `--log-compact-bytes`: the companions need the
+/// directory.
 fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
     let Some(dir) = &a.log_dir else {
-        return match (a.log_fsync, a.log_cpu) {
-            (None, None) => Ok(None),
-            (Some(_), _) => Err(String::from("--log-fsync needs --log-dir")),
-            (None, Some(_)) => Err(String::from("--log-cpu needs --log-dir")),
+        return match (a.log_fsync, a.log_cpu, a.log_compact_bytes) {
+            (None, None, None) => Ok(None),
+            (Some(_), _, _) => Err(String::from("--log-fsync needs --log-dir")),
+            (None, Some(_), _) => Err(String::from("--log-cpu needs --log-dir")),
+            (None, None, Some(_)) => Err(String::from("--log-compact-bytes needs --log-dir")),
         };
     };
     if dir.is_empty() {
@@ -578,6 +592,7 @@ fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
         dir: std::path::PathBuf::from(dir),
         fsync: a.log_fsync.unwrap_or(LogFsync::Everysec),
         cpu,
+        compact_bytes: a.log_compact_bytes.unwrap_or(LOG_COMPACT_BYTES_DEFAULT),
     }))
 }
 
@@ -1106,6 +1121,17 @@ mod tests {
     fn cfg(args: &[&str]) -> Result<Config, String> {
         Config::from_args(std::iter::once("corecache").chain(args.iter().copied()))
             .map_err(|e| e.unwrap_or_else(|reason| reason))
+    }
+
+    #[test]
+    fn log_compact_bytes_needs_the_log_and_defaults_to_64_mib() {
+        let e = cfg(&["--log-compact-bytes", "1000"]).unwrap_err();
+        assert!(e.contains("--log-compact-bytes needs --log-dir"), "{e}");
+        let c = cfg(&["--log-dir", "/nonexistent/log"]).unwrap();
+        assert_eq!(c.log.map(|l| l.compact_bytes), Some(64 << 20));
+        let c = cfg(&["--log-dir", "/nonexistent/log", "--log-compact-bytes", "0"]).unwrap();
+        assert_eq!(c.log.map(|l| l.compact_bytes), Some(0));
+        assert!(cfg(&["--log-dir", "d", "--log-compact-bytes", "-1"]).is_err());
     }
 
     #[test]

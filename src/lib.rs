@@ -11,11 +11,11 @@
 //! - [`shard_meta`]: the same for memcached's meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`).
 //! - [`watch`]: the `watch` event log of one shard: event kinds and memcached's line formats.
 //! - [`durability`]: the optional append-only log (`--log-dir`): record format, replay, the
-//!   log thread.
+//!   directory's files, the log thread, snapshots and compaction.
 //! - [`runtime`]: the only place with threads, sockets, rings and timers.
 //!
 //! Dependency direction: `main -> runtime -> {router, shard, durability, config, clock}`;
-//! `shard -> {protocol, storage, prefix_stats, watch, durability::record}`. `protocol`, `storage`, `prefix_stats`, `clock`
+//! `shard -> {protocol, storage, router, prefix_stats, watch, durability::record}`. `protocol`, `storage`, `prefix_stats`, `clock`
 //! and `router` use nothing above them (enforced by `tests/layering.rs`).
 //!
 //! # The request path

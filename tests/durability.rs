@@ -1,6 +1,9 @@
 //! The durability log (`--log-dir`): what is logged comes back after a restart (a clean stop,
-//! or `kill -9` under `--log-fsync always`), expired items do not, damaged records are
-//! reported and skipped, write errors are not acknowledged, and no log means no files.
+//! or `kill -9` under `--log-fsync always`, during a compaction too), expired items do not,
+//! damaged records are reported and skipped, write errors are not acknowledged, compaction
+//! bounds the directory, a copy of the directory is a backup, a version 1 log is adopted, a
+//! flush replayed under another shard count removes only its shard's keys, and no log means
+//! no files.
 //! corecache-only: skipped in `CORECACHE_TEST_SERVER=memcached` mode.
 
 use std::path::{Path, PathBuf};
@@ -34,8 +37,18 @@ impl TempDir {
         self.0.join("log").to_string_lossy().into_owned()
     }
 
+    /// The newest log segment.
     fn log_file(&self) -> PathBuf {
-        self.0.join("log").join("corecache.log")
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(self.0.join("log"))
+            .expect("the log directory")
+            .map(|e| e.expect("an entry").path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("corecache.") && name.ends_with(".log") && name.len() > 14
+            })
+            .collect();
+        segments.sort();
+        segments.pop().expect("a segment")
     }
 }
 
@@ -421,10 +434,21 @@ fn stats_show_the_log_only_when_it_is_on() {
     }
     assert!(stat(&server, "log_bytes") > 0);
     assert_eq!(stat(&server, "log_fsyncs"), 0);
+    // A new directory: segment 1, no snapshot yet.
+    assert_eq!(stat(&server, "log_segment_generation"), 1);
+    assert!(stat(&server, "log_segment_bytes") > 32);
+    assert_eq!(stat(&server, "log_snapshot_generation"), 0);
+    assert_eq!(stat(&server, "log_snapshots"), 0);
+    assert_eq!(stat(&server, "log_snapshot_bytes"), 0);
+    assert_eq!(
+        settings.get("log_compact_bytes").map(String::as_str),
+        Some("67108864")
+    );
     drop(server);
 
     let plain = TestServer::start(&["-t", "2"]);
     assert!(!plain.stats().contains_key("log_records"));
+    assert!(!plain.stats().contains_key("log_snapshots"));
     assert!(!plain.stats_sub("settings").contains_key("log_dir"));
 }
 
@@ -485,4 +509,348 @@ fn bad_log_directories_fail_at_startup() {
     let out = run(&["--log-dir", &log_dir]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+/// The names of the files in the log directory, sorted.
+fn log_files(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("log"))
+        .expect("the log directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits (bounded) until `stat(name)` satisfies `ok`.
+fn wait_stat(server: &TestServer, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = stat(server, name);
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {v}");
+        std::thread::sleep(Duration::from_millis(5)); // bounded poll
+    }
+}
+
+/// Waits until `snapshots` snapshots are complete and none is under way.
+fn wait_snapshots(server: &TestServer, snapshots: u64) {
+    wait_stat(server, "log_snapshots", |n| n >= snapshots);
+    wait_stat(server, "log_snapshot_generation", |g| g == 0);
+}
+
+/// `set` of `key` to `value`, acknowledged.
+fn set(c: &mut common::Client, key: &str, value: &str) {
+    c.roundtrip(
+        format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+        b"STORED\r\n",
+    );
+}
+
+fn expect_value(c: &mut common::Client, key: &str, value: &str) {
+    c.roundtrip(
+        format!("get {key}\r\n").as_bytes(),
+        format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes(),
+    );
+}
+
+#[test]
+fn compaction_keeps_every_item_and_bounds_the_directory() {
+    if skip_in_memcached_mode("the durability log is corecache's") {
+        return;
+    }
+    for_each_config(|config| {
+        let dir = TempDir::new("compact");
+        let log_dir = dir.log_dir();
+        let mut args = with_log(config, &log_dir, "always");
+        args.extend(["--log-compact-bytes", "16384"]);
+        let mut server = TestServer::start(&args);
+        assert_eq!(
+            server.stats_sub("settings").get("log_compact_bytes"),
+            Some(&String::from("16384"))
+        );
+        let mut c = server.connect();
+        // 100 keys rewritten 8 times: about 8 x 100 x 100 bytes of records, several
+        // compactions at 16 KiB.
+        for round in 0..8 {
+            for i in 0..100 {
+                set(&mut c, &format!("k{i}"), &format!("{round}-{i:0>90}"));
+            }
+            c.roundtrip(format!("delete k{round}\r\n").as_bytes(), b"DELETED\r\n");
+        }
+        c.roundtrip(b"flush_all 100000\r\n", b"OK\r\n");
+        let snapshots = wait_stat(&server, "log_snapshots", |n| n >= 2);
+        assert_eq!(stat(&server, "log_snapshot_failures"), 0);
+        // One more, asked for, with nothing written after it.
+        c.roundtrip(b"log_compact\r\n", b"OK\r\n");
+        wait_snapshots(&server, snapshots + 1);
+        let written = stat(&server, "log_bytes");
+        let kept = stat(&server, "log_file_bytes");
+        assert!(kept < written / 4, "kept {kept} of {written} bytes");
+        // What is left: the marker, one snapshot, and the segment after it.
+        let files = log_files(&dir);
+        let snaps: Vec<_> = files.iter().filter(|f| f.ends_with(".snap")).collect();
+        let segments: Vec<_> = files
+            .iter()
+            .filter(|f| f.ends_with(".log") && f.as_str() != "corecache.log")
+            .collect();
+        assert_eq!(snaps.len(), 1, "{files:?}");
+        assert_eq!(segments.len(), 1, "{files:?}");
+        assert!(files.contains(&String::from("corecache.log")), "{files:?}");
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(
+            snaps[0].trim_end_matches(".snap"),
+            segments[0].trim_end_matches(".log")
+        );
+        // Written after the last snapshot: replayed from the segment.
+        set(&mut c, "after", "A");
+        drop(c);
+        server.crash_and_restart();
+        let mut c = server.connect();
+        for i in 0..100 {
+            if i == 7 {
+                // Deleted in the last round (the earlier rounds' deletes were set over).
+                c.roundtrip(format!("get k{i}\r\n").as_bytes(), b"END\r\n");
+            } else {
+                expect_value(&mut c, &format!("k{i}"), &format!("7-{i:0>90}"));
+            }
+        }
+        expect_value(&mut c, "after", "A");
+        assert_eq!(stat(&server, "log_skipped_bytes"), 0);
+        assert!(stat(&server, "log_replayed") < 200);
+        // The delayed flush, recorded in the snapshot, is still pending.
+        drop(c);
+        server.stop_and_restart();
+        let mut c = server.connect();
+        expect_value(&mut c, "k50", &format!("7-{:0>90}", 50));
+    });
+}
+
+#[test]
+fn a_copy_of_the_directory_starts_a_server_with_the_same_items() {
+    if skip_in_memcached_mode("the durability log is corecache's") {
+        return;
+    }
+    for_each_config(|config| {
+        let dir = TempDir::new("backup");
+        let log_dir = dir.log_dir();
+        let server = TestServer::start(&with_log(config, &log_dir, "always"));
+        let mut c = server.connect();
+        for i in 0..50 {
+            set(&mut c, &format!("b{i}"), &format!("before-{i}"));
+        }
+        c.roundtrip(b"log_compact\r\n", b"OK\r\n");
+        wait_snapshots(&server, 1);
+        for i in 0..5 {
+            set(&mut c, &format!("b{i}"), &format!("after-{i}"));
+        }
+        c.roundtrip(b"delete b10\r\n", b"DELETED\r\n");
+        // The backup: every file of the directory, copied while the server runs.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        for name in log_files(&dir) {
+            std::fs::copy(dir.path().join("log").join(&name), copy.join(&name)).unwrap();
+        }
+        let copy_dir = copy.to_string_lossy().into_owned();
+        // Restored under the other shard count: snapshot records are routed like requests.
+        let mut other = config.to_vec();
+        other[1] = if config[1] == "1" { "2" } else { "1" };
+        let restored = TestServer::start(&with_log(&other, &copy_dir, "always"));
+        let mut r = restored.connect();
+        for i in 0..50 {
+            match i {
+                0..5 => expect_value(&mut r, &format!("b{i}"), &format!("after-{i}")),
+                10 => r.roundtrip(b"get b10\r\n", b"END\r\n"),
+                _ => expect_value(&mut r, &format!("b{i}"), &format!("before-{i}")),
+            }
+        }
+        drop(server);
+        // Without a log there is nothing to compact.
+        let plain = TestServer::start(config);
+        let mut p = plain.connect();
+        p.roundtrip(
+            b"log_compact\r\n",
+            b"SERVER_ERROR no log (start with --log-dir)\r\n",
+        );
+    });
+}
+
+#[test]
+fn acknowledged_sets_survive_kill_9_during_compaction() {
+    if skip_in_memcached_mode("the durability log is corecache's") {
+        return;
+    }
+    for_each_config(|config| {
+        let dir = TempDir::new("kill9compact");
+        let log_dir = dir.log_dir();
+        let mut args = with_log(config, &log_dir, "always");
+        args.extend(["--log-compact-bytes", "0"]);
+        let mut server = TestServer::start(&args);
+        let mut c = server.connect();
+        // Enough items that a snapshot takes many slices.
+        let mut req = Vec::new();
+        for i in 0..20_000 {
+            req.extend_from_slice(format!("set p{i} 0 0 40 noreply\r\n{i:0>40}\r\n").as_bytes());
+        }
+        req.extend_from_slice(b"mn\r\n");
+        c.send(&req);
+        c.read_exact_reply(b"MN\r\n");
+        let mut acknowledged = Vec::new();
+        // Kill at a different moment of a compaction each time: right after asking for it,
+        // and after more and more acknowledged sets while it runs.
+        for (attempt, sets) in [0usize, 1, 10, 100, 400].into_iter().enumerate() {
+            c.roundtrip(b"log_compact\r\n", b"OK\r\n");
+            for i in 0..sets {
+                let key = format!("a{attempt}-{i}");
+                set(&mut c, &key, &key);
+                acknowledged.push(key);
+            }
+            drop(c);
+            server.crash_and_restart();
+            c = server.connect();
+            for key in &acknowledged {
+                expect_value(&mut c, key, key);
+            }
+            for i in (0..20_000).step_by(997) {
+                expect_value(&mut c, &format!("p{i}"), &format!("{i:0>40}"));
+            }
+            let files = log_files(&dir);
+            assert!(
+                !files.iter().any(|f| f.ends_with(".tmp")),
+                "startup removes unfinished snapshots: {files:?}"
+            );
+            assert!(files.iter().filter(|f| f.ends_with(".snap")).count() <= 1);
+        }
+        assert_eq!(stat(&server, "log_skipped_bytes"), 0);
+    });
+}
+
+/// A key that `shard_of` gives to `shard` of `shard_count`, named `<prefix><n>`.
+fn key_on(prefix: &str, shard: u16, shard_count: u16) -> String {
+    use corecache::router::{key_hash, shard_of};
+    (0..10_000)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|k| shard_of(key_hash(k.as_bytes()), shard_count).0 == shard)
+        .expect("a key on that shard")
+}
+
+/// Writes a version 1 log (`corecache.log`), as a version 1 build wrote it, into `dir`.
+fn write_v1_log(dir: &Path, records: impl FnOnce(&mut Vec<u8>)) {
+    use corecache::durability::record;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut bytes = record::file_header_v1().to_vec();
+    records(&mut bytes);
+    std::fs::write(dir.join("corecache.log"), bytes).unwrap();
+}
+
+fn item<'a>(key: &'a str, value: &'a str) -> corecache::durability::record::ItemRecord<'a> {
+    corecache::durability::record::ItemRecord {
+        key: key.as_bytes(),
+        client_flags: 0,
+        item_bits: 0,
+        expires_unix: 0,
+        cas: 0,
+        value: value.as_bytes(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_flush_replayed_under_another_shard_count_removes_only_its_shards_keys() {
+    use corecache::durability::record::{encode_flush, encode_item, FlushRecord};
+    if skip_in_memcached_mode("the durability log is corecache's") {
+        return;
+    }
+    // As written at -t 2: both shards store, shard 0 flushes and then stores again, and only
+    // after that is shard 1's flush record written; then shard 1 stores.
+    let a0 = key_on("a", 0, 2);
+    let b1 = key_on("b", 1, 2);
+    let c0 = key_on("c", 0, 2);
+    let d1 = key_on("d", 1, 2);
+    let t = unix_now() - 10;
+    let flush = |shard| FlushRecord {
+        at_unix: t,
+        shard,
+        shard_count: 2,
+    };
+    for shard_count in ["1", "2", "3"] {
+        for backend in ["epoll", "uring"] {
+            eprintln!("=== -t {shard_count} --io-backend {backend}");
+            let dir = TempDir::new("routedflush");
+            let log_dir = dir.log_dir();
+            write_v1_log(&dir.path().join("log"), |out| {
+                encode_item(out, &item(&a0, "A"), t);
+                encode_item(out, &item(&b1, "B"), t);
+                encode_flush(out, &flush(0), t);
+                encode_item(out, &item(&c0, "C"), t);
+                encode_flush(out, &flush(1), t);
+                encode_item(out, &item(&d1, "D"), t);
+            });
+            let config = ["-t", shard_count, "--io-backend", backend];
+            let server = TestServer::start(&with_log(&config, &log_dir, "always"));
+            let mut c = server.connect();
+            c.roundtrip(format!("get {a0} {b1}\r\n").as_bytes(), b"END\r\n");
+            expect_value(&mut c, &c0, "C");
+            expect_value(&mut c, &d1, "D");
+            // Four items; each flush counts once per shard it was applied on (every shard
+            // when the shard count changed).
+            let n: u64 = shard_count.parse().unwrap();
+            let flushes = if n == 2 { 2 } else { 2 * n };
+            assert_eq!(stat(&server, "log_replayed"), 4 + flushes);
+            // The version 1 log was adopted as segment 0, beside a version 2 marker.
+            let files = log_files(&dir);
+            assert!(files.contains(&String::from("corecache.0000000000000000.log")));
+            assert!(files.contains(&String::from("corecache.log")));
+        }
+    }
+}
+
+#[test]
+fn a_flush_written_at_two_shards_replays_at_one_and_three() {
+    if skip_in_memcached_mode("the durability log is corecache's") {
+        return;
+    }
+    for backend in ["epoll", "uring"] {
+        let dir = TempDir::new("flushcount");
+        let log_dir = dir.log_dir();
+        let config = ["-t", "2", "--io-backend", backend];
+        let server = TestServer::start(&with_log(&config, &log_dir, "always"));
+        let mut c = server.connect();
+        let keys: Vec<String> = (0..4)
+            .map(|n| key_on(&format!("s{n}-"), n % 2, 2))
+            .collect();
+        for k in &keys {
+            set(&mut c, k, "old");
+        }
+        c.roundtrip(b"flush_all\r\n", b"OK\r\n");
+        // Stored on each shard right after the flush: its record may reach the log before the
+        // other shard's flush record.
+        for k in &keys {
+            set(&mut c, &format!("{k}-new"), "new");
+        }
+        drop(c);
+        drop(server);
+        for shard_count in ["1", "3", "2"] {
+            eprintln!("=== -t {shard_count} --io-backend {backend}");
+            let config = ["-t", shard_count, "--io-backend", backend];
+            let server = TestServer::start(&with_log(&config, &log_dir, "always"));
+            let mut c = server.connect();
+            for k in &keys {
+                c.roundtrip(format!("get {k}\r\n").as_bytes(), b"END\r\n");
+                expect_value(&mut c, &format!("{k}-new"), "new");
+            }
+        }
+    }
 }

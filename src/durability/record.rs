@@ -9,12 +9,17 @@
 
 use crc32c::{crc32c, crc32c_append};
 
-/// The first 8 bytes of a log file.
+/// The first 8 bytes of every file in `--log-dir`.
 pub const FILE_MAGIC: [u8; 8] = *b"CCLOG\0\r\n";
-/// The file format version this build writes and reads.
-pub const FILE_VERSION: u16 = 1;
-/// Bytes of the file header: magic, version, reserved, checksum.
-pub const FILE_HEADER_BYTES: usize = 16;
+/// The file format version this build writes (it reads version 1 logs too).
+pub const FILE_VERSION: u16 = 2;
+/// The first format version (one log file, `corecache.log`, no snapshots).
+pub const FILE_VERSION_1: u16 = 1;
+/// Bytes of a version 1 file header: magic, version, reserved, checksum.
+pub const FILE_HEADER_BYTES_V1: usize = 16;
+/// Bytes of a version 2 file header: the version 1 fields (the reserved field now the file's
+/// kind), then the generation, the shard count, reserved, and a checksum of all before it.
+pub const FILE_HEADER_BYTES: usize = 32;
 
 /// The first 4 bytes of every record (lets replay find the next record after a damaged one).
 pub const RECORD_MAGIC: [u8; 4] = *b"CCr1";
@@ -34,7 +39,8 @@ pub const KEY_BYTES_MAX: usize = 250;
 /// `-I`'s upper bound (1 GiB). Anything longer is damage, not a record.
 pub const BODY_BYTES_MAX: usize = BODY_COMMON_BYTES + ITEM_FIXED_BYTES + KEY_BYTES_MAX + (1 << 30);
 
-const _: () = assert!(FILE_HEADER_BYTES == 8 + 2 + 2 + 4);
+const _: () = assert!(FILE_HEADER_BYTES_V1 == 8 + 2 + 2 + 4);
+const _: () = assert!(FILE_HEADER_BYTES == FILE_HEADER_BYTES_V1 + 8 + 2 + 2 + 4);
 const _: () = assert!(BODY_COMMON_BYTES == 1 + 1 + 2 + 4 + 8);
 const _: () = assert!(BODY_BYTES_MAX < u32::MAX as usize);
 
@@ -42,6 +48,9 @@ const _: () = assert!(BODY_BYTES_MAX < u32::MAX as usize);
 const KIND_ITEM: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_FLUSH: u8 = 3;
+const KIND_SNAPSHOT_END: u8 = 4;
+/// Bytes of a snapshot end record's fields after the common part.
+const SNAPSHOT_END_FIXED_BYTES: usize = 8;
 
 /// `item_bits`: the item was invalidated by `md ... I` (meta's stale mark).
 pub const ITEM_BIT_STALE: u8 = 1;
@@ -80,6 +89,8 @@ pub enum Record<'a> {
     Delete { key: &'a [u8] },
     /// A shard ran `flush_all`.
     Flush(FlushRecord),
+    /// The last record of a complete snapshot: `records` records precede it in the file.
+    SnapshotEnd { records: u64 },
 }
 
 /// A decoded record plus the Unix second its shard recorded it at.
@@ -95,16 +106,79 @@ impl Record<'_> {
         match self {
             Record::Item(item) => Some(item.key),
             Record::Delete { key } => Some(key),
-            Record::Flush(_) => None,
+            Record::Flush(_) | Record::SnapshotEnd { .. } => None,
         }
     }
 }
 
-/// The file header a new log starts with.
-pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
+/// What a file in `--log-dir` holds (version 2 header, bytes 10..12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A log segment: records in the order they were written.
+    Segment,
+    /// A snapshot: every live item of every shard, then an end record.
+    Snapshot,
+    /// `corecache.log` in a version 2 directory: no records, it marks the directory as
+    /// version 2 (so a build that reads only version 1 refuses it instead of starting empty).
+    Marker,
+}
+
+impl FileKind {
+    fn code(self) -> u16 {
+        match self {
+            FileKind::Segment => 1,
+            FileKind::Snapshot => 2,
+            FileKind::Marker => 3,
+        }
+    }
+
+    fn from_code(code: u16) -> Option<FileKind> {
+        match code {
+            1 => Some(FileKind::Segment),
+            2 => Some(FileKind::Snapshot),
+            3 => Some(FileKind::Marker),
+            _ => None,
+        }
+    }
+}
+
+/// A checked file header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    /// [`FILE_VERSION_1`] (a log, generation 0) or [`FILE_VERSION`].
+    pub version: u16,
+    pub kind: FileKind,
+    /// Segments and snapshots are numbered; a snapshot of generation `g` holds what the
+    /// segments before `g` hold, and replay continues with segment `g`.
+    pub generation: u64,
+    /// A snapshot: the shard count of the server that wrote it (0 otherwise).
+    pub shard_count: u16,
+    /// Where the records start: the header's length.
+    pub bytes: usize,
+}
+
+/// The version 2 header of a new file.
+pub fn file_header(kind: FileKind, generation: u64, shard_count: u16) -> [u8; FILE_HEADER_BYTES] {
     let mut h = [0u8; FILE_HEADER_BYTES];
     h[..8].copy_from_slice(&FILE_MAGIC);
     h[8..10].copy_from_slice(&FILE_VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&kind.code().to_le_bytes());
+    // The version 1 checksum place keeps a checksum of the first 12 bytes, so a version 1
+    // reader reports the version instead of a damaged header.
+    let crc = crc32c(&h[..12]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h[16..24].copy_from_slice(&generation.to_le_bytes());
+    h[24..26].copy_from_slice(&shard_count.to_le_bytes());
+    let crc = crc32c(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The version 1 header (what a version 1 build wrote; tests build old logs with it).
+pub fn file_header_v1() -> [u8; FILE_HEADER_BYTES_V1] {
+    let mut h = [0u8; FILE_HEADER_BYTES_V1];
+    h[..8].copy_from_slice(&FILE_MAGIC);
+    h[8..10].copy_from_slice(&FILE_VERSION_1.to_le_bytes());
     let crc = crc32c(&h[..12]);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
@@ -113,14 +187,19 @@ pub fn file_header() -> [u8; FILE_HEADER_BYTES] {
 /// Why a file header was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderError {
+    /// Fewer bytes than the header needs (a file whose creation was cut short).
+    Short,
     /// Not a corecache log (or a damaged header).
     NotALog,
-    /// A log of another format version.
+    /// A file of another format version.
     Version(u16),
 }
 
-/// Checks a file header.
-pub fn check_file_header(h: &[u8; FILE_HEADER_BYTES]) -> Result<(), HeaderError> {
+/// Checks the header at the start of `bytes` (version 1 or 2).
+pub fn check_file_header(bytes: &[u8]) -> Result<FileHeader, HeaderError> {
+    let Some(h) = bytes.get(..FILE_HEADER_BYTES_V1) else {
+        return Err(HeaderError::Short);
+    };
     if h[..8] != FILE_MAGIC {
         return Err(HeaderError::NotALog);
     }
@@ -129,10 +208,34 @@ pub fn check_file_header(h: &[u8; FILE_HEADER_BYTES]) -> Result<(), HeaderError>
         return Err(HeaderError::NotALog);
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
-    if version != FILE_VERSION {
-        return Err(HeaderError::Version(version));
+    let code = u16::from_le_bytes([h[10], h[11]]);
+    match version {
+        FILE_VERSION_1 if code == 0 => Ok(FileHeader {
+            version,
+            kind: FileKind::Segment,
+            generation: 0,
+            shard_count: 0,
+            bytes: FILE_HEADER_BYTES_V1,
+        }),
+        FILE_VERSION => {
+            let Some(h) = bytes.get(..FILE_HEADER_BYTES) else {
+                return Err(HeaderError::Short);
+            };
+            let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+            if crc != crc32c(&h[..28]) {
+                return Err(HeaderError::NotALog);
+            }
+            Ok(FileHeader {
+                version,
+                kind: FileKind::from_code(code).ok_or(HeaderError::NotALog)?,
+                generation: u64_at(h, 16).ok_or(HeaderError::NotALog)?,
+                shard_count: u16::from_le_bytes([h[24], h[25]]),
+                bytes: FILE_HEADER_BYTES,
+            })
+        }
+        FILE_VERSION_1 => Err(HeaderError::NotALog),
+        other => Err(HeaderError::Version(other)),
     }
-    Ok(())
 }
 
 /// Appends an item record.
@@ -165,6 +268,13 @@ pub fn encode_flush(out: &mut Vec<u8>, flush: &FlushRecord, time_unix: u64) {
     out.extend_from_slice(&flush.at_unix.to_le_bytes());
     out.extend_from_slice(&flush.shard.to_le_bytes());
     out.extend_from_slice(&flush.shard_count.to_le_bytes());
+    finish(out, start);
+}
+
+/// Appends a snapshot's end record: `records` records precede it in the file.
+pub fn encode_snapshot_end(out: &mut Vec<u8>, records: u64, time_unix: u64) {
+    let start = begin(out, KIND_SNAPSHOT_END, 0, time_unix);
+    out.extend_from_slice(&records.to_le_bytes());
     finish(out, start);
 }
 
@@ -269,6 +379,14 @@ pub fn decode_body(body: &[u8], crc: u32) -> Option<Decoded<'_>> {
                 shard: u16::from_le_bytes([rest[8], rest[9]]),
                 shard_count: u16::from_le_bytes([rest[10], rest[11]]),
             })
+        }
+        KIND_SNAPSHOT_END => {
+            if rest.len() != SNAPSHOT_END_FIXED_BYTES {
+                return None;
+            }
+            Record::SnapshotEnd {
+                records: u64_at(rest, 0)?,
+            }
         }
         _ => return None,
     };
@@ -391,13 +509,65 @@ mod tests {
 
     #[test]
     fn file_headers_are_checked() {
-        let h = file_header();
-        assert_eq!(check_file_header(&h), Ok(()));
-        let mut other = h;
+        let v1 = file_header_v1();
+        let read = check_file_header(&v1).unwrap();
+        assert_eq!(
+            (read.version, read.kind, read.generation),
+            (1, FileKind::Segment, 0)
+        );
+        assert_eq!(read.bytes, 16);
+        let mut other = v1;
         other[8] = 2;
         assert_eq!(check_file_header(&other), Err(HeaderError::NotALog));
-        let mut wrong = h;
+        let mut wrong = v1;
         wrong[0] = b'X';
         assert_eq!(check_file_header(&wrong), Err(HeaderError::NotALog));
+        assert_eq!(check_file_header(&v1[..15]), Err(HeaderError::Short));
+        let v2 = file_header(FileKind::Snapshot, 0x0102_0304_0506_0708, 3);
+        let read = check_file_header(&v2).unwrap();
+        assert_eq!(read.kind, FileKind::Snapshot);
+        assert_eq!(
+            (read.generation, read.shard_count),
+            (0x0102_0304_0506_0708, 3)
+        );
+        assert_eq!(read.bytes, 32);
+        assert_eq!(check_file_header(&v2[..31]), Err(HeaderError::Short));
+        for byte in 0..FILE_HEADER_BYTES {
+            let mut damaged = v2;
+            damaged[byte] ^= 0x10;
+            assert!(check_file_header(&damaged).is_err(), "byte {byte}");
+        }
+        // A version 1 reader checks bytes 0..16 alone: it finds version 2 there.
+        assert_eq!(crc32c(&v2[..12]).to_le_bytes(), v2[12..16]);
+        let mut future = v2;
+        future[8] = 9;
+        let crc = crc32c(&future[..12]);
+        future[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(check_file_header(&future), Err(HeaderError::Version(9)));
+    }
+
+    /// The version 2 header, byte by byte (doc/log-format.md).
+    #[test]
+    fn the_v2_header_layout_is_as_documented() {
+        let h = file_header(FileKind::Segment, 7, 0);
+        assert_eq!(&h[..8], b"CCLOG\0\r\n");
+        assert_eq!(&h[8..10], &[2, 0]);
+        assert_eq!(&h[10..12], &[1, 0]);
+        assert_eq!(&h[16..24], &7u64.to_le_bytes());
+        assert_eq!(&h[24..28], &[0, 0, 0, 0]);
+        assert_eq!(&h[28..32], &crc32c(&h[..28]).to_le_bytes());
+        assert_eq!(file_header(FileKind::Marker, 0, 0)[10], 3);
+    }
+
+    #[test]
+    fn the_snapshot_end_layout_is_as_documented() {
+        let mut buf = Vec::new();
+        encode_snapshot_end(&mut buf, 0x1122, 5);
+        assert_eq!(buf.len(), 12 + 16 + 8);
+        assert_eq!(buf[12], KIND_SNAPSHOT_END);
+        assert_eq!(&buf[12 + 16..], &0x1122u64.to_le_bytes());
+        let (d, n) = decode(&buf).unwrap();
+        assert_eq!(d.record, Record::SnapshotEnd { records: 0x1122 });
+        assert_eq!(n, buf.len());
     }
 }

@@ -303,4 +303,164 @@ mod tests {
         assert_eq!(s.skipped_bytes, junk.len() as u64);
         assert_eq!(s.tail_from, Some(16));
     }
+
+    /// A fixed-seed xorshift64* generator: one seed drives every damage.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// A log of every record kind, and each record's byte range.
+    fn mixed_log() -> (Vec<u8>, Vec<(usize, usize)>) {
+        use super::super::record::{encode_flush, encode_snapshot_end, FlushRecord};
+        let mut buf = Vec::new();
+        let mut ranges = Vec::new();
+        for i in 0..40u32 {
+            let start = buf.len();
+            let key = format!("key-{i}");
+            match i % 5 {
+                3 => encode_delete(&mut buf, key.as_bytes(), u64::from(i)),
+                4 if i % 10 == 4 => {
+                    let flush = FlushRecord {
+                        at_unix: u64::from(i) + 5,
+                        shard: (i % 3) as u16,
+                        shard_count: 3,
+                    };
+                    encode_flush(&mut buf, &flush, u64::from(i));
+                }
+                4 => encode_snapshot_end(&mut buf, u64::from(i), u64::from(i)),
+                _ => {
+                    // Values that hold the record magic too, to tempt the resynchronisation.
+                    let mut value = vec![b'0' + (i % 10) as u8; (i as usize * 13) % 200];
+                    if i % 7 == 0 {
+                        value.extend_from_slice(&RECORD_MAGIC);
+                    }
+                    encode_item(
+                        &mut buf,
+                        &ItemRecord {
+                            key: key.as_bytes(),
+                            client_flags: i,
+                            item_bits: (i % 4) as u8,
+                            expires_unix: u64::from(i) * 1000,
+                            cas: u64::from(i) + 1,
+                            value: &value,
+                        },
+                        u64::from(i),
+                    );
+                }
+            }
+            ranges.push((start, buf.len()));
+        }
+        (buf, ranges)
+    }
+
+    /// One damage of `good`; returns the damaged bytes and the first offset that differs.
+    fn damage(good: &[u8], rng: &mut Rng) -> (Vec<u8>, usize) {
+        let mut bad = good.to_vec();
+        match rng.below(5) {
+            0 => {
+                // Flip a few bytes.
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(bad.len());
+                    bad[at] ^= 1 + rng.below(255) as u8;
+                }
+            }
+            1 => {
+                // Splice: copy a stretch of the log over another place.
+                let from = rng.below(bad.len());
+                let len = 1 + rng.below(300).min(bad.len() - from - 1);
+                let to = rng.below(bad.len() - len);
+                let piece = good[from..from + len].to_vec();
+                bad[to..to + len].copy_from_slice(&piece);
+            }
+            2 => {
+                // Splice: insert a stretch of the log elsewhere (a record twice, half a one).
+                let from = rng.below(bad.len());
+                let len = 1 + rng.below(300).min(bad.len() - from - 1);
+                let to = rng.below(bad.len());
+                let piece = good[from..from + len].to_vec();
+                bad.splice(to..to, piece);
+            }
+            3 => {
+                // Cut a stretch out.
+                let from = rng.below(bad.len());
+                let len = 1 + rng.below(200).min(bad.len() - from - 1);
+                bad.drain(from..from + len);
+            }
+            _ => {
+                // Random garbage over a stretch, then a torn tail.
+                let at = rng.below(bad.len());
+                for b in bad.iter_mut().skip(at).take(1 + rng.below(64)) {
+                    *b = rng.next() as u8;
+                }
+                let cut = at + rng.below(bad.len() - at);
+                bad.truncate(cut.max(1));
+            }
+        }
+        let first = good
+            .iter()
+            .zip(bad.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(good.len().min(bad.len()));
+        (bad, first)
+    }
+
+    /// Replays `bad` and checks: every record loaded is one of the log's own records, byte for
+    /// byte (so its checksum held), and every record that ends before `first` is loaded, in
+    /// order, where it was.
+    fn check_replay(bad: &[u8], first: usize, originals: &[&[u8]], ranges: &[(usize, usize)]) {
+        let mut loaded = Vec::new();
+        let s = scan(&mut &bad[..], 0, bad.len() as u64, |_, at| {
+            loaded.push(at as usize)
+        })
+        .unwrap();
+        for &at in &loaded {
+            let (_, len) = record::decode(&bad[at..]).expect("a loaded record decodes");
+            let bytes = &bad[at..at + len];
+            assert!(
+                originals.contains(&bytes),
+                "a record that was never written, at {at}"
+            );
+        }
+        let kept: Vec<usize> = ranges
+            .iter()
+            .filter(|&&(_, end)| end <= first)
+            .map(|&(start, _)| start)
+            .collect();
+        assert_eq!(
+            &loaded[..kept.len().min(loaded.len())],
+            &kept[..],
+            "first damage {first}"
+        );
+        assert!(loaded.len() >= kept.len(), "first damage {first}");
+        assert!(s.end <= bad.len() as u64);
+    }
+
+    #[test]
+    fn damaged_logs_never_load_a_bad_record_and_keep_what_precedes_the_damage() {
+        let (good, ranges) = mixed_log();
+        let originals: Vec<&[u8]> = ranges.iter().map(|&(a, b)| &good[a..b]).collect();
+        // Every cut in the first records' range, and a sample after it.
+        for cut in (0..ranges[6].1).chain((ranges[6].1..good.len()).step_by(7)) {
+            check_replay(&good[..cut], cut, &originals, &ranges);
+        }
+        let seed = 0x5eed_c0de_cafe_f00d;
+        let mut rng = Rng(seed);
+        for round in 0..4000 {
+            let (bad, first) = damage(&good, &mut rng);
+            let result =
+                std::panic::catch_unwind(|| check_replay(&bad, first, &originals, &ranges));
+            assert!(result.is_ok(), "seed={seed:#x} round={round}");
+        }
+    }
 }

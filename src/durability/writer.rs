@@ -16,17 +16,17 @@
 //!   on stderr, every record from the first unwritten one on is acknowledged as failed (under
 //!   `always` the shards answer `SERVER_ERROR`), and later batches are discarded.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::record::{self, FILE_HEADER_BYTES};
-use super::replay::{self, Scan};
+use super::files::{self, ReplayFile};
+use super::record::FILE_HEADER_BYTES;
+use super::snapshot::{SnapshotChunk, SNAPSHOT_QUEUE_DEPTH};
 use crate::config::LogFsync;
 
 /// Batches in flight per shard.
@@ -37,8 +37,8 @@ pub const QUEUE_DEPTH: usize = 64;
 pub const STAGED_BYTES_MAX: usize = 1 << 20;
 /// Most bytes the log thread gathers for one write.
 const WRITE_BYTES_MAX: usize = 16 << 20;
-/// The log file's name inside `--log-dir`.
-pub const LOG_FILE_NAME: &str = "corecache.log";
+/// After a rotation failed, the log thread waits this long before trying again.
+const ROTATE_RETRY: Duration = Duration::from_secs(10);
 /// How often `everysec` syncs.
 const EVERYSEC: Duration = Duration::from_secs(1);
 /// The longest the idle log thread sleeps before looking at its queues again.
@@ -86,14 +86,33 @@ pub struct LogShared {
     pub replay_refused: AtomicU64,
     /// Startup: bytes of damaged records passed over (a torn tail included).
     pub skipped_bytes: AtomicU64,
-    /// The log file's size.
+    /// Bytes of the log segments in the directory.
     pub file_bytes: AtomicU64,
-    /// Startup: where the intact records end (replay reads up to here).
-    pub replay_to: AtomicU64,
+    /// Bytes of the newest segment (compaction starts when it reaches the threshold).
+    pub segment_bytes: AtomicU64,
+    /// The newest segment's generation.
+    pub segment_generation: AtomicU64,
+    /// Startup: the snapshot and the segments to replay, in order.
+    pub replay_files: OnceLock<Vec<ReplayFile>>,
+    /// `--log-compact-bytes`: a segment this large (and at least as large as the last
+    /// snapshot) starts a compaction; 0: only `log_compact` does.
+    pub compact_bytes: u64,
+    /// `log_compact` asked for a compaction.
+    pub compact_requested: AtomicBool,
+    /// The generation of the snapshot being written (0: none). Set by the log thread once
+    /// segment `generation` exists; cleared by the snapshot thread when it is done or failed.
+    pub snapshot_generation: AtomicU64,
+    /// Snapshots completed and failed since startup.
+    pub snapshots: AtomicU64,
+    pub snapshot_failures: AtomicU64,
+    /// Records in the snapshot being written (or the last one).
+    pub snapshot_records: AtomicU64,
+    /// Bytes of the newest complete snapshot.
+    pub snapshot_bytes: AtomicU64,
 }
 
 impl LogShared {
-    pub fn new(dir: PathBuf, fsync: LogFsync, shard_count: u16) -> LogShared {
+    pub fn new(dir: PathBuf, fsync: LogFsync, shard_count: u16, compact_bytes: u64) -> LogShared {
         LogShared {
             dir,
             fsync,
@@ -115,7 +134,16 @@ impl LogShared {
             replay_refused: AtomicU64::new(0),
             skipped_bytes: AtomicU64::new(0),
             file_bytes: AtomicU64::new(0),
-            replay_to: AtomicU64::new(0),
+            segment_bytes: AtomicU64::new(0),
+            segment_generation: AtomicU64::new(0),
+            replay_files: OnceLock::new(),
+            compact_bytes,
+            compact_requested: AtomicBool::new(false),
+            snapshot_generation: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
+            snapshot_records: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
         }
     }
 
@@ -133,6 +161,17 @@ impl LogShared {
         self.unpark();
     }
 
+    /// Whether the log thread was asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// `log_compact`: starts a compaction soon (after the one under way, if any).
+    pub fn request_compaction(&self) {
+        self.compact_requested.store(true, Ordering::SeqCst);
+        self.unpark();
+    }
+
     fn unpark(&self) {
         if let Some(t) = self.thread.get() {
             t.unpark();
@@ -146,6 +185,8 @@ pub struct LogSender {
     tx: SyncSender<Batch>,
     spares: Receiver<Vec<u8>>,
     shared: Arc<LogShared>,
+    /// To the snapshot thread (one queue shared by every shard).
+    snapshots: SyncSender<SnapshotChunk>,
 }
 
 impl LogSender {
@@ -178,6 +219,15 @@ impl LogSender {
     pub fn shared(&self) -> &Arc<LogShared> {
         &self.shared
     }
+
+    /// Hands a slice of a snapshot to the snapshot thread; gives it back if its queue is full.
+    #[allow(clippy::result_large_err)]
+    pub fn send_snapshot(&self, chunk: SnapshotChunk) -> Result<(), SnapshotChunk> {
+        match self.snapshots.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(c)) | Err(TrySendError::Disconnected(c)) => Err(c),
+        }
+    }
 }
 
 /// The log thread's ends of the shards' queues.
@@ -186,8 +236,13 @@ pub struct LogQueues {
     spares: Vec<SyncSender<Vec<u8>>>,
 }
 
-/// Builds one queue per shard: the shards' senders and the log thread's receivers.
-pub fn queues(shared: &Arc<LogShared>, shard_count: u16) -> (Vec<LogSender>, LogQueues) {
+/// Builds one queue per shard: the shards' senders and the log thread's receivers, and the
+/// snapshot thread's queue ([`SNAPSHOT_QUEUE_DEPTH`] slices per shard).
+pub fn queues(
+    shared: &Arc<LogShared>,
+    shard_count: u16,
+) -> (Vec<LogSender>, LogQueues, Receiver<SnapshotChunk>) {
+    let (snap_tx, snap_rx) = sync_channel(SNAPSHOT_QUEUE_DEPTH * usize::from(shard_count));
     let mut senders = Vec::new();
     let mut queues = LogQueues {
         batches: Vec::new(),
@@ -200,124 +255,62 @@ pub fn queues(shared: &Arc<LogShared>, shard_count: u16) -> (Vec<LogSender>, Log
             tx,
             spares: spare_rx,
             shared: Arc::clone(shared),
+            snapshots: snap_tx.clone(),
         });
         queues.batches.push(rx);
         queues.spares.push(spare_tx);
     }
-    (senders, queues)
+    (senders, queues, snap_rx)
 }
 
-/// An opened, locked and checked log file, positioned for appending.
+/// The segment the log thread appends to.
 #[derive(Debug)]
 pub struct LogFile {
     pub file: File,
     pub path: PathBuf,
-    /// Where records start and where the intact part ends (records past the header up to here
-    /// are to be replayed).
-    pub records_from: u64,
-    pub records_to: u64,
-    /// What the startup scan found.
-    pub scan: Scan,
+    pub generation: u64,
+    /// The segment's length.
+    pub bytes: u64,
+    /// The directory's lock, held as long as the log thread runs.
+    _lock: File,
 }
 
-/// Opens (creating if needed) the log in `dir`, takes its lock, checks the header, scans the
-/// records, cuts off a torn tail and positions the file at its end. Errors are one-line
-/// reasons for the startup failure message.
-pub fn open(dir: &Path) -> Result<LogFile, String> {
-    let shown = dir.display();
-    std::fs::create_dir_all(dir).map_err(|e| format!("--log-dir {shown}: {e}"))?;
-    let path = dir.join(LOG_FILE_NAME);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| format!("--log-dir {shown}: cannot open {}: {e}", path.display()))?;
-    lock(&file).map_err(|e| format!("--log-dir {shown}: {e}"))?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if len < FILE_HEADER_BYTES as u64 {
-        // New, or its creation was cut short before the header was complete.
-        start_new(&mut file, dir).map_err(|e| format!("--log-dir {shown}: {e}"))?;
-        return Ok(LogFile {
-            file,
-            path,
-            records_from: FILE_HEADER_BYTES as u64,
-            records_to: FILE_HEADER_BYTES as u64,
-            scan: Scan {
-                end: FILE_HEADER_BYTES as u64,
-                ..Scan::default()
-            },
-        });
+/// Opens `dir` ([`files::open`]), publishes what startup found in `shared` (the files to
+/// replay, the sizes) and returns the newest segment, positioned for appending.
+pub fn open(dir: &Path, shared: &LogShared) -> Result<LogFile, String> {
+    let opened = files::open(dir)?;
+    let mut plan: Vec<ReplayFile> = opened.snapshot.iter().cloned().collect();
+    plan.extend(opened.segments.iter().cloned());
+    let _ = shared.replay_files.set(plan);
+    if let (Some(snapshot), false) = (&opened.snapshot, opened.snapshot_complete) {
+        eprintln!(
+            "corecache: {} is damaged or lacks its end record; its intact records are loaded",
+            snapshot.path.display()
+        );
     }
-    let mut header = [0u8; FILE_HEADER_BYTES];
-    file.read_exact(&mut header)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    match record::check_file_header(&header) {
-        Ok(()) => {}
-        Err(record::HeaderError::NotALog) => {
-            return Err(format!(
-                "{} is not a corecache log (or its header is damaged); move it away to start \
-                 an empty log",
-                path.display()
-            ))
-        }
-        Err(record::HeaderError::Version(v)) => {
-            return Err(format!(
-                "{}: log format version {v}, this build reads version {}",
-                path.display(),
-                record::FILE_VERSION
-            ))
-        }
-    }
-    let mut reader = &file;
-    let scan = replay::scan(&mut reader, FILE_HEADER_BYTES as u64, len, |_, _| {})
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let records_to = scan.tail_from.unwrap_or(scan.end);
-    if records_to < len {
-        // A torn or damaged tail: cut it so new records follow the last intact one.
-        file.set_len(records_to)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| format!("{}: cannot cut the damaged tail: {e}", path.display()))?;
-    }
-    file.seek(SeekFrom::Start(records_to))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    shared
+        .skipped_bytes
+        .store(opened.scan.skipped_bytes, Ordering::Relaxed);
+    shared
+        .file_bytes
+        .store(opened.segment_bytes, Ordering::Relaxed);
+    shared
+        .snapshot_bytes
+        .store(opened.snapshot_bytes, Ordering::Relaxed);
+    let newest = opened.segments.last().expect("a segment").clone();
+    shared
+        .segment_generation
+        .store(newest.generation, Ordering::Relaxed);
+    shared
+        .segment_bytes
+        .store(newest.records_to, Ordering::Relaxed);
     Ok(LogFile {
-        file,
-        path,
-        records_from: FILE_HEADER_BYTES as u64,
-        records_to,
-        scan,
+        file: opened.current,
+        path: newest.path,
+        generation: newest.generation,
+        bytes: newest.records_to,
+        _lock: opened.lock,
     })
-}
-
-/// Writes a new file's header and makes the file's existence durable.
-fn start_new(file: &mut File, dir: &Path) -> std::io::Result<()> {
-    file.set_len(0)?;
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(&record::file_header())?;
-    file.sync_all()?;
-    File::open(dir)?.sync_all()
-}
-
-/// Takes an exclusive lock on the log file, so two servers never append to one log.
-fn lock(file: &File) -> Result<(), String> {
-    // SAFETY: flock on a descriptor this function borrows; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(String::from(
-            "the log is in use by another corecache process",
-        ))
-    } else {
-        Err(format!("cannot lock the log: {e}"))
-    }
 }
 
 /// The log thread: runs until [`LogShared::stop`] once every queue is empty. `wake(shard)`
@@ -332,9 +325,10 @@ pub fn run(mut log: LogFile, queues: LogQueues, shared: Arc<LogShared>, wake: im
         failed: false,
         dirty: false,
         synced_at: Instant::now(),
+        rotate_after: Instant::now(),
     };
-    shared.file_bytes.store(log.records_to, Ordering::Relaxed);
     loop {
+        w.maybe_rotate(&mut log, &shared, &wake, shard_count);
         if w.round(&mut log, &queues, &shared, &wake) {
             continue;
         }
@@ -371,6 +365,8 @@ struct Writer {
     /// Written since the last sync.
     dirty: bool,
     synced_at: Instant,
+    /// No rotation before this (after a failed one).
+    rotate_after: Instant,
 }
 
 impl Writer {
@@ -434,11 +430,75 @@ impl Writer {
             return;
         }
         let n = self.buf.len() as u64;
+        log.bytes += n;
         shared.bytes.fetch_add(n, Ordering::Relaxed);
         shared.file_bytes.fetch_add(n, Ordering::Relaxed);
+        shared.segment_bytes.store(log.bytes, Ordering::Relaxed);
         self.dirty = true;
         if shared.fsync == LogFsync::Always {
             self.sync(log, shared);
+        }
+    }
+
+    /// Starts a compaction when one is due (see [`LogShared::compact_bytes`]) or asked for,
+    /// and none is under way: syncs the segment (so the segments stay a prefix of what was
+    /// made), starts the next one (durable before anything is written to it), and tells the
+    /// shards to snapshot. Every record a shard makes from then on goes to the new segment.
+    fn maybe_rotate(
+        &mut self,
+        log: &mut LogFile,
+        shared: &LogShared,
+        wake: &impl Fn(usize),
+        shard_count: usize,
+    ) {
+        if self.failed || shared.snapshot_generation.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let threshold = shared
+            .compact_bytes
+            .max(shared.snapshot_bytes.load(Ordering::Relaxed));
+        let due = shared.compact_bytes > 0 && log.bytes >= threshold;
+        if !due && !shared.compact_requested.load(Ordering::SeqCst) {
+            return;
+        }
+        if Instant::now() < self.rotate_after {
+            return;
+        }
+        shared.compact_requested.store(false, Ordering::SeqCst);
+        self.sync(log, shared);
+        if self.failed {
+            return;
+        }
+        let generation = log.generation + 1;
+        match files::create_segment(&shared.dir, generation) {
+            Ok(file) => {
+                log.file = file;
+                log.path = shared.dir.join(files::segment_name(generation));
+                log.generation = generation;
+                log.bytes = FILE_HEADER_BYTES as u64;
+                shared
+                    .file_bytes
+                    .fetch_add(FILE_HEADER_BYTES as u64, Ordering::Relaxed);
+                shared.segment_bytes.store(log.bytes, Ordering::Relaxed);
+                shared
+                    .segment_generation
+                    .store(generation, Ordering::Relaxed);
+                shared.snapshot_records.store(0, Ordering::Relaxed);
+                shared
+                    .snapshot_generation
+                    .store(generation, Ordering::SeqCst);
+                for shard in 0..shard_count {
+                    wake(shard);
+                }
+            }
+            Err(e) => {
+                shared.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+                self.rotate_after = Instant::now() + ROTATE_RETRY;
+                eprintln!(
+                    "corecache: log compaction: cannot start segment {generation} in {}: {e};                      trying again later",
+                    shared.dir.display()
+                );
+            }
         }
     }
 
@@ -479,6 +539,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record;
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -488,13 +549,23 @@ mod tests {
         dir
     }
 
+    fn shared_for(dir: &Path, shards: u16) -> Arc<LogShared> {
+        Arc::new(LogShared::new(
+            dir.to_path_buf(),
+            LogFsync::Always,
+            shards,
+            0,
+        ))
+    }
+
     #[test]
     fn batches_are_written_acknowledged_and_read_back() {
         let dir = temp_dir("roundtrip");
-        let log = open(&dir).unwrap();
-        assert_eq!(log.records_to, FILE_HEADER_BYTES as u64);
-        let shared = Arc::new(LogShared::new(dir.clone(), LogFsync::Always, 2));
-        let (senders, queues) = queues(&shared, 2);
+        let shared = shared_for(&dir, 2);
+        let log = open(&dir, &shared).unwrap();
+        assert_eq!(log.bytes, FILE_HEADER_BYTES as u64);
+        assert_eq!(log.generation, 1);
+        let (senders, queues, _snapshots) = queues(&shared, 2);
         let s2 = Arc::clone(&shared);
         let t = std::thread::spawn(move || run(log, queues, s2, |_| {}));
         for (shard, sender) in senders.iter().enumerate() {
@@ -513,23 +584,24 @@ mod tests {
         assert_eq!(shared.records.load(Ordering::Relaxed), 6);
         assert!(shared.fsyncs.load(Ordering::Relaxed) >= 1);
         // A second opener is refused while the first holds the lock.
-        assert!(open(&dir).unwrap_err().contains("in use"));
+        assert!(files::open(&dir).unwrap_err().contains("in use"));
         shared.stop();
         t.join().unwrap();
-        let again = open(&dir).unwrap();
+        let again = files::open(&dir).unwrap();
         assert_eq!(again.scan.records, 6);
         assert_eq!(again.scan.skipped_bytes, 0);
         drop(again);
         // A torn tail is cut at startup.
-        let path = dir.join(LOG_FILE_NAME);
+        let path = dir.join(files::segment_name(1));
         let len = std::fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
         drop(f);
-        let cut = open(&dir).unwrap();
+        let cut = files::open(&dir).unwrap();
         assert_eq!(cut.scan.records, 5);
         assert!(cut.scan.skipped_bytes > 0);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), cut.records_to);
+        let to = cut.segments.last().unwrap().records_to;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), to);
         drop(cut);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -538,8 +610,14 @@ mod tests {
     fn a_file_that_is_not_a_log_is_refused() {
         let dir = temp_dir("notalog");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(LOG_FILE_NAME), b"this is not a log at all").unwrap();
-        assert!(open(&dir).unwrap_err().contains("not a corecache log"));
+        std::fs::write(
+            dir.join(files::MARKER_FILE_NAME),
+            b"this is not a log at all",
+        )
+        .unwrap();
+        assert!(files::open(&dir)
+            .unwrap_err()
+            .contains("not a corecache log"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -236,6 +236,8 @@ pub enum Request<'a> {
     Version,
     /// `refresh_certs` (any arguments ignored): reload the TLS certificate and key files.
     RefreshCerts,
+    /// `log_compact`: start a compaction of the durability log (snapshot, drop old segments).
+    LogCompact,
     /// `verbosity <level> [noreply]`
     Verbosity { level: u32, noreply: bool },
     /// `stats [group]`

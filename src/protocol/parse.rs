@@ -273,6 +273,7 @@ fn parse_line<'a>(
         b"stats" => parse_stats(&tokens),
         b"version" => Ok(Request::Version),
         b"refresh_certs" => Ok(Request::RefreshCerts),
+        b"log_compact" => Ok(Request::LogCompact),
         b"quit" => Ok(Request::Quit),
         b"watch" => parse_watch(line, tokens.noreply()),
         b"config" => parse_config(&tokens),
@@ -1156,6 +1157,7 @@ mod tests {
             ),
             (b"version\r\n", Request::Version),
             (b"version x\r\n", Request::Version),
+            (b"log_compact\r\n", Request::LogCompact),
             (b"quit\r\n", Request::Quit),
             (b"quit x\r\n", Request::Quit),
             (

@@ -892,6 +892,9 @@ pub(super) mod tests {
             total_bytes: 69,
             value_len: 3,
             key_binary: false,
+            client_flags: 0,
+            stale: false,
+            value: b"abc",
         };
         metadump_line(item, |at| 1000 + u64::from(at.0), &mut out);
         assert_eq!(

@@ -737,6 +737,20 @@ impl Core {
                 push_reply(conn, &mut self.pool, &buf);
                 self.mark_dirty(idx);
             }
+            Request::LogCompact => {
+                let reply: &[u8] = match &self.shared.log {
+                    Some(log) => {
+                        log.request_compaction();
+                        b"OK\r\n"
+                    }
+                    None => b"SERVER_ERROR no log (start with --log-dir)\r\n",
+                };
+                let conn = self.conns[idx as usize]
+                    .as_mut()
+                    .expect("dispatch on a live connection");
+                push_reply(conn, &mut self.pool, reply);
+                self.mark_dirty(idx);
+            }
             Request::RefreshCerts => {
                 let reply = self.refresh_certs();
                 let conn = self.conns[idx as usize]
@@ -1524,6 +1538,9 @@ impl Core {
             self.close_idle();
         }
         self.watch_flush();
+        if self.log.is_some() {
+            self.log_snapshot_step();
+        }
         self.log_send();
         // After the crawl slices: a remote `lru_crawler crawl` part is answered only once this
         // shard's pass has had its first slice (so an empty pass is over by the `OK`).

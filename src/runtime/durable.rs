@@ -10,6 +10,10 @@
 //! core sent, back to that core in an envelope) and the connection's replies flow again. A
 //! silent mutation (`noreply`, quiet binary, `q` meta) holds an empty slot, so later replies
 //! still wait for it.
+//!
+//! Snapshots: while the log thread's compaction is under way, each core walks its store one
+//! bounded slice per loop turn (`durability::snapshot` describes the whole compaction) and
+//! the loop does not sleep until its walk is over. Without `--log-dir` none of this runs.
 
 use std::collections::VecDeque;
 use std::io::{Seek, SeekFrom};
@@ -21,13 +25,17 @@ use super::core::Core;
 use super::mesh::{ConnRef, RemoteReply, Waker};
 use super::Shared;
 use crate::config::{LogFsync, LogSettings};
-use crate::durability::record::{Record, FILE_HEADER_BYTES};
+use crate::durability::record::Record;
 use crate::durability::replay;
+use crate::durability::snapshot::{
+    self, SnapshotChunk, SNAPSHOT_SLICE_BYTES, SNAPSHOT_SLICE_CHUNKS,
+};
 use crate::durability::writer::{self, Batch, LogSender, LogShared, STAGED_BYTES_MAX};
 use crate::protocol::binary::{self as binary_wire, Status};
 use crate::router::{key_hash, shard_of};
 use crate::shard::durable::Replay;
 use crate::shard::Shard;
+use crate::storage::WalkCursor;
 
 /// The reply to a held text mutation whose record could not be written.
 pub const SERVER_ERROR_LOG: &[u8] = b"SERVER_ERROR log write failed\r\n";
@@ -78,9 +86,23 @@ pub(super) struct CoreLog {
     pub waits: VecDeque<LogWait>,
     /// The log thread's queue refused the last batch (try again next turn, without sleeping).
     pub refused: bool,
+    /// This core's part of the snapshot under way.
+    pub walk: SnapshotWalk,
 }
 
-/// What [`start`] returns: the shared state, each shard's sender, the log thread.
+/// Where a core's walk of its store for a snapshot stands.
+#[derive(Debug, Default)]
+pub(super) struct SnapshotWalk {
+    /// The snapshot this walk belongs to (0: none yet).
+    pub generation: u64,
+    /// Where the walk goes on (`None`: over, its last slice sent or waiting in `refused`).
+    pub cursor: Option<WalkCursor>,
+    /// A slice the snapshot queue refused (sent again before walking further).
+    pub refused: Option<SnapshotChunk>,
+}
+
+/// What [`start`] returns: the shared state, each shard's sender, the log thread (which
+/// joins the snapshot thread before it returns).
 pub(super) type Started = (Arc<LogShared>, Vec<LogSender>, std::thread::JoinHandle<()>);
 
 /// Opens the log, publishes what its scan found, and starts the log thread (pinned to
@@ -90,62 +112,72 @@ pub(super) fn start(
     shard_count: u16,
     wakers: Vec<Arc<Waker>>,
 ) -> Result<Started, String> {
-    let file = writer::open(&settings.dir)?;
     let shared = Arc::new(LogShared::new(
         settings.dir.clone(),
         settings.fsync,
         shard_count,
+        settings.compact_bytes,
     ));
-    shared
-        .skipped_bytes
-        .store(file.scan.skipped_bytes, Ordering::Relaxed);
-    shared.replay_to.store(file.records_to, Ordering::Relaxed);
-    let (senders, queues) = writer::queues(&shared, shard_count);
-    let thread_shared = Arc::clone(&shared);
+    let file = writer::open(&settings.dir, &shared)?;
+    let (senders, queues, snapshots) = writer::queues(&shared, shard_count);
     let cpu = settings.cpu;
+    let pin = move || {
+        if let Some(cpu) = cpu {
+            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        }
+    };
+    let snapshot_shared = Arc::clone(&shared);
+    let snapshot_thread = std::thread::Builder::new()
+        .name(String::from("snapshot"))
+        .spawn(move || {
+            pin();
+            snapshot::run(snapshots, snapshot_shared, shard_count);
+        })
+        .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+    let thread_shared = Arc::clone(&shared);
     let handle = std::thread::Builder::new()
         .name(String::from("log"))
         .spawn(move || {
-            if let Some(cpu) = cpu {
-                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-            }
-            writer::run(file, queues, thread_shared, |shard| {
+            pin();
+            writer::run(file, queues, Arc::clone(&thread_shared), |shard| {
                 if let Some(w) = wakers.get(shard) {
                     w.wake_if_sleeping();
                 }
             });
+            let _ = snapshot_thread.join();
         })
         .map_err(|e| format!("cannot start the log thread: {e}"))?;
     Ok((shared, senders, handle))
 }
 
-/// Replays the log into shard `me` (records of the keys it owns, and its flushes), then
-/// starts recording. Runs on the shard's executor before it serves.
+/// Replays the snapshot and then the segments after it into shard `me` (records of the keys
+/// it owns, and flushes), then starts recording. Runs on the shard's executor before it
+/// serves.
 pub(super) fn replay_into(shard: &mut Shard, me: u16, shared: &Shared) -> Result<(), String> {
     let Some(log) = &shared.log else {
         return Ok(());
     };
-    let path = log.dir.join(writer::LOG_FILE_NAME);
-    let shown = path.display();
-    let mut file = std::fs::File::open(&path).map_err(|e| format!("{shown}: {e}"))?;
-    file.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
-        .map_err(|e| format!("{shown}: {e}"))?;
     let count = shared.config.shard_count;
     let mut st = Replay::new(me, count, shared.now());
-    let to = log.replay_to.load(Ordering::Relaxed);
-    replay::scan(&mut file, FILE_HEADER_BYTES as u64, to, |d, _| {
-        let hash = match d.record {
-            Record::Flush(_) => 0,
-            _ => match d.record.key() {
-                Some(key) => key_hash(key),
-                None => return,
-            },
-        };
-        if matches!(d.record, Record::Flush(_)) || shard_of(hash, count).0 == me {
-            shard.replay_record(d, hash, &mut st);
-        }
-    })
-    .map_err(|e| format!("{shown}: {e}"))?;
+    for f in log.replay_files.get().map_or(&[][..], Vec::as_slice) {
+        let shown = f.path.display();
+        let mut file = std::fs::File::open(&f.path).map_err(|e| format!("{shown}: {e}"))?;
+        file.seek(SeekFrom::Start(f.records_from))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        replay::scan(&mut file, f.records_from, f.records_to, |d, _| {
+            let hash = match d.record {
+                Record::Flush(_) => 0,
+                _ => match d.record.key() {
+                    Some(key) => key_hash(key),
+                    None => return,
+                },
+            };
+            if matches!(d.record, Record::Flush(_)) || shard_of(hash, count).0 == me {
+                shard.replay_record(d, hash, &mut st);
+            }
+        })
+        .map_err(|e| format!("{shown}: {e}"))?;
+    }
     shard.replay_finish(&st);
     log.replayed.fetch_add(st.applied, Ordering::Relaxed);
     log.replay_expired.fetch_add(st.expired, Ordering::Relaxed);
@@ -160,7 +192,7 @@ pub(super) fn replay_report(log: &LogShared) -> String {
     format!(
         "log {}: replayed {} records ({} items already expired, {} not stored), skipped {} \
          damaged bytes; fsync {}",
-        log.dir.join(writer::LOG_FILE_NAME).display(),
+        log.dir.display(),
         load(&log.replayed),
         load(&log.replay_expired),
         load(&log.replay_refused),
@@ -177,6 +209,7 @@ impl CoreLog {
             always,
             waits: VecDeque::new(),
             refused: false,
+            walk: SnapshotWalk::default(),
         }
     }
 }
@@ -242,6 +275,90 @@ impl Core {
                 rec.staged = batch.buf;
                 log.refused = true;
             }
+        }
+    }
+
+    /// Whether this core has snapshot work to do (the loop must come back without sleeping).
+    pub(super) fn log_snapshot_runnable(&self) -> bool {
+        let Some(log) = self.log.as_ref() else {
+            return false;
+        };
+        let generation = log
+            .sender
+            .shared()
+            .snapshot_generation
+            .load(Ordering::Relaxed);
+        generation != 0
+            && (generation != log.walk.generation
+                || log.walk.cursor.is_some()
+                || log.walk.refused.is_some())
+    }
+
+    /// End of a turn, while a snapshot is under way: one bounded slice of this core's walk
+    /// (or, if the snapshot queue refused the last slice, that slice again).
+    pub(super) fn log_snapshot_step(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let generation = log
+            .sender
+            .shared()
+            .snapshot_generation
+            .load(Ordering::SeqCst);
+        if generation == 0 {
+            // None under way (or the last one was abandoned): drop what is left of a walk.
+            log.walk.cursor = None;
+            log.walk.refused = None;
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut records = 0;
+        if generation != log.walk.generation {
+            // A new snapshot: the walk starts over, from this turn on.
+            log.walk = SnapshotWalk {
+                generation,
+                cursor: Some(WalkCursor::START),
+                refused: None,
+            };
+            let count = self.shared.config.shard_count;
+            records += self.shard.snapshot_begin(count, self.now, &mut buf);
+        }
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        if let Some(chunk) = log.walk.refused.take() {
+            if let Err(chunk) = log.sender.send_snapshot(chunk) {
+                log.walk.refused = Some(chunk);
+            }
+            return;
+        }
+        let Some(from) = log.walk.cursor else {
+            return;
+        };
+        let (next, n) = self.shard.snapshot_slice(
+            from,
+            self.now,
+            SNAPSHOT_SLICE_BYTES,
+            SNAPSHOT_SLICE_CHUNKS,
+            &mut buf,
+        );
+        records += n;
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        log.walk.cursor = next;
+        if buf.is_empty() && next.is_some() {
+            return;
+        }
+        let chunk = SnapshotChunk {
+            generation,
+            shard: self.me,
+            buf,
+            records,
+            last: next.is_none(),
+        };
+        if let Err(chunk) = log.sender.send_snapshot(chunk) {
+            log.walk.refused = Some(chunk);
         }
     }
 

@@ -272,6 +272,7 @@ impl Loop {
             || core.udp_busy()
             || core.outbox_blocked()
             || core.metadump_runnable()
+            || core.log_snapshot_runnable()
             || core.crawl_wait() == Some(Duration::ZERO)
             || self.accept_pending.contains(&Accept::Budget)
     }

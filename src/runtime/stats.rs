@@ -633,7 +633,9 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
 }
 
 /// The durability log's counters: records, bytes and fsyncs since startup, write or fsync
-/// errors, the file's size, and what the startup replay did.
+/// errors, the segments' size, what the startup replay did, and compaction: the newest
+/// segment (generation, bytes), the snapshot under way (its generation, 0 if none, and its
+/// records so far), snapshots completed and failed, and the newest snapshot's size.
 fn log_stats(log: &crate::durability::writer::LogShared, out: &mut Vec<u8>) {
     for (name, counter) in [
         ("log_records", &log.records),
@@ -645,6 +647,13 @@ fn log_stats(log: &crate::durability::writer::LogShared, out: &mut Vec<u8>) {
         ("log_replay_expired", &log.replay_expired),
         ("log_replay_refused", &log.replay_refused),
         ("log_skipped_bytes", &log.skipped_bytes),
+        ("log_segment_generation", &log.segment_generation),
+        ("log_segment_bytes", &log.segment_bytes),
+        ("log_snapshot_generation", &log.snapshot_generation),
+        ("log_snapshot_records", &log.snapshot_records),
+        ("log_snapshots", &log.snapshots),
+        ("log_snapshot_failures", &log.snapshot_failures),
+        ("log_snapshot_bytes", &log.snapshot_bytes),
     ] {
         compose::stat(out, name, counter.load(Ordering::Relaxed));
     }
@@ -835,6 +844,7 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             if let Some(log) = &cfg.log {
                 compose::stat_str(out, "log_dir", &log.dir.to_string_lossy());
                 compose::stat_str(out, "log_fsync", log.fsync.name());
+                compose::stat(out, "log_compact_bytes", log.compact_bytes);
             }
             out.extend_from_slice(compose::END);
         }

@@ -373,6 +373,7 @@ pub fn run(
             || core.udp_busy()
             || core.outbox_blocked()
             || core.metadump_runnable()
+            || core.log_snapshot_runnable()
             || core.crawl_wait() == Some(Duration::ZERO)
             || core.log_staged()
         {

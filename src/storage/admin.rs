@@ -84,6 +84,10 @@ pub struct ItemMeta<'a> {
     pub value_len: usize,
     /// Stored by a meta command with a base64 key (`b`).
     pub key_binary: bool,
+    /// The client's flags, meta's stale mark and the value (what a snapshot records).
+    pub client_flags: u32,
+    pub stale: bool,
+    pub value: &'a [u8],
 }
 
 impl Store {
@@ -156,6 +160,9 @@ impl Store {
                     total_bytes: item.total_bytes(),
                     value_len: item.value_len(),
                     key_binary: item.key_binary(),
+                    client_flags: item.client_flags(),
+                    stale: item.is_stale(),
+                    value: item.value(),
                 };
                 if !visit(meta) {
                     return Some(at);
