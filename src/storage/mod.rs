@@ -557,12 +557,12 @@ impl Store {
         ArithOutcome::Value(result)
     }
 
-    /// `flush_all`: at or before `now` flushes now, else when `now` first reaches `at`.
     /// The time of a delayed `flush_all` not yet due (a snapshot records it).
     pub fn flush_pending(&self) -> Option<Instant32> {
         self.flush_pending
     }
 
+    /// `flush_all`: at or before `now` flushes now, else when `now` first reaches `at`.
     pub fn flush_all(&mut self, at: Instant32, now: Instant32) {
         // An earlier delayed flush that is due applies before this one replaces it.
         self.tick(now);
