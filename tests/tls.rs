@@ -863,3 +863,157 @@ fn dalli_over_tls() {
         );
     });
 }
+
+/// How a TLS connection ended, as the client sees it after the replies.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// The server's close_notify alert, then the close.
+    CloseNotify,
+    /// The close with no alert at all.
+    Truncated,
+    /// A fatal alert (or another TLS error), then the close.
+    Error(String),
+    /// Still open when the read timed out.
+    Open,
+}
+
+/// A handshaken TLS session over a raw socket, for tests that control the TLS layer
+/// themselves (send close_notify, half-close, read how the server ends).
+struct RawTls {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl RawTls {
+    fn connect(
+        addr: SocketAddr,
+        version: Option<&'static rustls::SupportedProtocolVersion>,
+    ) -> RawTls {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let config = tls_client_config_with(None, version);
+        let session =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        RawTls { tls }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// Reads the replies until the connection ends; returns them and how it ended.
+    fn ending(&mut self) -> (Vec<u8>, Ending) {
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tls.read(&mut buf) {
+                Ok(0) => return (replies, Ending::CloseNotify),
+                Ok(n) => replies.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return (replies, Ending::Truncated)
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (replies, Ending::Open)
+                }
+                Err(e) => return (replies, Ending::Error(e.to_string())),
+            }
+        }
+    }
+}
+
+/// When the server closes an established TLS connection (`quit`, a request line too long
+/// to be one, the binary protocol's bad magic, `idle_timeout`) or answers the client's own
+/// close_notify, it sends its close_notify after the last reply, as memcached's
+/// `SSL_shutdown` does. A client that ends with a bare TCP FIN gets none (memcached's
+/// OpenSSL sends a fatal alert; corecache closes without one: both say the stream was cut),
+/// and neither does a connection idle-closed before its handshake.
+#[test]
+fn closes_send_close_notify_as_memcached_does() {
+    let version = b"VERSION 1.6.18\r\n";
+    let mut bad_magic = vec![0x80, 0x0a];
+    bad_magic.resize(24, 0);
+    bad_magic.push(0x99);
+    bad_magic.resize(48, 0);
+    let noop_reply = {
+        let mut r = vec![0x81, 0x0a];
+        r.resize(24, 0);
+        r
+    };
+    for_each_config(|args| {
+        let mut all = vec!["-o", "idle_timeout=1"];
+        all.extend_from_slice(args);
+        let server = TestServer::start_tls(&all);
+        for tls_version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let connect = || RawTls::connect(server.addr(), Some(tls_version));
+            let what = format!("{:?}", tls_version.version);
+            let mut c = connect();
+            c.send(b"version\r\nquit\r\n");
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "quit {what}"
+            );
+            let mut c = connect();
+            c.send(&[b'x'; 3000]);
+            assert_eq!(c.ending(), (Vec::new(), Ending::CloseNotify), "line {what}");
+            let mut c = connect();
+            c.send(&bad_magic);
+            assert_eq!(
+                c.ending(),
+                (noop_reply.clone(), Ending::CloseNotify),
+                "magic {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "idle {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            c.tls.conn.send_close_notify();
+            c.tls.flush().unwrap();
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "peer {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            c.tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+            let (replies, ending) = c.ending();
+            if memcached_mode() {
+                // Its fatal alert can come in the same read as the reply, which rustls then
+                // does not hand over.
+                assert!(matches!(ending, Ending::Error(_)), "FIN {what}: {ending:?}");
+            } else {
+                assert_eq!(
+                    (replies, ending),
+                    (version.to_vec(), Ending::Truncated),
+                    "FIN {what}"
+                );
+            }
+        }
+        // Idle-closed before any handshake: the close and nothing else.
+        let mut raw = TcpStream::connect(server.addr()).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        assert!(raw.read_to_end(&mut got).is_ok());
+        assert_eq!(got, b"");
+    });
+}

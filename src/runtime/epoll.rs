@@ -433,6 +433,7 @@ impl Loop {
             self.resume_if_waiting(core, idx);
             return; // sent with the rest once the slots complete
         }
+        c.close_notify_if_finishing();
         c.seal();
         let mut written = 0u64;
         while !c.unsent().is_empty() {

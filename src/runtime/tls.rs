@@ -562,6 +562,10 @@ pub struct TlsConn {
     /// Plaintext moved out of `out` while it is encrypted (kept for its capacity).
     scratch: Vec<u8>,
     failed: bool,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
+    /// Our close_notify is queued (at most once per session).
+    close_notify_queued: bool,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -580,6 +584,8 @@ impl TlsConn {
             session,
             scratch: Vec::new(),
             failed: false,
+            peer_closed: false,
+            close_notify_queued: false,
         })
     }
 
@@ -629,6 +635,7 @@ impl TlsConn {
             self.seal(out, sealed);
         }
         if closed {
+            self.peer_closed = true;
             TlsInput::PeerClosed
         } else {
             TlsInput::Open
@@ -663,6 +670,27 @@ impl TlsConn {
     }
 }
 
+impl TlsConn {
+    /// Queues the close_notify alert after everything in `out` (sealing what is not yet), as
+    /// memcached's `SSL_shutdown` sends it when it closes a connection: once, and only on an
+    /// established session that has not failed (`SSL_shutdown` sends nothing during the
+    /// handshake or after a fatal error). `server_closes` is whether the server is ending the
+    /// connection (`quit`, an error, `idle_timeout`); otherwise the peer ended it, and the
+    /// alert answers only its own close_notify: a bare TCP FIN is a truncated stream, and
+    /// nothing is sent for it.
+    pub fn close_notify(&mut self, server_closes: bool, out: &mut Vec<u8>, sealed: &mut usize) {
+        let wanted = server_closes || self.peer_closed;
+        if !wanted || self.close_notify_queued || self.failed || self.session.is_handshaking() {
+            return;
+        }
+        self.seal(out, sealed);
+        self.session.send_close_notify();
+        drain(&mut self.session, out);
+        *sealed = out.len();
+        self.close_notify_queued = true;
+    }
+}
+
 /// Moves every record rustls has ready into `out`.
 fn drain(session: &mut ServerConnection, out: &mut Vec<u8>) {
     while session.wants_write() {
@@ -680,6 +708,21 @@ impl Conn {
     pub fn seal(&mut self) {
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.seal(&mut self.out, &mut self.out_sealed);
+        }
+    }
+
+    /// On a TLS connection that will produce nothing more (see [`finishing`]), queues its
+    /// close_notify after the replies still to send (see [`TlsConn::close_notify`]). The
+    /// backends call it before they send or close; a plain connection pays one branch.
+    ///
+    /// [`finishing`]: super::connection::finishing
+    #[inline]
+    pub fn close_notify_if_finishing(&mut self) {
+        if self.tls.is_some() && super::connection::finishing(self) {
+            let server_closes = self.closing;
+            if let Some(tls) = self.tls.as_deref_mut() {
+                tls.close_notify(server_closes, &mut self.out, &mut self.out_sealed);
+            }
         }
     }
 }

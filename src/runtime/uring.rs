@@ -870,6 +870,7 @@ impl Loop {
         let Some(cc) = core.conn_mut(idx) else {
             return Ok(());
         };
+        cc.close_notify_if_finishing();
         if should_close(cc) && cc.inflight == 0 {
             return self.close(core, idx);
         }
