@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    client_available, for_each_config, memcached_mode, server_command, skip_in_memcached_mode,
-    stat_u64, tls_client_config, tls_client_config_with, tls_dir, tls_file,
+    client_available, for_each_config, memcached_mode, process_gone, server_command,
+    skip_in_memcached_mode, stat_u64, tls_client_config, tls_client_config_with, tls_dir, tls_file,
     tls_server_certs_option, wait_until, Client, TestServer, TlsClient,
 };
 
@@ -1016,4 +1016,101 @@ fn closes_send_close_notify_as_memcached_does() {
         assert!(raw.read_to_end(&mut got).is_ok());
         assert_eq!(got, b"");
     });
+}
+
+/// SIGKILLs a daemon this test started when the test ends, however it ends.
+struct DaemonGuard(i32);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: kill(2) on the daemon this test started; it takes no memory.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `-d` with relative certificate paths, started in the directory holding the files: the
+/// files load (both servers read them before detaching), and `refresh_certs` reads the same
+/// files again although the daemon has left for `/`; memcached's daemon reads them from `/`
+/// and fails. The paths show as given.
+#[test]
+fn a_daemon_reloads_relative_certificate_paths_from_where_it_started() {
+    let configs: Vec<Vec<&str>> = if memcached_mode() {
+        vec![vec![]]
+    } else {
+        vec![vec!["--io-backend", "epoll"], vec!["--io-backend", "uring"]]
+    };
+    for config in configs {
+        eprintln!("=== config: {config:?}");
+        let dir = TempDir::new("daemon");
+        let cert = dir.copy("server.pem", "cert.pem");
+        let key = dir.copy("server.key", "cert.key");
+        let port = free_port();
+        let pid_path = dir.path("pid");
+        let out = server_command()
+            .current_dir(&dir.0)
+            .args([
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "1",
+            ])
+            .args(["-d", "-P", &pid_path, "-Z"])
+            .args(["-o", "ssl_chain_cert=cert.pem,ssl_key=cert.key"])
+            .args(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read_pid = || {
+            std::fs::read_to_string(&pid_path)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // memcached's parent exits before the daemon has bound its port.
+        let up = wait_until(common::STARTUP_TIMEOUT, || {
+            read_pid().is_some() && TcpStream::connect(addr).is_ok()
+        });
+        let pid = read_pid().unwrap_or(0);
+        let mut guard = DaemonGuard(pid);
+        assert!(up, "the daemon does not serve");
+        let mut c = Client::connect_tls(addr, tls_client_config(false));
+        let settings = c.stats_sub("settings");
+        assert_eq!(settings["ssl_chain_cert"], "cert.pem");
+        assert_eq!(settings["ssl_key"], "cert.key");
+        // Another valid pair (the client's, which no client takes as a server's) under the
+        // same names: what new connections get if the files are read again.
+        std::fs::copy(tls_file("client.pem"), &cert).unwrap();
+        std::fs::copy(tls_file("client.key"), &key).unwrap();
+        c.send(b"refresh_certs\r\n");
+        let line = c.read_line();
+        if memcached_mode() {
+            let want = b"Error loading the certificate chain: cert.pem : ";
+            assert!(line.starts_with(want), "{}", String::from_utf8_lossy(&line));
+            assert!(serves(addr, tls_client_config(false)));
+        } else {
+            assert_eq!(line, b"OK\r\n");
+            assert!(!serves(addr, tls_client_config(false)));
+            std::fs::copy(tls_file("server.pem"), &cert).unwrap();
+            std::fs::copy(tls_file("server.key"), &key).unwrap();
+            c.roundtrip(b"refresh_certs\r\n", b"OK\r\n");
+            assert!(serves(addr, tls_client_config(false)));
+        }
+        drop(c);
+        // SAFETY: kill(2) on the daemon this test started; it takes no memory.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let gone = wait_until(Duration::from_secs(10), || process_gone(pid as u32));
+        assert!(gone, "daemon {pid} did not stop");
+        guard.0 = 0;
+    }
 }

@@ -106,6 +106,11 @@ pub struct TlsSettings {
     pub kernel_tls: bool,
     /// 0 TLS 1.0 .. 3 TLS 1.3.
     pub min_version: u8,
+    /// The working directory at startup, which relative file paths are read from: with
+    /// `-d` the daemon leaves it for `/`, and `refresh_certs` must read the same files as
+    /// startup did. (The paths themselves are kept as given, for `stats settings` and the
+    /// error lines.) `None` reads them from the current directory.
+    pub start_dir: Option<std::path::PathBuf>,
 }
 
 /// A failure with memcached's exit status 1 (a suboption value it refuses while parsing).
@@ -164,6 +169,7 @@ impl TlsSettings {
             session_cache: o.session_cache,
             kernel_tls: o.kernel_tls,
             min_version,
+            start_dir: None,
         })
     }
 
@@ -192,8 +198,12 @@ impl TlsSettings {
 
 /// Reads a whole file of at most [`FILE_BYTES_MAX`] bytes; the error is the C library's words
 /// for the failure, as memcached prints OpenSSL's.
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| strerror(&e))?;
+fn read_file(s: &TlsSettings, path: &str) -> Result<Vec<u8>, String> {
+    let file = match &s.start_dir {
+        Some(dir) => std::fs::File::open(dir.join(path)),
+        None => std::fs::File::open(path),
+    };
+    let file = file.map_err(|e| strerror(&e))?;
     let mut data = Vec::new();
     file.take(FILE_BYTES_MAX + 1)
         .read_to_end(&mut data)
@@ -241,12 +251,12 @@ fn build_config(
         .chain_cert
         .as_deref()
         .ok_or_else(|| chain_error("no file given (-o ssl_chain_cert)".into()))?;
-    let certs = pem_certs(&read_file(chain_path).map_err(chain_error)?).map_err(chain_error)?;
+    let certs = pem_certs(&read_file(s, chain_path).map_err(chain_error)?).map_err(chain_error)?;
     let key_path = s
         .key
         .as_deref()
         .ok_or_else(|| key_error("no file given (-o ssl_key)".into()))?;
-    let key_data = read_file(key_path).map_err(key_error)?;
+    let key_data = read_file(s, key_path).map_err(key_error)?;
     let key = match s.keyformat {
         1 => PrivateKeyDer::from_pem_slice(&key_data)
             .map_err(|e| key_error(format!("not a PEM private key ({e:?})")))?,
@@ -348,7 +358,7 @@ fn client_verifier(
     };
     let ca_error = |why: String| format!("Error loading the CA certificate: {path} : {why}");
     let mut roots = RootCertStore::empty();
-    for cert in pem_certs(&read_file(path).map_err(ca_error)?).map_err(ca_error)? {
+    for cert in pem_certs(&read_file(s, path).map_err(ca_error)?).map_err(ca_error)? {
         roots
             .add(cert)
             .map_err(|e| ca_error(format!("not a CA certificate ({e})")))?;
@@ -472,7 +482,8 @@ impl std::fmt::Debug for TlsShared {
 impl TlsShared {
     /// Checks the settings and, with `-Z`, loads the files (memcached's messages and statuses).
     pub fn new(o: &TlsOptions, enabled: bool) -> Result<TlsShared, StartupError> {
-        let settings = TlsSettings::check(o)?;
+        let mut settings = TlsSettings::check(o)?;
+        settings.start_dir = std::env::current_dir().ok();
         if enabled && settings.min_version < 2 {
             return Err(invalid(format!(
                 "ssl_min_version={}: corecache's TLS (rustls) speaks TLS 1.2 and 1.3 only; use 2 or 3",
