@@ -721,6 +721,9 @@ fn udp_is_served_on_every_listen_address() {
     assert!(counted, "{:?}", server.stats().get("curr_connections"));
 }
 
+/// One expected reply datagram: `(sequence, total, payload)`.
+type Expected<'a> = (u16, u16, &'a [u8]);
+
 /// A data block cut off by the end of its datagram is answered `CLIENT_ERROR bad data chunk`
 /// under the request's id (nothing after `noreply`; always for meta), after the replies ahead
 /// of it; a command line cut off is dropped unanswered. memcached's worker sends that error
@@ -730,7 +733,7 @@ fn udp_is_served_on_every_listen_address() {
 #[test]
 fn a_data_block_cut_off_by_the_datagram_end_is_a_bad_data_chunk() {
     const BAD: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
-    let cases: [(&[u8], &[(u16, u16, &[u8])]); 7] = [
+    let cases: [(&[u8], &[Expected]); 7] = [
         (b"set k 0 0 10\r\nabc", &[(0, 1, BAD)]),
         (b"set k 0 0 3\r\nabc", &[(0, 1, BAD)]),
         (b"set k 0 0 0\r\n", &[(0, 1, BAD)]),
