@@ -1114,3 +1114,33 @@ fn a_daemon_reloads_relative_certificate_paths_from_where_it_started() {
         guard.0 = 0;
     }
 }
+
+/// `bytes_read` and `bytes_written` count the requests and replies, not the TLS records that
+/// carry them (memcached counts what `SSL_read` returns and `SSL_write` takes): a handshake
+/// counts nothing.
+#[test]
+fn byte_counters_count_plaintext() {
+    for_each_config(|args| {
+        let server = TestServer::start_tls(args);
+        let mut c = server.connect_tls();
+        let before = c.stats_sub("");
+        if !memcached_mode() {
+            // (memcached mode's startup probe sent a `stats` already.)
+            assert_eq!(stat_u64(&before, "bytes_written"), 0);
+            assert_eq!(stat_u64(&before, "bytes_read"), b"stats\r\n".len() as u64);
+        }
+        let stats_reply: usize = before
+            .iter()
+            .map(|(name, value)| format!("STAT {name} {value}\r\n").len())
+            .sum::<usize>()
+            + b"END\r\n".len();
+        // A second connection: its handshake, a request and its reply.
+        let mut d = server.connect_tls();
+        d.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+        let after = c.stats_sub("");
+        let read = stat_u64(&after, "bytes_read") - stat_u64(&before, "bytes_read");
+        assert_eq!(read, b"set k 0 0 1\r\nv\r\nstats\r\n".len() as u64);
+        let written = stat_u64(&after, "bytes_written") - stat_u64(&before, "bytes_written");
+        assert_eq!(written, (stats_reply + b"STORED\r\n".len()) as u64);
+    });
+}

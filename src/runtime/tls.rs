@@ -577,6 +577,9 @@ pub struct TlsConn {
     peer_closed: bool,
     /// Our close_notify is queued (at most once per session).
     close_notify_queued: bool,
+    /// Plaintext bytes encrypted since [`Conn::seal`] last took the count (`bytes_written`
+    /// counts replies, as memcached counts what `SSL_write` takes, not records).
+    plain_sealed: u64,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -597,6 +600,7 @@ impl TlsConn {
             failed: false,
             peer_closed: false,
             close_notify_queued: false,
+            plain_sealed: 0,
         })
     }
 
@@ -665,7 +669,10 @@ impl TlsConn {
             while at < self.scratch.len() && !self.failed {
                 let end = self.scratch.len().min(at + SEAL_CHUNK_BYTES);
                 match self.session.writer().write(&self.scratch[at..end]) {
-                    Ok(n) if n > 0 => at += n,
+                    Ok(n) if n > 0 => {
+                        at += n;
+                        self.plain_sealed += n as u64;
+                    }
                     // Nothing taken: the session is not established (it never is while a
                     // request could be answered) or failed; such replies cannot be sent.
                     _ => break,
@@ -714,11 +721,28 @@ fn drain(session: &mut ServerConnection, out: &mut Vec<u8>) {
 
 impl Conn {
     /// Encrypts the replies queued since the last seal, on a TLS connection (for the backends,
-    /// just before they send `out`).
+    /// just before they send `out`). Returns the reply bytes encrypted since the last call,
+    /// which a TLS connection counts in `bytes_written` instead of the bytes it sends (0 for a
+    /// plain connection).
     #[inline]
-    pub fn seal(&mut self) {
-        if let Some(tls) = self.tls.as_deref_mut() {
-            tls.seal(&mut self.out, &mut self.out_sealed);
+    pub fn seal(&mut self) -> u64 {
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                tls.seal(&mut self.out, &mut self.out_sealed);
+                std::mem::take(&mut tls.plain_sealed)
+            }
+            None => 0,
+        }
+    }
+
+    /// Bytes sent on the socket that count in `bytes_written`: all of them on a plain
+    /// connection; none on a TLS one, whose replies [`Conn::seal`] counted.
+    #[inline]
+    pub fn sent_counted(&self, sent: u64) -> u64 {
+        if self.tls.is_some() {
+            0
+        } else {
+            sent
         }
     }
 

@@ -699,7 +699,9 @@ impl Loop {
             return self.close(core, idx);
         }
         off += res as usize;
-        core.bytes_written += res as u64;
+        if let Some(cc) = core.conn(idx) {
+            core.bytes_written += cc.sent_counted(res as u64);
+        }
         if off < buf.len() {
             if let Some(cc) = core.conn_mut(idx) {
                 cc.inflight = buf.len() - off;
@@ -877,7 +879,11 @@ impl Loop {
         if in_flight || cc.unsent().is_empty() || cc.holds_partial() {
             return Ok(());
         }
-        cc.seal();
+        let replies_bytes = cc.seal();
+        core.bytes_written += replies_bytes;
+        let Some(cc) = core.conn_mut(idx) else {
+            return Ok(());
+        };
         let fresh = self.spare.pop().unwrap_or_default();
         let mut buf = std::mem::replace(&mut cc.out, fresh);
         let off = cc.out_sent;
