@@ -13,8 +13,13 @@
 //!   decrypted into `Conn::rbuf` ([`Core::input_tls`]); just before a send, the plaintext
 //!   replies queued at the end of `Conn::out` are encrypted in place ([`Conn::seal`]), so the
 //!   backends send `out` as they do for any connection. Bytes `..Conn::out_sealed` of `out`
-//!   are ciphertext already. A connection without TLS pays one branch on receive and one
-//!   before a send.
+//!   are ciphertext already. `bytes_written` counts the replies sealed, not the records sent
+//!   (as memcached counts what `SSL_write` takes). A connection without TLS pays one branch
+//!   on receive, and a few (`Option::is_some` tests) per flush and per send.
+//! * Closing an established session ([`Conn::close_notify_if_finishing`], called by both
+//!   backends before they send or close): the close_notify alert goes after the last reply,
+//!   as memcached's `SSL_shutdown` sends it, unless the handshake never finished, the session
+//!   failed, or the peer ended with a bare TCP FIN.
 //! * Bounds: rustls holds at most one incomplete record of input (its own limit) and nothing
 //!   decrypted (drained into `rbuf` at once, which the usual limits bound, one receive's worth
 //!   over at most); its output is drained into `out` at once, which `OUT_HIGH_WATER` bounds as
