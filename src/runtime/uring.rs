@@ -154,6 +154,9 @@ struct IoConn {
     cancel_sent: bool,
     /// The buffer being sent and how much of it the kernel has taken.
     send: Option<(Vec<u8>, usize)>,
+    /// Whether the bytes sent count in `bytes_written`: a plain connection's do; a TLS one
+    /// counts its replies as it seals them instead.
+    counts_sent: bool,
     /// Shut down; waiting for in-flight operations before closing.
     closing: bool,
 }
@@ -614,6 +617,7 @@ impl Loop {
             let _ = super::listener::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
         let generation = core.conn(idx).map_or(0, |c| c.generation) & 0xff_ffff;
+        let counts_sent = core.conn(idx).is_some_and(|c| c.tls.is_none());
         if self.conns.len() <= idx as usize {
             self.conns.resize_with(idx as usize + 1, || None);
         }
@@ -633,6 +637,7 @@ impl Loop {
             recv_armed: false,
             cancel_sent: false,
             send: None,
+            counts_sent,
             closing: false,
         });
         self.arm_recv(idx)
@@ -699,8 +704,8 @@ impl Loop {
             return self.close(core, idx);
         }
         off += res as usize;
-        if let Some(cc) = core.conn(idx) {
-            core.bytes_written += cc.sent_counted(res as u64);
+        if c.counts_sent {
+            core.bytes_written += res as u64;
         }
         if off < buf.len() {
             if let Some(cc) = core.conn_mut(idx) {
