@@ -910,6 +910,14 @@ impl RawTls {
         self.tls.flush().unwrap();
     }
 
+    /// `version`, answered.
+    fn roundtrip_version(&mut self) {
+        self.send(b"version\r\n");
+        let mut reply = [0u8; 16];
+        self.tls.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"VERSION 1.6.18\r\n");
+    }
+
     /// Reads the replies until the connection ends; returns them and how it ended.
     fn ending(&mut self) -> (Vec<u8>, Ending) {
         let mut replies = Vec::new();
@@ -940,7 +948,8 @@ impl RawTls {
 /// close_notify, it sends its close_notify after the last reply, as memcached's
 /// `SSL_shutdown` does. A client that ends with a bare TCP FIN gets none (memcached's
 /// OpenSSL sends a fatal alert; corecache closes without one: both say the stream was cut),
-/// and neither does a connection idle-closed before its handshake.
+/// and neither does a connection idle-closed before its handshake, nor any connection when
+/// SIGTERM ends the server.
 #[test]
 fn closes_send_close_notify_as_memcached_does() {
     let version = b"VERSION 1.6.18\r\n";
@@ -1015,6 +1024,12 @@ fn closes_send_close_notify_as_memcached_does() {
         let mut got = Vec::new();
         assert!(raw.read_to_end(&mut got).is_ok());
         assert_eq!(got, b"");
+        // SIGTERM: the process exits without closing sessions (memcached's too).
+        let mut c = RawTls::connect(server.addr(), None);
+        c.roundtrip_version();
+        let mut server = server;
+        assert!(server.terminate(Duration::from_secs(10)).success());
+        assert_eq!(c.ending(), (Vec::new(), Ending::Truncated), "SIGTERM");
     });
 }
 
