@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{
-    client_available, for_each_config, memcached_mode, server_command, skip_in_memcached_mode,
-    stat_u64, tls_client_config, tls_client_config_with, tls_dir, tls_file,
+    client_available, for_each_config, memcached_mode, process_gone, server_command,
+    skip_in_memcached_mode, stat_u64, tls_client_config, tls_client_config_with, tls_dir, tls_file,
     tls_server_certs_option, wait_until, Client, TestServer, TlsClient,
 };
 
@@ -861,5 +861,301 @@ fn dalli_over_tls() {
             "{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    });
+}
+
+/// How a TLS connection ended, as the client sees it after the replies.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// The server's close_notify alert, then the close.
+    CloseNotify,
+    /// The close with no alert at all.
+    Truncated,
+    /// A fatal alert (or another TLS error), then the close.
+    Error(String),
+    /// Still open when the read timed out.
+    Open,
+}
+
+/// A handshaken TLS session over a raw socket, for tests that control the TLS layer
+/// themselves (send close_notify, half-close, read how the server ends).
+struct RawTls {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl RawTls {
+    fn connect(
+        addr: SocketAddr,
+        version: Option<&'static rustls::SupportedProtocolVersion>,
+    ) -> RawTls {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let config = tls_client_config_with(None, version);
+        let session =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        RawTls { tls }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// `version`, answered.
+    fn roundtrip_version(&mut self) {
+        self.send(b"version\r\n");
+        let mut reply = [0u8; 16];
+        self.tls.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"VERSION 1.6.18\r\n");
+    }
+
+    /// Reads the replies until the connection ends; returns them and how it ended.
+    fn ending(&mut self) -> (Vec<u8>, Ending) {
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.tls.read(&mut buf) {
+                Ok(0) => return (replies, Ending::CloseNotify),
+                Ok(n) => replies.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return (replies, Ending::Truncated)
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (replies, Ending::Open)
+                }
+                Err(e) => return (replies, Ending::Error(e.to_string())),
+            }
+        }
+    }
+}
+
+/// When the server closes an established TLS connection (`quit`, a request line too long
+/// to be one, the binary protocol's bad magic, `idle_timeout`) or answers the client's own
+/// close_notify, it sends its close_notify after the last reply, as memcached's
+/// `SSL_shutdown` does. A client that ends with a bare TCP FIN gets none (memcached's
+/// OpenSSL sends a fatal alert; corecache closes without one: both say the stream was cut),
+/// and neither does a connection idle-closed before its handshake, nor any connection when
+/// SIGTERM ends the server.
+#[test]
+fn closes_send_close_notify_as_memcached_does() {
+    let version = b"VERSION 1.6.18\r\n";
+    let mut bad_magic = vec![0x80, 0x0a];
+    bad_magic.resize(24, 0);
+    bad_magic.push(0x99);
+    bad_magic.resize(48, 0);
+    let noop_reply = {
+        let mut r = vec![0x81, 0x0a];
+        r.resize(24, 0);
+        r
+    };
+    for_each_config(|args| {
+        let mut all = vec!["-o", "idle_timeout=1"];
+        all.extend_from_slice(args);
+        let server = TestServer::start_tls(&all);
+        for tls_version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let connect = || RawTls::connect(server.addr(), Some(tls_version));
+            let what = format!("{:?}", tls_version.version);
+            let mut c = connect();
+            c.send(b"version\r\nquit\r\n");
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "quit {what}"
+            );
+            let mut c = connect();
+            c.send(&[b'x'; 3000]);
+            assert_eq!(c.ending(), (Vec::new(), Ending::CloseNotify), "line {what}");
+            let mut c = connect();
+            c.send(&bad_magic);
+            assert_eq!(
+                c.ending(),
+                (noop_reply.clone(), Ending::CloseNotify),
+                "magic {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "idle {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            c.tls.conn.send_close_notify();
+            c.tls.flush().unwrap();
+            assert_eq!(
+                c.ending(),
+                (version.to_vec(), Ending::CloseNotify),
+                "peer {what}"
+            );
+            let mut c = connect();
+            c.send(b"version\r\n");
+            c.tls.sock.shutdown(std::net::Shutdown::Write).unwrap();
+            let (replies, ending) = c.ending();
+            if memcached_mode() {
+                // Its fatal alert can come in the same read as the reply, which rustls then
+                // does not hand over.
+                assert!(matches!(ending, Ending::Error(_)), "FIN {what}: {ending:?}");
+            } else {
+                assert_eq!(
+                    (replies, ending),
+                    (version.to_vec(), Ending::Truncated),
+                    "FIN {what}"
+                );
+            }
+        }
+        // Idle-closed before any handshake: the close and nothing else.
+        let mut raw = TcpStream::connect(server.addr()).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        assert!(raw.read_to_end(&mut got).is_ok());
+        assert_eq!(got, b"");
+        // SIGTERM: the process exits without closing sessions (memcached's too).
+        let mut c = RawTls::connect(server.addr(), None);
+        c.roundtrip_version();
+        let mut server = server;
+        assert!(server.terminate(Duration::from_secs(10)).success());
+        assert_eq!(c.ending(), (Vec::new(), Ending::Truncated), "SIGTERM");
+    });
+}
+
+/// SIGKILLs a daemon this test started when the test ends, however it ends.
+struct DaemonGuard(i32);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: kill(2) on the daemon this test started; it takes no memory.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `-d` with relative certificate paths, started in the directory holding the files: the
+/// files load (both servers read them before detaching), and `refresh_certs` reads the same
+/// files again although the daemon has left for `/`; memcached's daemon reads them from `/`
+/// and fails. The paths show as given.
+#[test]
+fn a_daemon_reloads_relative_certificate_paths_from_where_it_started() {
+    let configs: Vec<Vec<&str>> = if memcached_mode() {
+        vec![vec![]]
+    } else {
+        vec![vec!["--io-backend", "epoll"], vec!["--io-backend", "uring"]]
+    };
+    for config in configs {
+        eprintln!("=== config: {config:?}");
+        let dir = TempDir::new("daemon");
+        let cert = dir.copy("server.pem", "cert.pem");
+        let key = dir.copy("server.key", "cert.key");
+        let port = free_port();
+        let pid_path = dir.path("pid");
+        let out = server_command()
+            .current_dir(&dir.0)
+            .args([
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "1",
+            ])
+            .args(["-d", "-P", &pid_path, "-Z"])
+            .args(["-o", "ssl_chain_cert=cert.pem,ssl_key=cert.key"])
+            .args(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read_pid = || {
+            std::fs::read_to_string(&pid_path)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // memcached's parent exits before the daemon has bound its port.
+        let up = wait_until(common::STARTUP_TIMEOUT, || {
+            read_pid().is_some() && TcpStream::connect(addr).is_ok()
+        });
+        let pid = read_pid().unwrap_or(0);
+        let mut guard = DaemonGuard(pid);
+        assert!(up, "the daemon does not serve");
+        let mut c = Client::connect_tls(addr, tls_client_config(false));
+        let settings = c.stats_sub("settings");
+        assert_eq!(settings["ssl_chain_cert"], "cert.pem");
+        assert_eq!(settings["ssl_key"], "cert.key");
+        // Another valid pair (the client's, which no client takes as a server's) under the
+        // same names: what new connections get if the files are read again.
+        std::fs::copy(tls_file("client.pem"), &cert).unwrap();
+        std::fs::copy(tls_file("client.key"), &key).unwrap();
+        c.send(b"refresh_certs\r\n");
+        let line = c.read_line();
+        if memcached_mode() {
+            let want = b"Error loading the certificate chain: cert.pem : ";
+            assert!(line.starts_with(want), "{}", String::from_utf8_lossy(&line));
+            assert!(serves(addr, tls_client_config(false)));
+        } else {
+            assert_eq!(line, b"OK\r\n");
+            assert!(!serves(addr, tls_client_config(false)));
+            std::fs::copy(tls_file("server.pem"), &cert).unwrap();
+            std::fs::copy(tls_file("server.key"), &key).unwrap();
+            c.roundtrip(b"refresh_certs\r\n", b"OK\r\n");
+            assert!(serves(addr, tls_client_config(false)));
+        }
+        drop(c);
+        // SAFETY: kill(2) on the daemon this test started; it takes no memory.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let gone = wait_until(Duration::from_secs(10), || process_gone(pid as u32));
+        assert!(gone, "daemon {pid} did not stop");
+        guard.0 = 0;
+    }
+}
+
+/// `bytes_read` and `bytes_written` count the requests and replies, not the TLS records that
+/// carry them (memcached counts what `SSL_read` returns and `SSL_write` takes): a handshake
+/// counts nothing.
+#[test]
+fn byte_counters_count_plaintext() {
+    for_each_config(|args| {
+        let server = TestServer::start_tls(args);
+        let mut c = server.connect_tls();
+        let before = c.stats_sub("");
+        if !memcached_mode() {
+            // (memcached mode's startup probe sent a `stats` already.)
+            assert_eq!(stat_u64(&before, "bytes_written"), 0);
+            assert_eq!(stat_u64(&before, "bytes_read"), b"stats\r\n".len() as u64);
+        }
+        let stats_reply: usize = before
+            .iter()
+            .map(|(name, value)| format!("STAT {name} {value}\r\n").len())
+            .sum::<usize>()
+            + b"END\r\n".len();
+        // A second connection: its handshake, a request and its reply.
+        let mut d = server.connect_tls();
+        d.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+        let after = c.stats_sub("");
+        let read = stat_u64(&after, "bytes_read") - stat_u64(&before, "bytes_read");
+        assert_eq!(read, b"set k 0 0 1\r\nv\r\nstats\r\n".len() as u64);
+        let written = stat_u64(&after, "bytes_written") - stat_u64(&before, "bytes_written");
+        assert_eq!(written, (stats_reply + b"STORED\r\n".len()) as u64);
     });
 }

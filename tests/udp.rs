@@ -720,3 +720,76 @@ fn udp_is_served_on_every_listen_address() {
     });
     assert!(counted, "{:?}", server.stats().get("curr_connections"));
 }
+
+/// One expected reply datagram: `(sequence, total, payload)`.
+type Expected<'a> = (u16, u16, &'a [u8]);
+
+/// A data block cut off by the end of its datagram is answered `CLIENT_ERROR bad data chunk`
+/// under the request's id (nothing after `noreply`; always for meta), after the replies ahead
+/// of it; a command line cut off is dropped unanswered. memcached's worker sends that error
+/// only once the next datagram reaches it, which it reads raw as the block's rest (header
+/// included) and so never answers; corecache answers at once, and the next datagram is served
+/// (memcached mode sends follow-up datagrams until the error arrives).
+#[test]
+fn a_data_block_cut_off_by_the_datagram_end_is_a_bad_data_chunk() {
+    const BAD: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+    let cases: [(&[u8], &[Expected]); 7] = [
+        (b"set k 0 0 10\r\nabc", &[(0, 1, BAD)]),
+        (b"set k 0 0 3\r\nabc", &[(0, 1, BAD)]),
+        (b"set k 0 0 0\r\n", &[(0, 1, BAD)]),
+        (b"cas k 0 0 10 1\r\nabc", &[(0, 1, BAD)]),
+        (b"append k 0 0 5\r\nab", &[(0, 1, BAD)]),
+        (b"ms k 10 q\r\nabc", &[(0, 1, BAD)]),
+        (
+            b"version\r\nset k 0 0 5\r\nab",
+            &[(0, 1, b"VERSION 1.6.18\r\n"), (0, 1, BAD)],
+        ),
+    ];
+    for_each_config(|args| {
+        // memcached's worker threads all read the one socket: with one, the follow-up
+        // datagram surely reaches the worker that waits for the block's rest.
+        let args = if memcached_mode() {
+            &["-t", "1"][..]
+        } else {
+            args
+        };
+        for (payload, expected) in cases {
+            // memcached keeps the cut-off request's state: a fresh server each.
+            let server = TestServer::start_udp(args);
+            let mut c = server.udp_client();
+            if !memcached_mode() {
+                c.exchange(payload, expected);
+                c.exchange(b"get k\r\n", &[(0, 1, b"END\r\n")]);
+                continue;
+            }
+            c.send_raw(&udp_request(7, payload));
+            let mut frames = None;
+            for follow_up in 0..16u16 {
+                c.send_raw(&udp_request(100 + follow_up, b"mn\r\n"));
+                frames = c.recv_frames(7, expected.len(), Duration::from_millis(500));
+                if frames.is_some() {
+                    break;
+                }
+            }
+            let frames = frames.expect("memcached's answer");
+            let got: Vec<_> = frames.iter().map(|f| f.parts()).collect();
+            assert_eq!(got, expected, "{}", String::from_utf8_lossy(payload));
+        }
+    });
+    if skip_in_memcached_mode("noreply and cut-off lines: memcached takes the next datagram") {
+        return;
+    }
+    let server = TestServer::start_udp(&["-t", "2"]);
+    let mut c = server.udp_client();
+    for quiet in [
+        &b"set k 0 0 3 noreply\r\nab"[..],
+        b"get foo",
+        b"set k 0 0 3",
+        b"mg k v",
+    ] {
+        c.send_raw(&udp_request(5, quiet));
+        c.expect_quiet();
+    }
+    c.exchange(b"version\r\nget foo", &[(0, 1, b"VERSION 1.6.18\r\n")]);
+    c.exchange(b"set k 0 0 3\r\nabc\r\nget k", &[(0, 1, b"STORED\r\n")]);
+}

@@ -361,6 +361,10 @@ fn finish_set<'a>(
     }
     let total = line_len.saturating_add(block_len);
     let Some(block) = buf.get(line_len..total) else {
+        if limits.input_complete {
+            let reply = super::compose::CLIENT_ERROR_BAD_DATA_CHUNK;
+            return Err(reject(reply, buf.len(), 0));
+        }
         return Err(ParseError::Incomplete);
     };
     let Some((value, b"\r\n")) = block.split_at_checked(value_len) else {

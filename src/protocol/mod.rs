@@ -49,6 +49,11 @@ pub struct Limits {
     pub line_len_max: usize,
     /// Bound on a retrieval line with many keys (memcached leaves it unbounded; we do not).
     pub get_line_len_max: usize,
+    /// The buffer is all the input there is (a UDP datagram): a data block that runs past its
+    /// end is answered as one that does not end in CRLF (`CLIENT_ERROR bad data chunk`, which
+    /// memcached answers for it too) and consumes the rest of the buffer, instead of
+    /// [`ParseError::Incomplete`]. A command line cut off stays incomplete.
+    pub input_complete: bool,
     /// Binary SASL (`-S`) as it stands for the connection being parsed.
     pub sasl: SaslGate,
 }
@@ -73,6 +78,7 @@ impl Limits {
         cas_enabled: true,
         line_len_max: 2048,
         get_line_len_max: 1024 * 1024,
+        input_complete: false,
         sasl: SaslGate::Off,
     };
 

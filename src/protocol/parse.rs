@@ -424,12 +424,18 @@ fn parse_storage<'a>(
         return Ok((request, line_len));
     }
     let total = line_len.saturating_add(block_len);
+    let bad_chunk = |consumed| {
+        let reply = unless_noreply(noreply, compose::CLIENT_ERROR_BAD_DATA_CHUNK);
+        reject(reply, consumed)
+    };
     let Some(block) = buf.get(line_len..total) else {
+        if limits.input_complete {
+            return Err(bad_chunk(buf.len()));
+        }
         return Err(ParseError::Incomplete);
     };
     let Some((value, b"\r\n")) = block.split_at_checked(value_len) else {
-        let reply = unless_noreply(noreply, compose::CLIENT_ERROR_BAD_DATA_CHUNK);
-        return Err(reject(reply, total));
+        return Err(bad_chunk(total));
     };
     let request = Request::Store {
         verb,
@@ -1736,6 +1742,41 @@ mod tests {
             Err(ParseError::Invalid(rejection)) => assert_eq!(rejection.reply, reply),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `input_complete` (a UDP datagram): a data block running past the buffer's end is a bad
+    /// data chunk that takes the rest of the buffer; a cut-off line stays incomplete.
+    #[test]
+    fn a_block_cut_off_by_complete_input_is_a_bad_data_chunk() {
+        let final_input = Limits {
+            input_complete: true,
+            ..LIMITS
+        };
+        for buf in [
+            &b"set k 0 0 10\r\nabc"[..],
+            b"set k 0 0 3\r\nabc\r",
+            b"set k 0 0 0\r\n",
+            b"cas k 0 0 3 1\r\n",
+            b"ms k 10 q\r\nabc",
+        ] {
+            let want = Rejection {
+                reply: CLIENT_ERROR_BAD_DATA_CHUNK,
+                consumed: buf.len(),
+                swallow: 0,
+                close: false,
+            };
+            assert_eq!(parse(buf, &final_input), Err(ParseError::Invalid(want)));
+            assert_eq!(parse(buf, &LIMITS), Err(ParseError::Incomplete));
+        }
+        let rejection = match parse(b"set k 0 0 3 noreply\r\nab", &final_input) {
+            Err(ParseError::Invalid(rejection)) => rejection,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rejection.reply, b"");
+        for cut_line in [&b"get foo"[..], b"set k 0 0 3", b"mg k v", b""] {
+            assert_eq!(parse(cut_line, &final_input), Err(ParseError::Incomplete));
+        }
+        assert!(parse(b"set k 0 0 3\r\nabc\r\n", &final_input).is_ok());
     }
 
     /// memcached's `safe_strto*` helpers against hand-checked values.

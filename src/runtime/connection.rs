@@ -280,11 +280,13 @@ impl Conn {
 
 /// Whether the connection is finished: closing or at EOF, with nothing left to send or await.
 pub fn should_close(c: &Conn) -> bool {
-    (c.closing || c.eof)
-        && c.slots.is_empty()
-        && c.unsent().is_empty()
-        && c.inflight == 0
-        && (c.closing || !c.held_back)
+    finishing(c) && c.unsent().is_empty() && c.inflight == 0
+}
+
+/// Whether the connection will produce no more output: closing or at EOF, with no reply
+/// awaited and no input held back (what it has queued may still be unsent).
+pub fn finishing(c: &Conn) -> bool {
+    (c.closing || c.eof) && c.slots.is_empty() && (c.closing || !c.held_back)
 }
 
 /// Connections a loop must come back to next turn, each listed once. Membership is a flag per

@@ -434,8 +434,11 @@ impl Loop {
             self.resume_if_waiting(core, idx);
             return; // sent with the rest once the slots complete
         }
-        c.seal();
+        c.close_notify_if_finishing();
+        // A TLS connection counts the replies it encrypts, a plain one the bytes it writes.
+        let mut counted = c.seal();
         let mut written = 0u64;
+        let mut failed = false;
         while !c.unsent().is_empty() {
             match stream.write(c.unsent()) {
                 Ok(0) => break,
@@ -446,14 +449,14 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    core.bytes_written += written;
-                    self.drop_conn(core, idx);
-                    return;
+                    failed = true;
+                    break;
                 }
             }
         }
-        let close = should_close(c);
-        core.bytes_written += written;
+        let close = failed || should_close(c);
+        counted += c.sent_counted(written);
+        core.bytes_written += counted;
         if close {
             self.drop_conn(core, idx);
             return;

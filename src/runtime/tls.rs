@@ -13,8 +13,13 @@
 //!   decrypted into `Conn::rbuf` ([`Core::input_tls`]); just before a send, the plaintext
 //!   replies queued at the end of `Conn::out` are encrypted in place ([`Conn::seal`]), so the
 //!   backends send `out` as they do for any connection. Bytes `..Conn::out_sealed` of `out`
-//!   are ciphertext already. A connection without TLS pays one branch on receive and one
-//!   before a send.
+//!   are ciphertext already. `bytes_written` counts the replies sealed, not the records sent
+//!   (as memcached counts what `SSL_write` takes). A connection without TLS pays one branch
+//!   on receive, and a few (`Option::is_some` tests) per flush and per send.
+//! * Closing an established session ([`Conn::close_notify_if_finishing`], called by both
+//!   backends before they send or close): the close_notify alert goes after the last reply,
+//!   as memcached's `SSL_shutdown` sends it, unless the handshake never finished, the session
+//!   failed, or the peer ended with a bare TCP FIN.
 //! * Bounds: rustls holds at most one incomplete record of input (its own limit) and nothing
 //!   decrypted (drained into `rbuf` at once, which the usual limits bound, one receive's worth
 //!   over at most); its output is drained into `out` at once, which `OUT_HIGH_WATER` bounds as
@@ -106,6 +111,11 @@ pub struct TlsSettings {
     pub kernel_tls: bool,
     /// 0 TLS 1.0 .. 3 TLS 1.3.
     pub min_version: u8,
+    /// The working directory at startup, which relative file paths are read from: with
+    /// `-d` the daemon leaves it for `/`, and `refresh_certs` must read the same files as
+    /// startup did. (The paths themselves are kept as given, for `stats settings` and the
+    /// error lines.) `None` reads them from the current directory.
+    pub start_dir: Option<std::path::PathBuf>,
 }
 
 /// A failure with memcached's exit status 1 (a suboption value it refuses while parsing).
@@ -164,6 +174,7 @@ impl TlsSettings {
             session_cache: o.session_cache,
             kernel_tls: o.kernel_tls,
             min_version,
+            start_dir: None,
         })
     }
 
@@ -192,8 +203,12 @@ impl TlsSettings {
 
 /// Reads a whole file of at most [`FILE_BYTES_MAX`] bytes; the error is the C library's words
 /// for the failure, as memcached prints OpenSSL's.
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| strerror(&e))?;
+fn read_file(s: &TlsSettings, path: &str) -> Result<Vec<u8>, String> {
+    let file = match &s.start_dir {
+        Some(dir) => std::fs::File::open(dir.join(path)),
+        None => std::fs::File::open(path),
+    };
+    let file = file.map_err(|e| strerror(&e))?;
     let mut data = Vec::new();
     file.take(FILE_BYTES_MAX + 1)
         .read_to_end(&mut data)
@@ -241,12 +256,12 @@ fn build_config(
         .chain_cert
         .as_deref()
         .ok_or_else(|| chain_error("no file given (-o ssl_chain_cert)".into()))?;
-    let certs = pem_certs(&read_file(chain_path).map_err(chain_error)?).map_err(chain_error)?;
+    let certs = pem_certs(&read_file(s, chain_path).map_err(chain_error)?).map_err(chain_error)?;
     let key_path = s
         .key
         .as_deref()
         .ok_or_else(|| key_error("no file given (-o ssl_key)".into()))?;
-    let key_data = read_file(key_path).map_err(key_error)?;
+    let key_data = read_file(s, key_path).map_err(key_error)?;
     let key = match s.keyformat {
         1 => PrivateKeyDer::from_pem_slice(&key_data)
             .map_err(|e| key_error(format!("not a PEM private key ({e:?})")))?,
@@ -348,7 +363,7 @@ fn client_verifier(
     };
     let ca_error = |why: String| format!("Error loading the CA certificate: {path} : {why}");
     let mut roots = RootCertStore::empty();
-    for cert in pem_certs(&read_file(path).map_err(ca_error)?).map_err(ca_error)? {
+    for cert in pem_certs(&read_file(s, path).map_err(ca_error)?).map_err(ca_error)? {
         roots
             .add(cert)
             .map_err(|e| ca_error(format!("not a CA certificate ({e})")))?;
@@ -472,7 +487,8 @@ impl std::fmt::Debug for TlsShared {
 impl TlsShared {
     /// Checks the settings and, with `-Z`, loads the files (memcached's messages and statuses).
     pub fn new(o: &TlsOptions, enabled: bool) -> Result<TlsShared, StartupError> {
-        let settings = TlsSettings::check(o)?;
+        let mut settings = TlsSettings::check(o)?;
+        settings.start_dir = std::env::current_dir().ok();
         if enabled && settings.min_version < 2 {
             return Err(invalid(format!(
                 "ssl_min_version={}: corecache's TLS (rustls) speaks TLS 1.2 and 1.3 only; use 2 or 3",
@@ -562,6 +578,13 @@ pub struct TlsConn {
     /// Plaintext moved out of `out` while it is encrypted (kept for its capacity).
     scratch: Vec<u8>,
     failed: bool,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
+    /// Our close_notify is queued (at most once per session).
+    close_notify_queued: bool,
+    /// Plaintext bytes encrypted since [`Conn::seal`] last took the count (`bytes_written`
+    /// counts replies, as memcached counts what `SSL_write` takes, not records).
+    plain_sealed: u64,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -580,6 +603,9 @@ impl TlsConn {
             session,
             scratch: Vec::new(),
             failed: false,
+            peer_closed: false,
+            close_notify_queued: false,
+            plain_sealed: 0,
         })
     }
 
@@ -629,6 +655,7 @@ impl TlsConn {
             self.seal(out, sealed);
         }
         if closed {
+            self.peer_closed = true;
             TlsInput::PeerClosed
         } else {
             TlsInput::Open
@@ -647,7 +674,10 @@ impl TlsConn {
             while at < self.scratch.len() && !self.failed {
                 let end = self.scratch.len().min(at + SEAL_CHUNK_BYTES);
                 match self.session.writer().write(&self.scratch[at..end]) {
-                    Ok(n) if n > 0 => at += n,
+                    Ok(n) if n > 0 => {
+                        at += n;
+                        self.plain_sealed += n as u64;
+                    }
                     // Nothing taken: the session is not established (it never is while a
                     // request could be answered) or failed; such replies cannot be sent.
                     _ => break,
@@ -663,6 +693,27 @@ impl TlsConn {
     }
 }
 
+impl TlsConn {
+    /// Queues the close_notify alert after everything in `out` (sealing what is not yet), as
+    /// memcached's `SSL_shutdown` sends it when it closes a connection: once, and only on an
+    /// established session that has not failed (`SSL_shutdown` sends nothing during the
+    /// handshake or after a fatal error). `server_closes` is whether the server is ending the
+    /// connection (`quit`, an error, `idle_timeout`); otherwise the peer ended it, and the
+    /// alert answers only its own close_notify: a bare TCP FIN is a truncated stream, and
+    /// nothing is sent for it.
+    pub fn close_notify(&mut self, server_closes: bool, out: &mut Vec<u8>, sealed: &mut usize) {
+        let wanted = server_closes || self.peer_closed;
+        if !wanted || self.close_notify_queued || self.failed || self.session.is_handshaking() {
+            return;
+        }
+        self.seal(out, sealed);
+        self.session.send_close_notify();
+        drain(&mut self.session, out);
+        *sealed = out.len();
+        self.close_notify_queued = true;
+    }
+}
+
 /// Moves every record rustls has ready into `out`.
 fn drain(session: &mut ServerConnection, out: &mut Vec<u8>) {
     while session.wants_write() {
@@ -675,11 +726,43 @@ fn drain(session: &mut ServerConnection, out: &mut Vec<u8>) {
 
 impl Conn {
     /// Encrypts the replies queued since the last seal, on a TLS connection (for the backends,
-    /// just before they send `out`).
+    /// just before they send `out`). Returns the reply bytes encrypted since the last call,
+    /// which a TLS connection counts in `bytes_written` instead of the bytes it sends (0 for a
+    /// plain connection).
     #[inline]
-    pub fn seal(&mut self) {
-        if let Some(tls) = self.tls.as_deref_mut() {
-            tls.seal(&mut self.out, &mut self.out_sealed);
+    pub fn seal(&mut self) -> u64 {
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                tls.seal(&mut self.out, &mut self.out_sealed);
+                std::mem::take(&mut tls.plain_sealed)
+            }
+            None => 0,
+        }
+    }
+
+    /// Bytes sent on the socket that count in `bytes_written`: all of them on a plain
+    /// connection; none on a TLS one, whose replies [`Conn::seal`] counted.
+    #[inline]
+    pub fn sent_counted(&self, sent: u64) -> u64 {
+        if self.tls.is_some() {
+            0
+        } else {
+            sent
+        }
+    }
+
+    /// On a TLS connection that will produce nothing more (see [`finishing`]), queues its
+    /// close_notify after the replies still to send (see [`TlsConn::close_notify`]). The
+    /// backends call it before they send or close; a plain connection pays one branch.
+    ///
+    /// [`finishing`]: super::connection::finishing
+    #[inline]
+    pub fn close_notify_if_finishing(&mut self) {
+        if self.tls.is_some() && super::connection::finishing(self) {
+            let server_closes = self.closing;
+            if let Some(tls) = self.tls.as_deref_mut() {
+                tls.close_notify(server_closes, &mut self.out, &mut self.out_sealed);
+            }
         }
     }
 }

@@ -21,9 +21,12 @@
 //! [`SPARE_BYTES_MAX`]. A send the socket refuses (its buffer full) drops that datagram, as UDP
 //! may; it is counted.
 //!
-//! Where memcached 1.6.18 differs, on purpose: a request cut off by the end of its datagram is
-//! dropped (memcached waits for its rest, taking it from whatever datagram reaches that thread
-//! next); a data block to swallow ends with the datagram (memcached swallows later datagrams).
+//! Where memcached 1.6.18 differs, on purpose: a text data block cut off by the end of its
+//! datagram is answered at once as a bad data chunk (the parser's `Limits::input_complete`),
+//! and any other request cut off is dropped; memcached waits for the rest, taking it from
+//! whatever datagram reaches that thread next (a block then never ends in CRLF, so its answer
+//! is the same error, only later). A data block to swallow ends with the datagram (memcached
+//! swallows later datagrams).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -132,6 +135,7 @@ impl Udp {
             last_cmd: vec![crate::clock::START.0; count],
             limits: Limits {
                 line_len_max: RECV_BYTES,
+                input_complete: true,
                 ..limits
             },
             ..Udp::default()

@@ -154,6 +154,9 @@ struct IoConn {
     cancel_sent: bool,
     /// The buffer being sent and how much of it the kernel has taken.
     send: Option<(Vec<u8>, usize)>,
+    /// Whether the bytes sent count in `bytes_written`: a plain connection's do; a TLS one
+    /// counts its replies as it seals them instead.
+    counts_sent: bool,
     /// Shut down; waiting for in-flight operations before closing.
     closing: bool,
 }
@@ -615,6 +618,7 @@ impl Loop {
             let _ = super::listener::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
         let generation = core.conn(idx).map_or(0, |c| c.generation) & 0xff_ffff;
+        let counts_sent = core.conn(idx).is_some_and(|c| c.tls.is_none());
         if self.conns.len() <= idx as usize {
             self.conns.resize_with(idx as usize + 1, || None);
         }
@@ -634,6 +638,7 @@ impl Loop {
             recv_armed: false,
             cancel_sent: false,
             send: None,
+            counts_sent,
             closing: false,
         });
         self.arm_recv(idx)
@@ -700,7 +705,9 @@ impl Loop {
             return self.close(core, idx);
         }
         off += res as usize;
-        core.bytes_written += res as u64;
+        if c.counts_sent {
+            core.bytes_written += res as u64;
+        }
         if off < buf.len() {
             if let Some(cc) = core.conn_mut(idx) {
                 cc.inflight = buf.len() - off;
@@ -871,13 +878,18 @@ impl Loop {
         let Some(cc) = core.conn_mut(idx) else {
             return Ok(());
         };
+        cc.close_notify_if_finishing();
         if should_close(cc) && cc.inflight == 0 {
             return self.close(core, idx);
         }
         if in_flight || cc.unsent().is_empty() || cc.holds_partial() {
             return Ok(());
         }
-        cc.seal();
+        let replies_bytes = cc.seal();
+        core.bytes_written += replies_bytes;
+        let Some(cc) = core.conn_mut(idx) else {
+            return Ok(());
+        };
         let fresh = self.spare.pop().unwrap_or_default();
         let mut buf = std::mem::replace(&mut cc.out, fresh);
         let off = cc.out_sent;
