@@ -318,12 +318,7 @@ fn scan_segment(
         .write(last)
         .open(&path)
         .map_err(|e| format!("{shown}: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("{shown}: {e}"))?.len();
-    let mut head = Vec::with_capacity(FILE_HEADER_BYTES);
-    (&file)
-        .take(FILE_HEADER_BYTES as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("{shown}: {e}"))?;
+    let (len, head) = read_head(&file, &shown)?;
     let header = match record::check_file_header(&head) {
         Ok(h) if h.kind == FileKind::Segment && (h.generation == generation || h.version == 1) => h,
         Err(HeaderError::Short) if last => {
@@ -371,12 +366,7 @@ fn scan_snapshot(
     let path = dir.join(snapshot_name(generation));
     let shown = path.display();
     let mut file = File::open(&path).map_err(|e| format!("{shown}: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("{shown}: {e}"))?.len();
-    let mut head = Vec::with_capacity(FILE_HEADER_BYTES);
-    (&file)
-        .take(FILE_HEADER_BYTES as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("{shown}: {e}"))?;
+    let (len, head) = read_head(&file, &shown)?;
     let header = match record::check_file_header(&head) {
         Ok(h) if h.kind == FileKind::Snapshot && h.generation == generation => h,
         _ => return Err(header_refused(&path)),
@@ -461,6 +451,16 @@ pub fn remove_superseded(dir: &Path, generation: u64) -> io::Result<u64> {
         sync_dir(dir)?;
     }
     Ok(segment_bytes)
+}
+
+/// A file's length and its first [`FILE_HEADER_BYTES`] bytes (fewer if it is shorter).
+fn read_head(file: &File, shown: &std::path::Display<'_>) -> Result<(u64, Vec<u8>), String> {
+    let len = file.metadata().map_err(|e| format!("{shown}: {e}"))?.len();
+    let mut head = Vec::with_capacity(FILE_HEADER_BYTES);
+    file.take(FILE_HEADER_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok((len, head))
 }
 
 #[cfg(test)]

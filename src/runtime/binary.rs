@@ -148,28 +148,15 @@ impl Core {
                 if let Some(c) = self.conn_mut(idx) {
                     c.sasl.list();
                 }
-                binary::response(
-                    &mut reply,
-                    req.opcode,
-                    Status::Success,
-                    req.opaque,
-                    0,
-                    &[],
-                    &[],
-                    sasl::MECHANISMS,
-                );
+                respond(&mut reply, req, Status::Success, sasl::MECHANISMS);
             }
             Command::SaslAuth { step, data } => self.sasl_auth(idx, req, step, data, &mut reply),
             Command::Stat => return self.dispatch_binary_stat(idx, req),
             Command::Noop => binary::success(&mut reply, req.opcode, req.opaque, 0),
-            Command::Version => binary::response(
+            Command::Version => respond(
                 &mut reply,
-                req.opcode,
+                req,
                 Status::Success,
-                req.opaque,
-                0,
-                &[],
-                &[],
                 crate::protocol::compose::MEMCACHED_VERSION.as_bytes(),
             ),
             Command::Quit => {
@@ -366,27 +353,9 @@ impl Core {
         match outcome {
             Outcome::Authenticated => {
                 self.auth_cmds += 1;
-                binary::response(
-                    reply,
-                    req.opcode,
-                    Status::Success,
-                    req.opaque,
-                    0,
-                    &[],
-                    &[],
-                    b"Authenticated",
-                );
+                respond(reply, req, Status::Success, b"Authenticated");
             }
-            Outcome::Continue => binary::response(
-                reply,
-                req.opcode,
-                Status::AuthContinue,
-                req.opaque,
-                0,
-                &[],
-                &[],
-                &[],
-            ),
+            Outcome::Continue => respond(reply, req, Status::AuthContinue, &[]),
             Outcome::Failed => {
                 self.auth_cmds += 1;
                 self.auth_errors += 1;
@@ -420,6 +389,11 @@ pub(super) fn finish_stats_slot(shared: &Shared, now: Instant32, slot: &mut Slot
         slot.buf = reply;
         slot.kind = SlotKind::Plain;
     }
+}
+
+/// Appends a response to `req` with this status and value (no extras, key or cas).
+fn respond(out: &mut Vec<u8>, req: &BinaryRequest<'_>, status: Status, value: &[u8]) {
+    binary::response(out, req.opcode, status, req.opaque, 0, &[], &[], value);
 }
 
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot. An

@@ -122,17 +122,10 @@ impl Shard {
         let time_unix = epoch.to_unix(now);
         match self.store.peek_item(key, key_hash, now) {
             Some(item) => {
-                let mut item_bits = 0;
-                if item.stale {
-                    item_bits |= ITEM_BIT_STALE;
-                }
-                if item.key_binary {
-                    item_bits |= ITEM_BIT_KEY_BINARY;
-                }
                 let r = ItemRecord {
                     key,
                     client_flags: item.client_flags,
-                    item_bits,
+                    item_bits: item_bits(item.stale, item.key_binary),
                     expires_unix: item.expires_at.map_or(0, |at| epoch.to_unix(at)),
                     cas: item.cas,
                     value: item.value,
@@ -289,17 +282,10 @@ impl Shard {
         let next =
             self.store
                 .for_each_live_item_from(ClassSet::ALL, from, chunks_max, now, |item| {
-                    let mut item_bits = 0;
-                    if item.stale {
-                        item_bits |= ITEM_BIT_STALE;
-                    }
-                    if item.key_binary {
-                        item_bits |= ITEM_BIT_KEY_BINARY;
-                    }
                     let r = ItemRecord {
                         key: item.key,
                         client_flags: item.client_flags,
-                        item_bits,
+                        item_bits: item_bits(item.stale, item.key_binary),
                         expires_unix: item.expires_at.map_or(0, |at| epoch.to_unix(at)),
                         cas: item.cas,
                         value: item.value,
@@ -329,6 +315,18 @@ impl Shard {
         self.store.advance_cas_past(st.cas_max);
         self.store.reset_stats();
     }
+}
+
+/// An item record's bits: stale (`md ... I`), key stored base64 (`ms ... b`).
+fn item_bits(stale: bool, key_binary: bool) -> u8 {
+    let mut bits = 0;
+    if stale {
+        bits |= ITEM_BIT_STALE;
+    }
+    if key_binary {
+        bits |= ITEM_BIT_KEY_BINARY;
+    }
+    bits
 }
 
 #[cfg(test)]
