@@ -38,6 +38,9 @@ const CANNED: &[u8] =
     b" 0 64\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
 /// Input a connection may hold before it is closed (one request never needs more here).
 const INPUT_MAX: usize = 1 << 20;
+/// Replies a connection may have waiting behind its send before its input is left unread
+/// (a client that pipelines without reading then fills `INPUT_MAX` and is closed).
+const OUT_MAX: usize = 4 << 20;
 // user_data: kind (8 bits) | the slot's generation (24 bits) | slot (32 bits).
 const K_ACCEPT: u64 = 1 << 56;
 const K_RECV: u64 = 2 << 56;
@@ -362,7 +365,7 @@ fn serve(listener: TcpListener, canned: bool) -> io::Result<()> {
             let Some(c) = conns.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
-            if !c.closing {
+            if !c.closing && c.out.len() < OUT_MAX {
                 let map = if canned { None } else { Some(&mut map) };
                 match answer(map, &c.input, &mut c.out) {
                     Some(used) => {

@@ -327,9 +327,9 @@ impl Core {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) {
-        let pwdb = self.shared.config.sasl_pwdb.clone();
+        let config = &self.shared.config;
         let check = |user: &[u8], password: &[u8]| {
-            let Some(path) = pwdb.as_deref() else {
+            let Some(path) = config.sasl_pwdb.as_deref() else {
                 return false;
             };
             let mut db = Vec::new();
@@ -338,7 +338,7 @@ impl Core {
                     let _ = f.take(sasl::PWDB_READ_MAX).read_to_end(&mut db);
                 }
                 Err(e) => {
-                    if self.shared.config.verbosity > 0 {
+                    if config.verbosity > 0 {
                         eprintln!("WARNING: Failed to open sasl database <{path}>: {e}");
                     }
                     return false;
