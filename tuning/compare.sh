@@ -4,9 +4,10 @@
 # Each scenario runs A B A B A B (A = corecache, B = memcached; 3 repetitions by default), each
 # run on a freshly started server pinned to one core (`taskset -c $SERVER_CPU`, `-t 1`), with
 # the bench pinned to another (`$CLIENT_CPU`). For every run it records throughput, latency
-# percentiles, the server's CPU time per request (utime+stime from /proc/PID/stat), the hit
+# percentiles, the server's CPU time per request (utime+stime from /proc/PID/stat, and exactly by
+# the scheduler's clock from /proc/PID/task/*/schedstat), the hit
 # ratio and, for `memory`, resident memory per item. It prints one table of medians with
-# [min-max] ranges and corecache/memcached ratios, and writes one Markdown file per scenario
+# [min-max] ranges and corecache/memcached ratios, the CPU ratio of each repetition's pair, and writes one Markdown file per scenario
 # (plus a summary) into tuning/results/.
 #
 # Usage: tuning/compare.sh [--quick] [--scenarios a,b,...] [--duration S] [--warmup S]
@@ -131,12 +132,14 @@ run_one() {
     if [[ $side == A ]]; then kind=$A_KIND bin=$A_BIN threads=$A_THREADS cpus=$A_CPUS label=$A_LABEL
     else kind=$B_KIND bin=$B_BIN threads=$B_THREADS cpus=$B_CPUS label=$B_LABEL; fi
     start_server "$kind" "$bin" "$threads" "$MEM" "$cpus"
-    local rss0 ticks0 ticks1 json rc=0
+    local rss0 ticks0 ticks1 ns0 ns1 json rc=0
     rss0=$(rss_kb "$SERVER_PID")
     ticks0=$(cpu_ticks "$SERVER_PID")
+    ns0=$(cpu_ns "$SERVER_PID")
     local cmd=(taskset -c "$CLIENT_CPU" "$BENCH" --server "127.0.0.1:$SERVER_PORT" --json --quiet "${BENCH_ARGS[@]}")
     json=$("${cmd[@]}" 2>"$WORK/bench.err") || rc=$?
     ticks1=$(cpu_ticks "$SERVER_PID")
+    ns1=$(cpu_ns "$SERVER_PID")
     local rss1 items
     rss1=$(rss_kb "$SERVER_PID")
     items=$(server_stat "$SERVER_PORT" curr_items)
@@ -148,22 +151,23 @@ run_one() {
     stop_server
     if [[ -z $json ]]; then cat "$WORK/bench.err" >&2; die "bench produced no JSON ($scenario $label)"; fi
     # Server CPU covers the whole bench invocation, so divide by every request it served.
-    local requests cpu_us_op rss_item ops p50 p99 p999 hit errors
+    local requests cpu_us_op cpu_exact rss_item ops p50 p99 p999 hit errors
     requests=$(( $(json_in "$json" server_totals get_commands) + $(json_in "$json" server_totals cmd_set) ))
     cpu_us_op=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.3f", n ? t * 1e6 / hz / n : 0 }')
+    cpu_exact=$(awk -v t=$((ns1 - ns0)) -v n="$requests" 'BEGIN { printf "%.3f", n ? t / 1e3 / n : 0 }')
     rss_item=$(awk -v a="$rss0" -v b="$rss1" -v n="$items" 'BEGIN { printf "%.1f", n ? (b - a) * 1024 / n : 0 }')
     ops=$(json_top "$json" ops_per_sec)
     p50=$(json_op "$json" "$MAIN_OP" p50); p99=$(json_op "$json" "$MAIN_OP" p99); p999=$(json_op "$json" "$MAIN_OP" p99_9)
     hit=$(json_top "$json" hit_ratio)
     errors=$(( $(json_in "$json" errors total) + $(json_top "$json" drops) ))
-    printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$scenario" "$side" "$label" "$ops" "$p50" "$p99" "$p999" \
-        "$cpu_us_op" "$hit" "$rss_item" "$errors" >>"$WORK/rows"
+    printf '%s %s %s %s %s %s %s %s %s %s %s %s\n' "$scenario" "$side" "$label" "$ops" "$p50" "$p99" "$p999" \
+        "$cpu_us_op" "$hit" "$rss_item" "$errors" "$cpu_exact" >>"$WORK/rows"
     {
         echo "### $label, repetition $rep"
         echo
         echo "- server: \`$SERVER_CMD\`"
         echo "- bench: \`${cmd[*]}\` (exit $rc)"
-        echo "- server CPU: $((ticks1 - ticks0)) ticks at $CLK_TCK Hz over $requests requests = $cpu_us_op µs/request"
+        echo "- server CPU: $((ticks1 - ticks0)) ticks at $CLK_TCK Hz over $requests requests = $cpu_us_op µs/request; scheduler clock $((ns1 - ns0)) ns = $cpu_exact µs/request"
         echo "- VmRSS: idle $rss0 kB, after $rss1 kB; curr_items $items; evictions $evictions"
         echo
         echo '```json'
@@ -207,8 +211,8 @@ for scenario in $SCENARIOS; do
     done
 done
 
-header="| scenario | server | ops/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | hit ratio | RSS B/item | errors |"
-rule="|---|---|---|---|---|---|---|---|---|---|"
+header="| scenario | server | ops/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | CPU µs/req (sched) | hit ratio | RSS B/item | errors |"
+rule="|---|---|---|---|---|---|---|---|---|---|---|"
 table() {
     echo "$header"
     echo "$rule"
@@ -217,21 +221,41 @@ table() {
         for side in A B; do
             if [[ $side == A ]]; then label=$A_LABEL; else label=$B_LABEL; fi
             printf '| %s | %s |' "$scenario" "$label"
-            for col in 4 5 6 7 8 9 10 11; do printf ' %s |' "$(summarize "$scenario" "$side" "$col")"; done
+            for col in 4 5 6 7 8 12 9 10 11; do printf ' %s |' "$(summarize "$scenario" "$side" "$col")"; done
             echo
         done
         printf '| %s | %s/%s |' "$scenario" "$A_LABEL" "$B_LABEL"
-        for col in 4 5 6 7 8 9 10; do
+        for col in 4 5 6 7 8 12 9 10; do
             printf ' %s |' "$(ratio "$(median "$scenario" A "$col")" "$(median "$scenario" B "$col")")"
         done
         echo ' |'
+    done
+}
+
+# pair_ratios: each scenario's CPU ratios A/B per repetition (the runs of a repetition are
+# neighbours in time, so each pair saw the same host), by /proc/PID/stat and by the scheduler
+# clock: a ratio of medians can hide that the pairs disagree.
+pair_ratios() {
+    for scenario in $SCENARIOS; do
+        awk -v s="$scenario" '$1 == s && $2 == "A" { a8[++na] = $8; a12[na] = $12 }
+            $1 == s && $2 == "B" { b8[++nb] = $8; b12[nb] = $12 }
+            END {
+                line = "- " s " CPU per request A/B by repetition: stat"
+                for (i = 1; i <= na && i <= nb; i++) line = line sprintf(" %s", b8[i] ? sprintf("%.2f", a8[i] / b8[i]) : "-")
+                line = line "; sched"
+                for (i = 1; i <= na && i <= nb; i++) line = line sprintf(" %s", b12[i] ? sprintf("%.2f", a12[i] / b12[i]) : "-")
+                print line
+            }' "$WORK/rows"
     done
 }
 TABLE=$(table)
 echo
 echo "$TABLE"
 echo "(medians [min-max] over $REPS runs; latencies of each scenario's main operation; CPU is"
-echo " server utime+stime per request over the whole bench run; ratio rows divide medians)"
+echo " server utime+stime per request over the whole bench run, and the same by the scheduler's"
+echo " clock (/proc/PID/task/*/schedstat); ratio rows divide medians)"
+PAIRS=$(pair_ratios)
+echo "$PAIRS"
 
 for scenario in $SCENARIOS; do
     {
@@ -242,6 +266,8 @@ for scenario in $SCENARIOS; do
         echo "$header"
         echo "$rule"
         grep -F "| $scenario |" <<<"$TABLE"
+        echo
+        grep -F -- "- $scenario CPU" <<<"$PAIRS"
         echo
         cat "$WORK/$scenario.runs.md"
     } >"$OUT_DIR/$STAMP-$scenario.md"
@@ -254,5 +280,7 @@ done
     host_info
     echo
     echo "$TABLE"
+    echo
+    echo "$PAIRS"
 } >"$OUT_DIR/$STAMP-summary.md"
 log "done in $(( $(date +%s) - START )) s; results in $OUT_DIR/$STAMP-*.md"
