@@ -4,11 +4,11 @@
 # Each scenario runs A B A B A B (A = corecache, B = memcached; 3 repetitions by default), each
 # run on a freshly started server pinned to one core (`taskset -c $SERVER_CPU`, `-t 1`), with
 # the bench pinned to another (`$CLIENT_CPU`). For every run it records throughput, latency
-# percentiles, the server's CPU time per request (utime+stime from /proc/PID/stat, and exactly by
-# the scheduler's clock from /proc/PID/task/*/schedstat), the hit
-# ratio and, for `memory`, resident memory per item. It prints one table of medians with
-# [min-max] ranges and corecache/memcached ratios, the CPU ratio of each repetition's pair, and writes one Markdown file per scenario
-# (plus a summary) into tuning/results/.
+# percentiles, the server's CPU time per request (utime+stime from /proc/PID/stat, and exactly
+# by the scheduler's clock from /proc/PID/task/*/schedstat), the hit ratio and, for `memory`,
+# resident memory per item. It prints one table of medians with [min-max] ranges and
+# corecache/memcached ratios, plus the CPU ratio of each repetition's pair, and writes one
+# Markdown file per scenario (plus a summary) into tuning/results/.
 #
 # Usage: tuning/compare.sh [--quick] [--scenarios a,b,...] [--duration S] [--warmup S]
 #                          [--hitratio-warmup S] [--reps N] [--out DIR] [--list]
