@@ -497,6 +497,65 @@ fn lru_crawler_crawl_and_switch_replies() {
     });
 }
 
+/// `lru tune` answers and keeps its four settings as memcached does without its LRU maintainer
+/// (the mode corecache reports): checked in the order memcached checks, shown by
+/// `stats settings` (percentages as C `int`s, factors as `%.2f`), silent with `noreply`.
+/// `lru mode` and `lru temp_ttl` need that maintainer: `ERROR` from corecache, as from
+/// `memcached -o no_lru_maintainer` (the default memcached of the other test mode runs one).
+#[test]
+fn lru_tune_keeps_settings_like_memcached_without_a_maintainer() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let tuned = |c: &mut Client| {
+            let settings = c.stats_sub("settings");
+            [
+                "hot_lru_pct",
+                "warm_lru_pct",
+                "hot_max_factor",
+                "warm_max_factor",
+            ]
+            .map(|name| settings[name].clone())
+        };
+        c.roundtrip(b"lru tune 10 25 0.1 2.0\r\n", b"OK\r\n");
+        assert_eq!(tuned(&mut c), ["10", "25", "0.10", "2.00"]);
+        let pcts = b"ERROR hot and warm pcts must not exceed 80\r\n";
+        let factors = b"ERROR hot/warm age factors must be greater than 0\r\n";
+        for (line, reply) in [
+            ("lru tune 50 40 1 1", &pcts[..]),
+            ("lru tune 4294967295 0 1 1", pcts),
+            ("lru tune 0 0 0 1", factors),
+            ("lru tune 1 1 -inf 1", factors),
+            ("lru tune -1 25 1 1", b"ERROR\r\n"),
+            ("lru tune 1 1 x 1", b"ERROR\r\n"),
+            ("lru tune 1 1 1e 1", b"ERROR\r\n"),
+            ("lru tune 1 1 1e400 1", b"ERROR\r\n"),
+            ("lru tune 1 1 1e-310 1", b"ERROR\r\n"),
+            ("lru tune 10 25 0.1", b"ERROR\r\n"),
+            ("lru", b"ERROR\r\n"),
+            ("lru bogus 1", b"ERROR\r\n"),
+            ("LRU tune 1 1 1 1", b"ERROR\r\n"),
+        ] {
+            c.roundtrip(format!("{line}\r\n").as_bytes(), reply);
+        }
+        // Refusals change nothing.
+        assert_eq!(tuned(&mut c), ["10", "25", "0.10", "2.00"]);
+        // C's strtod forms, a 32-bit sum that wraps to 0, and tokens after the four ignored.
+        c.roundtrip(b"lru tune 4294967295 1 0x1p-2 .5 extra\r\n", b"OK\r\n");
+        assert_eq!(tuned(&mut c), ["-1", "1", "0.25", "0.50"]);
+        c.roundtrip(b"lru tune 40 40 INF nan\r\n", b"OK\r\n");
+        assert_eq!(tuned(&mut c), ["40", "40", "inf", "nan"]);
+        // `noreply` silences answers and refusals alike.
+        c.send(b"lru tune 5 6 1.5 2.5 noreply\r\nlru tune 90 0 1 1 noreply\r\nlru noreply\r\n");
+        c.roundtrip(b"version\r\n", b"VERSION 1.6.18\r\n");
+        assert_eq!(tuned(&mut c), ["5", "6", "1.50", "2.50"]);
+        if !memcached_mode() {
+            c.roundtrip(b"lru mode flat\r\n", b"ERROR\r\n");
+            c.roundtrip(b"lru temp_ttl 60\r\n", b"ERROR\r\n");
+        }
+    });
+}
+
 /// `lru_crawler crawl all` sweeps every shard at once: expired items nobody reads again are
 /// reclaimed without waiting for the once-a-second background slices.
 #[cfg(feature = "test-hooks")]

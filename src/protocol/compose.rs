@@ -67,6 +67,8 @@ pub const ERROR_CRAWLER_START: &[u8] = b"ERROR failed to start lru crawler threa
 /// `lru_crawler metadump` of a class that does not exist.
 pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
 pub const CLIENT_ERROR_CRAWLER_SLEEP: &[u8] = b"CLIENT_ERROR sleep must be one second or less\r\n";
+pub const ERROR_LRU_PCTS: &[u8] = b"ERROR hot and warm pcts must not exceed 80\r\n";
+pub const ERROR_LRU_FACTORS: &[u8] = b"ERROR hot/warm age factors must be greater than 0\r\n";
 pub const REASSIGN_SAME: &[u8] = b"SAME src and dst class are identical\r\n";
 pub const REASSIGN_BADCLASS: &[u8] = b"BADCLASS invalid src or dst class id\r\n";
 pub const REASSIGN_NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";

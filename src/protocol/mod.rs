@@ -274,6 +274,15 @@ pub enum Request<'a> {
     LruCrawlerSleep { micros: u32 },
     /// `lru_crawler tocrawl <items>` (per class and pass; 0: all).
     LruCrawlerTocrawl { items: u32 },
+    /// `lru tune <hot pct> <warm pct> <hot max factor> <warm max factor>`, checked; the
+    /// factors as `f64` bits (so the request stays `Eq`).
+    LruTune {
+        hot_pct: u32,
+        warm_pct: u32,
+        hot_factor_bits: u64,
+        warm_factor_bits: u64,
+        noreply: bool,
+    },
     /// `cache_memlimit <megabytes> [noreply]`: a new `-m`, already checked against memcached's
     /// bounds (8 to 1000000000 MB).
     CacheMemlimit { megabytes: u32, noreply: bool },

@@ -278,6 +278,7 @@ fn parse_line<'a>(
         b"watch" => parse_watch(line, tokens.noreply()),
         b"config" => parse_config(&tokens),
         b"lru_crawler" => parse_lru_crawler(&tokens),
+        b"lru" => parse_lru(&tokens),
         b"cache_memlimit" => parse_cache_memlimit(&tokens),
         b"slabs" => parse_slabs(&tokens),
         b"shutdown" => parse_shutdown(&tokens),
@@ -660,6 +661,43 @@ fn parse_lru_crawler<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u
     }
 }
 
+/// `lru tune <hot pct> <warm pct> <hot max factor> <warm max factor>`, as memcached 1.6.18
+/// answers it without its LRU maintainer (`-o no_lru_maintainer`: the mode `stats settings`
+/// reports, as corecache's CLOCK eviction has no segments to move items between): the four
+/// settings are kept for `stats settings` and change nothing else. Tokens after the four are
+/// ignored. The percentages are `safe_strtoul`s whose 32-bit sum may not pass 80, the factors
+/// `safe_strtod`s that must be above 0 (a NaN is not refused, as in C). `lru mode` and
+/// `lru temp_ttl` need the maintainer and are `ERROR`, as is any other shape; a trailing
+/// `noreply` silences every answer.
+fn parse_lru<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, &'static [u8]> {
+    let noreply = tokens.noreply();
+    let refuse = |reply| Err(unless_noreply(noreply, reply));
+    if tokens.count < 6 || tokens.get(1) != b"tune" {
+        return refuse(compose::ERROR);
+    }
+    let (Some(hot_pct), Some(warm_pct), Some(hot_factor), Some(warm_factor)) = (
+        strtoul_u32(tokens.get(2)),
+        strtoul_u32(tokens.get(3)),
+        strtod_f64(tokens.get(4)),
+        strtod_f64(tokens.get(5)),
+    ) else {
+        return refuse(compose::ERROR);
+    };
+    if hot_pct.wrapping_add(warm_pct) > 80 {
+        return refuse(compose::ERROR_LRU_PCTS);
+    }
+    if hot_factor <= 0.0 || warm_factor <= 0.0 {
+        return refuse(compose::ERROR_LRU_FACTORS);
+    }
+    Ok(Request::LruTune {
+        hot_pct,
+        warm_pct,
+        hot_factor_bits: hot_factor.to_bits(),
+        warm_factor_bits: warm_factor.to_bits(),
+        noreply,
+    })
+}
+
 /// `slabs automove <0|1|2> [noreply]` and `slabs reassign <src> <dst>`, as memcached answers
 /// them: other shapes (and an automove mode over 2) are `ERROR`, a value that is not a number
 /// is `CLIENT_ERROR bad command line format`. Which classes are valid is the runtime's call.
@@ -784,6 +822,107 @@ pub(crate) fn strtol_i32(token: &[u8]) -> Option<i32> {
         i64::try_from(magnitude).ok()?
     };
     Some(value as i32)
+}
+
+/// memcached's `safe_strtod`: C's `strtod` over the whole token (decimal, hexadecimal with
+/// an optional binary exponent, `inf`, `infinity` and `nan` in any case, an optional sign),
+/// refused when nothing is read, when junk follows, or on `ERANGE` (a finite number too large
+/// for a double, or one so small it ends subnormal or zero).
+pub(crate) fn strtod_f64(token: &[u8]) -> Option<f64> {
+    let spaces = token.iter().take_while(|&&b| is_c_space(b)).count();
+    let text = token.get(spaces..)?;
+    let end = text
+        .iter()
+        .position(|&b| is_c_space(b))
+        .unwrap_or(text.len());
+    let text = std::str::from_utf8(&text[..end]).ok()?;
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let lower = body.to_ascii_lowercase();
+    let magnitude = if lower == "inf" || lower == "infinity" {
+        f64::INFINITY
+    } else if lower == "nan" || (lower.starts_with("nan(") && lower.ends_with(')')) {
+        f64::NAN
+    } else if let Some(hex) = lower.strip_prefix("0x") {
+        hex_magnitude(hex)?
+    } else {
+        decimal_magnitude(&lower)?
+    };
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// The value of a decimal `strtod` body (no sign), `None` if it is not one or is out of range.
+fn decimal_magnitude(body: &str) -> Option<f64> {
+    let bytes = body.as_bytes();
+    let mantissa_len = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .count();
+    let mantissa = &body[..mantissa_len];
+    if mantissa.bytes().filter(|&b| b == b'.').count() > 1
+        || !mantissa.bytes().any(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let exponent = &body[mantissa_len..];
+    if let Some(digits) = exponent.strip_prefix('e') {
+        let digits = digits.strip_prefix(['+', '-']).unwrap_or(digits);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    } else if !exponent.is_empty() {
+        return None;
+    }
+    let value: f64 = body.parse().ok()?;
+    in_range(value, mantissa)
+}
+
+/// The value of a hexadecimal `strtod` body after `0x`: hex digits with an optional point,
+/// then an optional `p` and a decimal power of two.
+fn hex_magnitude(body: &str) -> Option<f64> {
+    let (mantissa, power) = match body.split_once('p') {
+        Some((m, p)) => (m, Some(p)),
+        None => (body, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let mut value = 0f64;
+    for c in whole.chars() {
+        value = value * 16.0 + f64::from(c.to_digit(16)?);
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in fraction.chars() {
+        value += f64::from(c.to_digit(16)?) * scale;
+        scale /= 16.0;
+    }
+    if let Some(power) = power {
+        let digits = power.strip_prefix(['+', '-']).unwrap_or(power);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let exp: i32 = power.parse().unwrap_or(if power.starts_with('-') {
+            i32::MIN
+        } else {
+            i32::MAX
+        });
+        value *= 2f64.powi(exp.clamp(-2200, 2200));
+    }
+    in_range(value, mantissa)
+}
+
+/// `strtod`'s `ERANGE`: a result that overflowed to infinity, or a nonzero mantissa that came
+/// out zero or subnormal.
+fn in_range(value: f64, mantissa: &str) -> Option<f64> {
+    let nonzero = mantissa.bytes().any(|b| b.is_ascii_hexdigit() && b != b'0');
+    if value.is_infinite() || (nonzero && !value.is_normal()) {
+        return None;
+    }
+    Some(value)
 }
 
 #[cfg(test)]
@@ -1777,6 +1916,70 @@ mod tests {
             assert_eq!(parse(cut_line, &final_input), Err(ParseError::Incomplete));
         }
         assert!(parse(b"set k 0 0 3\r\nabc\r\n", &final_input).is_ok());
+    }
+
+    /// `safe_strtod` as glibc's `strtod` reads whole tokens (values checked against memcached's
+    /// `lru tune` and `stats settings`).
+    #[test]
+    fn c_doubles() {
+        for (text, value) in [
+            ("1", 1.0),
+            ("1.", 1.0),
+            (".5", 0.5),
+            ("+2.5", 2.5),
+            ("-0.25", -0.25),
+            ("1e-1", 0.1),
+            ("1E+2", 100.0),
+            ("0x10", 16.0),
+            ("0x1p-2", 0.25),
+            ("0X.8P1", 1.0),
+            ("0e-400", 0.0),
+            ("1e308", 1e308),
+            ("2.3e-308", 2.3e-308),
+        ] {
+            assert_eq!(strtod_f64(text.as_bytes()), Some(value), "{text}");
+        }
+        assert_eq!(strtod_f64(b"INF"), Some(f64::INFINITY));
+        assert_eq!(strtod_f64(b"-infinity"), Some(f64::NEG_INFINITY));
+        assert!(strtod_f64(b"nan").is_some_and(f64::is_nan));
+        assert!(strtod_f64(b"nan(abc)").is_some_and(f64::is_nan));
+        for junk in [
+            "", "x", "1e", "1e+", "0x", "1.5.5", "1x", ".", "-", "1e400", "-1e400", "1e-310",
+            "1e-400", "0x1p", "infinit", "0x1g",
+        ] {
+            assert_eq!(strtod_f64(junk.as_bytes()), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn lru_tune_is_checked_as_memcached_checks_it() {
+        assert_eq!(
+            ok(b"lru tune 10 25 0.1 2 extra\r\n").0,
+            Request::LruTune {
+                hot_pct: 10,
+                warm_pct: 25,
+                hot_factor_bits: 0.1f64.to_bits(),
+                warm_factor_bits: 2f64.to_bits(),
+                noreply: false,
+            }
+        );
+        assert!(matches!(
+            ok(b"lru tune 4294967295 1 1 1 noreply\r\n").0,
+            Request::LruTune {
+                hot_pct: u32::MAX,
+                warm_pct: 1,
+                noreply: true,
+                ..
+            }
+        ));
+        assert_rejects(b"lru tune 50 40 1 1\r\n", ERROR_LRU_PCTS);
+        assert_rejects(b"lru tune 1 1 0 1\r\n", ERROR_LRU_FACTORS);
+        assert_rejects(b"lru tune 1 1 1 -1\r\n", ERROR_LRU_FACTORS);
+        assert_rejects(b"lru tune 1 1 1\r\n", ERROR);
+        assert_rejects(b"lru mode flat\r\n", ERROR);
+        assert_rejects(b"lru temp_ttl 5\r\n", ERROR);
+        assert_rejects(b"lru tune 90 0 1 1 noreply\r\n", b"");
+        assert_rejects(b"lru noreply\r\n", b"");
     }
 
     /// memcached's `safe_strto*` helpers against hand-checked values.

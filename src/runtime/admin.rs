@@ -105,6 +105,22 @@ pub fn dispatch(core: &mut Core, idx: u32, req: &Request<'_>) {
                 .store(micros, Ordering::Relaxed);
             reply(core, idx, compose::OK);
         }
+        Request::LruTune {
+            hot_pct,
+            warm_pct,
+            hot_factor_bits,
+            warm_factor_bits,
+            noreply,
+        } => {
+            let tune = &core.shared.lru_tune;
+            tune.hot_pct.store(hot_pct, Ordering::Relaxed);
+            tune.warm_pct.store(warm_pct, Ordering::Relaxed);
+            tune.hot_factor.store(hot_factor_bits, Ordering::Relaxed);
+            tune.warm_factor.store(warm_factor_bits, Ordering::Relaxed);
+            if !noreply {
+                reply(core, idx, compose::OK);
+            }
+        }
         Request::LruCrawlerTocrawl { items } => {
             core.shared.crawler_tocrawl.store(items, Ordering::Relaxed);
             reply(core, idx, compose::OK);
@@ -668,6 +684,7 @@ pub(super) mod tests {
             crawler_tocrawl: AtomicU32::new(0),
             crawls_running: AtomicU32::new(0),
             slab_automove: AtomicU8::new(1),
+            lru_tune: crate::runtime::LruTune::default(),
             detail_enabled: AtomicBool::new(false),
             listen: crate::runtime::backend::ListenStats::default(),
             watch: crate::runtime::watchers::WatchShared::new(shard_count),

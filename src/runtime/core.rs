@@ -781,6 +781,7 @@ impl Core {
             | Request::LruCrawlerSwitch { .. }
             | Request::LruCrawlerSleep { .. }
             | Request::LruCrawlerTocrawl { .. }
+            | Request::LruTune { .. }
             | Request::CacheMemlimit { .. }
             | Request::SlabsAutomove { .. }
             | Request::SlabsReassign { .. }

@@ -46,6 +46,31 @@ use crate::storage::StoreConfig;
 use backend::Backend;
 use listener::Listener;
 
+/// memcached's segmented-LRU settings as `lru tune` last set them. memcached without its LRU
+/// maintainer (the mode `stats settings` reports) keeps them and uses them for nothing, and so
+/// does corecache, whose CLOCK eviction has no segments: they exist so that `lru tune` answers
+/// and `stats settings` shows what memcached's would.
+pub struct LruTune {
+    pub hot_pct: AtomicU32,
+    pub warm_pct: AtomicU32,
+    /// `f64` bits.
+    pub hot_factor: AtomicU64,
+    /// `f64` bits.
+    pub warm_factor: AtomicU64,
+}
+
+impl Default for LruTune {
+    /// memcached 1.6.18's defaults.
+    fn default() -> LruTune {
+        LruTune {
+            hot_pct: AtomicU32::new(20),
+            warm_pct: AtomicU32::new(40),
+            hot_factor: AtomicU64::new(0.2f64.to_bits()),
+            warm_factor: AtomicU64::new(2.0f64.to_bits()),
+        }
+    }
+}
+
 /// Process-wide state shared by every executor (read-mostly; nothing on the per-request path
 /// except the clock read once per loop turn).
 pub struct Shared {
@@ -83,6 +108,8 @@ pub struct Shared {
     pub crawls_running: AtomicU32,
     /// `slabs automove <0|1|2>` (see `storage::lru`).
     pub slab_automove: AtomicU8,
+    /// `lru tune`'s settings, shown by `stats settings` (see [`LruTune`]).
+    pub lru_tune: LruTune,
     /// `watch`: watchers per core, event numbering, log counters.
     pub watch: watchers::WatchShared,
     /// `-Y`: the logins of the auth file, read once at startup; `None` without `-Y`.
@@ -416,6 +443,7 @@ fn serve(
         crawler_tocrawl: AtomicU32::new(config.crawler.tocrawl),
         crawls_running: AtomicU32::new(0),
         slab_automove: AtomicU8::new(config.slab_automove),
+        lru_tune: LruTune::default(),
         listen: backend::ListenStats::default(),
         watch: watchers::WatchShared::new(config.shard_count),
         auth,

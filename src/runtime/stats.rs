@@ -661,6 +661,22 @@ fn log_stats(log: &crate::durability::writer::LogShared, out: &mut Vec<u8>) {
 
 /// memcached's `hash_power_level`: the base-2 logarithm of the hash table's slots (rounded
 /// down: corecache's tables are not powers of two).
+/// C's `printf("%.2f")` as memcached's `stats settings` prints a factor: `nan`, `-nan`, `inf`
+/// and `-inf` spelled as glibc spells them, and cut to the 126 bytes memcached's stat value
+/// buffer holds.
+fn c_fixed2(value: f64) -> String {
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    let mut text = if value.is_nan() {
+        format!("{sign}nan")
+    } else if value.is_infinite() {
+        format!("{sign}inf")
+    } else {
+        format!("{value:.2}")
+    };
+    text.truncate(126);
+    text
+}
+
 fn power_level(slots: u64) -> u64 {
     u64::from(slots.checked_ilog2().unwrap_or(0))
 }
@@ -809,18 +825,26 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             compose::stat_str(out, "flush_enabled", yes_no(cfg.flush_enabled));
             compose::stat_str(out, "dump_enabled", yes_no(cfg.dump_enabled));
             compose::stat_str(out, "hash_algorithm", "xxh3");
-            for (name, value) in [
-                ("lru_maintainer_thread", "no"),
-                ("lru_segmented", "no"),
-                ("hot_lru_pct", "20"),
-                ("warm_lru_pct", "40"),
-                ("hot_max_factor", "0.20"),
-                ("warm_max_factor", "2.00"),
-                ("temp_lru", "no"),
-                ("temporary_ttl", "61"),
+            compose::stat_str(out, "lru_maintainer_thread", "no");
+            compose::stat_str(out, "lru_segmented", "no");
+            let tune = &shared.lru_tune;
+            // memcached keeps these in `int`s: a percentage past 2^31 shows negative.
+            for (name, pct) in [
+                ("hot_lru_pct", &tune.hot_pct),
+                ("warm_lru_pct", &tune.warm_pct),
             ] {
-                compose::stat_str(out, name, value);
+                let pct = pct.load(Ordering::Relaxed) as i32;
+                compose::stat_str(out, name, &pct.to_string());
             }
+            for (name, bits) in [
+                ("hot_max_factor", &tune.hot_factor),
+                ("warm_max_factor", &tune.warm_factor),
+            ] {
+                let value = f64::from_bits(bits.load(Ordering::Relaxed));
+                compose::stat_str(out, name, &c_fixed2(value));
+            }
+            compose::stat_str(out, "temp_lru", "no");
+            compose::stat_str(out, "temporary_ttl", "61");
             compose::stat(out, "idle_timeout", u64::from(cfg.idle_timeout_secs));
             // Input buffers are bounded per connection, not in total.
             compose::stat(out, "watcher_logbuf_size", cfg.watcher_logbuf_bytes as u64);
