@@ -220,7 +220,16 @@ fn metadump_fields(line: &str) -> (String, String, String, String) {
 #[test]
 fn lru_crawler_metadump_lists_live_items_of_every_shard() {
     for_each_config(|args| {
-        let server = TestServer::start(args);
+        // memcached runs without its LRU maintainer: the maintainer starts background crawls of
+        // the classes that hold items, and a dump asked for while one runs is answered `BUSY
+        // currently processing crawler request`, after which the test waited in vain for `END`
+        // (about 1 CI run in 25, memcached mode, whose one config is labelled -t 2 epoll).
+        // corecache's background crawler never makes a dump wait.
+        let mut args = args.to_vec();
+        if memcached_mode() {
+            args.extend(["-o", "no_lru_maintainer"]);
+        }
+        let server = TestServer::start(&args);
         let mut c = server.connect();
         c.roundtrip(b"lru_crawler metadump\r\n", b"ERROR\r\n");
         c.roundtrip(
