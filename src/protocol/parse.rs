@@ -835,11 +835,10 @@ pub(crate) fn strtod_f64(token: &[u8]) -> Option<f64> {
         .iter()
         .position(|&b| is_c_space(b))
         .unwrap_or(text.len());
-    let text = std::str::from_utf8(&text[..end]).ok()?;
-    let (negative, body) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
+    let text = std::str::from_utf8(text.get(..end)?).ok()?;
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(body) => (true, body),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
     let lower = body.to_ascii_lowercase();
     let magnitude = if lower == "inf" || lower == "infinity" {
@@ -861,13 +860,12 @@ fn decimal_magnitude(body: &str) -> Option<f64> {
         .iter()
         .take_while(|b| b.is_ascii_digit() || **b == b'.')
         .count();
-    let mantissa = &body[..mantissa_len];
+    let (mantissa, exponent) = body.split_at_checked(mantissa_len)?;
     if mantissa.bytes().filter(|&b| b == b'.').count() > 1
         || !mantissa.bytes().any(|b| b.is_ascii_digit())
     {
         return None;
     }
-    let exponent = &body[mantissa_len..];
     if let Some(digits) = exponent.strip_prefix('e') {
         let digits = digits.strip_prefix(['+', '-']).unwrap_or(digits);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
