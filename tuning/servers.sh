@@ -99,7 +99,7 @@ cpu_ns() { # on-CPU time of all of a process's threads, in nanoseconds (schedule
     # /proc/PID/stat's utime+stime are sampled at the timer tick (CONFIG_HZ, often 250 Hz, so a
     # 10 s run carries about 2 % of sampling noise). Both include interrupt work done while the
     # thread runs unless the kernel has CONFIG_IRQ_TIME_ACCOUNTING.
-    cat "/proc/$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%d", t }'
+    cat "/proc/$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%.0f", t }'
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
