@@ -69,8 +69,46 @@ fn decode(slot: u64) -> Loc {
     }
 }
 
+/// Slot memory whose first slot starts a cache line, so that each bucket of
+/// [`SLOTS_PER_BUCKET`] slots is exactly one line. A `Vec<u64>` is only 8-byte aligned, and a
+/// large one typically starts 16 bytes into a page (the allocator's header), which made every
+/// bucket straddle two lines: two cache misses per lookup instead of one. The vector holds
+/// up to a bucket's worth of extra slots and the table uses the aligned run inside it.
+struct LineSlots {
+    raw: Vec<u64>,
+    start: usize,
+    len: usize,
+}
+
+impl LineSlots {
+    /// `len` empty slots, the first at a 64-byte boundary.
+    fn empty(len: usize) -> LineSlots {
+        let raw = vec![EMPTY; len + SLOTS_PER_BUCKET - 1];
+        let line = SLOTS_PER_BUCKET * std::mem::size_of::<u64>();
+        let past_line = raw.as_ptr() as usize % line;
+        let start = (line - past_line) % line / std::mem::size_of::<u64>();
+        LineSlots { raw, start, len }
+    }
+}
+
+impl std::ops::Deref for LineSlots {
+    type Target = [u64];
+
+    #[inline]
+    fn deref(&self) -> &[u64] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for LineSlots {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u64] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
 struct Buckets {
-    slots: Vec<u64>,
+    slots: LineSlots,
     home_count: usize,
     live: usize,
     tombstones: usize,
@@ -79,7 +117,7 @@ struct Buckets {
 impl Buckets {
     fn new(home_count: usize) -> Buckets {
         Buckets {
-            slots: vec![EMPTY; (home_count + OVERFLOW_BUCKETS) * SLOTS_PER_BUCKET],
+            slots: LineSlots::empty((home_count + OVERFLOW_BUCKETS) * SLOTS_PER_BUCKET),
             home_count,
             live: 0,
             tombstones: 0,
@@ -219,10 +257,8 @@ impl Table {
     /// Asks the CPU to start loading the home bucket of `key_hash` (current table only).
     #[inline]
     pub fn prefetch(&self, key_hash: u64) {
-        let bucket = self.cur.home_bucket(key_hash);
-        prefetch_line(bucket.as_ptr().cast());
-        // A bucket is one cache line only when the slots happen to be 64-byte aligned.
-        prefetch_line(bucket[SLOTS_PER_BUCKET - 1..].as_ptr().cast());
+        // One line: buckets are line-aligned (`LineSlots`).
+        prefetch_line(self.cur.home_bucket(key_hash).as_ptr().cast());
     }
 
     /// Locations in `key_hash`'s home bucket (current table) whose tag matches: the items a
@@ -458,6 +494,25 @@ mod tests {
 
     fn id_of(loc: Loc) -> u64 {
         (u64::from(loc.page) << 10) | u64::from(loc.chunk)
+    }
+
+    #[test]
+    fn buckets_are_whole_cache_lines() {
+        for len in [8, 64, 8 * 1024, 256 * 1024] {
+            let slots = LineSlots::empty(len);
+            assert_eq!(slots.len(), len);
+            assert_eq!(slots.as_ptr() as usize % 64, 0, "{len} slots");
+            assert!(slots.iter().all(|&s| s == EMPTY));
+        }
+        let mut table = Table::new();
+        let mut hash_of = |loc: Loc| mix(id_of(loc));
+        for i in 0..10_000 {
+            table.insert(mix(i), loc_of(i), &mut hash_of);
+            while table.migrate_step(64, &mut hash_of) {}
+        }
+        for buckets in [&table.cur].into_iter().chain(table.old.as_ref()) {
+            assert_eq!(buckets.slots.as_ptr() as usize % 64, 0);
+        }
     }
 
     #[test]
