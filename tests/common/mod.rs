@@ -1156,8 +1156,10 @@ impl<S: Read + Write> Client<S> {
         }
     }
 
-    /// Reads lines until a line equal to `END\r\n` (also stops at an `ERROR`/`*_ERROR` line or
-    /// `RESET\r\n`) and returns everything read, terminator included. Meant for `stats` output.
+    /// Reads lines until a line equal to `END\r\n` (also stops at an `ERROR`/`*_ERROR` line,
+    /// `RESET\r\n`, or the one-line `BUSY ...` and `BADCLASS ...` answers of the crawler
+    /// commands, so that the caller sees them rather than a read timeout) and returns
+    /// everything read, terminator included. Meant for `stats` and dump output.
     #[track_caller]
     pub fn read_until_end(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -1169,6 +1171,8 @@ impl<S: Read + Write> Client<S> {
                 || line.starts_with(b"ERROR")
                 || line.starts_with(b"CLIENT_ERROR")
                 || line.starts_with(b"SERVER_ERROR")
+                || line.starts_with(b"BUSY ")
+                || line.starts_with(b"BADCLASS ")
             {
                 return out;
             }
