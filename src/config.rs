@@ -345,6 +345,9 @@ pub struct Config {
     /// `slab_automove`: where the runtime settings of the same names start.
     pub crawler: CrawlerSettings,
     pub slab_automove: u8,
+    /// `-o hot_lru_pct`, `warm_lru_pct`, `hot_max_factor`, `warm_max_factor`: where `lru tune`'s
+    /// settings start.
+    pub lru_tune: LruTuneSettings,
     /// `-o track_sizes`: `stats sizes` counts items from startup (as `stats sizes_enable`).
     pub track_sizes: bool,
     /// Notices for stderr at startup (ignored `-o` suboptions).
@@ -553,6 +556,7 @@ impl Config {
             idle_timeout_secs: extended.idle_timeout_secs,
             crawler: extended.crawler,
             slab_automove: extended.slab_automove,
+            lru_tune: extended.lru_tune,
             track_sizes: extended.track_sizes,
             notices: extended.notices,
             limits,
@@ -773,6 +777,7 @@ pub struct Extended {
     /// 0: pages move only to a class that has none; 1: also by eviction pressure (default);
     /// 2: on every eviction where another class is under less pressure.
     pub slab_automove: u8,
+    pub lru_tune: LruTuneSettings,
     pub track_sizes: bool,
     /// `watcher_logbuf_size` and `worker_logbuf_size`, in bytes (given in KB).
     pub watcher_logbuf_bytes: usize,
@@ -817,11 +822,36 @@ impl Default for Extended {
             idle_timeout_secs: 0,
             crawler: CrawlerSettings::default(),
             slab_automove: 1,
+            lru_tune: LruTuneSettings::default(),
             track_sizes: false,
             watcher_logbuf_bytes: 256 * 1024,
             worker_logbuf_bytes: 64 * 1024,
             tls: TlsOptions::default(),
             notices: Vec::new(),
+        }
+    }
+}
+
+/// memcached's segmented-LRU settings (`-o hot_lru_pct=`, `warm_lru_pct=`, `hot_max_factor=`,
+/// `warm_max_factor=`, and later `lru tune`), read and checked as memcached reads them (`atoi`,
+/// `atof`) and shown by `stats settings`. corecache's CLOCK eviction has no segments, so they
+/// change nothing else, as in memcached without its LRU maintainer. Factors as `f64` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LruTuneSettings {
+    pub hot_pct: u32,
+    pub warm_pct: u32,
+    pub hot_factor_bits: u64,
+    pub warm_factor_bits: u64,
+}
+
+impl Default for LruTuneSettings {
+    /// memcached 1.6.18's defaults.
+    fn default() -> LruTuneSettings {
+        LruTuneSettings {
+            hot_pct: 20,
+            warm_pct: 40,
+            hot_factor_bits: 0.2f64.to_bits(),
+            warm_factor_bits: 2.0f64.to_bits(),
         }
     }
 }
@@ -863,10 +893,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
     ("tail_repair_time", "no item refcounts to repair"),
     ("lru_maintainer", "CLOCK eviction, no LRU maintainer"),
     ("no_lru_maintainer", "CLOCK eviction, no LRU maintainer"),
-    ("hot_lru_pct", "CLOCK eviction, no segmented LRU"),
-    ("warm_lru_pct", "CLOCK eviction, no segmented LRU"),
-    ("hot_max_factor", "CLOCK eviction, no segmented LRU"),
-    ("warm_max_factor", "CLOCK eviction, no segmented LRU"),
     ("temporary_ttl", "CLOCK eviction, no temporary LRU"),
     ("slab_reassign", "pages move between classes on demand"),
     ("no_slab_reassign", "pages move between classes on demand"),
@@ -940,6 +966,33 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                     out.worker_logbuf_bytes = kb * 1024;
                 }
             }
+            "hot_lru_pct" | "warm_lru_pct" => {
+                let v = value.ok_or(format!("Missing {name} argument"))?;
+                let pct = crate::protocol::parse::atoi(v.as_bytes());
+                if !(1..80).contains(&pct) {
+                    return Err(format!("{name} must be > 1 and < 80"));
+                }
+                let pct = pct as u32;
+                if name == "hot_lru_pct" {
+                    out.lru_tune.hot_pct = pct;
+                } else {
+                    out.lru_tune.warm_pct = pct;
+                }
+                ignored.push(format!("{name} (CLOCK eviction, no segmented LRU)"));
+            }
+            "hot_max_factor" | "warm_max_factor" => {
+                let v = value.ok_or(format!("Missing {name} argument"))?;
+                let factor = crate::protocol::parse::atof(v.as_bytes());
+                if factor <= 0.0 {
+                    return Err(format!("{name} must be > 0"));
+                }
+                if name == "hot_max_factor" {
+                    out.lru_tune.hot_factor_bits = factor.to_bits();
+                } else {
+                    out.lru_tune.warm_factor_bits = factor.to_bits();
+                }
+                ignored.push(format!("{name} (CLOCK eviction, no segmented LRU)"));
+            }
             "lru_crawler" => out.crawler.enabled = true,
             "no_lru_crawler" => out.crawler.enabled = false,
             "no_slab_automove" => out.slab_automove = 0,
@@ -1010,6 +1063,9 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
                 ignored.push(format!("{name} ({why})"));
             }
         }
+    }
+    if out.lru_tune.hot_pct + out.lru_tune.warm_pct > 80 {
+        return Err("hot_lru_pct + warm_lru_pct cannot be more than 80% combined".into());
     }
     if !ignored.is_empty() {
         out.notices.push(format!(

@@ -537,6 +537,31 @@ fn ignored_extended_options_start_with_one_notice() {
     assert!(!lines[0].contains("lru_crawler_sleep"), "{err}");
 }
 
+/// `-o hot_lru_pct=`, `warm_lru_pct=`, `hot_max_factor=`, `warm_max_factor=` are read as
+/// memcached reads them (`atoi`, `atof`: trailing junk ignored) and show in `stats settings`,
+/// where `lru tune` then changes them; memcached shows the same.
+#[test]
+fn lru_settings_from_the_command_line_show_in_stats_settings() {
+    let server = TestServer::start(&[
+        "-t",
+        "1",
+        "-o",
+        "hot_lru_pct=30x,warm_lru_pct=50,hot_max_factor=1.5,warm_max_factor=3e0",
+    ]);
+    let mut c = server.connect();
+    let settings = c.stats_sub("settings");
+    for (name, value) in [
+        ("hot_lru_pct", "30"),
+        ("warm_lru_pct", "50"),
+        ("hot_max_factor", "1.50"),
+        ("warm_max_factor", "3.00"),
+    ] {
+        assert_eq!(settings[name], value, "{name}");
+    }
+    c.roundtrip(b"lru tune 10 20 0.5 1\r\n", b"OK\r\n");
+    assert_eq!(c.stats_sub("settings")["warm_lru_pct"], "20");
+}
+
 #[test]
 fn unserved_flags_and_unknown_suboptions_are_refused() {
     if memcached_mode() {
@@ -569,6 +594,19 @@ fn unserved_flags_and_unknown_suboptions_are_refused() {
         (
             &["-o", "lru_crawler_tocrawl=x"],
             "lru_crawler_tocrawl takes a numeric 32bit value",
+        ),
+        // memcached's checks of its segmented-LRU settings (read with atoi and atof).
+        (&["-o", "hot_lru_pct=0"], "hot_lru_pct must be > 1 and < 80"),
+        (
+            &["-o", "warm_lru_pct=x"],
+            "warm_lru_pct must be > 1 and < 80",
+        ),
+        (&["-o", "hot_lru_pct"], "Missing hot_lru_pct argument"),
+        (&["-o", "warm_max_factor=0"], "warm_max_factor must be > 0"),
+        (&["-o", "hot_max_factor=-1"], "hot_max_factor must be > 0"),
+        (
+            &["-o", "hot_lru_pct=41"],
+            "hot_lru_pct + warm_lru_pct cannot be more than 80% combined",
         ),
         (&["-B", "foo"], "foo"),
         (&["-R", "0"], "-R 0"),

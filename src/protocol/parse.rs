@@ -829,6 +829,41 @@ pub(crate) fn strtol_i32(token: &[u8]) -> Option<i32> {
 /// refused when nothing is read, when junk follows, or on `ERANGE` (a finite number too large
 /// for a double, or one so small it ends subnormal or zero).
 pub(crate) fn strtod_f64(token: &[u8]) -> Option<f64> {
+    let (value, in_range) = strtod_whole(token)?;
+    in_range.then_some(value)
+}
+
+/// C's `atof` (as memcached reads `-o hot_max_factor=` and `warm_max_factor=`): `strtod` of
+/// the longest prefix that is a number, out of range or not; 0 when none is.
+pub(crate) fn atof(text: &[u8]) -> f64 {
+    (1..=text.len())
+        .rev()
+        .find_map(|n| strtod_whole(text.get(..n)?))
+        .map_or(0.0, |(value, _)| value)
+}
+
+/// C's `atoi` on a 64-bit host (as memcached reads `-o hot_lru_pct=` and `warm_lru_pct=`):
+/// `strtol` of the leading digits (after blanks and a sign), clamped to 64 bits, then cut to
+/// 32; 0 when there are none.
+pub(crate) fn atoi(text: &[u8]) -> i32 {
+    let spaces = text.iter().take_while(|&&b| is_c_space(b)).count();
+    let mut rest = text.get(spaces..).unwrap_or_default();
+    let mut negative = false;
+    if let Some((&sign @ (b'+' | b'-'), tail)) = rest.split_first() {
+        negative = sign == b'-';
+        rest = tail;
+    }
+    let mut value: i128 = 0;
+    for &b in rest.iter().take_while(|b| b.is_ascii_digit()) {
+        value = (value * 10 + i128::from(b - b'0')).min(i128::from(i64::MAX) + 1);
+    }
+    let value = if negative { -value } else { value };
+    value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64 as i32
+}
+
+/// `strtod` of a whole token: its value and whether it was in range (no `ERANGE`); `None`
+/// when the token is not entirely a number.
+fn strtod_whole(token: &[u8]) -> Option<(f64, bool)> {
     let spaces = token.iter().take_while(|&&b| is_c_space(b)).count();
     let text = token.get(spaces..)?;
     let end = text
@@ -841,20 +876,21 @@ pub(crate) fn strtod_f64(token: &[u8]) -> Option<f64> {
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
     let lower = body.to_ascii_lowercase();
-    let magnitude = if lower == "inf" || lower == "infinity" {
-        f64::INFINITY
+    let (magnitude, in_range) = if lower == "inf" || lower == "infinity" {
+        (f64::INFINITY, true)
     } else if lower == "nan" || (lower.starts_with("nan(") && lower.ends_with(')')) {
-        f64::NAN
+        (f64::NAN, true)
     } else if let Some(hex) = lower.strip_prefix("0x") {
         hex_magnitude(hex)?
     } else {
         decimal_magnitude(&lower)?
     };
-    Some(if negative { -magnitude } else { magnitude })
+    Some((if negative { -magnitude } else { magnitude }, in_range))
 }
 
-/// The value of a decimal `strtod` body (no sign), `None` if it is not one or is out of range.
-fn decimal_magnitude(body: &str) -> Option<f64> {
+/// The value of a decimal `strtod` body (no sign) and whether it is in range; `None` if it is
+/// not one.
+fn decimal_magnitude(body: &str) -> Option<(f64, bool)> {
     let bytes = body.as_bytes();
     let mantissa_len = bytes
         .iter()
@@ -875,12 +911,12 @@ fn decimal_magnitude(body: &str) -> Option<f64> {
         return None;
     }
     let value: f64 = body.parse().ok()?;
-    in_range(value, mantissa)
+    Some((value, in_range(value, mantissa)))
 }
 
 /// The value of a hexadecimal `strtod` body after `0x`: hex digits with an optional point,
 /// then an optional `p` and a decimal power of two.
-fn hex_magnitude(body: &str) -> Option<f64> {
+fn hex_magnitude(body: &str) -> Option<(f64, bool)> {
     let (mantissa, power) = match body.split_once('p') {
         Some((m, p)) => (m, Some(p)),
         None => (body, None),
@@ -910,17 +946,14 @@ fn hex_magnitude(body: &str) -> Option<f64> {
         });
         value *= 2f64.powi(exp.clamp(-2200, 2200));
     }
-    in_range(value, mantissa)
+    Some((value, in_range(value, mantissa)))
 }
 
 /// `strtod`'s `ERANGE`: a result that overflowed to infinity, or a nonzero mantissa that came
 /// out zero or subnormal.
-fn in_range(value: f64, mantissa: &str) -> Option<f64> {
+fn in_range(value: f64, mantissa: &str) -> bool {
     let nonzero = mantissa.bytes().any(|b| b.is_ascii_hexdigit() && b != b'0');
-    if value.is_infinite() || (nonzero && !value.is_normal()) {
-        return None;
-    }
-    Some(value)
+    !(value.is_infinite() || (nonzero && !value.is_normal()))
 }
 
 #[cfg(test)]
@@ -1947,6 +1980,34 @@ mod tests {
         ] {
             assert_eq!(strtod_f64(junk.as_bytes()), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn c_atoi_and_atof() {
+        for (text, value) in [
+            ("30", 30),
+            ("1x", 1),
+            ("x", 0),
+            ("", 0),
+            (" -5", -5),
+            ("+7", 7),
+            ("4294967297", 1),
+            ("99999999999999999999", -1),
+        ] {
+            assert_eq!(atoi(text.as_bytes()), value, "{text:?}");
+        }
+        for (text, value) in [
+            ("1.5", 1.5),
+            ("1.5x", 1.5),
+            ("x", 0.0),
+            ("0x", 0.0),
+            ("1e", 1.0),
+        ] {
+            assert_eq!(atof(text.as_bytes()), value, "{text:?}");
+        }
+        assert_eq!(atof(b"1e400"), f64::INFINITY);
+        assert_eq!(atof(b"1e-400"), 0.0);
+        assert!(atof(b"nan").is_nan());
     }
 
     #[test]

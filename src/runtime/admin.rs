@@ -684,7 +684,7 @@ pub(super) mod tests {
             crawler_tocrawl: AtomicU32::new(0),
             crawls_running: AtomicU32::new(0),
             slab_automove: AtomicU8::new(1),
-            lru_tune: crate::runtime::LruTune::default(),
+            lru_tune: crate::runtime::LruTune::new(&Default::default()),
             detail_enabled: AtomicBool::new(false),
             listen: crate::runtime::backend::ListenStats::default(),
             watch: crate::runtime::watchers::WatchShared::new(shard_count),

@@ -59,14 +59,14 @@ pub struct LruTune {
     pub warm_factor: AtomicU64,
 }
 
-impl Default for LruTune {
-    /// memcached 1.6.18's defaults.
-    fn default() -> LruTune {
+impl LruTune {
+    /// Starting from the `-o` settings.
+    pub fn new(start: &crate::config::LruTuneSettings) -> LruTune {
         LruTune {
-            hot_pct: AtomicU32::new(20),
-            warm_pct: AtomicU32::new(40),
-            hot_factor: AtomicU64::new(0.2f64.to_bits()),
-            warm_factor: AtomicU64::new(2.0f64.to_bits()),
+            hot_pct: AtomicU32::new(start.hot_pct),
+            warm_pct: AtomicU32::new(start.warm_pct),
+            hot_factor: AtomicU64::new(start.hot_factor_bits),
+            warm_factor: AtomicU64::new(start.warm_factor_bits),
         }
     }
 }
@@ -443,7 +443,7 @@ fn serve(
         crawler_tocrawl: AtomicU32::new(config.crawler.tocrawl),
         crawls_running: AtomicU32::new(0),
         slab_automove: AtomicU8::new(config.slab_automove),
-        lru_tune: LruTune::default(),
+        lru_tune: LruTune::new(&config.lru_tune),
         listen: backend::ListenStats::default(),
         watch: watchers::WatchShared::new(config.shard_count),
         auth,
