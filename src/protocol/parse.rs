@@ -834,13 +834,19 @@ pub(crate) fn strtod_f64(token: &[u8]) -> Option<f64> {
 }
 
 /// C's `atof` (as memcached reads `-o hot_max_factor=` and `warm_max_factor=`): `strtod` of
-/// the longest prefix that is a number, out of range or not; 0 when none is.
+/// the longest prefix that is a number, out of range or not; 0 when none is. Only the first
+/// [`ATOF_SCAN_MAX`] bytes are looked at (each candidate prefix is parsed whole, so the scan
+/// is quadratic in its length).
 pub(crate) fn atof(text: &[u8]) -> f64 {
+    let text = text.get(..ATOF_SCAN_MAX).unwrap_or(text);
     (1..=text.len())
         .rev()
         .find_map(|n| strtod_whole(text.get(..n)?))
         .map_or(0.0, |(value, _)| value)
 }
+
+/// How much of a value [`atof`] reads: far more than any double needs to be written exactly.
+const ATOF_SCAN_MAX: usize = 1024;
 
 /// C's `atoi` on a 64-bit host (as memcached reads `-o hot_lru_pct=` and `warm_lru_pct=`):
 /// `strtol` of the leading digits (after blanks and a sign), clamped to 64 bits, then cut to
@@ -2008,6 +2014,8 @@ mod tests {
         assert_eq!(atof(b"1e400"), f64::INFINITY);
         assert_eq!(atof(b"1e-400"), 0.0);
         assert!(atof(b"nan").is_nan());
+        // A long value that is no number is refused quickly, not after a quadratic scan.
+        assert_eq!(atof("+-".repeat(100_000).as_bytes()), 0.0);
     }
 
     #[test]
