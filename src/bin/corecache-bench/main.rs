@@ -127,7 +127,7 @@ fn run(args: &Args) -> Result<bool, String> {
             index,
             args.threads,
             Arc::clone(&progress),
-        );
+        )?;
         let cpu = cpus.get(index % cpus.len().max(1)).copied();
         let handle = std::thread::Builder::new()
             .name(format!("bench-{index}"))
