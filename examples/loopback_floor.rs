@@ -2,8 +2,9 @@
 //! structure can spend, with none of corecache's work.
 //!
 //! One thread, one ring (single issuer, deferred task work), a multishot accept, a multishot
-//! receive per connection into a provided-buffer ring, one send per connection per loop turn,
-//! one `io_uring_enter` per turn: the mechanisms corecache's uring backend uses. On top sits
+//! receive per connection into the server's own provided-buffer ring
+//! (`runtime::uring::BufRing`), one send per connection per loop turn, one `io_uring_enter` per
+//! turn: the mechanisms corecache's uring backend uses. On top sits
 //! the least a text-protocol cache must do: `get <key>` and `set <key> <flags> <exptime>
 //! <bytes>` over a `HashMap`, nothing else (no expiry, no memory limit, no stats, no other
 //! command; anything else closes the connection). It is not a server for anyone's data; it
@@ -18,19 +19,15 @@
 //! Usage: `loopback_floor [--canned] [PORT]` (default port 0: any free port); prints
 //! `listening ADDR`.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::{BufRingEntry, Fd, Fixed};
+use corecache::runtime::uring::{BufRing, BGID};
+use io_uring::types::{Fd, Fixed};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
-const BUF_COUNT: u16 = 256;
-const BUF_SIZE: usize = 4096;
-const BGID: u16 = 0;
 /// Registered-file slots: connections beyond them are closed.
 const FIXED_SLOTS: u32 = 4096;
 /// The value every `get` finds with `--canned`, with its flags and length.
@@ -48,83 +45,6 @@ const K_SEND: u64 = 3 << 56;
 
 fn ud(kind: u64, generation: u32, idx: usize) -> u64 {
     kind | (u64::from(generation) & 0xff_ffff) << 32 | idx as u64
-}
-
-/// The provided receive buffers and the ring that hands them to the kernel.
-struct BufRing {
-    entries: *mut BufRingEntry,
-    layout: Layout,
-    data: Vec<u8>,
-    tail: u16,
-}
-
-impl BufRing {
-    fn new(ring: &IoUring) -> io::Result<BufRing> {
-        let layout = Layout::from_size_align(
-            usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
-            4096,
-        )
-        .map_err(io::Error::other)?;
-        // SAFETY: the layout has nonzero size; the result is checked for null.
-        let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
-        if entries.is_null() {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        let mut br = BufRing {
-            entries,
-            layout,
-            data: vec![0; usize::from(BUF_COUNT) * BUF_SIZE],
-            tail: 0,
-        };
-        // SAFETY: `entries` points to BUF_COUNT zeroed entries that live as long as `br`,
-        // which `serve` drops after the ring (the ring is declared later, so dropped first).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, BUF_COUNT, BGID, 0)?;
-        }
-        for bid in 0..BUF_COUNT {
-            br.push(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    fn push(&mut self, bid: u16) {
-        let slot = usize::from(self.tail & (BUF_COUNT - 1));
-        let addr = self.data.as_ptr() as u64 + u64::from(bid) * BUF_SIZE as u64;
-        // SAFETY: `slot < BUF_COUNT`, inside the allocation; the kernel reads entries only up
-        // to the published tail, and this slot is past it.
-        unsafe {
-            let e = &mut *self.entries.add(slot);
-            e.set_addr(addr);
-            e.set_len(BUF_SIZE as u32);
-            e.set_bid(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    fn publish(&self) {
-        // SAFETY: the tail field lives inside the first entry of the ring allocation and only
-        // this thread writes it; the kernel reads it with acquire ordering.
-        unsafe {
-            let tail = BufRingEntry::tail(self.entries)
-                .cast_mut()
-                .cast::<AtomicU16>();
-            (*tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    fn get(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * BUF_SIZE;
-        &self.data[start..start + len.min(BUF_SIZE)]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring that used it is gone by now.
-        unsafe { dealloc(self.entries.cast(), self.layout) };
-    }
 }
 
 struct Conn {
@@ -422,6 +342,7 @@ fn main() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corecache::runtime::uring::BUF_SIZE;
     use std::io::{BufRead, BufReader, Read};
     use std::net::TcpStream;
 

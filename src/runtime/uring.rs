@@ -34,14 +34,14 @@ const CQ_ENTRIES: u32 = 8192;
 /// connections; a bigger ring costs resident memory on every core (measured: 4 MiB of ring
 /// was 4 % of the RSS of a million 100-byte items).
 const BUF_COUNT: u16 = 256;
-const BUF_SIZE: usize = 4 * 1024;
+pub const BUF_SIZE: usize = 4 * 1024;
 /// Distance between the starts of neighbouring buffers: one cache line more than a buffer.
 /// Small requests only touch the first lines of each buffer; at a 4 KiB stride every buffer
 /// start falls in the same L1 set and in 16 of the L2's, so the ring evicted its own lines
 /// and every receive copied into a cold line. The extra line spreads the starts over all sets.
 const BUF_STRIDE: usize = BUF_SIZE + 64;
 /// The buffer group id of the receive buffer ring.
-const BGID: u16 = 0;
+pub const BGID: u16 = 0;
 
 // user_data layout: kind (8 bits) | generation (24 bits) | index (32 bits).
 const K_ACCEPT: u64 = 1;
@@ -62,8 +62,10 @@ fn ud_parts(u: u64) -> (u64, u32, u32) {
     (u >> 56, ((u >> 32) & 0xff_ffff) as u32, u as u32)
 }
 
-/// A ring of provided buffers the kernel fills with received bytes.
-struct BufRing {
+/// A ring of provided buffers the kernel fills with received bytes (group [`BGID`], each
+/// buffer [`BUF_SIZE`] bytes). Public so that `examples/loopback_floor.rs` measures the very
+/// receive path the server uses.
+pub struct BufRing {
     entries: *mut BufRingEntry,
     entries_layout: Layout,
     data: Vec<u8>,
@@ -71,8 +73,9 @@ struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates the ring and its buffers and registers them with `ring`.
-    fn new(ring: &IoUring) -> io::Result<BufRing> {
+    /// Allocates the ring and its buffers and registers them with `ring`. The caller keeps the
+    /// `BufRing` alive for as long as `ring` (drop the ring first).
+    pub fn new(ring: &IoUring) -> io::Result<BufRing> {
         let entries_layout = Layout::from_size_align(
             usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
             4096,
@@ -103,7 +106,7 @@ impl BufRing {
     }
 
     /// Puts buffer `bid` back at the tail (visible to the kernel after `publish`).
-    fn push(&mut self, bid: u16) {
+    pub fn push(&mut self, bid: u16) {
         let slot = usize::from(self.tail & (BUF_COUNT - 1));
         let addr = self.data.as_ptr() as u64 + u64::from(bid) * BUF_STRIDE as u64;
         // SAFETY: `slot < BUF_COUNT`, inside the allocation; the kernel reads entries only up
@@ -118,7 +121,7 @@ impl BufRing {
     }
 
     /// Makes every pushed buffer visible to the kernel.
-    fn publish(&self) {
+    pub fn publish(&self) {
         // SAFETY: the tail field lives inside the first entry of the ring allocation and is
         // only written by us; the kernel reads it with acquire ordering.
         unsafe {
@@ -130,7 +133,7 @@ impl BufRing {
     }
 
     /// The bytes of buffer `bid`.
-    fn get(&self, bid: u16, len: usize) -> &[u8] {
+    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid) * BUF_STRIDE;
         &self.data[start..start + len.min(BUF_SIZE)]
     }
