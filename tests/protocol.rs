@@ -963,6 +963,50 @@ mod time_hooks {
     }
 }
 
+/// With `-C` memcached flushes by time alone (its `oldest_live`; no cas to mark the cliff):
+/// an item stored after an immediate `flush_all` within the same second is flushed too, and
+/// one stored in a later second lives. memcached's own t/flush-all.t (test 27) checks the first
+/// half: of 50 tries, one at least must miss.
+#[test]
+fn flush_without_cas_flushes_the_rest_of_its_second() {
+    for_each_config(|args| {
+        let mut args = args.to_vec();
+        args.push("-C");
+        let server = TestServer::start(&args);
+        let mut c = server.connect();
+        let mut missed = false;
+        for _ in 0..50 {
+            c.roundtrip(b"flush_all 0\r\n", b"OK\r\n");
+            c.roundtrip(b"set foo 0 0 3\r\nnew\r\n", b"STORED\r\n");
+            c.send(b"get foo\r\n");
+            let line = c.read_line();
+            if line == b"END\r\n" {
+                missed = true;
+                break;
+            }
+            // The clock moved on between the flush and the set.
+            assert_bytes_eq(&line, b"VALUE foo 0 3\r\n", "get foo after flush_all 0");
+            c.read_exact_reply(b"new\r\nEND\r\n");
+        }
+        assert!(missed, "a set in the flush's second was never flushed");
+        let s = c.stats_sub("");
+        assert!(stat_u64(&s, "get_flushed") >= 1, "get_flushed counts it");
+        // A later second: the same set lives.
+        let lives = common::wait_until(std::time::Duration::from_secs(5), || {
+            c.roundtrip(b"set foo 0 0 3\r\nnew\r\n", b"STORED\r\n");
+            c.send(b"get foo\r\n");
+            let line = c.read_line();
+            if line == b"END\r\n" {
+                return false;
+            }
+            assert_bytes_eq(&line, b"VALUE foo 0 3\r\n", "get foo in a later second");
+            c.read_exact_reply(b"new\r\nEND\r\n");
+            true
+        });
+        assert!(lives, "a set in a later second was flushed");
+    });
+}
+
 #[test]
 fn memcached_mode_is_detected() {
     // Keeps the mode switch honest: in memcached mode the server really is memcached.

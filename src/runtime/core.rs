@@ -1153,6 +1153,7 @@ impl Core {
             RemoteOp::Flush { at } => {
                 let now = self.now;
                 self.shard.store_mut().flush_all(at, now);
+                self.shard.store_mut().set_oldest_live(at);
                 self.shard.record_flush(at, now, self.shard_count);
             }
             RemoteOp::ResetStats => {

@@ -154,6 +154,9 @@ pub struct Store {
     seq_next: u64,
     /// Items with `seq` below this were flushed.
     oldest_live_seq: u64,
+    /// Without cas (`-C`): memcached's `oldest_live`, the second of the last client
+    /// `flush_all` (see [`Store::set_oldest_live`]).
+    oldest_live: Option<Instant32>,
     flush_pending: Option<Instant32>,
     /// An item that eviction and page moves must not touch during one operation.
     pinned: Option<Loc>,
@@ -221,6 +224,7 @@ impl Store {
             bytes: 0,
             seq_next: 1,
             oldest_live_seq: 0,
+            oldest_live: None,
             flush_pending: None,
             pinned: None,
             crawl_cursor: crawler::Cursor::default(),
@@ -577,6 +581,19 @@ impl Store {
         self.tick(now);
     }
 
+    /// A client's `flush_all` effective at `at`, as memcached without cas (`-C`) also
+    /// applies it: with no cas to mark the cliff, memcached flushes by time alone (its
+    /// `oldest_live`), so once `now` reaches `at`, every item last stored or bumped at or
+    /// before that second is flushed, including one stored after the flush within that
+    /// second. With cas this does nothing: the sequence cliff of [`Store::flush_all`] is
+    /// exact, as memcached's cas cliff is. A later flush replaces the time, as in memcached.
+    /// Not logged: a replay applies only the sequence cliff.
+    pub fn set_oldest_live(&mut self, at: Instant32) {
+        if !self.cfg.cas_enabled {
+            self.oldest_live = Some(at);
+        }
+    }
+
     /// The cas of the key's live item, counting nothing (the binary protocol checks a request's
     /// cas before delete, incr/decr and append/prepend, and returns the new cas after a store).
     pub fn peek_cas(&mut self, key: &[u8], key_hash: u64, now: Instant32) -> Option<u64> {
@@ -715,13 +732,20 @@ impl Store {
 
     /// Why an item is dead at `now`, if it is.
     fn dead_reason(&self, item: ItemRef<'_>, now: Instant32) -> Option<Miss> {
-        if item.seq() < self.oldest_live_seq {
+        if item.seq() < self.oldest_live_seq || self.flushed_by_time(item, now) {
             Some(Miss::Flushed)
         } else if is_dead(item.expires_at(), now) {
             Some(Miss::Expired)
         } else {
             None
         }
+    }
+
+    /// memcached's `item_is_flushed` without cas: a flush time reached, and the item's last
+    /// store or bump at or before it.
+    fn flushed_by_time(&self, item: ItemRef<'_>, now: Instant32) -> bool {
+        self.oldest_live
+            .is_some_and(|at| at <= now && item.last_access() <= at)
     }
 
     /// The live item for a key; a dead one is reclaimed on the way.

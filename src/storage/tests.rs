@@ -271,6 +271,50 @@ fn cas_disabled_reads_zero() {
 }
 
 #[test]
+fn flush_without_cas_flushes_by_time_as_memcached() {
+    let mut cfg = config(2048, 1024);
+    cfg.cas_enabled = false;
+    let mut store = Store::new(cfg);
+    // Immediate: the rest of the flush's second is flushed too (memcached's `oldest_live`
+    // without cas), the next second's stores live.
+    store.flush_all(at(2), at(2));
+    store.set_oldest_live(at(2));
+    set(&mut store, "a", b"1", None, at(2));
+    assert_eq!(get(&mut store, "a", at(2)), None, "same second");
+    assert_eq!(store.stats().get_flushed, 1);
+    set(&mut store, "a", b"2", None, at(3));
+    assert_eq!(
+        get(&mut store, "a", at(3)),
+        Some(b"2".to_vec()),
+        "next second"
+    );
+    // Delayed: nothing changes before its second; then everything up to it is flushed.
+    store.flush_all(at(10), at(3));
+    store.set_oldest_live(at(10));
+    set(&mut store, "b", b"3", None, at(9));
+    assert_eq!(get(&mut store, "a", at(9)), Some(b"2".to_vec()));
+    set(&mut store, "c", b"4", None, at(10));
+    assert_eq!(get(&mut store, "a", at(10)), None);
+    assert_eq!(get(&mut store, "b", at(10)), None);
+    assert_eq!(
+        get(&mut store, "c", at(10)),
+        None,
+        "stored in the flush's second"
+    );
+    set(&mut store, "c", b"5", None, at(11));
+    assert_eq!(get(&mut store, "c", at(11)), Some(b"5".to_vec()));
+}
+
+#[test]
+fn set_oldest_live_does_nothing_with_cas() {
+    let mut store = tiny();
+    store.flush_all(at(2), at(2));
+    store.set_oldest_live(at(2));
+    set(&mut store, "a", b"1", None, at(2));
+    assert_eq!(get(&mut store, "a", at(2)), Some(b"1".to_vec()));
+}
+
+#[test]
 fn incr_decr_edges() {
     let mut store = tiny();
     assert_eq!(arith(&mut store, "n", true, 1, T0), ArithOutcome::NotFound);
