@@ -134,12 +134,15 @@ fn answer(
 
 /// Serves on `listener` until it fails.
 fn serve(listener: TcpListener, canned: bool) -> io::Result<()> {
+    // Declared first so that it is dropped after the ring.
+    let mut bufs: BufRing;
     let mut ring: IoUring = IoUring::builder()
         .setup_cqsize(8192)
         .setup_single_issuer()
         .setup_defer_taskrun()
         .build(1024)?;
-    let mut bufs = BufRing::new(&ring)?;
+    // SAFETY: `bufs` is declared before `ring`, so the ring is dropped first.
+    bufs = unsafe { BufRing::new(&ring) }?;
     ring.submitter().register_files_sparse(FIXED_SLOTS)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut generation: u32 = 0;

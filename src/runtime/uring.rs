@@ -73,9 +73,14 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates the ring and its buffers and registers them with `ring`. The caller keeps the
-    /// `BufRing` alive for as long as `ring` (drop the ring first).
-    pub fn new(ring: &IoUring) -> io::Result<BufRing> {
+    /// Allocates the ring and its buffers and registers them with `ring`.
+    ///
+    /// # Safety
+    ///
+    /// The kernel keeps reading and filling this memory through `ring`: the `BufRing` must not
+    /// be dropped before `ring` is (declare it first, or hold both in a struct with the ring
+    /// as the earlier field).
+    pub unsafe fn new(ring: &IoUring) -> io::Result<BufRing> {
         let entries_layout = Layout::from_size_align(
             usize::from(BUF_COUNT) * std::mem::size_of::<BufRingEntry>(),
             4096,
@@ -212,6 +217,8 @@ pub fn probe(_cfg: &Config) -> Result<(), String> {
     }
     // The same ring, at the same size, that every executor builds: a probe that passes means
     // the executors' rings fit too (older kernels charge rings to RLIMIT_MEMLOCK).
+    // Declared first so that it is dropped after the ring.
+    let bufs: BufRing;
     let mut ring = build_ring().map_err(|e| format!("io_uring_setup: {e}"))?;
     let mut p = Probe::new();
     ring.submitter()
@@ -241,7 +248,8 @@ pub fn probe(_cfg: &Config) -> Result<(), String> {
         return Err("nop round trip failed".into());
     }
     // A multishot recv on a socketpair through a provided-buffer ring.
-    let bufs = BufRing::new(&ring).map_err(|e| format!("buffer ring: {e}"))?;
+    // SAFETY: `bufs` is declared before `ring`, so the ring is dropped first.
+    bufs = unsafe { BufRing::new(&ring) }.map_err(|e| format!("buffer ring: {e}"))?;
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two descriptors into the array we pass.
     if unsafe {
@@ -322,7 +330,8 @@ pub fn run(
     ready: &mpsc::Sender<Result<(), String>>,
 ) -> io::Result<()> {
     let ring = build_ring()?;
-    let bufs = BufRing::new(&ring)?;
+    // SAFETY: both move into `Loop`, whose field order drops the ring before the buffers.
+    let bufs = unsafe { BufRing::new(&ring) }?;
     let waker = std::sync::Arc::clone(core.mesh().waker());
     let mut lp = Loop {
         ring,
@@ -1015,12 +1024,16 @@ mod tests {
     #[test]
     fn buffer_ring_recycles_buffers_through_the_kernel() {
         // Exercises BufRing's unsafe ring writes: more receives than buffers must all arrive.
+        // Declared first so that it is dropped after the ring.
+        let mut bufs: BufRing;
         let Ok(mut ring) = IoUring::new(64) else {
             return;
         };
-        let Ok(mut bufs) = BufRing::new(&ring) else {
-            return;
-        };
+        // SAFETY: `bufs` is declared before `ring`, so the ring is dropped first.
+        match unsafe { BufRing::new(&ring) } {
+            Ok(b) => bufs = b,
+            Err(_) => return,
+        }
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two descriptors into the array.
         let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
