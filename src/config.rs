@@ -216,7 +216,9 @@ pub struct Args {
     /// Access mask of the UNIX socket, in octal.
     #[arg(short = 'a', long = "unix-mask", default_value = "0700")]
     pub unix_mask: String,
-    /// Not served: restartable cache in a memory file.
+    /// Restartable cache: on SIGUSR1 (or `shutdown graceful`) the items are saved to this file
+    /// (and its `.meta` companion), and the next start with the same file and settings
+    /// restores them. Put it on a RAM disk (tmpfs).
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<String>,
     /// Binary-protocol SASL authentication (PLAIN), checked against the `user:password` lines
@@ -360,6 +362,8 @@ pub struct Config {
     /// `--log-dir`, `--log-fsync`, `--log-cpu`, `--log-compact-bytes`: the durability log
     /// (`None`: off).
     pub log: Option<LogSettings>,
+    /// `-e`: the restartable cache's memory file (`None`: off).
+    pub memory_file: Option<std::path::PathBuf>,
 }
 
 /// memcached's `-n` default is 48 bytes beyond its 48-byte item header; corecache's smallest
@@ -507,6 +511,14 @@ impl Config {
         let sasl_pwdb = check_sasl_flags(&a, std::env::var("MEMCACHED_SASL_PWDB").ok())?;
         let protocol = check_auth_flags(&a)?;
         let log = check_log_flags(&a)?;
+        if a.memory_file.as_deref() == Some("") {
+            return Err(String::from("-e: the memory file name is empty"));
+        }
+        if a.memory_file.is_some() && log.is_some() {
+            return Err(String::from(
+                "-e and --log-dir cannot be combined: the log restores the cache at startup",
+            ));
+        }
         let limits = Limits {
             item_size_max,
             cas_enabled,
@@ -563,6 +575,7 @@ impl Config {
             cluster_nodes: a.cluster_nodes,
             cluster_config: a.cluster_config,
             log,
+            memory_file: a.memory_file.map(std::path::PathBuf::from),
         })
     }
 }
@@ -603,14 +616,8 @@ fn check_log_flags(a: &Args) -> Result<Option<LogSettings>, String> {
 /// Flags for memcached features corecache does not provide: refused with a reason rather than
 /// accepted and ignored, since a client or operator relying on them would be misled.
 fn refuse_unserved(a: &Args) -> Result<(), String> {
-    let refused: [(bool, &str, &str); 2] = [
-        (
-            a.memory_file.is_some(),
-            "-e",
-            "a restartable memory file is not supported",
-        ),
-        (a.napi_ids.is_some(), "-N", "NAPI ids are not supported"),
-    ];
+    let refused: [(bool, &str, &str); 1] =
+        [(a.napi_ids.is_some(), "-N", "NAPI ids are not supported")];
     match refused.iter().find(|(given, _, _)| *given) {
         Some((_, flag, why)) => Err(format!("{flag}: {why} by corecache")),
         None => Ok(()),
@@ -1392,14 +1399,7 @@ mod tests {
     /// Features corecache does not provide are refused, short and long form.
     #[test]
     fn unserved_features_are_refused() {
-        for (short, long, flag) in [
-            (
-                &["-e", "/tmp/m"][..],
-                &["--memory-file", "/tmp/m"][..],
-                "-e",
-            ),
-            (&["-N", "1"], &["--napi_ids", "1"], "-N"),
-        ] {
+        for (short, long, flag) in [(&["-N", "1"][..], &["--napi_ids", "1"][..], "-N")] {
             for args in [short, long] {
                 let err = cfg(args).unwrap_err();
                 assert!(
@@ -1408,6 +1408,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `-e`: short and long form; not with the log (which restores the cache itself), not empty.
+    #[test]
+    fn memory_file_flag() {
+        assert_eq!(cfg(&[]).unwrap().memory_file, None);
+        for args in [&["-e", "/tmp/m"][..], &["--memory-file", "/tmp/m"][..]] {
+            assert_eq!(
+                cfg(args).unwrap().memory_file,
+                Some(std::path::PathBuf::from("/tmp/m"))
+            );
+        }
+        let e = cfg(&["-e", "/tmp/m", "--log-dir", "/tmp/l"]).unwrap_err();
+        assert!(e.contains("-e and --log-dir cannot be combined"), "{e}");
+        let e = cfg(&["-e", ""]).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
     }
 
     /// `-S`: memcached's refusals in its order, binary by default, and the password file.

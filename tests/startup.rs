@@ -568,7 +568,8 @@ fn unserved_flags_and_unknown_suboptions_are_refused() {
         return;
     }
     for (args, expect) in [
-        (&["-e", "/tmp/corecache.mem"][..], "-e:"),
+        (&["-N", "1"][..], "-N:"),
+        (&["-e", "/tmp/corecache.mem", "--log-dir", "/tmp/corecache.log"], "-e and --log-dir"),
         (&["-s", ""], "-s: the UNIX socket path is empty"),
         // -S is served (tests/sasl.rs): without a password file it fails startup.
         (&["-S"], "-S: set MEMCACHED_SASL_PWDB"),

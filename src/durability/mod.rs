@@ -18,6 +18,7 @@
 //! executor while serving (a full queue is reported back, not waited on).
 
 pub mod files;
+pub mod memfile;
 pub mod record;
 pub mod replay;
 pub mod snapshot;

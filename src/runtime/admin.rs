@@ -267,11 +267,16 @@ fn shutdown(core: &mut Core, idx: u32, mode: ShutdownMode) {
     if core.shared.verbosity.load(Ordering::Relaxed) > 0 {
         eprintln!("shutdown command: stopping");
     }
-    // The main thread waits for SIGTERM in sigwait and then stops every executor gracefully,
-    // so `shutdown` and `shutdown graceful` both end in a clean exit 0.
+    // The main thread waits for these signals in sigwait and then stops every executor, so
+    // both end in a clean exit 0; as in memcached, `graceful` is SIGUSR1, the stop that saves
+    // the memory file (`-e`).
+    let signal = match mode {
+        ShutdownMode::Graceful => libc::SIGUSR1,
+        _ => libc::SIGTERM,
+    };
     // SAFETY: kill on our own pid with a signal every thread blocks; no memory is involved.
     unsafe {
-        libc::kill(libc::getpid(), libc::SIGTERM);
+        libc::kill(libc::getpid(), signal);
     }
 }
 
@@ -691,6 +696,7 @@ pub(super) mod tests {
             auth: None,
             tls: crate::runtime::tls::TlsShared::new(&config.tls, false).expect("no TLS"),
             log: None,
+            memfile: None,
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();

@@ -242,6 +242,7 @@ pub fn run(
         lp.turn(&mut core);
         if core.shared.shutdown.load(Ordering::Relaxed) {
             lp.shutdown(&mut core);
+            core.save_memfile();
             return Ok(());
         }
         // Sleep only if nothing is pending: flag, re-check the mesh, then block.

@@ -22,6 +22,7 @@ pub mod core;
 pub mod durable;
 pub mod epoll;
 pub mod listener;
+pub mod memfile;
 pub mod mesh;
 pub mod process;
 pub mod stats;
@@ -119,6 +120,8 @@ pub struct Shared {
     pub tls: tls::TlsShared,
     /// `--log-dir`: the durability log's shared state; `None` without a log.
     pub log: Option<Arc<crate::durability::writer::LogShared>>,
+    /// `-e`: the restartable cache's memory file; `None` without `-e`.
+    pub memfile: Option<memfile::MemfileShared>,
 }
 
 impl Shared {
@@ -407,6 +410,11 @@ fn serve(
         .first()
         .map(|e| e.wakers().to_vec())
         .unwrap_or_default();
+    // The memory file's metadata is read (and removed) as the `-u` user, before any executor.
+    let memfile = match &config.memory_file {
+        Some(path) => Some(memfile::MemfileShared::open(path)?),
+        None => None,
+    };
     // The log is opened (and its damaged tail cut) as the `-u` user, before any executor.
     let (log, mut log_senders, log_thread) = match &config.log {
         Some(settings) => {
@@ -449,6 +457,7 @@ fn serve(
         auth,
         tls,
         log,
+        memfile,
         config,
     });
     if let Some(path) = &shared.config.pidfile {
@@ -487,6 +496,9 @@ fn serve(
     if let Some(log) = &shared.log {
         eprintln!("corecache: {}", durable::replay_report(log));
     }
+    if let Some(line) = shared.memfile.as_ref().and_then(|m| m.restore_done()) {
+        eprintln!("corecache: {line}");
+    }
     if shared.config.verbosity > 0 {
         eprintln!(
             "corecache {}: {} shards, backend {}",
@@ -512,13 +524,39 @@ fn serve(
         }
     }
 
-    wait_for_stop_signal(&shared);
+    let stop = wait_for_stop_signal(&shared);
+    let saving = match (stop, &shared.memfile) {
+        (Stop::Graceful, Some(mf)) => {
+            eprintln!("Gracefully stopping");
+            match mf.begin_save(shared.config.shard_count) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("corecache: -e: not saved: {e}");
+                    false
+                }
+            }
+        }
+        (Stop::Graceful, None) => {
+            eprintln!("Gracefully stopping");
+            false
+        }
+        (Stop::Now, _) => false,
+    };
     shared.shutdown.store(true, Ordering::SeqCst);
     for w in &wakers {
         w.wake();
     }
     for t in threads {
         let _ = t.join();
+    }
+    if let (true, Some(mf)) = (saving, &shared.memfile) {
+        match mf.finish_save(shared.config.shard_count) {
+            Ok(records) => eprintln!(
+                "corecache: -e {}: saved {records} records",
+                mf.path.display()
+            ),
+            Err(e) => eprintln!("corecache: -e: not saved: {e}"),
+        }
     }
     // Every executor has handed over its last records: write, sync, stop.
     if let (Some(log), Some(thread)) = (&shared.log, log_thread) {
@@ -594,6 +632,10 @@ fn executor(
         let _ = ready.send(Err(format!("executor {i}: log replay: {e}")));
         return;
     }
+    if let Err(e) = memfile::restore_into(&mut shard, i as u16, &shared) {
+        let _ = ready.send(Err(format!("executor {i}: {e}")));
+        return;
+    }
     let mut core = core::Core::new(shard, endpoint, Arc::clone(&shared));
     core.udp_attach(sockets.udp);
     if let Some(sender) = sockets.log_sender {
@@ -626,6 +668,7 @@ fn block_signals() {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         // A log write past RLIMIT_FSIZE fails with EFBIG (reported, see `durability::writer`)
@@ -634,9 +677,19 @@ fn block_signals() {
     }
 }
 
-/// Waits (in the main thread) for SIGTERM or SIGINT (the `shutdown` command raises SIGTERM).
-/// SIGHUP re-reads `--cluster-config` and keeps waiting.
-fn wait_for_stop_signal(shared: &Shared) {
+/// How the server was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT (`shutdown`).
+    Now,
+    /// SIGUSR1 (`shutdown graceful`): as memcached, the one stop that saves the memory file.
+    Graceful,
+}
+
+/// Waits (in the main thread) for SIGTERM, SIGINT or SIGUSR1 (the `shutdown` command raises
+/// SIGTERM, `shutdown graceful` SIGUSR1). SIGHUP re-reads `--cluster-config` and keeps
+/// waiting.
+fn wait_for_stop_signal(shared: &Shared) -> Stop {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: sigwait on a set of signals blocked in every thread.
@@ -646,14 +699,17 @@ fn wait_for_stop_signal(shared: &Shared) {
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
             libc::sigwait(&set, &mut sig)
         };
         // sigwait can return early (a tracer attaching, for one): keep waiting.
         if rc != 0 {
             continue;
         }
-        if sig != libc::SIGHUP {
-            return;
+        match sig {
+            libc::SIGUSR1 => return Stop::Graceful,
+            libc::SIGHUP => {}
+            _ => return Stop::Now,
         }
         match shared.cluster.reload() {
             Ok(version) if shared.verbosity.load(Ordering::Relaxed) > 0 => {

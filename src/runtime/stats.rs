@@ -862,7 +862,10 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 compose::stat_str(out, name, &value);
             }
             compose::stat_str(out, "num_napi_ids", "(null)");
-            compose::stat_str(out, "memory_file", "(null)");
+            match &cfg.memory_file {
+                Some(path) => compose::stat_str(out, "memory_file", &path.to_string_lossy()),
+                None => compose::stat_str(out, "memory_file", "(null)"),
+            }
             compose::stat_str(out, "io_backend", shared.backend_name());
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             if let Some(log) = &cfg.log {

@@ -380,6 +380,7 @@ pub fn run(
         lp.turn(&mut core)?;
         if core.shared.shutdown.load(Ordering::Relaxed) {
             lp.shutdown(&mut core)?;
+            core.save_memfile();
             return Ok(());
         }
         lp.retry_accepts(&core)?;

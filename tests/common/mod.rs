@@ -316,7 +316,7 @@ fn memcached_args(args: &[&str]) -> Vec<String> {
             // `-o` options are memcached's own (corecache has none); they pass through.
             // `-U` follows the harness's own `-U`, and memcached takes the last one given.
             "-t" | "-m" | "-c" | "-I" | "-f" | "-o" | "-B" | "-R" | "-b" | "-D" | "-n" | "-a"
-            | "-p" | "-l" | "-U" | "-Y" => {
+            | "-p" | "-l" | "-U" | "-Y" | "-e" => {
                 out.push(a.to_string());
                 out.push(args.get(i + 1).expect("flag needs a value").to_string());
                 i += 2;
@@ -786,10 +786,15 @@ impl TestServer {
 
     /// Sends SIGTERM and waits (bounded by `timeout`) for the exit; returns its status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.stop_with(libc::SIGTERM, timeout)
+    }
+
+    /// Sends `signal` and waits (bounded by `timeout`) for the exit; returns its status.
+    pub fn stop_with(&mut self, signal: libc::c_int, timeout: Duration) -> ExitStatus {
         let pid = self.pid() as libc::pid_t;
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -798,7 +803,7 @@ impl TestServer {
             }
             if Instant::now() > deadline {
                 self.kill_and_reap();
-                panic!("server did not exit within {timeout:?} of SIGTERM");
+                panic!("server did not exit within {timeout:?} of signal {signal}");
             }
             thread::sleep(Duration::from_millis(5)); // bounded exit poll
         }
