@@ -569,7 +569,15 @@ fn unserved_flags_and_unknown_suboptions_are_refused() {
     }
     for (args, expect) in [
         (&["-N", "1"][..], "-N:"),
-        (&["-e", "/tmp/corecache.mem", "--log-dir", "/tmp/corecache.log"], "-e and --log-dir"),
+        (
+            &[
+                "-e",
+                "/tmp/corecache.mem",
+                "--log-dir",
+                "/tmp/corecache.log",
+            ],
+            "-e and --log-dir",
+        ),
         (&["-s", ""], "-s: the UNIX socket path is empty"),
         // -S is served (tests/sasl.rs): without a password file it fails startup.
         (&["-S"], "-S: set MEMCACHED_SASL_PWDB"),

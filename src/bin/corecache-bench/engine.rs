@@ -216,6 +216,17 @@ struct Conn {
     out_armed: bool,
 }
 
+/// A new epoll instance (close-on-exec), owned.
+fn new_epoll() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall with a constant flag; the result is checked before it is owned.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Waits up to `wait_ns` on `epoll` with `epoll_pwait2`, or with `epoll_wait` (the wait rounded
 /// up to whole milliseconds) once `pwait2` is false or the kernel turns out to lack it; returns
 /// how many entries of `events` were filled (0 on a timeout or an interrupted wait).
@@ -318,13 +329,7 @@ impl Client {
         threads: usize,
         progress: Arc<Progress>,
     ) -> Result<Client, String> {
-        // SAFETY: plain syscall with a constant flag; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!("epoll: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` is a new descriptor nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = new_epoll().map_err(|e| format!("epoll: {e}"))?;
         let rbuf_len = (2 * (plan.value_size.max + 512)).max(READ_BUF_LEN_MIN);
         let mut conns = Vec::new();
         let mut by_server = vec![Vec::new(); plan.servers.len()];
@@ -1068,11 +1073,8 @@ mod tests {
     #[test]
     fn epoll_waits_report_readiness_and_time_out() {
         for mut pwait2 in [true, false] {
-            // SAFETY: plain syscall; the result is checked before it is owned.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            assert!(fd >= 0);
-            // SAFETY: a new descriptor nothing else owns.
-            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+            let epoll = new_epoll().unwrap();
+            let fd = epoll.as_raw_fd();
             let (mut a, b) = UnixStream::pair().unwrap();
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
