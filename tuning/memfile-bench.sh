@@ -5,7 +5,7 @@
 cd "$(dirname "$0")/.."
 t=$1; keys=$2; f=/dev/shm/mfbench
 rm -f $f $f.meta
-start() { target/release/corecache -l 127.0.0.1 -p 0 -U 0 -t $t -m 2048 -e $f > /tmp/mfb.out 2>/tmp/mfb.err & pid=$!; for i in $(seq 600); do grep -q listening /tmp/mfb.out && break; sleep 0.01; done; port=$(grep -o '[0-9]*$' /tmp/mfb.out | head -1); }
+start() { ${CORECACHE:-target/release/corecache} -l 127.0.0.1 -p 0 -U 0 -t $t -m 2048 -e $f > /tmp/mfb.out 2>/tmp/mfb.err & pid=$!; for i in $(seq 600); do grep -q listening /tmp/mfb.out && break; sleep 0.01; done; port=$(grep -o '[0-9]*$' /tmp/mfb.out | head -1); }
 start
 target/release/corecache-bench --server 127.0.0.1:$port --threads 1 --connections 8 --keys $keys --duration 1 --warmup 0 --get-ratio 1 --set-ratio 0 --value-size 100 --pipeline 16 --prefill >/dev/null 2>&1
 rss=$(awk '/VmRSS/{print $2}' /proc/$pid/status)

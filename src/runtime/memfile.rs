@@ -243,6 +243,11 @@ pub fn restore_into(shard: &mut Shard, me: u16, shared: &Shared) -> Result<(), S
     let err = |e: std::io::Error| format!("-e {shown}: {e}");
     let count = shared.config.shard_count;
     let mut st = Replay::new(me, count, shared.now());
+    // The shard's share of the saved items, with room for an uneven split: the table is sized
+    // once instead of growing (and rehashing every item) through the restore.
+    let share = meta.records / u64::from(count.max(1));
+    let share = usize::try_from(share + share / 16 + 64).unwrap_or(usize::MAX);
+    shard.store_mut().reserve_items(share);
     let mut file = File::open(&mf.path).map_err(err)?;
     file.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
         .map_err(err)?;

@@ -561,6 +561,12 @@ impl Store {
         ArithOutcome::Value(result)
     }
 
+    /// Sizes the empty hash table for `items` keys before a bulk restore (see
+    /// [`table::Table::reserve`]).
+    pub fn reserve_items(&mut self, items: usize) {
+        self.table.reserve(items);
+    }
+
     /// The time of a delayed `flush_all` not yet due (a snapshot records it).
     pub fn flush_pending(&self) -> Option<Instant32> {
         self.flush_pending

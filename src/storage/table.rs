@@ -201,6 +201,12 @@ impl Buckets {
     }
 }
 
+/// Home buckets for `live` keys at [`LOAD_AFTER_GROWTH`].
+fn home_count_for(live: usize) -> usize {
+    ((live as f64 / (LOAD_AFTER_GROWTH * SLOTS_PER_BUCKET as f64)).ceil() as usize)
+        .max(HOME_BUCKETS_MIN)
+}
+
 /// Where a found slot is: in the current or the old (migrating) table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotRef {
@@ -343,12 +349,23 @@ impl Table {
         }
     }
 
+    /// Sizes an empty table for `items` keys at once (the load a growth leaves), so that
+    /// filling it in bulk (a restore) never migrates: growth would re-read every item's key
+    /// to rehash it. Does nothing to a table holding keys or already that large.
+    pub fn reserve(&mut self, items: usize) {
+        if !self.is_empty() || self.old.is_some() {
+            return;
+        }
+        let home_count = home_count_for(items);
+        if home_count > self.cur.home_count {
+            self.cur = Buckets::new(home_count);
+            self.cursor = 0;
+        }
+    }
+
     fn start_growth(&mut self, live: usize) {
         assert!(self.old.is_none());
-        let home_count = ((live as f64 / (LOAD_AFTER_GROWTH * SLOTS_PER_BUCKET as f64)).ceil()
-            as usize)
-            .max(HOME_BUCKETS_MIN);
-        let old = std::mem::replace(&mut self.cur, Buckets::new(home_count));
+        let old = std::mem::replace(&mut self.cur, Buckets::new(home_count_for(live)));
         self.cursor = 0;
         if old.live > 0 {
             self.old = Some(old);
@@ -513,6 +530,28 @@ mod tests {
         for buckets in [&table.cur].into_iter().chain(table.old.as_ref()) {
             assert_eq!(buckets.slots.as_ptr() as usize % 64, 0);
         }
+    }
+
+    #[test]
+    fn a_reserved_table_fills_without_migrating() {
+        let mut table = Table::new();
+        let mut hash_of = |loc: Loc| mix(id_of(loc));
+        table.reserve(50_000);
+        let home = table.home_slots();
+        assert!(home >= 50_000, "{home}");
+        for i in 0..50_000u64 {
+            table.insert(mix(i), loc_of(i), &mut hash_of);
+            assert!(!table.is_migrating(), "migrating at {i}");
+        }
+        assert_eq!(table.home_slots(), home);
+        assert!(table.find(mix(7), &mut |loc| id_of(loc) == 7).is_some());
+        // Neither a table with keys nor a smaller reserve changes it.
+        table.reserve(1_000_000);
+        table.reserve(10);
+        assert_eq!(table.home_slots(), home);
+        let mut small = Table::new();
+        small.reserve(10);
+        assert_eq!(small.home_slots(), HOME_BUCKETS_MIN * SLOTS_PER_BUCKET);
     }
 
     #[test]
