@@ -25,14 +25,12 @@ use super::core::Core;
 use super::mesh::{ConnRef, RemoteReply, Waker};
 use super::Shared;
 use crate::config::{LogFsync, LogSettings};
-use crate::durability::record::Record;
 use crate::durability::replay;
 use crate::durability::snapshot::{
     self, SnapshotChunk, SNAPSHOT_SLICE_BYTES, SNAPSHOT_SLICE_CHUNKS,
 };
 use crate::durability::writer::{self, Batch, LogSender, LogShared, STAGED_BYTES_MAX};
 use crate::protocol::binary::{self as binary_wire, Status};
-use crate::router::{key_hash, shard_of};
 use crate::shard::durable::Replay;
 use crate::shard::Shard;
 use crate::storage::WalkCursor;
@@ -165,16 +163,7 @@ pub(super) fn replay_into(shard: &mut Shard, me: u16, shared: &Shared) -> Result
         file.seek(SeekFrom::Start(f.records_from))
             .map_err(|e| format!("{shown}: {e}"))?;
         replay::scan(&mut file, f.records_from, f.records_to, |d, _| {
-            let hash = match d.record {
-                Record::Flush(_) => 0,
-                _ => match d.record.key() {
-                    Some(key) => key_hash(key),
-                    None => return,
-                },
-            };
-            if matches!(d.record, Record::Flush(_)) || shard_of(hash, count).0 == me {
-                shard.replay_record(d, hash, &mut st);
-            }
+            shard.replay_if_mine(d, &mut st);
         })
         .map_err(|e| format!("{shown}: {e}"))?;
     }

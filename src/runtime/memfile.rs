@@ -27,9 +27,8 @@ use std::sync::Mutex;
 
 use super::Shared;
 use crate::durability::memfile::{meta_path, Meta, MEMFILE_VERSION, META_BYTES_MAX};
-use crate::durability::record::{self, FileKind, Record, FILE_HEADER_BYTES};
+use crate::durability::record::{self, FileKind, FILE_HEADER_BYTES};
 use crate::durability::replay;
-use crate::router::{key_hash, shard_of};
 use crate::shard::durable::Replay;
 use crate::shard::Shard;
 use crate::storage::WalkCursor;
@@ -252,16 +251,7 @@ pub fn restore_into(shard: &mut Shard, me: u16, shared: &Shared) -> Result<(), S
     file.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
         .map_err(err)?;
     let scan = replay::scan(&mut file, FILE_HEADER_BYTES as u64, meta.bytes, |d, _| {
-        let hash = match d.record {
-            Record::Flush(_) => 0,
-            _ => match d.record.key() {
-                Some(key) => key_hash(key),
-                None => return,
-            },
-        };
-        if matches!(d.record, Record::Flush(_)) || shard_of(hash, count).0 == me {
-            shard.replay_record(d, hash, &mut st);
-        }
+        shard.replay_if_mine(d, &mut st);
     })
     .map_err(err)?;
     shard.replay_finish(&st);

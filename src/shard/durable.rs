@@ -153,6 +153,22 @@ impl Shard {
         rec.seq += 1;
     }
 
+    /// Applies `d` if it is this shard's: a flush (whose reach [`Shard::replay_record`]
+    /// decides), or an item or delete whose key routes here under the shard count now. Every
+    /// shard reads the whole file and keeps its own records.
+    pub fn replay_if_mine(&mut self, d: &Decoded<'_>, st: &mut Replay) {
+        let hash = match d.record {
+            Record::Flush(_) => 0,
+            _ => match d.record.key() {
+                Some(key) => key_hash(key),
+                None => return,
+            },
+        };
+        if matches!(d.record, Record::Flush(_)) || shard_of(hash, st.shard_count).0 == st.me {
+            self.replay_record(d, hash, st);
+        }
+    }
+
     /// Applies one record. Item and delete records reach only the shard that owns their key
     /// now (the caller routes them by `key_hash`); a flush applies to the shard that recorded
     /// it, or, when the shard count has changed since, to the keys that routed to that shard
