@@ -251,6 +251,39 @@ fn ttls_run_while_stopped() {
     assert_eq!(c.read_line(), b"l\r\n");
 }
 
+/// Starts corecache with `-e file`, expects it to exit unsuccessfully within the startup
+/// timeout (a server that comes up instead is killed and the test fails); returns its stderr.
+fn refused_start(file: &str) -> String {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corecache"))
+        .args(["-l", "127.0.0.1", "-p", "0", "-e", file])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run corecache");
+    let deadline = Instant::now() + common::STARTUP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("corecache -e {file} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(5)); // bounded exit poll
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{status}: {err}");
+    err
+}
+
 /// An empty metadata file is not a save: the server refuses to start (memcached aborts), and
 /// the file is removed, so the next start is a clean one.
 #[test]
@@ -260,16 +293,22 @@ fn empty_metadata_stops_the_start() {
     }
     let mf = MemFile::new("empty");
     std::fs::write(mf.meta(), b"").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corecache"))
-        .args(["-l", "127.0.0.1", "-p", "0", "-e", &mf.arg()])
-        .output()
-        .expect("run corecache");
-    assert!(!out.status.success(), "{:?}", out.status);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&mf.arg());
     assert!(err.contains("empty metadata file"), "{err}");
     assert!(!mf.meta().exists());
     let server = TestServer::start(&["-e", &mf.arg()]);
     assert_eq!(gets(&mut server.connect(), "k"), None);
+}
+
+/// A memory file that cannot be created stops the start (memcached cannot map it either),
+/// instead of losing the save at the next stop.
+#[test]
+fn an_unwritable_memory_file_stops_the_start() {
+    if skip_in_memcached_mode("corecache's exit status and message") {
+        return;
+    }
+    let err = refused_start("/nonexistent-dir/corecache.mem");
+    assert!(err.contains("-e: /nonexistent-dir/corecache.mem"), "{err}");
 }
 
 fn save(mf: &MemFile, args: &[&str], fill: impl FnOnce(&mut Client)) {

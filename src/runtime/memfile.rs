@@ -80,6 +80,17 @@ impl MemfileShared {
                 None => Some(meta),
             },
         };
+        if restore.is_none() {
+            // As memcached (which maps the file at startup), a file that cannot be written
+            // stops the start now rather than losing the save at the next stop.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("-e: {shown}: {e}"))?;
+        }
         Ok(MemfileShared {
             path: path.to_path_buf(),
             restore,
