@@ -84,7 +84,6 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + timeout;
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
@@ -97,17 +96,7 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20)); // bounded child poll
-    };
+    let status = common::wait_child(&mut child, timeout, &format!("{cmd:?}"));
     Output {
         status,
         stdout: out_reader.join().unwrap(),

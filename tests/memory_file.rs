@@ -261,18 +261,11 @@ fn refused_start(file: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run corecache");
-    let deadline = Instant::now() + common::STARTUP_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("corecache -e {file} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(5)); // bounded exit poll
-    };
+    let status = common::wait_child(
+        &mut child,
+        common::STARTUP_TIMEOUT,
+        &format!("corecache -e {file} started instead of refusing"),
+    );
     let mut err = String::new();
     child
         .stderr

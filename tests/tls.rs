@@ -223,18 +223,11 @@ fn failed_start(args: &[&str]) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + common::STARTUP_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?}: the server did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10)); // bounded exit poll
-    };
+    let status = common::wait_child(
+        &mut child,
+        common::STARTUP_TIMEOUT,
+        &format!("{args:?}: the server did not exit"),
+    );
     let mut err = String::new();
     child
         .stderr

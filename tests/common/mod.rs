@@ -1630,6 +1630,23 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits for `child` to exit within `timeout`; past it the child is killed and reaped and the
+/// test panics, naming `what`.
+pub fn wait_child(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10)); // bounded exit poll
+    }
+}
+
 /// A bare command for the server under test, for tests that watch it fail to start: memcached
 /// (with `-u root` when running as root, which memcached requires) in memcached mode,
 /// corecache otherwise.
