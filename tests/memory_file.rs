@@ -254,25 +254,17 @@ fn ttls_run_while_stopped() {
 /// Starts corecache with `-e file`, expects it to exit unsuccessfully within the startup
 /// timeout (a server that comes up instead is killed and the test fails); returns its stderr.
 fn refused_start(file: &str) -> String {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corecache"))
-        .args(["-l", "127.0.0.1", "-p", "0", "-e", file])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run corecache");
-    let status = common::wait_child(
-        &mut child,
-        common::STARTUP_TIMEOUT,
+    let (status, err) = common::run_to_exit(
+        std::process::Command::new(env!("CARGO_BIN_EXE_corecache")).args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-e",
+            file,
+        ]),
         &format!("corecache -e {file} started instead of refusing"),
     );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     assert!(!status.success(), "{status}: {err}");
     err
 }

@@ -215,26 +215,12 @@ fn notls_listeners_stay_plain() {
 /// stderr once it has exited; panics if it keeps running.
 fn failed_start(args: &[&str]) -> (i32, String) {
     let port = free_port().to_string();
-    let mut child = server_command()
-        .args(["-U", "0", "-l", "127.0.0.1", "-p", &port])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = common::wait_child(
-        &mut child,
-        common::STARTUP_TIMEOUT,
+    let (status, err) = common::run_to_exit(
+        server_command()
+            .args(["-U", "0", "-l", "127.0.0.1", "-p", &port])
+            .args(args),
         &format!("{args:?}: the server did not exit"),
     );
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     (status.code().unwrap_or(-1), err)
 }
 

@@ -1647,6 +1647,22 @@ pub fn wait_child(child: &mut Child, timeout: Duration, what: &str) -> ExitStatu
     }
 }
 
+/// Runs a server command that is expected to exit by itself (a start that fails) within
+/// [`STARTUP_TIMEOUT`]; returns its exit status and stderr. One that keeps running is killed
+/// and the test panics, naming `what`.
+pub fn run_to_exit(cmd: &mut Command, what: &str) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let status = wait_child(&mut child, STARTUP_TIMEOUT, what);
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status, err)
+}
+
 /// A bare command for the server under test, for tests that watch it fail to start: memcached
 /// (with `-u root` when running as root, which memcached requires) in memcached mode,
 /// corecache otherwise.
