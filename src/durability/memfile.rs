@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::record::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES};
+
 /// The format version this build writes and restores.
 pub const MEMFILE_VERSION: u64 = 1;
 
@@ -98,13 +100,21 @@ impl Meta {
         })
     }
 
-    /// Why the data file cannot be restored (`None`: it can): another format version, or a
-    /// length other than the one saved.
+    /// Why the data file cannot be restored (`None`: it can): another format version, a
+    /// length other than the one saved, or more records than its bytes can hold (the restore
+    /// sizes hash tables by the record count, so it must not be trusted beyond that).
     pub fn unusable(&self, data_len: Option<u64>) -> Option<String> {
         if self.version != MEMFILE_VERSION {
             return Some(format!(
                 "saved in format version {}, this build reads {MEMFILE_VERSION}",
                 self.version
+            ));
+        }
+        let room = self.bytes.saturating_sub(FILE_HEADER_BYTES as u64) / RECORD_HEADER_BYTES as u64;
+        if self.records > room {
+            return Some(format!(
+                "the metadata names {} records, more than {} bytes hold",
+                self.records, self.bytes
             ));
         }
         match data_len {
@@ -176,5 +186,10 @@ mod tests {
             ..m
         };
         assert!(later.unusable(Some(4096)).unwrap().contains("version"));
+        let inflated = Meta {
+            records: 1 << 40,
+            ..m
+        };
+        assert!(inflated.unusable(Some(4096)).unwrap().contains("records"));
     }
 }
