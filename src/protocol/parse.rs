@@ -73,7 +73,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize),
 
 /// The first `needle` in `haystack`, eight bytes at a time (SWAR; `naive_find_byte` in the tests
 /// is the reference).
-fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let pattern = ONES.wrapping_mul(u64::from(needle));

@@ -21,7 +21,7 @@ use super::udp::Udp;
 use super::Shared;
 use crate::clock::Instant32;
 use crate::protocol::meta::MetaVerb;
-use crate::protocol::parse::parse;
+use crate::protocol::parse::{find_byte, parse};
 use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
 use crate::router::{key_hash, shard_of};
 use crate::shard::Shard;
@@ -155,25 +155,45 @@ fn exec_gets(
 /// line that is incomplete, names no key, or is not one of the common keyed commands.
 fn leading_key(input: &[u8]) -> Option<(&[u8], usize)> {
     // Long lines (multi-key gets, junk) are left to the parser rather than searched again here.
-    let nl = input
-        .iter()
-        .take(WARM_LINE_BYTES_MAX)
-        .position(|&b| b == b'\n')?;
-    let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
-    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
-    let verb = tokens.next()?;
-    let key = tokens.next()?;
+    let window = input.get(..WARM_LINE_BYTES_MAX).unwrap_or(input);
+    let nl = find_byte(window, b'\n')?;
+    let line = window.get(..nl)?;
+    let mut rest = line.strip_suffix(b"\r").unwrap_or(line);
+    let verb = next_token(&mut rest)?;
+    let key = next_token(&mut rest)?;
     let next = match verb {
         b"get" | b"gets" | b"mg" | b"delete" | b"touch" | b"incr" | b"decr" | b"md" | b"ma" => {
             nl + 1
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
-            let bytes: usize = std::str::from_utf8(tokens.nth(2)?).ok()?.parse().ok()?;
+            next_token(&mut rest)?;
+            next_token(&mut rest)?;
+            let bytes = decimal(next_token(&mut rest)?)?;
             (nl + 1).checked_add(bytes)?.checked_add(2)?
         }
         _ => return None,
     };
     Some((key, next))
+}
+
+/// The next space-separated token of `rest` (leading spaces skipped), advancing `rest` past it.
+fn next_token<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let tail = rest.get(start..)?;
+    let len = tail.iter().position(|&b| b == b' ').unwrap_or(tail.len());
+    let (token, after) = tail.split_at(len);
+    *rest = after;
+    Some(token)
+}
+
+/// A token of decimal digits only (at most 19, so it cannot overflow), as a number.
+fn decimal(token: &[u8]) -> Option<usize> {
+    if token.is_empty() || token.len() > 19 {
+        return None;
+    }
+    token.iter().try_fold(0usize, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
+    })
 }
 
 impl Core {
@@ -1696,6 +1716,16 @@ mod tests {
         }
         assert_eq!(keys, ["a", "k", "m", "c", "n"]);
         assert!(rest.is_empty());
+        // Runs of spaces separate tokens as in the parser; a bare `\n` ends a line too.
+        assert_eq!(
+            leading_key(b"  get   spaced  \r\n"),
+            Some((&b"spaced"[..], 18))
+        );
+        assert_eq!(
+            leading_key(b"set  k  1 2  3\nabc\r\nget x\r\n"),
+            Some((&b"k"[..], 20))
+        );
+        assert_eq!(leading_key(b"set k 0 0 +3\r\nabc\r\n"), None);
     }
 
     #[test]
