@@ -1213,6 +1213,7 @@ fn slabs_reassign_moves_a_page() {
 }
 
 /// Items per slab class id, from `stats items`.
+#[cfg(feature = "test-hooks")]
 fn items_per_class(c: &mut Client) -> HashMap<u32, u64> {
     c.stats_sub("items")
         .iter()

@@ -328,6 +328,88 @@ fn multiget_read_through_counts_match_server_stats() {
     assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
 }
 
+/// Single-key gets and sets in `protocol`, pipelined, after a prefill that sets every key:
+/// every count matches the server's and every get hits.
+fn single_key_counts_match(protocol: &str) {
+    let Some((delta, json)) = check_counts(&[
+        "--protocol",
+        protocol,
+        "--connections",
+        "3",
+        "--pipeline",
+        "8",
+        "--keys",
+        "3000",
+        "--prefill",
+        "--value-size",
+        "16-240",
+    ]) else {
+        return;
+    };
+    assert!(
+        json.contains(&format!("\"protocol\":\"{protocol}\"")),
+        "{json}"
+    );
+    assert!(delta.cmd_set >= 3000 && delta.cmd_get > 0, "{delta:?}");
+    assert_eq!(delta.get_misses, 0, "{json}");
+}
+
+/// Quiet multi-gets (misses are silent, a no-op closes each) with read-through sets in
+/// `protocol`: hits and misses are told apart exactly as the server counted them.
+fn multiget_counts_match(protocol: &str) {
+    let Some((delta, json)) = check_counts(&[
+        "--protocol",
+        protocol,
+        "--connections",
+        "2",
+        "--pipeline",
+        "4",
+        "--keys",
+        "20000",
+        "--zipf",
+        "0.99",
+        "--multiget",
+        "10",
+        "--read-through",
+        "--get-ratio",
+        "1",
+        "--set-ratio",
+        "0",
+    ]) else {
+        return;
+    };
+    assert!(delta.get_misses > 0 && delta.get_hits > 0, "{delta:?}");
+    assert_eq!(
+        json_number(&json, "server_totals", "read_through_sets") as u64,
+        delta.cmd_set
+    );
+    assert_eq!(
+        delta.get_hits + delta.get_misses,
+        delta.cmd_get,
+        "{delta:?}"
+    );
+}
+
+#[test]
+fn meta_protocol_counts_match_server_stats() {
+    single_key_counts_match("meta");
+}
+
+#[test]
+fn meta_multiget_counts_match_server_stats() {
+    multiget_counts_match("meta");
+}
+
+#[test]
+fn binary_protocol_counts_match_server_stats() {
+    single_key_counts_match("binary");
+}
+
+#[test]
+fn binary_multiget_counts_match_server_stats() {
+    multiget_counts_match("binary");
+}
+
 #[test]
 fn open_loop_sends_at_the_rate_asked() {
     let Some((delta, json)) = check_counts(&[

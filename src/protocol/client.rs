@@ -1,12 +1,20 @@
-//! The client side of the memcached text protocol: request encoders and a streaming reply parser.
+//! The client side of the memcached protocols: request encoders and streaming reply parsers for
+//! the text protocol, its meta commands, and the binary protocol.
 //!
 //! Used by corecache-bench and the integration tests. PURE like the rest of `protocol`: bytes in,
 //! values out, no sockets and no clock.
 //!
-//! The reply parser works one *element* at a time. A retrieval reply is a run of
-//! [`Reply::Value`] elements closed by [`Reply::End`]; a `stats` reply is a run of
-//! [`Reply::Stat`] closed by [`Reply::End`]; every other reply is a single element. The caller
+//! The text reply parser ([`parse_reply`], which also reads meta replies: their two-letter
+//! codes never clash with a text reply word) works one *element* at a time. A retrieval reply is
+//! a run of [`Reply::Value`] elements closed by [`Reply::End`]; a `stats` reply is a run of
+//! [`Reply::Stat`] closed by [`Reply::End`]; a meta reply is one element; so is every other
+//! reply. A quiet meta multi-get (`mg <key> v k q` per key, then `mn`) is a run of
+//! [`Reply::MetaValue`] for the hits closed by [`Reply::MetaNoop`]. The binary parser
+//! ([`parse_binary_reply`]) takes one 24-byte-header packet at a time; a quiet binary multi-get
+//! (GETKQ per key, then NOOP) is answered by one packet per hit and the NOOP's. The caller
 //! knows which request is at the head of its pipeline and so knows when a reply is complete.
+
+use super::binary;
 
 /// One element of a server reply. Borrows from the read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +54,37 @@ pub enum Reply<'a> {
     ClientError(&'a [u8]),
     /// `SERVER_ERROR <message>`
     ServerError(&'a [u8]),
+    /// `VA <bytes> <flags>*\r\n<data>\r\n`: a meta get hit. `flags` is the rest of the line
+    /// (read one with [`meta_flag`]).
+    MetaValue { value: &'a [u8], flags: &'a [u8] },
+    /// A meta reply without data: `HD`, `EN`, `NS`, `EX` or `NF`, and its flags.
+    Meta { code: MetaCode, flags: &'a [u8] },
+    /// `MN`: the reply to `mn`, which closes a run of quiet meta commands.
+    MetaNoop,
+}
+
+/// The status code of a meta reply that carries no data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaCode {
+    /// `HD`: success (stored, deleted, touched, or a hit without a value asked for).
+    Hd,
+    /// `EN`: a meta get miss.
+    En,
+    /// `NS`: not stored.
+    Ns,
+    /// `EX`: the compare-and-swap value did not match.
+    Ex,
+    /// `NF`: no such item.
+    Nf,
+}
+
+/// The token of meta flag `flag` in a reply's flags (`k` in `s3 kfoo` gives `foo`); `None`
+/// when the flag is not there. A flag without a token gives an empty slice.
+pub fn meta_flag(flags: &[u8], flag: u8) -> Option<&[u8]> {
+    flags
+        .split(|&b| b == b' ')
+        .find(|t| t.first() == Some(&flag))
+        .map(|t| t.get(1..).unwrap_or_default())
 }
 
 impl Reply<'_> {
@@ -94,6 +133,13 @@ pub fn parse_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), ReplyError> {
         b"CLIENT_ERROR" => Reply::ClientError(rest),
         b"SERVER_ERROR" => Reply::ServerError(rest),
         b"VERSION" => Reply::Version(rest),
+        b"VA" => return parse_meta_value(buf, rest, consumed),
+        b"HD" => meta(MetaCode::Hd, rest),
+        b"EN" => meta(MetaCode::En, rest),
+        b"NS" => meta(MetaCode::Ns, rest),
+        b"EX" => meta(MetaCode::Ex, rest),
+        b"NF" => meta(MetaCode::Nf, rest),
+        b"MN" if rest.is_empty() => Reply::MetaNoop,
         b"STAT" => {
             let (name, value) = split_word(rest);
             if name.is_empty() {
@@ -133,6 +179,43 @@ fn parse_value<'a>(
     } else {
         Some(parse_u64(cas_text).ok_or(ReplyError::Invalid)?)
     };
+    let (value, total) = data_block(buf, header_len, value_len)?;
+    Ok((
+        Reply::Value {
+            key,
+            client_flags,
+            value,
+            cas,
+        },
+        total,
+    ))
+}
+
+fn meta<'a>(code: MetaCode, flags: &'a [u8]) -> Reply<'a> {
+    Reply::Meta { code, flags }
+}
+
+/// The rest of a `VA` line after the code, then its data block.
+fn parse_meta_value<'a>(
+    buf: &'a [u8],
+    header: &'a [u8],
+    header_len: usize,
+) -> Result<(Reply<'a>, usize), ReplyError> {
+    let (bytes_text, flags) = split_word(header);
+    let value_len = parse_u64(bytes_text)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(ReplyError::Invalid)?;
+    let (value, total) = data_block(buf, header_len, value_len)?;
+    Ok((Reply::MetaValue { value, flags }, total))
+}
+
+/// The `value_len` bytes after a header of `header_len` bytes and the `\r\n` closing them:
+/// the data and the length of the whole element.
+fn data_block(
+    buf: &[u8],
+    header_len: usize,
+    value_len: usize,
+) -> Result<(&[u8], usize), ReplyError> {
     let value_end = header_len
         .checked_add(value_len)
         .ok_or(ReplyError::Invalid)?;
@@ -144,15 +227,7 @@ fn parse_value<'a>(
         return Err(ReplyError::Invalid);
     }
     let value = buf.get(header_len..value_end).ok_or(ReplyError::Invalid)?;
-    Ok((
-        Reply::Value {
-            key,
-            client_flags,
-            value,
-            cas,
-        },
-        total,
-    ))
+    Ok((value, total))
 }
 
 /// Position of the first `\r\n` in `buf`.
@@ -246,6 +321,147 @@ pub fn encode_set(
 /// Appends `stats\r\n`.
 pub fn encode_stats(out: &mut Vec<u8>) {
     out.extend_from_slice(b"stats\r\n");
+}
+
+/// Appends `mg <key> <flags>\r\n` (`flags` such as `v`, or `v k q` for one key of a quiet
+/// multi-get).
+pub fn encode_meta_get(out: &mut Vec<u8>, key: &[u8], flags: &[u8]) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    if !flags.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(flags);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ms <key> <bytes>[ F<client_flags>][ T<exptime>]\r\n<value>\r\n`; the flags are
+/// left out when zero, which is what the server assumes without them.
+pub fn encode_meta_set(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    client_flags: u32,
+    exptime: i64,
+    value: &[u8],
+) {
+    out.extend_from_slice(b"ms ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_decimal(out, value.len() as u64);
+    if client_flags != 0 {
+        out.extend_from_slice(b" F");
+        push_decimal(out, u64::from(client_flags));
+    }
+    if exptime != 0 {
+        out.extend_from_slice(b" T");
+        if exptime < 0 {
+            out.push(b'-');
+        }
+        push_decimal(out, exptime.unsigned_abs());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `mn\r\n`.
+pub fn encode_meta_noop(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"mn\r\n");
+}
+
+/// Appends a binary request carrying only a key (`GET`, `GETK`, `GETKQ`, ...; opcodes in
+/// [`binary::opcode`]).
+pub fn encode_binary_get(out: &mut Vec<u8>, op: u8, key: &[u8], opaque: u32) {
+    binary::request_into(out, op, opaque, 0, &[], key, &[]);
+}
+
+/// Appends a binary `SET` (client flags and expiration time as extras).
+pub fn encode_binary_set(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    client_flags: u32,
+    exptime: u32,
+    value: &[u8],
+    opaque: u32,
+) {
+    let mut extras = [0u8; 8];
+    let (f, e) = extras.split_at_mut(4);
+    f.copy_from_slice(&client_flags.to_be_bytes());
+    e.copy_from_slice(&exptime.to_be_bytes());
+    binary::request_into(out, binary::opcode::SET, opaque, 0, &extras, key, value);
+}
+
+/// Appends a binary `NOOP`.
+pub fn encode_binary_noop(out: &mut Vec<u8>, opaque: u32) {
+    binary::request_into(out, binary::opcode::NOOP, opaque, 0, &[], &[], &[]);
+}
+
+/// Largest binary response body accepted before the stream is declared invalid.
+pub const BINARY_BODY_LEN_MAX: usize = 1 << 30;
+
+/// One binary response packet. Borrows from the read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BinaryReply<'a> {
+    pub opcode: u8,
+    pub status: u16,
+    pub opaque: u32,
+    pub cas: u64,
+    pub extras: &'a [u8],
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl BinaryReply<'_> {
+    /// The client flags a `GET`-family hit carries in its extras.
+    pub fn client_flags(&self) -> Option<u32> {
+        let bytes: [u8; 4] = self.extras.get(..4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(bytes))
+    }
+}
+
+/// Takes one binary response packet from the front of `buf`: the packet and the bytes it used.
+pub fn parse_binary_reply(buf: &[u8]) -> Result<(BinaryReply<'_>, usize), ReplyError> {
+    // A first byte that cannot start a response is refused at once, not after 24 bytes.
+    match buf.first() {
+        None => return Err(ReplyError::Incomplete),
+        Some(&b) if b != binary::RESPONSE_MAGIC => return Err(ReplyError::Invalid),
+        Some(_) => {}
+    }
+    let Some(h) = binary::parse_header(buf) else {
+        return Err(ReplyError::Incomplete);
+    };
+    // Bytes 6 and 7, the vbucket of a request, are the status of a response.
+    let status = match buf.get(6..8) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => return Err(ReplyError::Incomplete),
+    };
+    let key_len = usize::from(h.key_len);
+    let extras_len = usize::from(h.extras_len);
+    let body_len = h.body_len as usize;
+    if body_len > BINARY_BODY_LEN_MAX || key_len + extras_len > body_len {
+        return Err(ReplyError::Invalid);
+    }
+    let (opaque, cas) = (h.opaque, h.cas);
+    let total = binary::HEADER_LEN + body_len;
+    let Some(body) = buf.get(binary::HEADER_LEN..total) else {
+        return Err(ReplyError::Incomplete);
+    };
+    let (extras, rest) = body
+        .split_at_checked(extras_len)
+        .ok_or(ReplyError::Invalid)?;
+    let (key, value) = rest.split_at_checked(key_len).ok_or(ReplyError::Invalid)?;
+    Ok((
+        BinaryReply {
+            opcode: h.opcode,
+            status,
+            opaque,
+            cas,
+            extras,
+            key,
+            value,
+        },
+        total,
+    ))
 }
 
 /// Appends `<prefix><n>` with `n` zero-padded to at least `width` digits.
@@ -444,5 +660,207 @@ VERSION 1.6.18\r\nSTAT pid 7\r\n",
             );
             assert_eq!(parse_reply(&reply[used..]).unwrap(), (Reply::End, 5));
         }
+    }
+
+    #[test]
+    fn encode_meta_bytes() {
+        let mut out = Vec::new();
+        encode_meta_get(&mut out, b"a", b"v");
+        encode_meta_get(&mut out, b"b", b"v k q");
+        encode_meta_get(&mut out, b"c", b"");
+        encode_meta_noop(&mut out);
+        encode_meta_set(&mut out, b"k", 0, 0, b"hello");
+        encode_meta_set(&mut out, b"k", 7, -1, b"");
+        encode_meta_set(&mut out, b"k", 0, 30, b"x");
+        assert_eq!(
+            out,
+            b"mg a v\r\nmg b v k q\r\nmg c\r\nmn\r\nms k 5\r\nhello\r\n\
+ms k 0 F7 T-1\r\n\r\nms k 1 T30\r\nx\r\n"
+        );
+    }
+
+    #[test]
+    fn parses_meta_replies() {
+        let replies = all(
+            b"VA 2 kfoo s2\r\nhi\r\nVA 0\r\n\r\nEN\r\nHD\r\nHD c5 Oab\r\nNS\r\nEX\r\nNF\r\nMN\r\n",
+        );
+        assert_eq!(
+            replies,
+            vec![
+                Reply::MetaValue {
+                    value: b"hi",
+                    flags: b"kfoo s2"
+                },
+                Reply::MetaValue {
+                    value: b"",
+                    flags: b""
+                },
+                Reply::Meta {
+                    code: MetaCode::En,
+                    flags: b""
+                },
+                Reply::Meta {
+                    code: MetaCode::Hd,
+                    flags: b""
+                },
+                Reply::Meta {
+                    code: MetaCode::Hd,
+                    flags: b"c5 Oab"
+                },
+                Reply::Meta {
+                    code: MetaCode::Ns,
+                    flags: b""
+                },
+                Reply::Meta {
+                    code: MetaCode::Ex,
+                    flags: b""
+                },
+                Reply::Meta {
+                    code: MetaCode::Nf,
+                    flags: b""
+                },
+                Reply::MetaNoop,
+            ]
+        );
+        assert_eq!(meta_flag(b"kfoo s2", b'k'), Some(b"foo".as_slice()));
+        assert_eq!(meta_flag(b"kfoo s2", b's'), Some(b"2".as_slice()));
+        assert_eq!(meta_flag(b"kfoo s2 b", b'b'), Some(b"".as_slice()));
+        assert_eq!(meta_flag(b"kfoo s2", b'c'), None);
+        assert_eq!(meta_flag(b"", b'k'), None);
+        for bad in [
+            b"VA x\r\nab\r\n".as_slice(),
+            b"VA 1\r\nab\r\n",
+            b"VA\r\n",
+            b"MN extra\r\n",
+        ] {
+            assert_eq!(parse_reply(bad), Err(ReplyError::Invalid), "{bad:?}");
+        }
+        let stream: &[u8] = b"VA 10 kkey:1\r\n0123456789\r\nMN\r\n";
+        let first = parse_reply(stream).unwrap().1;
+        assert_eq!(first, stream.len() - 4);
+        for cut in 0..first {
+            assert_eq!(
+                parse_reply(&stream[..cut]),
+                Err(ReplyError::Incomplete),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_requests_parse_as_the_server_reads_them() {
+        use crate::protocol::binary::{parse, Command};
+        let limits = crate::protocol::Limits::default();
+        let mut out = Vec::new();
+        encode_binary_get(&mut out, binary::opcode::GETKQ, b"key:1", 9);
+        encode_binary_set(&mut out, b"k", 3, 60, b"hello", 10);
+        encode_binary_noop(&mut out, 11);
+        let (get, used) = parse(&out, &limits).unwrap();
+        assert_eq!(
+            (get.opcode, get.quiet, get.opaque, get.key),
+            (binary::opcode::GETKQ, true, 9, b"key:1".as_slice())
+        );
+        let rest = &out[used..];
+        let (set, used) = parse(rest, &limits).unwrap();
+        assert_eq!(
+            (set.opcode, set.opaque, set.key),
+            (binary::opcode::SET, 10, b"k".as_slice())
+        );
+        match set.command {
+            Command::Store {
+                client_flags,
+                exptime,
+                value,
+                ..
+            } => assert_eq!((client_flags, exptime, value), (3, 60, b"hello".as_slice())),
+            other => panic!("{other:?}"),
+        }
+        let (noop, used2) = parse(&rest[used..], &limits).unwrap();
+        assert_eq!((noop.command, noop.opaque), (Command::Noop, 11));
+        assert_eq!(used2, rest.len() - used);
+    }
+
+    #[test]
+    fn parses_binary_replies_and_every_prefix_is_incomplete() {
+        let mut stream = Vec::new();
+        binary::response(
+            &mut stream,
+            binary::opcode::GETK,
+            binary::Status::Success,
+            5,
+            42,
+            &7u32.to_be_bytes(),
+            b"key:1",
+            b"value",
+        );
+        let first_len = stream.len();
+        binary::error(
+            &mut stream,
+            binary::opcode::GET,
+            binary::Status::KeyNotFound,
+            6,
+        );
+        binary::success(&mut stream, binary::opcode::NOOP, 7, 0);
+        let (hit, used) = parse_binary_reply(&stream).unwrap();
+        assert_eq!(used, first_len);
+        assert_eq!(
+            hit,
+            BinaryReply {
+                opcode: binary::opcode::GETK,
+                status: 0,
+                opaque: 5,
+                cas: 42,
+                extras: &7u32.to_be_bytes(),
+                key: b"key:1",
+                value: b"value",
+            }
+        );
+        assert_eq!(hit.client_flags(), Some(7));
+        let (miss, used2) = parse_binary_reply(&stream[used..]).unwrap();
+        assert_eq!(
+            (miss.status, miss.opaque, miss.value),
+            (
+                binary::Status::KeyNotFound.code(),
+                6,
+                b"Not found".as_slice()
+            )
+        );
+        assert_eq!(miss.client_flags(), None);
+        let (noop, used3) = parse_binary_reply(&stream[used + used2..]).unwrap();
+        assert_eq!((noop.opcode, noop.opaque), (binary::opcode::NOOP, 7));
+        assert_eq!(used + used2 + used3, stream.len());
+        for cut in 0..first_len {
+            assert_eq!(
+                parse_binary_reply(&stream[..cut]),
+                Err(ReplyError::Incomplete),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_binary_garbage() {
+        // Wrong magic is refused at the first byte; so is a request echoed back.
+        assert_eq!(parse_binary_reply(b"V"), Err(ReplyError::Invalid));
+        let req = binary::request(binary::opcode::NOOP, 0, 0, &[], &[], &[]);
+        assert_eq!(parse_binary_reply(&req), Err(ReplyError::Invalid));
+        // key + extras longer than the body.
+        let mut bad = Vec::new();
+        binary::response(
+            &mut bad,
+            binary::opcode::GETK,
+            binary::Status::Success,
+            0,
+            0,
+            &[0; 4],
+            b"k",
+            b"",
+        );
+        bad[11] = 4;
+        assert_eq!(parse_binary_reply(&bad), Err(ReplyError::Invalid));
+        // A body over the bound.
+        let mut huge = bad.clone();
+        huge[8..12].copy_from_slice(&(BINARY_BODY_LEN_MAX as u32 + 1).to_be_bytes());
+        assert_eq!(parse_binary_reply(&huge), Err(ReplyError::Invalid));
     }
 }

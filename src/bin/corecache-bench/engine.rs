@@ -21,15 +21,42 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corecache::protocol::client::{encode_get, encode_set, parse_reply, Reply, ReplyError};
+use corecache::protocol::binary::{opcode, Status};
+use corecache::protocol::client::{
+    encode_binary_get, encode_binary_noop, encode_binary_set, encode_get, encode_meta_get,
+    encode_meta_noop, encode_meta_set, encode_set, meta_flag, parse_binary_reply, parse_reply,
+    BinaryReply, MetaCode, Reply, ReplyError,
+};
 
 use crate::report::{Op, Stats};
 use crate::workload::{KeyDist, KeyFormat, Mix, Rng, ValueSize};
+
+/// The protocol requests are sent in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `get <key>...` and `set`.
+    Text,
+    /// `mg <key> v` and `ms`; a multi-get is `mg <key> v k q` per key, then `mn`.
+    Meta,
+    /// Binary `GET` and `SET`; a multi-get is `GETKQ` per key, then `NOOP`.
+    Binary,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Text => "text",
+            Protocol::Meta => "meta",
+            Protocol::Binary => "binary",
+        }
+    }
+}
 
 /// Everything a client thread needs to know; shared read-only by all threads.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub servers: Vec<SocketAddr>,
+    pub protocol: Protocol,
     /// Connect over TLS with this configuration (`--tls-ca`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connections: usize,
@@ -88,6 +115,9 @@ struct InFlight {
     /// Keys of a get already accounted for (found or passed over).
     matched: usize,
     hits: u64,
+    /// An error reply to one key of a meta or binary multi-get, whose reply goes on until its
+    /// closing `MN` / `NOOP`: the request's outcome once that arrives.
+    error: Option<Outcome>,
 }
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -645,6 +675,7 @@ impl Client {
         let plan = &self.plan;
         let conn = &mut self.conns[i];
         debug_assert!(conn.inflight.len() < self.depth);
+        let out = &mut conn.wbuf;
         let mut key = std::mem::take(&mut self.key_scratch);
         match req.op {
             Op::Get | Op::MultiGet => {
@@ -655,20 +686,34 @@ impl Client {
                     plan.key_format.push(&mut key, k);
                 }
                 starts.push(key.len());
-                encode_get(&mut conn.wbuf, starts.windows(2).map(|w| &key[w[0]..w[1]]));
+                let keys = starts.windows(2).map(|w| &key[w[0]..w[1]]);
+                let multi = req.op == Op::MultiGet;
+                match plan.protocol {
+                    Protocol::Text => encode_get(out, keys),
+                    Protocol::Meta if multi => {
+                        keys.for_each(|k| encode_meta_get(out, k, b"v k q"));
+                        encode_meta_noop(out);
+                    }
+                    Protocol::Meta => keys.for_each(|k| encode_meta_get(out, k, b"v")),
+                    Protocol::Binary if multi => {
+                        keys.for_each(|k| encode_binary_get(out, opcode::GETKQ, k, 0));
+                        encode_binary_noop(out, 0);
+                    }
+                    Protocol::Binary => {
+                        keys.for_each(|k| encode_binary_get(out, opcode::GET, k, 0));
+                    }
+                }
             }
             Op::Set => {
                 key.clear();
                 plan.key_format
                     .push(&mut key, req.keys.first().copied().unwrap_or(1));
-                encode_set(
-                    &mut conn.wbuf,
-                    &key,
-                    0,
-                    0,
-                    &self.value[..req.value_len],
-                    false,
-                );
+                let value = &self.value[..req.value_len];
+                match plan.protocol {
+                    Protocol::Text => encode_set(out, &key, 0, 0, value, false),
+                    Protocol::Meta => encode_meta_set(out, &key, 0, 0, value),
+                    Protocol::Binary => encode_binary_set(out, &key, 0, 0, value, 0),
+                }
             }
         }
         self.key_scratch = key;
@@ -677,6 +722,7 @@ impl Client {
             sent_ns: now,
             matched: 0,
             hits: 0,
+            error: None,
         });
     }
 
@@ -815,22 +861,24 @@ impl Client {
     /// Consumes every complete reply element in the read buffer. False on a protocol error.
     fn parse_replies(&mut self, i: usize) -> bool {
         let now = self.now_ns();
+        let protocol = self.plan.protocol;
         let mut misses = Vec::new();
         loop {
             let conn = &mut self.conns[i];
             let (done, used) = {
                 let buf = &conn.rbuf[conn.rstart..conn.rend];
-                let (reply, used) = match parse_reply(buf) {
+                let Some(head) = conn.inflight.front_mut() else {
+                    // Bytes nobody asked for.
+                    return buf.is_empty();
+                };
+                let (element, used) = match next_element(protocol, head.req.op, buf) {
                     Ok(ok) => ok,
                     Err(ReplyError::Incomplete) => break,
                     Err(ReplyError::Invalid) => return false,
                 };
-                let Some(head) = conn.inflight.front_mut() else {
-                    return false;
-                };
                 match apply(
                     head,
-                    &reply,
+                    element,
                     &self.plan.key_format,
                     &mut self.key_scratch,
                     &mut misses,
@@ -1017,57 +1065,406 @@ enum Outcome {
     Unexpected,
 }
 
+/// One reply element in protocol-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Element<'a> {
+    /// A value for one key of a get: the key when the reply names it, `None` for the next key
+    /// asked for. `last`: the value is the whole reply (a single-key meta or binary get).
+    Hit { key: Option<&'a [u8]>, last: bool },
+    /// The end of a get's reply; keys not matched by then were misses.
+    End,
+    /// A set's success.
+    Stored,
+    /// A valid reply that is not what the request asks for (e.g. NOT_STORED to a set).
+    Unexpected,
+    /// An error reply; `last` unless more of the same request's reply follows (one key of a
+    /// meta or binary multi-get).
+    Failed { outcome: Outcome, last: bool },
+}
+
+/// Takes the next reply element for a request of kind `op` sent in `protocol`.
+fn next_element(
+    protocol: Protocol,
+    op: Op,
+    buf: &[u8],
+) -> Result<(Element<'_>, usize), ReplyError> {
+    let multi = op == Op::MultiGet;
+    // Errors to one key of a quiet multi-get do not end its reply: the closing MN/NOOP does.
+    let failed = |outcome| Element::Failed {
+        outcome,
+        last: !(multi && protocol != Protocol::Text),
+    };
+    if protocol == Protocol::Binary {
+        let (reply, used) = parse_binary_reply(buf)?;
+        return binary_element(op, &reply, failed).map(|e| (e, used));
+    }
+    let (reply, used) = parse_reply(buf)?;
+    let element = match (reply, op, protocol) {
+        (Reply::Error, ..) => failed(Outcome::Error),
+        (Reply::ClientError(_), ..) => failed(Outcome::ClientError),
+        (Reply::ServerError(_), ..) => failed(Outcome::ServerError),
+        (Reply::Value { key, .. }, Op::Get | Op::MultiGet, Protocol::Text) => Element::Hit {
+            key: Some(key),
+            last: false,
+        },
+        (Reply::End, Op::Get | Op::MultiGet, Protocol::Text) => Element::End,
+        (Reply::Stored, Op::Set, Protocol::Text) => Element::Stored,
+        (Reply::NotStored | Reply::Exists | Reply::NotFound, Op::Set, Protocol::Text) => {
+            Element::Unexpected
+        }
+        (Reply::MetaValue { flags, .. }, Op::MultiGet, Protocol::Meta) => Element::Hit {
+            // Misses are silent, so a hit must say which key it is.
+            key: Some(meta_flag(flags, b'k').ok_or(ReplyError::Invalid)?),
+            last: false,
+        },
+        (Reply::MetaNoop, Op::MultiGet, Protocol::Meta) => Element::End,
+        (Reply::MetaValue { .. }, Op::Get, Protocol::Meta) => Element::Hit {
+            key: None,
+            last: true,
+        },
+        (
+            Reply::Meta {
+                code: MetaCode::En, ..
+            },
+            Op::Get,
+            Protocol::Meta,
+        ) => Element::End,
+        (Reply::Meta { code, .. }, Op::Set, Protocol::Meta) => match code {
+            MetaCode::Hd => Element::Stored,
+            MetaCode::Ns | MetaCode::Ex | MetaCode::Nf => Element::Unexpected,
+            MetaCode::En => return Err(ReplyError::Invalid),
+        },
+        _ => return Err(ReplyError::Invalid),
+    };
+    Ok((element, used))
+}
+
+/// The element a binary response packet is for a request of kind `op`.
+fn binary_element<'a>(
+    op: Op,
+    reply: &BinaryReply<'a>,
+    failed: impl Fn(Outcome) -> Element<'a>,
+) -> Result<Element<'a>, ReplyError> {
+    let status = reply.status;
+    let ok = status == Status::Success.code();
+    let outcome = if status == Status::UnknownCommand.code() {
+        Outcome::Error
+    } else if [
+        Status::InvalidArguments,
+        Status::NonNumeric,
+        Status::AuthError,
+    ]
+    .iter()
+    .any(|s| s.code() == status)
+    {
+        Outcome::ClientError
+    } else {
+        Outcome::ServerError
+    };
+    let element = match (op, reply.opcode) {
+        (Op::Get, opcode::GET) if ok => Element::Hit {
+            key: None,
+            last: true,
+        },
+        (Op::Get, opcode::GET) if status == Status::KeyNotFound.code() => Element::End,
+        (Op::MultiGet, opcode::GETKQ) if ok => Element::Hit {
+            key: Some(reply.key),
+            last: false,
+        },
+        // A quiet get answers no miss; any other status is an error for that key.
+        (Op::MultiGet, opcode::GETKQ) if status != Status::KeyNotFound.code() => failed(outcome),
+        (Op::MultiGet, opcode::NOOP) if ok => Element::End,
+        (Op::Set, opcode::SET) if ok => Element::Stored,
+        (Op::Set, opcode::SET)
+            if [Status::KeyExists, Status::NotStored, Status::KeyNotFound]
+                .iter()
+                .any(|s| s.code() == status) =>
+        {
+            Element::Unexpected
+        }
+        (Op::Get, opcode::GET) | (Op::Set, opcode::SET) => failed(outcome),
+        // A server that cannot parse a frame may answer with an opcode it did not get.
+        (_, _) if !ok && status != Status::KeyNotFound.code() => failed(outcome),
+        _ => return Err(ReplyError::Invalid),
+    };
+    Ok(element)
+}
+
 /// Applies one reply element to the request at the head of the pipeline. `None`: protocol
 /// error. `Some(None)`: the request needs more elements. `Some(Some(outcome))`: it is complete;
 /// for a get, `misses` then holds the keys that were not found.
 fn apply(
     head: &mut InFlight,
-    reply: &Reply<'_>,
+    element: Element<'_>,
     format: &KeyFormat,
     scratch: &mut Vec<u8>,
     misses: &mut Vec<u64>,
 ) -> Option<Option<Outcome>> {
-    match reply {
-        Reply::Error => return Some(Some(Outcome::Error)),
-        Reply::ClientError(_) => return Some(Some(Outcome::ClientError)),
-        Reply::ServerError(_) => return Some(Some(Outcome::ServerError)),
-        _ => {}
-    }
-    match head.req.op {
-        Op::Get | Op::MultiGet => match reply {
-            Reply::Value { key, .. } => {
-                // Values come back in request order; keys passed over were misses.
-                let keys = &head.req.keys;
-                let at = keys.iter().skip(head.matched).position(|&k| {
+    let is_get = matches!(head.req.op, Op::Get | Op::MultiGet);
+    match element {
+        Element::Failed { outcome, last } => {
+            if !last {
+                head.error.get_or_insert(outcome);
+                return Some(None);
+            }
+            Some(Some(outcome))
+        }
+        Element::Hit { key, last } if is_get => {
+            // Values come back in request order; keys passed over were misses.
+            let keys = &head.req.keys;
+            let at = match key {
+                None => 0,
+                Some(key) => keys.iter().skip(head.matched).position(|&k| {
                     scratch.clear();
                     format.push(scratch, k);
-                    scratch.as_slice() == *key
-                })?;
-                let found = head.matched + at;
-                misses.extend_from_slice(&keys[head.matched..found]);
-                head.matched = found + 1;
-                head.hits += 1;
-                Some(None)
+                    scratch.as_slice() == key
+                })?,
+            };
+            let found = head.matched + at;
+            if found >= keys.len() {
+                return None;
             }
-            Reply::End => {
-                misses.extend_from_slice(&head.req.keys[head.matched..]);
-                head.matched = head.req.keys.len();
-                Some(Some(Outcome::Ok))
+            misses.extend_from_slice(&keys[head.matched..found]);
+            head.matched = found + 1;
+            head.hits += 1;
+            if last {
+                misses.extend_from_slice(&keys[head.matched..]);
+                head.matched = keys.len();
+                return Some(Some(head.error.unwrap_or(Outcome::Ok)));
             }
-            _ => None,
-        },
-        Op::Set => match reply {
-            Reply::Stored => Some(Some(Outcome::Ok)),
-            Reply::NotStored | Reply::Exists | Reply::NotFound => Some(Some(Outcome::Unexpected)),
-            _ => None,
-        },
+            Some(None)
+        }
+        Element::End if is_get => {
+            misses.extend_from_slice(&head.req.keys[head.matched..]);
+            head.matched = head.req.keys.len();
+            Some(Some(head.error.unwrap_or(Outcome::Ok)))
+        }
+        Element::Stored if !is_get => Some(Some(Outcome::Ok)),
+        Element::Unexpected if !is_get => Some(Some(Outcome::Unexpected)),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corecache::protocol::binary;
     use std::os::unix::net::UnixStream;
+
+    /// Feeds `reply` to a request of kind `op` for key numbers `keys`: the outcome once the
+    /// request completes (`None`: still waiting; `Err`: protocol error), its hits, its misses,
+    /// and the bytes left over.
+    fn feed(
+        protocol: Protocol,
+        op: Op,
+        keys: &[u64],
+        reply: &[u8],
+    ) -> (Result<Option<Outcome>, ()>, u64, Vec<u64>, usize) {
+        let format = KeyFormat::new("key:", 1000);
+        let mut head = InFlight {
+            req: Pending {
+                op,
+                keys: keys.to_vec(),
+                value_len: 0,
+                scheduled_ns: 0,
+                measured: true,
+                prefill: false,
+                read_through: false,
+            },
+            sent_ns: 0,
+            matched: 0,
+            hits: 0,
+            error: None,
+        };
+        let (mut scratch, mut misses, mut at) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let (element, used) = match next_element(protocol, op, &reply[at..]) {
+                Ok(ok) => ok,
+                Err(ReplyError::Incomplete) => {
+                    return (Ok(None), head.hits, misses, reply.len() - at)
+                }
+                Err(ReplyError::Invalid) => return (Err(()), head.hits, misses, reply.len() - at),
+            };
+            at += used;
+            match apply(&mut head, element, &format, &mut scratch, &mut misses) {
+                None => return (Err(()), head.hits, misses, reply.len() - at),
+                Some(Some(outcome)) => {
+                    return (Ok(Some(outcome)), head.hits, misses, reply.len() - at)
+                }
+                Some(None) => {}
+            }
+        }
+    }
+
+    fn bin(op: u8, status: binary::Status, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let extras: &[u8] =
+            if status == binary::Status::Success && op != opcode::SET && op != opcode::NOOP {
+                &[0, 0, 0, 0]
+            } else {
+                &[]
+            };
+        let value = if status == binary::Status::Success {
+            value
+        } else {
+            status.message()
+        };
+        binary::response(&mut out, op, status, 0, 1, extras, key, value);
+        out
+    }
+
+    const OK: Result<Option<Outcome>, ()> = Ok(Some(Outcome::Ok));
+
+    #[test]
+    fn text_replies_complete_requests() {
+        let t = Protocol::Text;
+        let r = feed(
+            t,
+            Op::MultiGet,
+            &[1, 2, 3],
+            b"VALUE key:0000002 0 1\r\nx\r\nEND\r\nSTORED\r\n",
+        );
+        assert_eq!(r, (OK, 1, vec![1, 3], 8));
+        assert_eq!(feed(t, Op::Get, &[1], b"END\r\n"), (OK, 0, vec![1], 0));
+        assert_eq!(feed(t, Op::Set, &[1], b"STORED\r\n"), (OK, 0, vec![], 0));
+        assert_eq!(
+            feed(t, Op::Set, &[1], b"NOT_STORED\r\n").0,
+            Ok(Some(Outcome::Unexpected))
+        );
+        assert_eq!(
+            feed(t, Op::MultiGet, &[1, 2], b"CLIENT_ERROR bad\r\n").0,
+            Ok(Some(Outcome::ClientError))
+        );
+        // A value for a key not asked for, a reply of the wrong kind, a meta reply.
+        assert_eq!(
+            feed(t, Op::Get, &[1], b"VALUE key:0000009 0 1\r\nx\r\n").0,
+            Err(())
+        );
+        assert_eq!(feed(t, Op::Get, &[1], b"STORED\r\n").0, Err(()));
+        assert_eq!(feed(t, Op::Get, &[1], b"EN\r\n").0, Err(()));
+        assert_eq!(
+            feed(t, Op::Get, &[1], b"VALUE key:0000001 0 1\r\nx").0,
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn meta_replies_complete_requests() {
+        let m = Protocol::Meta;
+        assert_eq!(
+            feed(m, Op::Get, &[1], b"VA 1\r\nx\r\nHD\r\n"),
+            (OK, 1, vec![], 4)
+        );
+        assert_eq!(feed(m, Op::Get, &[1], b"EN\r\n"), (OK, 0, vec![1], 0));
+        // Quiet multi-get: hits name their key, misses are silent, MN closes.
+        let r = feed(
+            m,
+            Op::MultiGet,
+            &[1, 2, 3],
+            b"VA 1 kkey:0000002\r\nx\r\nMN\r\n",
+        );
+        assert_eq!(r, (OK, 1, vec![1, 3], 0));
+        let r = feed(
+            m,
+            Op::MultiGet,
+            &[1, 2],
+            b"VA 1 kkey:0000001\r\nx\r\nVA 2 kkey:0000002\r\nxy\r\nMN\r\n",
+        );
+        assert_eq!(r, (OK, 2, vec![], 0));
+        // An error for one key does not end the multi-get; it is its outcome at MN.
+        let r = feed(
+            m,
+            Op::MultiGet,
+            &[1, 2],
+            b"CLIENT_ERROR bad command line format\r\nVA 1 kkey:0000002\r\nx\r\nMN\r\n",
+        );
+        assert_eq!(r, (Ok(Some(Outcome::ClientError)), 1, vec![1], 0));
+        assert_eq!(feed(m, Op::Set, &[1], b"HD\r\n"), (OK, 0, vec![], 0));
+        assert_eq!(
+            feed(m, Op::Set, &[1], b"NS\r\n").0,
+            Ok(Some(Outcome::Unexpected))
+        );
+        assert_eq!(
+            feed(m, Op::Set, &[1], b"SERVER_ERROR out of memory\r\n").0,
+            Ok(Some(Outcome::ServerError))
+        );
+        assert_eq!(
+            feed(m, Op::Get, &[1], b"ERROR\r\n").0,
+            Ok(Some(Outcome::Error))
+        );
+        // A quiet hit without its key, a text reply, a miss where misses are silent.
+        assert_eq!(feed(m, Op::MultiGet, &[1, 2], b"VA 1\r\nx\r\n").0, Err(()));
+        assert_eq!(feed(m, Op::Get, &[1], b"END\r\n").0, Err(()));
+        assert_eq!(feed(m, Op::MultiGet, &[1, 2], b"EN\r\n").0, Err(()));
+        assert_eq!(feed(m, Op::Set, &[1], b"STORED\r\n").0, Err(()));
+    }
+
+    #[test]
+    fn binary_replies_complete_requests() {
+        use binary::Status as S;
+        let b = Protocol::Binary;
+        let hit = bin(opcode::GET, S::Success, b"", b"x");
+        assert_eq!(feed(b, Op::Get, &[1], &hit), (OK, 1, vec![], 0));
+        let miss = bin(opcode::GET, S::KeyNotFound, b"", b"");
+        assert_eq!(feed(b, Op::Get, &[1], &miss), (OK, 0, vec![1], 0));
+        let mut multi = bin(opcode::GETKQ, S::Success, b"key:0000003", b"x");
+        multi.extend(bin(opcode::NOOP, S::Success, b"", b""));
+        assert_eq!(
+            feed(b, Op::MultiGet, &[1, 2, 3], &multi),
+            (OK, 1, vec![1, 2], 0)
+        );
+        let mut err = bin(opcode::GETKQ, S::InvalidArguments, b"", b"");
+        err.extend(bin(opcode::NOOP, S::Success, b"", b""));
+        assert_eq!(
+            feed(b, Op::MultiGet, &[1], &err),
+            (Ok(Some(Outcome::ClientError)), 0, vec![1], 0)
+        );
+        assert_eq!(
+            feed(b, Op::Set, &[1], &bin(opcode::SET, S::Success, b"", b"")),
+            (OK, 0, vec![], 0)
+        );
+        assert_eq!(
+            feed(b, Op::Set, &[1], &bin(opcode::SET, S::NotStored, b"", b"")).0,
+            Ok(Some(Outcome::Unexpected))
+        );
+        assert_eq!(
+            feed(b, Op::Set, &[1], &bin(opcode::SET, S::TooLarge, b"", b"")).0,
+            Ok(Some(Outcome::ServerError))
+        );
+        assert_eq!(
+            feed(b, Op::Get, &[1], &bin(0x55, S::UnknownCommand, b"", b"")).0,
+            Ok(Some(Outcome::Error))
+        );
+        // A hit for a key not asked for, a miss where misses are silent, a reply of the wrong
+        // kind, a text reply.
+        assert_eq!(
+            feed(
+                b,
+                Op::MultiGet,
+                &[1],
+                &bin(opcode::GETKQ, S::Success, b"key:0000009", b"x")
+            )
+            .0,
+            Err(())
+        );
+        assert_eq!(
+            feed(
+                b,
+                Op::MultiGet,
+                &[1],
+                &bin(opcode::GETKQ, S::KeyNotFound, b"", b"")
+            )
+            .0,
+            Err(())
+        );
+        assert_eq!(
+            feed(b, Op::Get, &[1], &bin(opcode::SET, S::Success, b"", b"")).0,
+            Err(())
+        );
+        assert_eq!(feed(b, Op::Get, &[1], b"END\r\n").0, Err(()));
+        let cut = &hit[..hit.len() - 1];
+        assert_eq!(feed(b, Op::Get, &[1], cut).0, Ok(None));
+    }
 
     /// Both wait paths report a ready descriptor with its data and time out on a quiet one.
     #[test]

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use engine::{Client, Plan, Progress};
+use engine::{Client, Plan, Progress, Protocol};
 use report::{json_string, Stats};
 use workload::{KeyDist, KeyFormat, Mix, ValueSize};
 
-/// Load generator for memcached text-protocol servers.
+/// Load generator for memcached-protocol servers (text, meta or binary protocol).
 #[derive(Parser, Debug)]
 #[command(name = "corecache-bench", version)]
 struct Args {
@@ -33,6 +33,10 @@ struct Args {
     /// Client threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Protocol: `text` (get/set), `meta` (mg/ms; a multi-get is quiet mg per key closed by
+    /// mn) or `binary` (GET/SET; a multi-get is GETKQ per key closed by NOOP).
+    #[arg(long, value_enum, default_value_t = Protocol::Text)]
+    protocol: Protocol,
     /// Connections per thread (to each server).
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -163,8 +167,9 @@ fn run(args: &Args) -> Result<bool, String> {
         total.merge(&stats);
     }
     let header = format!(
-        "corecache-bench: {} ({} thread(s) x {} conn(s) x pipeline {}, {})",
+        "corecache-bench: {} ({} protocol, {} thread(s) x {} conn(s) x pipeline {}, {})",
         args.servers.join(","),
+        args.protocol.name(),
         args.threads,
         args.connections,
         args.pipeline,
@@ -312,6 +317,7 @@ fn plan_of(args: &Args) -> Result<Plan, String> {
     Ok(Plan {
         servers,
         tls,
+        protocol: args.protocol,
         connections: args.connections,
         pipeline: args.pipeline,
         rate_per_thread: args.rate / args.threads as f64,
@@ -360,11 +366,13 @@ fn parse_cpus(list: &str) -> Result<Vec<usize>, String> {
 fn config_json(args: &Args) -> String {
     let servers: Vec<String> = args.servers.iter().map(|s| json_string(s)).collect();
     format!(
-        "{{\"servers\":[{}],\"threads\":{},\"connections\":{},\"pipeline\":{},\"rate\":{},\
+        "{{\"servers\":[{}],\"protocol\":\"{}\",\"threads\":{},\"connections\":{},\
+         \"pipeline\":{},\"rate\":{},\
          \"keys\":{},\"key_prefix\":{},\"zipf\":{},\"value_size\":{},\"get_ratio\":{},\
          \"set_ratio\":{},\"multiget\":{},\"prefill\":{},\"warmup_s\":{},\"duration_s\":{},\
          \"read_through\":{},\"seed\":{}}}",
         servers.join(","),
+        args.protocol.name(),
         args.threads,
         args.connections,
         args.pipeline,
@@ -416,5 +424,17 @@ mod tests {
         let plan = plan_of(&args).unwrap();
         assert_eq!(plan.servers.len(), 2);
         assert_eq!(plan.value_size.max, 1024);
+        assert_eq!(plan.protocol, Protocol::Text);
+        for (name, protocol) in [
+            ("text", Protocol::Text),
+            ("meta", Protocol::Meta),
+            ("binary", Protocol::Binary),
+        ] {
+            let args = Args::try_parse_from(["corecache-bench", "--protocol", name]).unwrap();
+            assert_eq!(plan_of(&args).unwrap().protocol, protocol);
+            assert_eq!(protocol.name(), name);
+            assert!(config_json(&args).contains(&format!("\"protocol\":\"{name}\"")));
+        }
+        assert!(Args::try_parse_from(["corecache-bench", "--protocol", "resp"]).is_err());
     }
 }
