@@ -805,7 +805,11 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             // with that machinery off (`-o no_lru_maintainer`).
             compose::stat_str(out, "slab_automove_ratio", "0.80");
             compose::stat(out, "slab_automove_window", 30);
-            compose::stat(out, "slab_chunk_max", super::PAGE_BYTES as u64);
+            compose::stat(
+                out,
+                "slab_chunk_max",
+                super::page_bytes(cfg.memory_bytes_max / usize::from(cfg.shard_count)) as u64,
+            );
             compose::stat_str(
                 out,
                 "lru_crawler",

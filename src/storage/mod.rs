@@ -1004,15 +1004,29 @@ impl Store {
             let at = item.last_access();
             oldest = Some(oldest.map_or(at, |o| o.min(at)));
         });
-        let total_pages = class_ref.pages.len() as u64;
-        let chunks_per_page = u64::from(class_ref.chunks_per_page);
+        let mut total_pages = class_ref.pages.len() as u64;
+        let mut chunks_per_page = u64::from(class_ref.chunks_per_page);
+        let mut chunk_size = class_ref.chunk_size as u64;
+        let mut used_chunks = class_ref.used_chunks as u64;
+        if class == self.slabs.huge_class() {
+            // Shown as memcached shows an item larger than its largest chunk: in page-sized
+            // chunks, one a page, as many as the budget units the items are charged (a huge
+            // item's page lives exactly as long as its item).
+            let units: u64 = class_ref
+                .pages
+                .iter()
+                .map(|&id| u64::from(self.slabs.pages[id as usize].units))
+                .sum();
+            (chunk_size, chunks_per_page) = (self.slabs.page_size as u64, 1);
+            (total_pages, used_chunks) = (units, units);
+        }
         ClassStats {
             slab_class: class,
-            chunk_size: class_ref.chunk_size as u64,
+            chunk_size,
             chunks_per_page,
             total_pages,
             total_chunks: total_pages * chunks_per_page,
-            used_chunks: class_ref.used_chunks as u64,
+            used_chunks,
             free_chunks: self.slabs.free_chunks(class) as u64,
             free_chunks_end: self.slabs.uncarved_chunks(class) as u64,
             mem_requested: class_ref.mem_requested as u64,

@@ -76,7 +76,9 @@ pub struct StoreStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
     pub slab_class: u8,
-    /// 0 for the huge class (items over a page, each sized exactly).
+    /// The page size for the huge class (items over a page, each sized exactly), whose
+    /// `total_pages`, `total_chunks` and `used_chunks` count the page units its items are
+    /// charged.
     pub chunk_size: u64,
     pub chunks_per_page: u64,
     pub total_pages: u64,

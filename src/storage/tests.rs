@@ -617,7 +617,15 @@ fn large_item_round_trips() {
     let stats = store.stats();
     assert_eq!(stats.curr_items, 1);
     assert_eq!(stats.classes.len(), 1);
-    assert_eq!(stats.classes[0].chunk_size, 0, "huge class");
+    // The huge class reads as page-sized chunks, one per budget unit its item is charged
+    // (1 MiB of value plus the header: two).
+    let huge = &stats.classes[0];
+    assert_eq!(huge.chunk_size, 1 << 20, "huge class");
+    assert_eq!(
+        (huge.chunks_per_page, huge.total_pages, huge.total_chunks),
+        (1, 2, 2)
+    );
+    assert_eq!((huge.used_chunks, huge.number, huge.free_chunks), (2, 1, 0));
     mode(&mut store, StoreMode::Append, "big", 0, b"tail", T0);
     assert_eq!(get(&mut store, "big", T0).unwrap().len(), value.len() + 4);
     assert!(store.delete(b"big", test_hash(b"big"), T0));
