@@ -19,7 +19,9 @@
 # PATH, installed with apt-get if missing), BENCH (default target/release/corecache-bench),
 # SERVER_CPU (1), CLIENT_CPU (0), SHARDS2_CPUS (1-2; on a host with fewer than 3 cpus both
 # shards share SERVER_CPU, so -t 2 gets the same cpu as -t 1 and never the client's), MEMORY_MB (1024),
-# CORECACHE_CPUS_FLAG (1: pass `--cpus` to corecache so its executors pin inside the taskset).
+# CORECACHE_CPUS_FLAG (1: pass `--cpus` to corecache so its executors pin inside the taskset),
+# PROTOCOL (text, meta or binary: what the bench speaks in every scenario; result files of meta
+# and binary runs are named `<stamp>-<protocol>-<scenario>.md`).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +63,8 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 MEMORY_MB=${MEMORY_MB:-1024}
 CORECACHE_CPUS_FLAG=${CORECACHE_CPUS_FLAG:-1}
+PROTOCOL=${PROTOCOL:-text}
+case $PROTOCOL in text|meta|binary) ;; *) echo "PROTOCOL must be text, meta or binary" >&2; exit 1 ;; esac
 if [[ -z ${SHARDS2_CPUS:-} ]]; then
     if [[ $(nproc) -ge 3 ]]; then SHARDS2_CPUS=1-2; else SHARDS2_CPUS=$SERVER_CPU,$SERVER_CPU; fi
 fi
@@ -81,6 +85,7 @@ command -v taskset >/dev/null || die "taskset (util-linux) is required"
 [[ $(nproc) -ge 2 ]] || log "warning: only $(nproc) cpu: client and server share it"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+[[ $PROTOCOL == text ]] || STAMP=$STAMP-$PROTOCOL
 mkdir -p "$OUT_DIR"
 start_work
 
@@ -136,7 +141,8 @@ run_one() {
     rss0=$(rss_kb "$SERVER_PID")
     ticks0=$(cpu_ticks "$SERVER_PID")
     ns0=$(cpu_ns "$SERVER_PID")
-    local cmd=(taskset -c "$CLIENT_CPU" "$BENCH" --server "127.0.0.1:$SERVER_PORT" --json --quiet "${BENCH_ARGS[@]}")
+    local cmd=(taskset -c "$CLIENT_CPU" "$BENCH" --server "127.0.0.1:$SERVER_PORT" --json --quiet
+        --protocol "$PROTOCOL" "${BENCH_ARGS[@]}")
     json=$("${cmd[@]}" 2>"$WORK/bench.err") || rc=$?
     ticks1=$(cpu_ticks "$SERVER_PID")
     ns1=$(cpu_ns "$SERVER_PID")
@@ -184,7 +190,7 @@ host_info() {
     echo "- kernel: $(uname -r)"
     echo "- cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo) ($(nproc) cpus)"
     echo "- corecache: $CORECACHE; memcached: $MEMCACHED ($("$MEMCACHED" -V 2>/dev/null || echo '?'))"
-    echo "- server cpu $SERVER_CPU, client cpu $CLIENT_CPU, duration ${DURATION}s, warm-up ${WARMUP}s, $REPS repetitions"
+    echo "- server cpu $SERVER_CPU, client cpu $CLIENT_CPU, duration ${DURATION}s, warm-up ${WARMUP}s, $REPS repetitions, $PROTOCOL protocol"
 }
 
 # --- main ----------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ done
 {
     echo "# compare.sh summary ($STAMP)"
     echo
-    echo "Command: \`tuning/compare.sh --scenarios ${SCENARIOS// /,} --duration $DURATION --warmup $WARMUP --reps $REPS\`"
+    echo "Command: \`PROTOCOL=$PROTOCOL tuning/compare.sh --scenarios ${SCENARIOS// /,} --duration $DURATION --warmup $WARMUP --reps $REPS\`"
     echo
     host_info
     echo
