@@ -22,6 +22,7 @@ fn store(memory_bytes_max: usize) -> Store {
         key_hash,
         large_pages: false,
         chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
+        fine_class_bytes_max: corecache::storage::slab::FINE_CLASS_BYTES_MAX,
         evictions_enabled: true,
     })
 }

@@ -421,6 +421,7 @@ fn run(ops: &[Op], memory_bytes_max: usize, tight: bool) -> StoreStats {
         key_hash: hash,
         large_pages: false,
         chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
+        fine_class_bytes_max: corecache::storage::slab::FINE_CLASS_BYTES_MAX,
         evictions_enabled: true,
     });
     let mut model = Model {

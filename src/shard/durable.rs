@@ -364,6 +364,7 @@ mod tests {
             key_hash,
             large_pages: false,
             chunk_bytes_smallest: CHUNK_BYTES_SMALLEST,
+            fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
             evictions_enabled: true,
         };
         let mut s = Shard::new(

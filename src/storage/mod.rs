@@ -62,6 +62,9 @@ pub struct StoreConfig {
     pub large_pages: bool,
     /// `-n`: the smallest chunk in bytes ([`slab::CHUNK_BYTES_SMALLEST`] by default).
     pub chunk_bytes_smallest: usize,
+    /// Chunk sizes step by 8 bytes below this size, then grow by `slab_growth_factor`
+    /// ([`slab::FINE_CLASS_BYTES_MAX`]; 0: they grow by the factor from the smallest chunk).
+    pub fine_class_bytes_max: usize,
     /// `-M` turns this off: making room may reclaim dead items and move empty pages, never
     /// evict a live item; a store that finds no room fails with [`StoreError::OutOfMemory`].
     pub evictions_enabled: bool,
@@ -205,10 +208,11 @@ pub struct ItemSummary {
 impl Store {
     pub fn new(cfg: StoreConfig) -> Store {
         assert!(cfg.page_size >= 1024, "page_size below 1 KiB");
-        let slabs = Slabs::with_smallest_chunk(
+        let slabs = Slabs::with_classes(
             cfg.page_size,
             cfg.slab_growth_factor,
             cfg.chunk_bytes_smallest,
+            cfg.fine_class_bytes_max,
             cfg.memory_bytes_max,
         )
         .with_large_pages(cfg.large_pages);

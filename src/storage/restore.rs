@@ -160,6 +160,7 @@ mod tests {
             key_hash: hash,
             large_pages: false,
             chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
+            fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
             evictions_enabled: true,
         })
     }

@@ -8,6 +8,8 @@
 //! * **Classes**: chunk sizes step by 8 bytes up to [`FINE_CLASS_BYTES_MAX`], then grow by
 //!   `slab_growth_factor` (8-byte aligned); the last normal class is `page_size` (one chunk per
 //!   page). Fine steps near small sizes keep chunk waste under 8 bytes where most items live.
+//!   They add some 20 classes, and each class in use holds at least a page, so a shard with
+//!   few pages goes without them (`fine_bytes_max` 0: growth by the factor from the start).
 //! * The **huge** class (the last id) holds items larger than a page: each gets its own exact
 //!   allocation, charged `ceil(bytes / page_size)` page units against the same budget.
 //!
@@ -93,9 +95,14 @@ pub struct Slabs {
     arena: PageArena,
 }
 
-/// The chunk sizes of the normal classes for a page size, growth factor and smallest chunk
-/// (`-n`; [`CHUNK_BYTES_SMALLEST`] by default).
-pub fn class_sizes(page_size: usize, slab_growth_factor: f64, chunk_smallest: usize) -> Vec<usize> {
+/// The chunk sizes of the normal classes for a page size, growth factor, smallest chunk (`-n`;
+/// [`CHUNK_BYTES_SMALLEST`] by default) and the size below which they step by 8 bytes.
+pub fn class_sizes(
+    page_size: usize,
+    slab_growth_factor: f64,
+    chunk_smallest: usize,
+    fine_bytes_max: usize,
+) -> Vec<usize> {
     assert!(page_size >= chunk_smallest, "page_size too small");
     assert!(slab_growth_factor > 1.0, "slab_growth_factor must exceed 1");
     assert!(
@@ -107,7 +114,7 @@ pub fn class_sizes(page_size: usize, slab_growth_factor: f64, chunk_smallest: us
     let mut size = chunk_smallest;
     while size < page_size && sizes.len() < CLASS_COUNT_MAX - 2 {
         sizes.push(size);
-        let grown = if size < FINE_CLASS_BYTES_MAX {
+        let grown = if size < fine_bytes_max {
             size + 8
         } else {
             ((size as f64 * slab_growth_factor) as usize).next_multiple_of(8)
@@ -120,22 +127,30 @@ pub fn class_sizes(page_size: usize, slab_growth_factor: f64, chunk_smallest: us
 
 impl Slabs {
     pub fn new(page_size: usize, slab_growth_factor: f64, memory_bytes_max: usize) -> Slabs {
-        Slabs::with_smallest_chunk(
+        Slabs::with_classes(
             page_size,
             slab_growth_factor,
             CHUNK_BYTES_SMALLEST,
+            FINE_CLASS_BYTES_MAX,
             memory_bytes_max,
         )
     }
 
-    /// [`Slabs::new`] with classes starting at `chunk_smallest` bytes (`-n`).
-    pub fn with_smallest_chunk(
+    /// [`Slabs::new`] with classes starting at `chunk_smallest` bytes (`-n`) and stepping by 8
+    /// bytes below `fine_bytes_max`.
+    pub fn with_classes(
         page_size: usize,
         slab_growth_factor: f64,
         chunk_smallest: usize,
+        fine_bytes_max: usize,
         memory_bytes_max: usize,
     ) -> Slabs {
-        let sizes = class_sizes(page_size, slab_growth_factor, chunk_smallest);
+        let sizes = class_sizes(
+            page_size,
+            slab_growth_factor,
+            chunk_smallest,
+            fine_bytes_max,
+        );
         let mut classes: Vec<SlabClass> = sizes
             .iter()
             .map(|&chunk_size| {
@@ -492,7 +507,7 @@ mod tests {
 
     #[test]
     fn class_sizes_are_fine_then_grow() {
-        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST);
+        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX);
         assert_eq!(&sizes[..4], &[24, 32, 40, 48]);
         assert!(
             sizes.contains(&128),
@@ -506,17 +521,37 @@ mod tests {
         assert!(sizes.len() < CLASS_COUNT_MAX);
     }
 
+    /// Without fine steps the classes grow by the factor from the smallest chunk: fewer
+    /// classes, each at most a factor wider than the one below.
+    #[test]
+    fn class_sizes_without_fine_steps_grow_from_the_start() {
+        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, 0);
+        assert_eq!(&sizes[..8], &[24, 32, 40, 56, 72, 96, 120, 152]);
+        let fine = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX);
+        assert!(
+            sizes.len() + 20 <= fine.len(),
+            "{} vs {}",
+            sizes.len(),
+            fine.len()
+        );
+        assert_eq!(*sizes.last().unwrap(), 1 << 20);
+        for pair in sizes.windows(2) {
+            assert!(pair[1] > pair[0] && pair[1] % 8 == 0);
+            assert!(pair[1] as f64 <= pair[0] as f64 * 1.25 + 8.0, "{pair:?}");
+        }
+    }
+
     /// `-n`: the classes start at the smallest chunk asked for and keep their shape above it.
     #[test]
     fn class_sizes_follow_the_smallest_chunk() {
-        let sizes = class_sizes(1 << 20, 1.25, 64);
+        let sizes = class_sizes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX);
         assert_eq!(&sizes[..3], &[64, 72, 80]);
-        let slabs = Slabs::with_smallest_chunk(1 << 20, 1.25, 64, 4 << 20);
+        let slabs = Slabs::with_classes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX, 4 << 20);
         assert_eq!(
             slabs.classes[usize::from(slabs.class_for(1))].chunk_size,
             64
         );
-        let big = class_sizes(1 << 20, 1.25, 1000);
+        let big = class_sizes(1 << 20, 1.25, 1000, FINE_CLASS_BYTES_MAX);
         assert_eq!(big[0], 1000);
         assert!(big[1] >= 1250);
     }
