@@ -652,23 +652,8 @@ pub fn request(
     value: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    request_into(&mut out, opcode, opaque, cas, extras, key, value);
-    out
-}
-
-/// Appends a request frame with the given parts (the client side: corecache-bench, tests).
-pub fn request_into(
-    out: &mut Vec<u8>,
-    opcode: u8,
-    opaque: u32,
-    cas: u64,
-    extras: &[u8],
-    key: &[u8],
-    value: &[u8],
-) {
-    let start = out.len();
     response(
-        out,
+        &mut out,
         opcode,
         Status::Success,
         opaque,
@@ -677,9 +662,10 @@ pub fn request_into(
         key,
         value,
     );
-    if let Some(m) = out.get_mut(start) {
+    if let Some(m) = out.first_mut() {
         *m = REQUEST_MAGIC;
     }
+    out
 }
 
 #[cfg(test)]

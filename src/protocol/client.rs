@@ -372,7 +372,17 @@ pub fn encode_meta_noop(out: &mut Vec<u8>) {
 /// Appends a binary request carrying only a key (`GET`, `GETK`, `GETKQ`, ...; opcodes in
 /// [`binary::opcode`]).
 pub fn encode_binary_get(out: &mut Vec<u8>, op: u8, key: &[u8], opaque: u32) {
-    binary::request_into(out, op, opaque, 0, &[], key, &[]);
+    binary_request(out, op, opaque, &[], key, &[]);
+}
+
+/// Appends a request frame: a response frame's layout with the request magic (cas 0).
+fn binary_request(out: &mut Vec<u8>, op: u8, opaque: u32, extras: &[u8], key: &[u8], value: &[u8]) {
+    let start = out.len();
+    let ok = binary::Status::Success;
+    binary::response(out, op, ok, opaque, 0, extras, key, value);
+    if let Some(magic) = out.get_mut(start) {
+        *magic = binary::REQUEST_MAGIC;
+    }
 }
 
 /// Appends a binary `SET` (client flags and expiration time as extras).
@@ -388,12 +398,12 @@ pub fn encode_binary_set(
     let (f, e) = extras.split_at_mut(4);
     f.copy_from_slice(&client_flags.to_be_bytes());
     e.copy_from_slice(&exptime.to_be_bytes());
-    binary::request_into(out, binary::opcode::SET, opaque, 0, &extras, key, value);
+    binary_request(out, binary::opcode::SET, opaque, &extras, key, value);
 }
 
 /// Appends a binary `NOOP`.
 pub fn encode_binary_noop(out: &mut Vec<u8>, opaque: u32) {
-    binary::request_into(out, binary::opcode::NOOP, opaque, 0, &[], &[], &[]);
+    binary_request(out, binary::opcode::NOOP, opaque, &[], &[], &[]);
 }
 
 /// Largest binary response body accepted before the stream is declared invalid.
