@@ -535,13 +535,23 @@ proptest! {
     }
 }
 
-/// The tight configuration really evicts and moves pages (a fixed sequence, so it is not luck).
+/// The tight configuration really evicts and moves pages (a fixed sequence, so it is not luck):
+/// small values first, then, a few seconds later, large ones, which take the pages of the
+/// classes gone cold.
 #[test]
 fn tight_configuration_exercises_eviction() {
     let mut ops = Vec::new();
     for round in 0..6u8 {
+        if round == 3 {
+            ops.push(Op::Advance(5));
+        }
         for k in 0..16u8 {
-            let len = [90usize, 300, 700, 1500][usize::from((k + round) % 4)];
+            let sizes = if round < 3 {
+                [90usize, 300]
+            } else {
+                [700, 1500]
+            };
+            let len = sizes[usize::from((k + round) % 2)];
             ops.push(Op::Store(Mode::Set, k, 0, None, vec![b'a' + round; len]));
             ops.push(Op::Get(k.wrapping_mul(7) % 16));
         }

@@ -11,7 +11,8 @@
 //! **Rebalancing** (page moves): a class that needs a chunk and has no page takes one from
 //! another class. A class that has pages normally evicts its own items, but once it has evicted
 //! a page's worth of items since it last gained a page, it takes a page instead from the class
-//! with the fewest recent evictions, if that class is under less than half its pressure. The
+//! with the fewest recent evictions, if that class is under less than half its pressure and
+//! (`slabs automove 1`) has gone cold and has a page to spare (see `colder`). The
 //! moved page is the one under the donor's hand; its items are evicted (or reclaimed if dead).
 //! After every move all windows halve, so pressure is measured over recent history. A workload
 //! that shifts from small to large items therefore gets the memory back within a few pages.
@@ -37,6 +38,7 @@ impl Store {
             self.class_counters[usize::from(class)].outofmemory += 1;
             return Err(StoreError::OutOfMemory);
         }
+        self.last_store[usize::from(class)] = Some(now);
         for _ in 0..ROOM_STEPS_MAX {
             if let Some(loc) = self.slabs.try_alloc(class, total_bytes) {
                 return Ok(loc);
@@ -206,6 +208,25 @@ impl Store {
         true
     }
 
+    /// `slabs automove 1`: whether `donor`'s items are used so much less than `taker`'s that a
+    /// page is worth more in `taker`. A donor that has never evicted is cold once it has stored
+    /// nothing for a second; one that has evicted, once it has stored nothing for twice the age
+    /// at which the taker evicts (plus two seconds), or when it evicts items idle that long
+    /// itself. Classes that all evict items of about the same age keep their pages, as
+    /// memcached's automover keeps them (it compares the ages at the classes' tails). Without
+    /// this rule pages kept moving to the classes of fewest chunks per page (they reach a page's
+    /// worth of evictions first), each move evicting a page of live items: at `-m 64`, values of
+    /// 1 to 100,000 bytes gave a hit ratio of 0.366, against 0.390 with moves off and memcached's
+    /// 0.41.
+    fn colder(&self, donor: usize, taker: usize) -> bool {
+        let idle = self.last_store[donor].map_or(u32::MAX, |at| self.now_latest.since(at));
+        if self.last_eviction[donor].is_none() {
+            return idle >= 1;
+        }
+        let bar = self.eviction_age[taker].saturating_mul(2).saturating_add(2);
+        idle >= bar || self.eviction_age[donor] >= bar
+    }
+
     /// The donor class and the page to take (the one under its hand, never the pinned page).
     fn pick_donor(&self, class: u8, forced: bool) -> Option<(u8, u32)> {
         let pinned_page = self.pinned.map(|loc| loc.page);
@@ -217,6 +238,14 @@ impl Store {
             }
             let window = self.evictions_window[donor];
             if !forced && window * 2 >= pressure {
+                continue;
+            }
+            // A class keeps its last page unless the taker has none: taking it only makes the
+            // donor take one back (evicting another page) the next time it stores an item.
+            if !forced
+                && self.automove == 1
+                && (donor_ref.pages.len() < 2 || !self.colder(donor, usize::from(class)))
+            {
                 continue;
             }
             let hand = donor_ref.hand_page.min(donor_ref.pages.len() - 1);

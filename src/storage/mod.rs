@@ -151,6 +151,12 @@ pub struct Store {
     class_counters: Vec<ClassCounters>,
     /// Evictions per class since it last gained a page (decayed on every page move).
     evictions_window: Vec<u64>,
+    /// Per class: how long its evicted items had gone unread, in seconds, smoothed over its
+    /// recent evictions (3/4 old, 1/4 new), and when it last evicted.
+    eviction_age: Vec<u32>,
+    last_eviction: Vec<Option<Instant32>>,
+    /// Per class: when an item of its size was last stored.
+    last_store: Vec<Option<Instant32>>,
     curr_items: u64,
     bytes: u64,
     /// The next store sequence (and cas); starts at 1.
@@ -224,6 +230,9 @@ impl Store {
             counters: StoreStats::default(),
             class_counters: vec![ClassCounters::default(); class_count],
             evictions_window: vec![0; class_count],
+            eviction_age: vec![0; class_count],
+            last_eviction: vec![None; class_count],
+            last_store: vec![None; class_count],
             curr_items: 0,
             bytes: 0,
             seq_next: 1,
@@ -881,6 +890,14 @@ impl Store {
                 class_counters.evicted += 1;
                 class_counters.evicted_time = idle_secs;
                 self.evictions_window[class] += 1;
+                let idle = u32::try_from(idle_secs).unwrap_or(u32::MAX);
+                self.eviction_age[class] = match self.last_eviction[class] {
+                    None => idle,
+                    Some(_) => {
+                        ((u64::from(self.eviction_age[class]) * 3 + u64::from(idle)) / 4) as u32
+                    }
+                };
+                self.last_eviction[class] = Some(self.now_latest);
                 if has_expiry {
                     class_counters.evicted_nonzero += 1;
                 }

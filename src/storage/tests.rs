@@ -547,6 +547,64 @@ fn rebalancing_moves_pages_to_large_items() {
     assert!(stats.slabs_moved >= 6);
 }
 
+/// `slabs automove 1` keeps pages where they are while every class evicts items of about the
+/// same age, however different their eviction counts (here a class of 3 chunks a page evicts
+/// three times as often as one of 25), and moves them once a class goes cold.
+#[test]
+fn pages_stay_put_while_classes_evict_alike_and_move_from_a_cold_one() {
+    let mut store = Store::new(config(16 * 1024, 1024));
+    let (small, large) = (b"s".as_slice(), vec![b'L'; 300]);
+    let small_class = store.class_for(12, small.len(), 0, None);
+    let large_class = store.class_for(12, large.len(), 0, None);
+    let pages_of = |store: &Store, class: u8| {
+        store
+            .stats()
+            .classes
+            .iter()
+            .find(|c| c.slab_class == class)
+            .map_or(0, |c| c.total_pages)
+    };
+    // The small class fills three pages first; then the large one takes the rest.
+    for i in 0..75 {
+        set(&mut store, &format!("first:{i:05}"), small, None, at(1));
+    }
+    assert_eq!(pages_of(&store, small_class), 3);
+    let mut moved_after_fill = None;
+    for i in 0..3000u32 {
+        let now = at(1 + i / 100);
+        for j in 0..3 {
+            set(&mut store, &format!("large:{i:05}:{j}"), &large, None, now);
+        }
+        set(&mut store, &format!("small:{i:05}"), small, None, now);
+        if i == 300 {
+            assert!(store.stats().evictions > 0, "both classes are full");
+            moved_after_fill = Some(store.stats().slabs_moved);
+        }
+    }
+    assert_eq!(
+        Some(store.stats().slabs_moved),
+        moved_after_fill,
+        "no page moved while both classes evicted items of the same age"
+    );
+    store.check_invariants();
+    // The small class goes cold: the large one takes its pages (all but its last).
+    let small_pages = pages_of(&store, small_class);
+    let large_pages = pages_of(&store, large_class);
+    assert_eq!(small_pages, 3);
+    for i in 0..3000u32 {
+        set(
+            &mut store,
+            &format!("later:{i:05}"),
+            &large,
+            None,
+            at(100 + i / 100),
+        );
+    }
+    assert_eq!(pages_of(&store, small_class), 1);
+    assert_eq!(pages_of(&store, large_class), large_pages + small_pages - 1);
+    store.check_invariants();
+}
+
 #[test]
 fn crawler_respects_its_budget() {
     let mut store = Store::new(config(64 * 1024, 1024));
