@@ -514,6 +514,62 @@ fn random_command_sequences_answer_like_memcached() {
     });
 }
 
+/// Retrievals of many keys (more than one run of keys, which corecache answers a run at a
+/// time as the client reads) answer exactly as memcached's: every key's value in order,
+/// misses and repeats included, one `END`, and the requests pipelined behind them after.
+#[test]
+fn long_retrievals_answer_like_memcached() {
+    const NAMES: u64 = 64;
+    let sizes = [0usize, 1, 30, 1000, 20_000, 150_000];
+    for_each_pair(|backend, seed, reference, ours| {
+        let mut a = Side::new(reference.connect());
+        let mut b = Side::new(ours.connect());
+        let mut rng = Rng::new(seed + 100);
+        let mut history = History::default();
+        // Three names in four hold a value (sizes from nothing to 150 KB); the rest miss.
+        let mut load = Vec::new();
+        for i in (0..NAMES).filter(|i| i % 4 != 3) {
+            let len = sizes[rng.below(sizes.len() as u64) as usize];
+            let byte = b'a' + (i % 26) as u8;
+            load.extend_from_slice(format!("set long{i} {i} 0 {len}\r\n").as_bytes());
+            load.extend(std::iter::repeat_n(byte, len));
+            load.extend_from_slice(b"\r\n");
+        }
+        history.check(
+            || "load".into(),
+            b"",
+            &a.run(&load),
+            &b.run(&load),
+            |r| escape(r),
+        );
+        for step in 0..60 {
+            let n = [1u64, 15, 16, 17, 31, 32, 33, 48, 49, 100, 250][rng.below(11) as usize];
+            let verb = ["get", "gets", "gat 0", "gats 1000"][rng.below(4) as usize];
+            let gap = if rng.below(4) == 0 { "  " } else { " " };
+            let mut cmd = verb.to_string();
+            for _ in 0..n {
+                cmd.push_str(gap);
+                cmd.push_str(&format!("long{}", rng.below(NAMES)));
+            }
+            cmd.push_str(["", " ", "   "][rng.below(3) as usize]);
+            cmd.push_str(if rng.below(4) == 0 { "\n" } else { "\r\n" });
+            // What follows in the same write: nothing, a short get, a set and its get, or the
+            // same long retrieval again.
+            match rng.below(4) {
+                0 => {}
+                1 => cmd.push_str("get long1 long2 long3\r\n"),
+                2 => cmd.push_str(&format!("set long{step} 0 0 2\r\nzz\r\nget long{step}\r\n")),
+                _ => cmd = cmd.repeat(2),
+            }
+            let (ra, rb) = (a.run(cmd.as_bytes()), b.run(cmd.as_bytes()));
+            let what = || format!("backend {backend} seed {seed} step {step} ({n} keys)");
+            history.check(what, cmd.as_bytes(), &ra, &rb, |r| {
+                escape(&r[..r.len().min(2000)])
+            });
+        }
+    });
+}
+
 /// A binary request with the lengths in its header as given (`key_len`, `body_len` may lie).
 fn binary_frame(op: u8, opaque: u32, cas: u64, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80, op];

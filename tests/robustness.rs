@@ -176,6 +176,57 @@ fn client_that_never_reads_cannot_grow_memory() {
     });
 }
 
+/// One `get` naming a 1 MB value 400 times asks for 400 MB of reply (a get line may hold a
+/// megabyte of keys). The server answers it as the client reads instead of building the whole
+/// reply first: memory stays bounded while the client does not read, and every value arrives
+/// once it does.
+#[test]
+fn one_get_of_many_large_values_streams() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let value = vec![b'b'; 1_000_000];
+        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+        c.roundtrip(&req, b"STORED\r\n");
+        let rss_before = server.rss_bytes();
+
+        let repeats = 400;
+        let mut get = b"get".to_vec();
+        for _ in 0..repeats {
+            get.extend_from_slice(b" big");
+        }
+        get.extend_from_slice(b"\r\nget nothing\r\n");
+        c.send(&get);
+        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
+        let rss_after = server.rss_bytes();
+        eprintln!(
+            "{hits} hits before the client reads; RSS {} -> {} MB",
+            rss_before / MB,
+            rss_after / MB
+        );
+        assert!(
+            rss_after < rss_before + 100 * MB,
+            "RSS grew by {} MB for a reply the client has not read",
+            (rss_after - rss_before) / MB
+        );
+
+        let mut block = b"VALUE big 0 1000000\r\n".to_vec();
+        block.extend_from_slice(&value);
+        block.extend_from_slice(b"\r\n");
+        for i in 0..repeats {
+            match c.read_n(block.len()) {
+                Ok(got) if got == block => {}
+                Ok(got) => panic!("value {i}: {}", escape(&got[..64.min(got.len())])),
+                Err((got, e)) => panic!("value {i}: {e} after {} bytes", got.len()),
+            }
+        }
+        c.read_exact_reply(b"END\r\nEND\r\n");
+        c.roundtrip(b"get big nothing\r\n", &[&block[..], b"END\r\n"].concat());
+    });
+}
+
 /// 2,000 connect/disconnect cycles; stats still answer and curr_connections returns.
 #[test]
 fn connection_churn() {

@@ -14,6 +14,15 @@ pub const OUT_HIGH_WATER: usize = 1 << 20;
 
 /// Most replies that may wait for other shards on one connection (`pipeline_depth_max`).
 pub const SLOTS_MAX: usize = 1024;
+/// Keys of a retrieval run at once: a longer `get` is answered in runs of this many keys,
+/// the next run only once the connection may parse again ([`Conn::may_parse`]). So a single
+/// `get` of thousands of keys (a line may hold up to 1 MB of them) cannot build its whole reply
+/// in memory: the reply streams out as the client reads it, as memcached's does.
+pub const GET_RUN_KEYS: usize = 16;
+/// While a long retrieval is under way, the next run of its keys waits until fewer than this
+/// many replies wait for other shards (each run's reply is at most `GET_RUN_KEYS` items).
+pub const GET_RUN_SLOTS_MAX: usize = 2;
+
 /// A ready slot takes further ready replies while it holds fewer bytes than this (so the bytes
 /// slots hold stay bounded by [`SLOTS_MAX`] times this plus one reply).
 pub const READY_COALESCE_BYTES: usize = 16 * 1024;
@@ -35,8 +44,12 @@ pub enum SlotKind {
     /// The reply is `buf` as it is.
     Plain,
     /// A retrieval split across shards: `segments[i]` is key i's `(start, len)` in `buf`; the
-    /// reply is every key's part in key order, then `END`.
-    Get { segments: Vec<(u32, u32)> },
+    /// reply is every key's part in key order, then `END` if `end` (a run of a long retrieval's
+    /// keys other than its last has none).
+    Get {
+        segments: Vec<(u32, u32)>,
+        end: bool,
+    },
     /// `stats` of some group: `buf` holds every shard's `STAT` lines, summed when complete.
     Stats(StatsKind),
     /// `flush_all`: `OK` once every shard has flushed (nothing if `noreply`).
@@ -70,6 +83,16 @@ pub struct MetadumpWalk {
     pub cursor: WalkCursor,
     /// A step was asked of another shard and has not answered yet.
     pub step_in_flight: bool,
+}
+
+/// The rest of a long retrieval whose first runs of keys have been answered: its keys are the
+/// next `keys_len` bytes of the connection's input, and its line ends `line_len` bytes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GetRest {
+    pub verb: crate::protocol::GetVerb,
+    pub exptime: i64,
+    pub keys_len: usize,
+    pub line_len: usize,
 }
 
 /// What an unauthenticated connection (`-Y`) reads next (see `runtime::auth`).
@@ -141,6 +164,8 @@ pub struct Conn {
     /// TLS: bytes at the front of `out` that are ciphertext already; the rest are replies
     /// still to encrypt ([`Conn::seal`]). Always 0 without TLS.
     pub out_sealed: usize,
+    /// A long retrieval answered in runs ([`GET_RUN_KEYS`]) and not finished yet.
+    pub get_rest: Option<GetRest>,
 }
 
 impl Conn {
@@ -173,12 +198,15 @@ impl Conn {
             drain_first: false,
             tls: None,
             out_sealed: 0,
+            get_rest: None,
         }
     }
 
     /// Whether more requests may be parsed now. Not during a metadump: requests after it run
     /// once it has ended, as in memcached (a `flush_all` behind it must not empty it). A UDP
-    /// datagram's requests run one at a time (`runtime::udp`).
+    /// datagram's requests run one at a time (`runtime::udp`). The next run of a long
+    /// retrieval's keys also waits for all but [`GET_RUN_SLOTS_MAX`]` - 1` of the replies other
+    /// shards owe.
     pub fn may_parse(&self) -> bool {
         !self.closing
             && self.pending_bytes() < OUT_HIGH_WATER
@@ -186,6 +214,7 @@ impl Conn {
             && self.metadump_slots == 0
             && (self.udp.is_none() || self.slots.is_empty())
             && (!self.drain_first || self.slots.is_empty())
+            && (self.get_rest.is_none() || self.slots.len() < GET_RUN_SLOTS_MAX)
     }
 
     /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.
@@ -377,14 +406,16 @@ impl BufPool {
 fn finish_slot(slot: Slot, out: &mut Vec<u8>) -> Vec<u8> {
     match slot.kind {
         SlotKind::Plain => out.extend_from_slice(&slot.buf),
-        SlotKind::Get { segments } => {
+        SlotKind::Get { segments, end } => {
             for (start, len) in segments {
                 let (s, l) = (start as usize, len as usize);
                 if let Some(part) = slot.buf.get(s..s + l) {
                     out.extend_from_slice(part);
                 }
             }
-            out.extend_from_slice(crate::protocol::compose::END);
+            if end {
+                out.extend_from_slice(crate::protocol::compose::END);
+            }
         }
         SlotKind::Stats(_) => out.extend_from_slice(&slot.buf),
         SlotKind::Flush { noreply } | SlotKind::Ok { noreply } => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admin;
-use super::connection::{BufPool, Conn, Slot, SlotKind};
+use super::connection::{BufPool, Conn, GetRest, Slot, SlotKind, GET_RUN_KEYS};
 use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -128,7 +128,8 @@ fn remote_key_hash(op: &RemoteOp) -> Option<u64> {
 }
 
 /// Answers a retrieval whose keys are all this shard's: `single` is its one key with that
-/// key's hash, or `None` for several keys (each hashed here).
+/// key's hash, or `None` for several keys (each hashed here). `END` follows if `end`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn exec_gets(
     shard: &mut Shard,
@@ -137,6 +138,7 @@ fn exec_gets(
     single: Option<(&[u8], u64)>,
     keys: Keys<'_>,
     now: Instant32,
+    end: bool,
     out: &mut Vec<u8>,
 ) {
     match single {
@@ -147,7 +149,59 @@ fn exec_gets(
             }
         }
     }
-    out.extend_from_slice(compose::END);
+    if end {
+        out.extend_from_slice(compose::END);
+    }
+}
+
+/// A retrieval with more keys than one run ([`GET_RUN_KEYS`]): where its keys start in `raw`
+/// (its request line), and the state its first run is answered from.
+fn long_get(req: &Request<'_>, raw: &[u8]) -> Option<(usize, GetRest)> {
+    let Request::Get {
+        verb,
+        exptime,
+        keys,
+    } = *req
+    else {
+        return None;
+    };
+    split_get_run(keys.raw())?;
+    // The keys are a slice of the line: where they start in it.
+    let start = (keys.raw().as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let rest = GetRest {
+        verb,
+        exptime,
+        keys_len: keys.raw().len(),
+        line_len: raw.len().checked_sub(start)?,
+    };
+    Some((start, rest))
+}
+
+/// Where a retrieval's keys are cut into runs: `None` if `raw` (keys separated by spaces)
+/// holds at most [`GET_RUN_KEYS`] keys, else where the key after the first `GET_RUN_KEYS`
+/// starts.
+fn split_get_run(raw: &[u8]) -> Option<usize> {
+    // More than GET_RUN_KEYS keys take at least this many bytes: most gets stop here.
+    if raw.len() < 2 * GET_RUN_KEYS + 1 {
+        return None;
+    }
+    let mut keys = 0;
+    let mut i = 0;
+    loop {
+        while raw.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if i >= raw.len() {
+            return None;
+        }
+        if keys == GET_RUN_KEYS {
+            return Some(i);
+        }
+        while raw.get(i).is_some_and(|&b| b != b' ') {
+            i += 1;
+        }
+        keys += 1;
+    }
 }
 
 /// The key of the text request at the start of `input` (the first key of a multi-key get),
@@ -594,6 +648,11 @@ impl Core {
                 held_back = !conn.closing;
                 break;
             }
+            if let Some(rest) = conn.get_rest {
+                // The next run of a long retrieval's keys (validated with its whole line).
+                pos += self.dispatch_get_run(idx, rest, &rbuf[pos..]);
+                continue;
+            }
             match parse(&rbuf[pos..], &limits) {
                 Ok((req, n)) => {
                     let raw = &rbuf[pos..pos + n];
@@ -606,6 +665,13 @@ impl Core {
                         break;
                     }
                     stacked = !flushes_replies(&req);
+                    if let Some((start, first)) = long_get(&req, raw).filter(|_| !udp) {
+                        // More keys than one run: the first run now, the rest as the connection
+                        // may parse again (`Conn::get_rest`).
+                        pos += start + self.dispatch_get_run(idx, first, &raw[start..]);
+                        requests += 1;
+                        continue;
+                    }
                     self.dispatch(idx, &req, raw);
                     pos += n;
                     requests += 1;
@@ -649,6 +715,33 @@ impl Core {
             }
         }
         self.finish_input(idx, rbuf, pos, |_, _| held_back)
+    }
+
+    /// Answers the next run of a long retrieval: `input` starts with the rest of its keys.
+    /// Returns the bytes consumed: up to the key after the run, or the whole line after the
+    /// last run.
+    fn dispatch_get_run(&mut self, idx: u32, rest: GetRest, input: &[u8]) -> usize {
+        let raw = input.get(..rest.keys_len).unwrap_or(input);
+        let cut = split_get_run(raw);
+        let keys = Keys::new(cut.map_or(raw, |c| &raw[..c]));
+        self.dispatch_get(idx, rest.verb, rest.exptime, keys, cut.is_none());
+        let Some(conn) = self.conn_mut(idx) else {
+            return input.len();
+        };
+        match cut {
+            Some(c) => {
+                conn.get_rest = Some(GetRest {
+                    keys_len: rest.keys_len - c,
+                    line_len: rest.line_len - c,
+                    ..rest
+                });
+                c
+            }
+            None => {
+                conn.get_rest = None;
+                rest.line_len
+            }
+        }
     }
 
     /// A `watch` that memcached would start (its reply stack flushed) waits for the replies
@@ -713,7 +806,7 @@ impl Core {
                 verb,
                 exptime,
                 keys,
-            } => self.dispatch_get(idx, verb, exptime, keys),
+            } => self.dispatch_get(idx, verb, exptime, keys, true),
             Request::Store { .. }
             | Request::TooLarge { .. }
             | Request::Delete { .. }
@@ -917,8 +1010,8 @@ impl Core {
 
     /// A retrieval (`get`, `gets`, `gat`, `gats`); inlined into `dispatch` (see there).
     #[inline(always)]
-    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>) {
-        if verb == GetVerb::Get && admin::try_legacy_get(self, idx, keys) {
+    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, end: bool) {
+        if verb == GetVerb::Get && end && admin::try_legacy_get(self, idx, keys) {
             return;
         }
         let now = self.now;
@@ -942,7 +1035,7 @@ impl Core {
         };
         if all_local && verb.touches() && self.log_always() {
             self.exec_held(idx, OnFailure::Keep, |shard, out| {
-                exec_gets(shard, verb, touch_to, single, keys, now, out)
+                exec_gets(shard, verb, touch_to, single, keys, now, end, out)
             });
             return;
         }
@@ -951,16 +1044,25 @@ impl Core {
                 .as_mut()
                 .expect("dispatch on a live connection");
             if let Some(out) = conn.ready_buf() {
-                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, out);
+                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, end, out);
             } else {
                 let mut buf = self.pool.take();
-                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, &mut buf);
+                exec_gets(
+                    &mut self.shard,
+                    verb,
+                    touch_to,
+                    single,
+                    keys,
+                    now,
+                    end,
+                    &mut buf,
+                );
                 conn.push_ready(buf, &mut self.pool);
             }
             self.mark_dirty(idx);
             return;
         }
-        if let Some((k, key_hash)) = single {
+        if let Some((k, key_hash)) = single.filter(|_| end) {
             // One remote key: the owner runs the whole command, END included, and its reply
             // is the reply (no per-key segments to reassemble).
             self.forward(idx, shard_of(key_hash, n).0, k, |start, end| {
@@ -996,7 +1098,7 @@ impl Core {
         // Under `always`, a touch made here is one more part to wait for (its log record).
         let held = self.log_always() && self.shard.log_seq() != log_before;
         let parts = remote.len() as u32 + u32::from(held);
-        let seq = self.new_slot_with(idx, parts, SlotKind::Get { segments }, buf);
+        let seq = self.new_slot_with(idx, parts, SlotKind::Get { segments, end }, buf);
         if held {
             let generation = self.conn(idx).map_or(0, |c| c.generation);
             self.hold(LogWait {
@@ -1260,7 +1362,7 @@ impl Core {
         }
         let base = slot.buf.len() as u32;
         slot.buf.extend_from_slice(data);
-        if let SlotKind::Get { segments: segs } = &mut slot.kind {
+        if let SlotKind::Get { segments: segs, .. } = &mut slot.kind {
             let mut off = base;
             for &(key_index, len) in segments {
                 if let Some(s) = segs.get_mut(key_index as usize) {
@@ -1702,7 +1804,7 @@ fn flushes_replies(req: &Request<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::leading_key;
+    use super::{leading_key, split_get_run, Keys, GET_RUN_KEYS};
 
     #[test]
     fn leading_key_walks_keyed_text_requests() {
@@ -1747,5 +1849,35 @@ mod tests {
         long.extend(std::iter::repeat_n(b'k', 2000));
         long.extend_from_slice(b"\r\n");
         assert_eq!(leading_key(&long), None);
+    }
+
+    #[test]
+    fn split_get_run_cuts_after_a_run_of_keys() {
+        let keys = |n: usize, gap: &str| {
+            (0..n)
+                .map(|i| format!("key{i}"))
+                .collect::<Vec<_>>()
+                .join(gap)
+        };
+        assert_eq!(split_get_run(b"a"), None);
+        assert_eq!(split_get_run(keys(GET_RUN_KEYS, " ").as_bytes()), None);
+        // Trailing spaces after a full run are no further key.
+        assert_eq!(
+            split_get_run(format!("{}   ", keys(GET_RUN_KEYS, "  ")).as_bytes()),
+            None
+        );
+        // One key more: the cut is where that key starts, whatever the gaps before it.
+        for gap in [" ", "   "] {
+            let raw = keys(GET_RUN_KEYS + 1, gap);
+            let cut = split_get_run(raw.as_bytes()).unwrap();
+            assert_eq!(&raw[cut..], format!("key{GET_RUN_KEYS}"));
+            assert_eq!(
+                Keys::new(&raw.as_bytes()[..cut]).iter().count(),
+                GET_RUN_KEYS
+            );
+        }
+        // Short keys: a run of GET_RUN_KEYS one-byte keys and the rest.
+        let raw = "a ".repeat(40);
+        assert_eq!(split_get_run(raw.as_bytes()), Some(2 * GET_RUN_KEYS));
     }
 }
