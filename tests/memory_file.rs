@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
-use common::{for_each_config, memcached_mode, skip_in_memcached_mode, Client, TestServer};
+use common::{
+    for_each_config, memcached_mode, skip_in_memcached_mode, wait_until, Client, TestServer,
+};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -371,11 +373,13 @@ fn damaged_memory_file_starts_empty() {
         }
         let server = TestServer::start_corecache(&with_file(&["-t", "1"], &mf.arg()));
         assert_eq!(gets(&mut server.connect(), "k"), None, "{damage}");
+        // The server wrote its report before listening; the thread that collects its stderr
+        // may not have read it yet.
+        let reported =
+            |err: &str| err.contains(why) && err.contains("starting with an empty cache");
+        wait_until(Duration::from_secs(10), || reported(&server.stderr_text()));
         let err = server.stderr_text();
-        assert!(
-            err.contains(why) && err.contains("starting with an empty cache"),
-            "{damage}: {err}"
-        );
+        assert!(reported(&err), "{damage}: {err}");
         assert!(!mf.meta().exists(), "{damage}: metadata removed");
     }
 }

@@ -227,6 +227,86 @@ fn one_get_of_many_large_values_streams() {
     });
 }
 
+/// A client pipelines 1,000 gets of four 1 MB values (1 GB of replies) and does not read.
+/// With two shards some of the values are the other shard's: their replies must not pile up
+/// in the connection's reorder queue either. Once the client reads, every reply arrives.
+#[test]
+fn pipelined_gets_of_large_values_from_every_shard_stay_bounded() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let value = vec![b'p'; 1_000_000];
+        // Keys that two shards split between them (a and c on one, b and d on the other).
+        let keys = ["a", "b", "c", "d"];
+        for key in keys {
+            let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n");
+            c.roundtrip(&req, b"STORED\r\n");
+        }
+        let rss_before = server.rss_bytes();
+
+        let rounds = 250;
+        let gets = b"get a\r\nget b\r\nget c\r\nget d\r\n".repeat(rounds);
+        let mut lazy = TcpStream::connect(server.addr()).unwrap();
+        lazy.set_nodelay(true).unwrap();
+        let sent = send_what_is_taken(&mut lazy, &gets, Duration::from_secs(2));
+        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
+        let rss_after = server.rss_bytes();
+        eprintln!(
+            "{sent} of {} request bytes taken, {hits} hits; RSS {} -> {} MB",
+            gets.len(),
+            rss_before / MB,
+            rss_after / MB
+        );
+        assert!(
+            rss_after < rss_before + 200 * MB,
+            "RSS grew by {} MB",
+            (rss_after - rss_before) / MB
+        );
+
+        // Now read: the rest of the requests go in as replies come out.
+        let reply_len = "VALUE a 0 1000000\r\n".len() + value.len() + "\r\nEND\r\n".len();
+        let expected = reply_len * 4 * rounds;
+        lazy.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        lazy.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let (mut sent, mut got) = (sent, 0);
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < expected {
+            assert!(Instant::now() < deadline, "{got} of {expected} reply bytes");
+            if sent < gets.len() {
+                match lazy.write(&gets[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
+            match lazy.read(&mut buf) {
+                Ok(0) => panic!("closed after {got} of {expected} reply bytes"),
+                Ok(n) => {
+                    got += n;
+                    tail.extend_from_slice(&buf[..n]);
+                    let keep = tail.len().saturating_sub(64);
+                    tail.drain(..keep);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, expected);
+        assert!(tail.ends_with(b"ppppp\r\nEND\r\n"), "{}", escape(&tail));
+        assert_eq!(
+            stat_u64(&server.stats(), "get_hits"),
+            4 * rounds as u64,
+            "get_hits"
+        );
+    });
+}
+
 /// 2,000 connect/disconnect cycles; stats still answer and curr_connections returns.
 #[test]
 fn connection_churn() {

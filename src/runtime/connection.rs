@@ -23,6 +23,12 @@ pub const GET_RUN_KEYS: usize = 16;
 /// many replies wait for other shards (each run's reply is at most `GET_RUN_KEYS` items).
 pub const GET_RUN_SLOTS_MAX: usize = 2;
 
+/// Most keys a connection may have asked of other shards and not yet had all the answers for
+/// (their slots still queued): with `-I` items, their replies take at most this many items'
+/// worth of memory. A client that pipelines gets for large values another shard owns, and
+/// does not read, is not parsed further; see also [`Conn::slot_bytes`].
+pub const REMOTE_KEYS_MAX: u32 = 64;
+
 /// A ready slot takes further ready replies while it holds fewer bytes than this (so the bytes
 /// slots hold stay bounded by [`SLOTS_MAX`] times this plus one reply).
 pub const READY_COALESCE_BYTES: usize = 16 * 1024;
@@ -33,6 +39,10 @@ pub struct Slot {
     pub seq: u64,
     /// Shard parts still to arrive.
     pub parts_left: u32,
+    /// Bytes of `buf` counted in [`Conn::slot_bytes`].
+    pub held: usize,
+    /// Keys asked of other shards for this reply (counted in [`Conn::remote_keys`]).
+    pub remote_keys: u32,
     /// Reply bytes gathered so far.
     pub buf: Vec<u8>,
     pub kind: SlotKind,
@@ -166,6 +176,15 @@ pub struct Conn {
     pub out_sealed: usize,
     /// A long retrieval answered in runs ([`GET_RUN_KEYS`]) and not finished yet.
     pub get_rest: Option<GetRest>,
+    /// Bytes of replies waiting in `slots` (behind one not complete yet), but for what the
+    /// last slot took since it was counted ([`Conn::held_bytes`] adds that). They count
+    /// against [`OUT_HIGH_WATER`] with the unsent output: a client that pipelines gets of large
+    /// values, some another shard's, and does not read, stops being parsed once a megabyte
+    /// waits, as it does when every reply goes straight to the output.
+    pub slot_bytes: usize,
+    /// Keys asked of other shards for replies still in `slots` (at most about
+    /// [`REMOTE_KEYS_MAX`]).
+    pub remote_keys: u32,
 }
 
 impl Conn {
@@ -199,6 +218,8 @@ impl Conn {
             tls: None,
             out_sealed: 0,
             get_rest: None,
+            slot_bytes: 0,
+            remote_keys: 0,
         }
     }
 
@@ -209,12 +230,34 @@ impl Conn {
     /// shards owe.
     pub fn may_parse(&self) -> bool {
         !self.closing
-            && self.pending_bytes() < OUT_HIGH_WATER
+            && self.pending_bytes() + self.held_bytes() < OUT_HIGH_WATER
+            && self.remote_keys < REMOTE_KEYS_MAX
             && self.slots.len() < SLOTS_MAX
             && self.metadump_slots == 0
             && (self.udp.is_none() || self.slots.is_empty())
             && (!self.drain_first || self.slots.is_empty())
             && (self.get_rest.is_none() || self.slots.len() < GET_RUN_SLOTS_MAX)
+    }
+
+    /// Bytes of replies waiting in `slots`: [`Conn::slot_bytes`] plus what local replies added
+    /// to the last slot since ([`Conn::ready_buf`] hands it out uncounted).
+    #[inline]
+    pub fn held_bytes(&self) -> usize {
+        self.slot_bytes
+            + self
+                .slots
+                .back()
+                .map_or(0, |s| s.buf.len().saturating_sub(s.held))
+    }
+
+    /// Counts what the last slot took since it was last counted: called before a slot is
+    /// queued behind it, after which [`Conn::ready_buf`] no longer hands it out.
+    pub fn count_last_slot(&mut self) {
+        if let Some(s) = self.slots.back_mut() {
+            let extra = s.buf.len().saturating_sub(s.held);
+            s.held += extra;
+            self.slot_bytes += extra;
+        }
     }
 
     /// Reply bytes not yet taken by the kernel: unsent in `out` plus an in-flight send.
@@ -284,11 +327,15 @@ impl Conn {
             pool.give(buf);
             return;
         }
+        self.count_last_slot();
+        self.slot_bytes += buf.len();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.slots.push_back(Slot {
             seq,
             parts_left: 0,
+            held: buf.len(),
+            remote_keys: 0,
             buf,
             kind: SlotKind::Plain,
         });
@@ -302,6 +349,9 @@ impl Conn {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
+            debug_assert!(self.slot_bytes >= slot.held && self.remote_keys >= slot.remote_keys);
+            self.slot_bytes = self.slot_bytes.saturating_sub(slot.held);
+            self.remote_keys = self.remote_keys.saturating_sub(slot.remote_keys);
             pool.give(finish_slot(slot, &mut self.out));
         }
     }
@@ -456,6 +506,8 @@ mod tests {
             c.slots.push_back(Slot {
                 seq,
                 parts_left,
+                held: 0,
+                remote_keys: 0,
                 buf,
                 kind: SlotKind::Plain,
             });

@@ -994,6 +994,7 @@ impl Core {
         // No buffer yet: the reply usually arrives when this slot is at the front and goes
         // straight to `out` (see `deliver_part`).
         let seq = self.new_slot_with(idx, 1, SlotKind::Plain, Vec::new());
+        self.owe_keys(idx, 1);
         let conn = self.conn_ref(idx);
         let cfd = self.conn(idx).map_or(0, |c| c.cfd);
         let env = self.outbox.to(owner);
@@ -1006,6 +1007,17 @@ impl Core {
             cfd,
             op: op(start, end),
         });
+    }
+
+    /// Records that the newest slot of the connection waits for `keys` keys' answers from
+    /// other shards (see [`Conn::remote_keys`]).
+    fn owe_keys(&mut self, idx: u32, keys: u32) {
+        if let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) {
+            if let Some(slot) = conn.slots.back_mut() {
+                slot.remote_keys += keys;
+                conn.remote_keys += keys;
+            }
+        }
     }
 
     /// A retrieval (`get`, `gets`, `gat`, `gats`); inlined into `dispatch` (see there).
@@ -1099,6 +1111,7 @@ impl Core {
         let held = self.log_always() && self.shard.log_seq() != log_before;
         let parts = remote.len() as u32 + u32::from(held);
         let seq = self.new_slot_with(idx, parts, SlotKind::Get { segments, end }, buf);
+        self.owe_keys(idx, owners.iter().filter(|&&o| o != me).count() as u32);
         if held {
             let generation = self.conn(idx).map_or(0, |c| c.generation);
             self.hold(LogWait {
@@ -1171,11 +1184,15 @@ impl Core {
         let conn = self.conns[idx as usize]
             .as_mut()
             .expect("slot on a live connection");
+        conn.count_last_slot();
+        conn.slot_bytes += buf.len();
         let seq = conn.next_seq;
         conn.next_seq += 1;
         conn.slots.push_back(Slot {
             seq,
             parts_left: parts,
+            held: buf.len(),
+            remote_keys: 0,
             buf,
             kind,
         });
@@ -1346,6 +1363,8 @@ impl Core {
             // The reply the connection waits for next, complete in one part (a forwarded
             // single-key command): straight into `out`, not through the slot's buffer.
             if let Some(slot) = conn.slots.pop_front() {
+                debug_assert!(conn.remote_keys >= slot.remote_keys);
+                conn.remote_keys = conn.remote_keys.saturating_sub(slot.remote_keys);
                 self.pool.give(slot.buf);
             }
             conn.out.extend_from_slice(data);
@@ -1362,6 +1381,7 @@ impl Core {
         }
         let base = slot.buf.len() as u32;
         slot.buf.extend_from_slice(data);
+        slot.held += data.len();
         if let SlotKind::Get { segments: segs, .. } = &mut slot.kind {
             let mut off = base;
             for &(key_index, len) in segments {
@@ -1372,7 +1392,9 @@ impl Core {
             }
         }
         slot.parts_left = slot.parts_left.saturating_sub(1);
-        if slot.parts_left == 0 {
+        let complete = slot.parts_left == 0;
+        conn.slot_bytes += data.len();
+        if complete {
             if let SlotKind::Stats(kind) = slot.kind {
                 let parts = std::mem::take(&mut slot.buf);
                 let mut reply = Vec::with_capacity(parts.len());
