@@ -111,6 +111,32 @@ impl ClosedOrError for Client {
     }
 }
 
+/// Once the server has done all it will for a client that does not read (`get_hits` has
+/// stopped moving), its RSS is less than `limit` above `rss_before`.
+#[track_caller]
+fn assert_growth_while_unread(server: &TestServer, rss_before: u64, limit: u64) {
+    let hits = wait_for_quiet_hits(server, Duration::from_secs(10));
+    let rss_after = server.rss_bytes();
+    eprintln!(
+        "{hits} gets answered while the client does not read; RSS {} -> {} MB",
+        rss_before / MB,
+        rss_after / MB
+    );
+    assert!(
+        rss_after < rss_before + limit,
+        "RSS grew by {} MB",
+        rss_after.saturating_sub(rss_before) / MB
+    );
+}
+
+/// Stores `value` under `key` with a `set`.
+fn store(c: &mut Client, key: &str, value: &[u8]) {
+    let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+    c.roundtrip(&req, b"STORED\r\n");
+}
+
 /// Polls `get_hits` until it stops moving (the server has done all it is willing to do for
 /// a client that does not read), bounded by `timeout`.
 fn wait_for_quiet_hits(server: &TestServer, timeout: Duration) -> u64 {
@@ -142,29 +168,15 @@ fn client_that_never_reads_cannot_grow_memory() {
     for_each_config(|args| {
         let server = TestServer::start(args);
         let mut other = server.connect();
-        let value = vec![b'v'; 100 * 1024];
-        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
-        req.extend_from_slice(&value);
-        req.extend_from_slice(b"\r\n");
-        other.roundtrip(&req, b"STORED\r\n");
+        store(&mut other, "big", &vec![b'v'; 100 * 1024]);
         let rss_before = server.rss_bytes();
 
         let mut lazy = TcpStream::connect(server.addr()).unwrap();
         lazy.set_nodelay(true).unwrap();
         let gets = b"get big\r\n".repeat(10_000);
         let sent = send_what_is_taken(&mut lazy, &gets, Duration::from_secs(2));
-        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
-        eprintln!(
-            "lazy client: {sent} of {} request bytes taken, {hits} gets answered so far",
-            gets.len()
-        );
-        let rss_after = server.rss_bytes();
-        eprintln!("RSS {rss_before} -> {rss_after}");
-        assert!(
-            rss_after < rss_before + 200 * MB,
-            "RSS grew by {} MB",
-            (rss_after - rss_before) / MB
-        );
+        eprintln!("lazy client: {sent} of {} request bytes taken", gets.len());
+        assert_growth_while_unread(&server, rss_before, 200 * MB);
         // Others are served while the lazy client is stuck.
         other.roundtrip(b"set small 0 0 2\r\nok\r\n", b"STORED\r\n");
         other.roundtrip(b"get small\r\n", b"VALUE small 0 2\r\nok\r\nEND\r\n");
@@ -186,10 +198,7 @@ fn one_get_of_many_large_values_streams() {
         let server = TestServer::start(args);
         let mut c = server.connect();
         let value = vec![b'b'; 1_000_000];
-        let mut req = format!("set big 0 0 {}\r\n", value.len()).into_bytes();
-        req.extend_from_slice(&value);
-        req.extend_from_slice(b"\r\n");
-        c.roundtrip(&req, b"STORED\r\n");
+        store(&mut c, "big", &value);
         let rss_before = server.rss_bytes();
 
         let repeats = 400;
@@ -199,18 +208,7 @@ fn one_get_of_many_large_values_streams() {
         }
         get.extend_from_slice(b"\r\nget nothing\r\n");
         c.send(&get);
-        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
-        let rss_after = server.rss_bytes();
-        eprintln!(
-            "{hits} hits before the client reads; RSS {} -> {} MB",
-            rss_before / MB,
-            rss_after / MB
-        );
-        assert!(
-            rss_after < rss_before + 100 * MB,
-            "RSS grew by {} MB for a reply the client has not read",
-            (rss_after - rss_before) / MB
-        );
+        assert_growth_while_unread(&server, rss_before, 100 * MB);
 
         let mut block = b"VALUE big 0 1000000\r\n".to_vec();
         block.extend_from_slice(&value);
@@ -239,10 +237,7 @@ fn pipelined_gets_of_large_values_from_every_shard_stay_bounded() {
         // Keys that two shards split between them (a and c on one, b and d on the other).
         let keys = ["a", "b", "c", "d"];
         for key in keys {
-            let mut req = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
-            req.extend_from_slice(&value);
-            req.extend_from_slice(b"\r\n");
-            c.roundtrip(&req, b"STORED\r\n");
+            store(&mut c, key, &value);
         }
         let rss_before = server.rss_bytes();
 
@@ -251,19 +246,8 @@ fn pipelined_gets_of_large_values_from_every_shard_stay_bounded() {
         let mut lazy = TcpStream::connect(server.addr()).unwrap();
         lazy.set_nodelay(true).unwrap();
         let sent = send_what_is_taken(&mut lazy, &gets, Duration::from_secs(2));
-        let hits = wait_for_quiet_hits(&server, Duration::from_secs(10));
-        let rss_after = server.rss_bytes();
-        eprintln!(
-            "{sent} of {} request bytes taken, {hits} hits; RSS {} -> {} MB",
-            gets.len(),
-            rss_before / MB,
-            rss_after / MB
-        );
-        assert!(
-            rss_after < rss_before + 200 * MB,
-            "RSS grew by {} MB",
-            (rss_after - rss_before) / MB
-        );
+        eprintln!("{sent} of {} request bytes taken", gets.len());
+        assert_growth_while_unread(&server, rss_before, 200 * MB);
 
         // Now read: the rest of the requests go in as replies come out.
         let reply_len = "VALUE a 0 1000000\r\n".len() + value.len() + "\r\nEND\r\n".len();
