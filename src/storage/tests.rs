@@ -30,6 +30,16 @@ fn config(memory_bytes_max: usize, page_size: usize) -> StoreConfig {
 }
 
 /// Two 1 KiB pages.
+/// Pages slab class `class` holds.
+fn pages_of(store: &Store, class: u8) -> u64 {
+    store
+        .stats()
+        .classes
+        .iter()
+        .find(|c| c.slab_class == class)
+        .map_or(0, |c| c.total_pages)
+}
+
 fn tiny() -> Store {
     Store::new(config(2048, 1024))
 }
@@ -534,12 +544,7 @@ fn rebalancing_moves_pages_to_large_items() {
         );
     }
     let stats = store.stats();
-    let large_class = store.class_for(8, 900, 0, None);
-    let large_pages = stats
-        .classes
-        .iter()
-        .find(|c| c.slab_class == large_class)
-        .map_or(0, |c| c.total_pages);
+    let large_pages = pages_of(&store, store.class_for(8, 900, 0, None));
     assert!(
         large_pages >= 6,
         "large items got most of the memory back: {large_pages}"
@@ -556,14 +561,6 @@ fn pages_stay_put_while_classes_evict_alike_and_move_from_a_cold_one() {
     let (small, large) = (b"s".as_slice(), vec![b'L'; 300]);
     let small_class = store.class_for(12, small.len(), 0, None);
     let large_class = store.class_for(12, large.len(), 0, None);
-    let pages_of = |store: &Store, class: u8| {
-        store
-            .stats()
-            .classes
-            .iter()
-            .find(|c| c.slab_class == class)
-            .map_or(0, |c| c.total_pages)
-    };
     // The small class fills three pages first; then the large one takes the rest.
     for i in 0..75 {
         set(&mut store, &format!("first:{i:05}"), small, None, at(1));
@@ -1032,24 +1029,16 @@ fn reassign_moves_one_page_and_keeps_a_class_its_last() {
     }
     let small = store.class_for(8, 5, 0, None);
     let large = store.class_for(8, 900, 0, None);
-    let pages = |store: &Store, class: u8| {
-        store
-            .stats()
-            .classes
-            .iter()
-            .find(|c| c.slab_class == class)
-            .map_or(0, |c| c.total_pages)
-    };
-    let small_pages = pages(&store, small);
+    let small_pages = pages_of(&store, small);
     assert!(small_pages >= 2, "{small_pages}");
     let items = store.stats().curr_items;
     assert_eq!(
         store.reassign(PageSource::Class(small), PageSink::Class(large), T0),
         Reassigned::Moved
     );
-    assert_eq!(pages(&store, small), small_pages - 1);
+    assert_eq!(pages_of(&store, small), small_pages - 1);
     assert_eq!(
-        pages(&store, large),
+        pages_of(&store, large),
         1,
         "the destination got its page at once"
     );
@@ -1091,7 +1080,7 @@ fn reassign_moves_one_page_and_keeps_a_class_its_last() {
         store.reassign(PageSource::Free, PageSink::Class(large), T0),
         Reassigned::NoSpare
     );
-    assert_eq!(pages(&store, large), 2);
+    assert_eq!(pages_of(&store, large), 2);
     // New pages come out of the pool first.
     assert_eq!(
         store.reassign(PageSource::Class(small), PageSink::Free, T0),
@@ -1099,9 +1088,9 @@ fn reassign_moves_one_page_and_keeps_a_class_its_last() {
     );
     assert_eq!(store.stats().slab_global_page_pool, 2);
     let mid = store.class_for(8, 400, 0, None);
-    assert_eq!(pages(&store, mid), 0);
+    assert_eq!(pages_of(&store, mid), 0);
     set(&mut store, "mid:one", &[b'm'; 400], None, T0);
-    assert_eq!(pages(&store, mid), 1);
+    assert_eq!(pages_of(&store, mid), 1);
     assert_eq!(store.stats().slab_global_page_pool, 1);
     assert_eq!(
         store.reassign(PageSource::Any, PageSink::Class(large), T0),
