@@ -679,6 +679,17 @@ fn store_dump_items(c: &mut Client, count: usize) -> Vec<String> {
 /// exactly once (all but at most `missing_max` of them) and no other key, except keys starting
 /// with `other_prefix` (stored during the dump: listed at most once).
 #[track_caller]
+/// Items memcached's dump of `items` may leave out: none of corecache's. memcached's crawler
+/// passes over an item it finds locked or in use at that moment, so under load a few go
+/// unlisted (7 of 250,000 once in CI).
+fn memcached_dump_slack(items: usize) -> usize {
+    if memcached_mode() {
+        items / 10_000 + 1
+    } else {
+        0
+    }
+}
+
 fn assert_dump_lists(
     reply: &[u8],
     expected: &[String],
@@ -730,7 +741,7 @@ fn lru_crawler_metadump_lists_every_item_of_a_large_cache() {
         let reply = c.read_through_line(b"END\r\n");
         let shards: usize = args[1].parse().unwrap();
         assert!(reply.len() > shards * (8 << 20), "{} bytes", reply.len());
-        assert_dump_lists(&reply, &keys, None, 0);
+        assert_dump_lists(&reply, &keys, None, memcached_dump_slack(keys.len()));
         // The connection goes on.
         let get = format!("get {}\r\n", keys[7]);
         let value = format!("VALUE {} 0 1\r\nv\r\nEND\r\n", keys[7]);
@@ -755,7 +766,7 @@ fn requests_pipelined_after_a_metadump_run_after_its_end() {
             .as_bytes(),
         );
         let reply = c.read_through_line(b"END\r\n");
-        assert_dump_lists(&reply, &keys, None, 0);
+        assert_dump_lists(&reply, &keys, None, memcached_dump_slack(keys.len()));
         let answers = b"DELETED\r\nSTORED\r\nVALUE after 0 2\r\nhi\r\nEND\r\n";
         if memcached_mode() {
             // memcached 1.6.18 answers them only once more input arrives; corecache at once.
