@@ -71,6 +71,13 @@ fn cluster_nodes_flag() {
         );
         // Only the key alone is the discovery request; with other keys it is a plain get.
         c.roundtrip(b"get AmazonElastiCache:cluster other\r\n", b"END\r\n");
+        // Also when it is the last of a get long enough to be answered in runs of keys.
+        let mut long = b"get".to_vec();
+        for i in 0..16 {
+            long.extend_from_slice(format!(" miss{i}").as_bytes());
+        }
+        long.extend_from_slice(b" AmazonElastiCache:cluster\r\n");
+        c.roundtrip(&long, b"END\r\n");
     });
 }
 

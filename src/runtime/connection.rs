@@ -96,13 +96,14 @@ pub struct MetadumpWalk {
 }
 
 /// The rest of a long retrieval whose first runs of keys have been answered: its keys are the
-/// next `keys_len` bytes of the connection's input, and its line ends `line_len` bytes in.
+/// next `keys_len` bytes of the connection's input, and its line ends `tail_len` bytes after
+/// them (trailing spaces and the line end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GetRest {
     pub verb: crate::protocol::GetVerb,
     pub exptime: i64,
     pub keys_len: usize,
-    pub line_len: usize,
+    pub tail_len: usize,
 }
 
 /// What an unauthenticated connection (`-Y`) reads next (see `runtime::auth`).

@@ -154,6 +154,15 @@ fn exec_gets(
     }
 }
 
+/// Which part of a retrieval [`Core::dispatch_get`] answers: the whole of it, or a run of a
+/// long one's keys ([`GET_RUN_KEYS`]); `END` follows the whole and the last run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GetPart {
+    Whole,
+    Run,
+    LastRun,
+}
+
 /// A retrieval with more keys than one run ([`GET_RUN_KEYS`]): where its keys start in `raw`
 /// (its request line), and the state its first run is answered from.
 fn long_get(req: &Request<'_>, raw: &[u8]) -> Option<(usize, GetRest)> {
@@ -168,11 +177,12 @@ fn long_get(req: &Request<'_>, raw: &[u8]) -> Option<(usize, GetRest)> {
     split_get_run(keys.raw())?;
     // The keys are a slice of the line: where they start in it.
     let start = (keys.raw().as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let keys_len = keys.raw().len();
     let rest = GetRest {
         verb,
         exptime,
-        keys_len: keys.raw().len(),
-        line_len: raw.len().checked_sub(start)?,
+        keys_len,
+        tail_len: raw.len().checked_sub(start + keys_len)?,
     };
     Some((start, rest))
 }
@@ -729,7 +739,12 @@ impl Core {
         let raw = input.get(..rest.keys_len).unwrap_or(input);
         let cut = split_get_run(raw);
         let keys = Keys::new(cut.map_or(raw, |c| &raw[..c]));
-        self.dispatch_get(idx, rest.verb, rest.exptime, keys, cut.is_none());
+        let part = if cut.is_some() {
+            GetPart::Run
+        } else {
+            GetPart::LastRun
+        };
+        self.dispatch_get(idx, rest.verb, rest.exptime, keys, part);
         let Some(conn) = self.conn_mut(idx) else {
             return input.len();
         };
@@ -737,14 +752,13 @@ impl Core {
             Some(c) => {
                 conn.get_rest = Some(GetRest {
                     keys_len: rest.keys_len - c,
-                    line_len: rest.line_len - c,
                     ..rest
                 });
                 c
             }
             None => {
                 conn.get_rest = None;
-                rest.line_len
+                rest.keys_len + rest.tail_len
             }
         }
     }
@@ -811,7 +825,7 @@ impl Core {
                 verb,
                 exptime,
                 keys,
-            } => self.dispatch_get(idx, verb, exptime, keys, true),
+            } => self.dispatch_get(idx, verb, exptime, keys, GetPart::Whole),
             Request::Store { .. }
             | Request::TooLarge { .. }
             | Request::Delete { .. }
@@ -1027,10 +1041,20 @@ impl Core {
 
     /// A retrieval (`get`, `gets`, `gat`, `gats`); inlined into `dispatch` (see there).
     #[inline(always)]
-    fn dispatch_get(&mut self, idx: u32, verb: GetVerb, exptime: i64, keys: Keys<'_>, end: bool) {
-        if verb == GetVerb::Get && end && admin::try_legacy_get(self, idx, keys) {
+    fn dispatch_get(
+        &mut self,
+        idx: u32,
+        verb: GetVerb,
+        exptime: i64,
+        keys: Keys<'_>,
+        part: GetPart,
+    ) {
+        // Only a whole `get` of the one key is the discovery request, not a long get's last run.
+        if verb == GetVerb::Get && part == GetPart::Whole && admin::try_legacy_get(self, idx, keys)
+        {
             return;
         }
+        let end = part != GetPart::Run;
         let now = self.now;
         let touch_to = if verb.touches() {
             self.shard.expires_at(exptime, now)
