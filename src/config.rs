@@ -32,6 +32,13 @@ use crate::protocol::Limits;
 use crate::storage::item::HEADER_BYTES_MIN;
 use crate::storage::slab::CHUNK_BYTES_SMALLEST;
 
+/// A switch given as `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// Which networking backend the executors use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IoBackendChoice {
@@ -238,6 +245,11 @@ pub struct Args {
     /// Networking backend.
     #[arg(long = "io-backend", value_enum, default_value_t = IoBackendChoice::Auto)]
     pub io_backend: IoBackendChoice,
+    /// One-key text requests for a key another core owns, while that core sleeps: `on` runs
+    /// them on its shard in place of waking it (writes only without `--log-dir`); `off` always
+    /// sends them to the owner. See README, "The request path".
+    #[arg(long = "borrow-idle-shards", value_enum, default_value_t = OnOff::On)]
+    pub borrow_idle_shards: OnOff,
     /// CPUs to pin shards to, e.g. `0-3,6` (one per shard, in order); default: all, in order.
     #[arg(long = "cpus")]
     pub cpus: Option<String>,
@@ -302,6 +314,8 @@ pub struct Config {
     pub large_pages: bool,
     pub verbosity: u8,
     pub io_backend: IoBackendChoice,
+    /// `--borrow-idle-shards`: whether a core may run a request on a sleeping owner's shard.
+    pub borrow_idle_shards: bool,
     pub shutdown_enabled: bool,
     pub pidfile: Option<String>,
     /// `-u`: the user to switch to when started as root.
@@ -545,6 +559,7 @@ impl Config {
             large_pages,
             verbosity: a.verbose,
             io_backend: a.io_backend,
+            borrow_idle_shards: a.borrow_idle_shards == OnOff::On,
             shutdown_enabled: a.enable_shutdown,
             pidfile: a.pidfile,
             user: a.user.filter(|u| !u.is_empty()),

@@ -697,6 +697,9 @@ pub(super) mod tests {
             tls: crate::runtime::tls::TlsShared::new(&config.tls, false).expect("no TLS"),
             log: None,
             memfile: None,
+            parking: (0..shard_count)
+                .map(|_| crate::runtime::park::Parking::default())
+                .collect(),
             config,
         });
         let endpoints = mesh::build(shard_count).unwrap();

@@ -16,6 +16,7 @@ use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
 };
+use super::park::HeldShard;
 use super::stats;
 use super::udp::Udp;
 use super::Shared;
@@ -45,13 +46,17 @@ pub enum ConnAction {
 pub struct Core {
     pub me: u16,
     pub shard_count: u16,
-    pub shard: Shard,
+    pub shard: HeldShard,
     pub(super) conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     generation_next: u32,
     mesh: Endpoint,
     pub(super) outbox: Outbox,
     inbox: Vec<Envelope>,
+    /// Replies received from each core so far (see [`Outbox::unanswered`]).
+    replies_received: Vec<u64>,
+    /// Requests this core ran on another core's parked shard (see `park`).
+    pub borrowed_requests: u64,
     pub shared: Arc<Shared>,
     pub(super) limits: Limits,
     pub now: Instant32,
@@ -277,13 +282,15 @@ impl Core {
         Core {
             me,
             shard_count,
-            shard,
+            shard: HeldShard::new(shard),
             conns: Vec::new(),
             free: Vec::new(),
             generation_next: 1,
             mesh,
             outbox: Outbox::new(me, shard_count),
             inbox: Vec::new(),
+            replies_received: vec![0; usize::from(shard_count)],
+            borrowed_requests: 0,
             now: shared.now(),
             shared,
             limits,
@@ -986,6 +993,11 @@ impl Core {
             self.mark_dirty(idx);
             return;
         }
+        if self.borrow(idx, owner, true, |shard, now, out| {
+            shard.exec_one(req, hash, now, out)
+        }) {
+            return;
+        }
         // A TooLarge request carries only its line; its block is swallowed here.
         self.forward_text(idx, owner, raw, hash);
     }
@@ -1104,16 +1116,22 @@ impl Core {
             return;
         }
         if let Some((k, key_hash)) = single.filter(|_| end) {
+            let owner = shard_of(key_hash, n).0;
+            let borrowed = self.borrow(idx, owner, verb.touches(), |shard, now, out| {
+                shard.exec_get_key(verb, touch_to, k, key_hash, now, out);
+                out.extend_from_slice(compose::END);
+            });
+            if borrowed {
+                return;
+            }
             // One remote key: the owner runs the whole command, END included, and its reply
             // is the reply (no per-key segments to reassemble).
-            self.forward(idx, shard_of(key_hash, n).0, k, |start, end| {
-                RemoteOp::GetKey {
-                    start,
-                    end,
-                    key_hash,
-                    verb,
-                    touch_to,
-                }
+            self.forward(idx, owner, k, |start, end| RemoteOp::GetKey {
+                start,
+                end,
+                key_hash,
+                verb,
+                touch_to,
             });
             return;
         }
@@ -1193,6 +1211,75 @@ impl Core {
                     indices_end,
                 },
             });
+        }
+    }
+
+    /// Runs a one-key request for `owner`'s key on its shard if `owner` sleeps with it parked
+    /// (see `park`), replying in order on the connection; `false` if the request must go to
+    /// `owner` instead. `writes`: the request may change the shard (never borrowed with a
+    /// durability log, whose records the owner must send).
+    fn borrow(
+        &mut self,
+        idx: u32,
+        owner: u16,
+        writes: bool,
+        run: impl FnOnce(&mut Shard, Instant32, &mut Vec<u8>),
+    ) -> bool {
+        // Whatever this core asked of `owner` must have been done first: a connection's
+        // earlier set of the key, say, may still wait in `owner`'s queue.
+        // A `watch` is fed by each shard's owner, which logs what its shard does: ask it.
+        if !self.shared.config.borrow_idle_shards
+            || (writes && self.shared.log.is_some())
+            || self.shared.watch.mask() != 0
+            || !self.mesh.is_sleeping(owner)
+            || self
+                .outbox
+                .unanswered(owner, self.replies_received[usize::from(owner)])
+        {
+            return false;
+        }
+        let Some(parking) = self.shared.parking.get(usize::from(owner)) else {
+            return false;
+        };
+        let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let now = self.now;
+        let pool = &mut self.pool;
+        let done = parking.try_with(|shard| {
+            // Lines its owner has yet to hand to the watchers (or a watcher just gone).
+            if shard.log.mask != 0 || shard.log.has_staged() {
+                return false;
+            }
+            if let Some(out) = conn.ready_buf() {
+                run(shard, now, out);
+            } else {
+                let mut buf = pool.take();
+                run(shard, now, &mut buf);
+                conn.push_ready(buf, pool);
+            }
+            true
+        });
+        if done != Some(true) {
+            return false;
+        }
+        self.borrowed_requests += 1;
+        self.mark_dirty(idx);
+        true
+    }
+
+    /// Leaves this core's shard for other cores to read from while this core sleeps.
+    pub fn park(&mut self) {
+        if self.shard_count > 1 && self.shared.config.borrow_idle_shards {
+            self.shard.park(&self.shared.parking[usize::from(self.me)]);
+        }
+    }
+
+    /// Takes this core's shard back after sleeping (waiting for a read under way).
+    pub fn unpark(&mut self) {
+        if !self.shard.is_held() {
+            self.shard
+                .unpark(&self.shared.parking[usize::from(self.me)]);
         }
     }
 
@@ -1500,6 +1587,9 @@ impl Core {
         }
         if !env.log.is_empty() {
             self.deliver_log(&env.log);
+        }
+        if let Some(received) = self.replies_received.get_mut(usize::from(from)) {
+            *received += env.replies.len() as u64;
         }
         for rep in &env.replies {
             let data = env

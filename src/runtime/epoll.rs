@@ -199,7 +199,13 @@ pub fn run(
     let mut timeout = Some(Duration::ZERO);
     let waker = std::sync::Arc::clone(core.mesh().waker());
     loop {
-        if let Err(e) = lp.poll.poll(&mut events, timeout) {
+        // Blocking: the shard waits parked, for other cores to read from (see `park`).
+        if timeout != Some(Duration::ZERO) {
+            core.park();
+        }
+        let polled = lp.poll.poll(&mut events, timeout);
+        core.unpark();
+        if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }

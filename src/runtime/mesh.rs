@@ -295,6 +295,13 @@ impl Endpoint {
         &self.wakers[usize::from(self.me.0)]
     }
 
+    /// Whether core `core` is asleep or about to be (its shard may be parked).
+    pub fn is_sleeping(&self, core: u16) -> bool {
+        self.wakers
+            .get(usize::from(core))
+            .is_some_and(|w| w.is_sleeping())
+    }
+
     /// Every core's waker (for shutdown).
     pub fn wakers(&self) -> &[Arc<Waker>] {
         &self.wakers
@@ -342,6 +349,8 @@ pub struct Outbox {
     spare: Vec<Vec<Envelope>>,
     /// Cores that were asleep when an envelope was handed to them this turn.
     wake: Vec<u16>,
+    /// Requests handed to each core so far (each is answered by exactly one reply).
+    requests_sent: Vec<u64>,
 }
 
 impl Outbox {
@@ -356,7 +365,21 @@ impl Outbox {
             blocked: vec![false; usize::from(core_count)],
             spare: (0..core_count).map(|_| Vec::new()).collect(),
             wake: Vec::new(),
+            requests_sent: vec![0; usize::from(core_count)],
         }
+    }
+
+    /// Whether a request for `to` waits here, or was sent and not all are answered: of
+    /// `requests_sent`, `replies` came back.
+    pub fn unanswered(&self, to: u16, replies: u64) -> bool {
+        let to = usize::from(to);
+        self.requests_sent
+            .get(to)
+            .is_some_and(|&sent| sent != replies)
+            || self
+                .pending
+                .get(to)
+                .is_some_and(|env| !env.requests.is_empty())
     }
 
     /// Takes the cores to wake after this turn's sends.
@@ -400,8 +423,10 @@ impl Outbox {
             let mut next = self.spare[to].pop().unwrap_or_default();
             next.from = from;
             let full = std::mem::replace(env, next);
+            let requests = full.requests.len() as u64;
             match mesh.try_send(to as u16, full) {
                 Ok(asleep) => {
+                    self.requests_sent[to] += requests;
                     self.blocked[to] = false;
                     if asleep && !self.wake.contains(&(to as u16)) {
                         self.wake.push(to as u16);

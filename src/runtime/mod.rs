@@ -24,6 +24,7 @@ pub mod epoll;
 pub mod listener;
 pub mod memfile;
 pub mod mesh;
+pub mod park;
 pub mod process;
 pub mod stats;
 pub mod tls;
@@ -122,6 +123,8 @@ pub struct Shared {
     pub log: Option<Arc<crate::durability::writer::LogShared>>,
     /// `-e`: the restartable cache's memory file; `None` without `-e`.
     pub memfile: Option<memfile::MemfileShared>,
+    /// Each core's parking place, where it leaves its shard while it sleeps (see `park`).
+    pub parking: Vec<park::Parking>,
 }
 
 impl Shared {
@@ -506,6 +509,7 @@ fn serve(
         tls,
         log,
         memfile,
+        parking: (0..shard_count).map(|_| park::Parking::default()).collect(),
         config,
     });
     if let Some(path) = &shared.config.pidfile {

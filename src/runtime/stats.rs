@@ -92,6 +92,11 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
             ] {
                 push_line(out, name, v);
             }
+            // corecache's own, with more than one shard: requests run on a sleeping core's
+            // shard without waking it (see `park`).
+            if core.shard_count > 1 {
+                push_line(out, "borrowed_requests", core.borrowed_requests);
+            }
         }
         StatsKind::Items => {
             for c in st.classes.iter().filter(|c| c.number > 0) {

@@ -373,7 +373,13 @@ pub fn run(
     let _ = ready.send(Ok(()));
     let mut wait = Duration::ZERO;
     loop {
-        lp.enter(wait)?;
+        // Blocking: the shard waits parked, for other cores to read from (see `park`).
+        if !wait.is_zero() {
+            core.park();
+        }
+        let entered = lp.enter(wait);
+        core.unpark();
+        entered?;
         waker.set_sleeping(false);
         core.turn_begin();
         lp.reap(&mut core)?;
