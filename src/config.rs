@@ -1304,6 +1304,15 @@ mod tests {
     }
 
     #[test]
+    fn borrowing_idle_shards_is_on_unless_turned_off() {
+        assert!(cfg(&[]).unwrap().borrow_idle_shards);
+        assert!(cfg(&["--borrow-idle-shards", "on"]).unwrap().borrow_idle_shards);
+        assert!(!cfg(&["--borrow-idle-shards", "off"]).unwrap().borrow_idle_shards);
+        let e = cfg(&["--borrow-idle-shards", "maybe"]).unwrap_err();
+        assert!(e.contains("maybe"), "{e}");
+    }
+
+    #[test]
     fn bad_values_have_reasons() {
         assert!(cfg(&["-t", "0"]).is_err());
         assert!(cfg(&["-f", "1.0"]).is_err());

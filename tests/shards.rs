@@ -284,3 +284,89 @@ fn with_a_log_only_reads_are_borrowed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads binary response frames up to and including the first noop response.
+fn read_through_noop(c: &mut Client) -> Vec<u8> {
+    use corecache::protocol::binary::{opcode, HEADER_LEN};
+    let mut all = Vec::new();
+    loop {
+        let header = c
+            .read_n(HEADER_LEN)
+            .unwrap_or_else(|(got, why)| panic!("binary header: {why} after {} bytes", got.len()));
+        let body_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        let body = c
+            .read_n(body_len as usize)
+            .unwrap_or_else(|(got, why)| panic!("binary body: {why} after {} bytes", got.len()));
+        let done = header[1] == opcode::NOOP;
+        all.extend_from_slice(&header);
+        all.extend_from_slice(&body);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// The binary protocol, pipelined with quiet commands: the same random frames sent to a server
+/// that borrows idle shards and to one that does not get the same bytes back (cas values
+/// included: a borrowed write takes its cas from the owner's shard, as the owner would).
+#[test]
+fn binary_requests_answer_the_same_when_borrowed() {
+    use corecache::protocol::binary::{opcode, request};
+    if skip_in_memcached_mode("corecache's shards") {
+        return;
+    }
+    for backend in ["epoll", "uring"] {
+        let on = TestServer::start(&["-t", "2", "--io-backend", backend]);
+        let off = TestServer::start(&[
+            "-t",
+            "2",
+            "--io-backend",
+            backend,
+            "--borrow-idle-shards",
+            "off",
+        ]);
+        eprintln!("=== config: -t 2 --io-backend {backend}, borrowing on and off");
+        let mut clients = [on.connect(), off.connect()];
+        let mut rng = Rng::new(0xb1_0000);
+        for batch in 0..300u32 {
+            let mut frames = Vec::new();
+            for n in 0..1 + rng.below(12) {
+                let key = format!("bin-{}", rng.below(12));
+                let key = key.as_bytes();
+                let opaque = batch * 100 + n as u32;
+                let mut flags_exp = 5u32.to_be_bytes().to_vec();
+                flags_exp.extend_from_slice(&0u32.to_be_bytes());
+                let value = format!("{batch}-{n}");
+                let frame = match rng.below(8) {
+                    0 => request(opcode::SET, opaque, 0, &flags_exp, key, value.as_bytes()),
+                    1 => request(opcode::SETQ, opaque, 0, &flags_exp, key, value.as_bytes()),
+                    2 => request(opcode::DELETEQ, opaque, 0, &[], key, &[]),
+                    3 => {
+                        let mut extras = 1u64.to_be_bytes().to_vec();
+                        extras.extend_from_slice(&7u64.to_be_bytes());
+                        extras.extend_from_slice(&0u32.to_be_bytes());
+                        request(opcode::INCREMENT, opaque, 0, &extras, key, &[])
+                    }
+                    4 => request(opcode::GETKQ, opaque, 0, &[], key, &[]),
+                    5 => request(opcode::GETQ, opaque, 0, &[], key, &[]),
+                    _ => request(opcode::GETK, opaque, 0, &[], key, &[]),
+                };
+                frames.extend_from_slice(&frame);
+            }
+            frames.extend_from_slice(&request(opcode::NOOP, batch, 0, &[], &[], &[]));
+            let replies: Vec<Vec<u8>> = clients
+                .iter_mut()
+                .map(|c| {
+                    c.send(&frames);
+                    read_through_noop(c)
+                })
+                .collect();
+            common::assert_bytes_eq(&replies[0], &replies[1], &format!("batch {batch}"));
+        }
+        assert!(
+            stat_u64(&on.stats(), "borrowed_requests") > 0,
+            "nothing borrowed"
+        );
+        assert_eq!(stat_u64(&off.stats(), "borrowed_requests"), 0);
+    }
+}

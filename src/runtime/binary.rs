@@ -217,6 +217,18 @@ impl Core {
             self.mark_dirty(idx);
             return;
         }
+        let writes = !matches!(
+            req.command,
+            Command::Get {
+                touch_exptime: None,
+                ..
+            }
+        );
+        if self.borrow(idx, owner, writes, |shard, now, out| {
+            shard.exec_binary(req, hash, now, out)
+        }) {
+            return;
+        }
         self.forward(idx, owner, raw, |start, end| RemoteOp::Binary {
             start,
             end,

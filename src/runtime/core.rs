@@ -1218,7 +1218,7 @@ impl Core {
     /// (see `park`), replying in order on the connection; `false` if the request must go to
     /// `owner` instead. `writes`: the request may change the shard (never borrowed with a
     /// durability log, whose records the owner must send).
-    fn borrow(
+    pub(super) fn borrow(
         &mut self,
         idx: u32,
         owner: u16,
