@@ -1306,8 +1306,16 @@ mod tests {
     #[test]
     fn borrowing_idle_shards_is_on_unless_turned_off() {
         assert!(cfg(&[]).unwrap().borrow_idle_shards);
-        assert!(cfg(&["--borrow-idle-shards", "on"]).unwrap().borrow_idle_shards);
-        assert!(!cfg(&["--borrow-idle-shards", "off"]).unwrap().borrow_idle_shards);
+        assert!(
+            cfg(&["--borrow-idle-shards", "on"])
+                .unwrap()
+                .borrow_idle_shards
+        );
+        assert!(
+            !cfg(&["--borrow-idle-shards", "off"])
+                .unwrap()
+                .borrow_idle_shards
+        );
         let e = cfg(&["--borrow-idle-shards", "maybe"]).unwrap_err();
         assert!(e.contains("maybe"), "{e}");
     }

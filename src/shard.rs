@@ -86,6 +86,28 @@ impl Shard {
         }
     }
 
+    /// A shard with `memory_bytes_max` of item memory in 1 MiB pages and the server's key hash,
+    /// for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(memory_bytes_max: usize) -> Shard {
+        let cfg = StoreConfig {
+            memory_bytes_max,
+            page_size: 1 << 20,
+            slab_growth_factor: 1.25,
+            item_size_max: 1 << 20,
+            cas_enabled: true,
+            key_hash: crate::router::key_hash,
+            large_pages: false,
+            chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
+            fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
+            evictions_enabled: true,
+        };
+        let epoch = Epoch {
+            started_unix: 1_700_000_000,
+        };
+        Shard::new(ShardId(0), cfg, epoch)
+    }
+
     /// Sets which event kinds some watcher wants (once per loop turn).
     pub fn set_watch_mask(&mut self, mask: u16) {
         if mask != self.log.mask {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::thread;
 
 use common::{skip_in_memcached_mode, stat_u64, Client, Rng, TestServer};
@@ -19,6 +20,13 @@ fn two_shard_configs<'a>(extra: &[&'a str]) -> Vec<Vec<&'a str>> {
             args
         })
         .collect()
+}
+
+/// A directory name under the temp dir for this test process, emptied.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("corecache-shards-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn set_reply(c: &mut Client, key: &str, value: &str) {
@@ -107,14 +115,18 @@ fn pipelined_reads_see_the_writes_before_them() {
     if skip_in_memcached_mode("corecache's shards") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("corecache-shards-pipe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let log_dir = dir.to_string_lossy().into_owned();
     // With a log, writes always travel to their owner while reads may be borrowed.
-    let configs = two_shard_configs(&[])
+    for (args, with_log) in two_shard_configs(&[])
         .into_iter()
-        .chain(two_shard_configs(&["--log-dir", log_dir.as_str()]));
-    for args in configs {
+        .map(|args| (args, false))
+        .chain(two_shard_configs(&[]).into_iter().map(|args| (args, true)))
+    {
+        let dir = scratch_dir(&format!("pipe-{}", args[3]));
+        let log_dir = dir.to_string_lossy().into_owned();
+        let mut args: Vec<&str> = args;
+        if with_log {
+            args.extend(["--log-dir", log_dir.as_str()]);
+        }
         eprintln!("=== config: {}", args.join(" "));
         let server = TestServer::start(&args);
         let mut c = server.connect();
@@ -175,6 +187,7 @@ fn pipelined_reads_see_the_writes_before_them() {
             c.send(&request);
             c.read_exact_reply(&expected);
         }
+        drop(server);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -251,11 +264,10 @@ fn with_a_log_only_reads_are_borrowed() {
     if skip_in_memcached_mode("corecache's durability log") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("corecache-shards-log-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     for args in two_shard_configs(&[]) {
         eprintln!("=== config: {}", args.join(" "));
-        let log_dir = dir.join(args[3]).to_string_lossy().into_owned();
+        let dir = scratch_dir(&format!("log-{}", args[3]));
+        let log_dir = dir.to_string_lossy().into_owned();
         let mut args: Vec<&str> = args;
         args.extend(["--log-dir", log_dir.as_str()]);
         let server = TestServer::start(&args);
@@ -281,8 +293,9 @@ fn with_a_log_only_reads_are_borrowed() {
             stat_u64(&server.stats(), "borrowed_requests") > 0,
             "no read was borrowed"
         );
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Reads binary response frames up to and including the first noop response.

@@ -97,34 +97,14 @@ impl DerefMut for HeldShard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Epoch, Instant32};
+    use crate::clock::Instant32;
     use crate::protocol::{GetVerb, Request, StoreVerb};
     use crate::router::{key_hash, ShardId};
-    use crate::storage::slab::{CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX};
-    use crate::storage::StoreConfig;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
     fn shard() -> Shard {
-        let cfg = StoreConfig {
-            memory_bytes_max: 4 << 20,
-            page_size: 1 << 20,
-            slab_growth_factor: 1.25,
-            item_size_max: 1 << 20,
-            cas_enabled: true,
-            key_hash,
-            large_pages: false,
-            chunk_bytes_smallest: CHUNK_BYTES_SMALLEST,
-            fine_class_bytes_max: FINE_CLASS_BYTES_MAX,
-            evictions_enabled: true,
-        };
-        Shard::new(
-            ShardId(0),
-            cfg,
-            Epoch {
-                started_unix: 1_700_000_000,
-            },
-        )
+        Shard::for_tests(4 << 20)
     }
 
     fn get(shard: &mut Shard, key: &[u8], now: Instant32) -> Vec<u8> {

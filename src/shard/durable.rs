@@ -348,32 +348,10 @@ fn item_bits(stale: bool, key_binary: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Epoch;
     use crate::protocol::{Request, StoreVerb};
-    use crate::router::ShardId;
-    use crate::storage::slab::CHUNK_BYTES_SMALLEST;
-    use crate::storage::StoreConfig;
 
     fn shard() -> Shard {
-        let cfg = StoreConfig {
-            memory_bytes_max: 64 << 20,
-            page_size: 1 << 20,
-            slab_growth_factor: 1.25,
-            item_size_max: 1 << 20,
-            cas_enabled: true,
-            key_hash,
-            large_pages: false,
-            chunk_bytes_smallest: CHUNK_BYTES_SMALLEST,
-            fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
-            evictions_enabled: true,
-        };
-        let mut s = Shard::new(
-            ShardId(0),
-            cfg,
-            Epoch {
-                started_unix: 1_700_000_000,
-            },
-        );
+        let mut s = Shard::for_tests(64 << 20);
         s.enable_recording();
         s
     }
