@@ -12,8 +12,9 @@
 #
 # Usage: tuning/same-host.sh [--reps N] [--duration S] [--shapes "T:C T:C ..."] [--binary]
 #        [--out DIR]   (--binary: memcaslap -B, the binary protocol)
-# Environment: CORECACHE (default target/release/corecache), MEMCACHED (default: on PATH),
-# MEMCASLAP (default: on PATH). Both come from Debian (memcached, libmemcached-tools).
+# Environment: CORECACHE (default target/release/corecache), CORECACHE_ARGS (more flags for
+# every corecache run, e.g. "--io-backend epoll"), MEMCACHED (default: on PATH), MEMCASLAP
+# (default: on PATH). Both come from Debian (memcached, libmemcached-tools).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,9 +46,9 @@ MEMCASLAP=${MEMCASLAP:-$(command -v memcaslap || true)}
 SERVERS=(borrow-on borrow-off t1 memcached)
 server_cmd() {
     case $1 in
-        borrow-on) echo "$CORECACHE --borrow-idle-shards on" ;;
-        borrow-off) echo "$CORECACHE --borrow-idle-shards off" ;;
-        t1) echo "$CORECACHE -t 1" ;;
+        borrow-on) echo "$CORECACHE --borrow-idle-shards on ${CORECACHE_ARGS:-}" ;;
+        borrow-off) echo "$CORECACHE --borrow-idle-shards off ${CORECACHE_ARGS:-}" ;;
+        t1) echo "$CORECACHE -t 1 ${CORECACHE_ARGS:-}" ;;
         memcached) echo "$MEMCACHED -u ${USER:-root}" ;;
     esac
 }
@@ -125,7 +126,7 @@ EOF
     echo "- command: \`tuning/same-host.sh --reps $REPS --duration $DURATION --shapes \"$SHAPES\"${PROTOCOL[@]+ --binary}\`"
     echo "- git $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
     echo "- kernel $(uname -r), CPU $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) CPUs"
-    echo "- memcached $("$MEMCACHED" -V | awk '{print $2}'), nothing pinned, servers on their defaults"
+    echo "- memcached $("$MEMCACHED" -V | awk '{print $2}'), nothing pinned, servers on their defaults${CORECACHE_ARGS:+ (corecache also with: $CORECACHE_ARGS)}"
     echo
     cat "$WORK/table"
 } >"$report"
