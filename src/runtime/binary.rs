@@ -7,7 +7,7 @@
 //! connection's in-order slots, so quiet replies that are sent stay in request order.
 
 use super::connection::{BufPool, Slot, SlotKind};
-use super::core::{ConnAction, Core, PARSE_BUDGET};
+use super::core::{compose_reply, ConnAction, Core, PARSE_BUDGET};
 use super::mesh::{RemoteOp, StatsKind};
 use super::{stats, Shared};
 use crate::clock::Instant32;
@@ -198,22 +198,13 @@ impl Core {
         }
         if owner == self.me {
             let now = self.now;
-            let conn = self.conn_mut(idx).expect("dispatch on a live connection");
-            if conn.slots.is_empty() {
-                // Nothing waits: compose straight into the output (no copy).
-                let mut out = std::mem::take(&mut conn.out);
-                self.shard.exec_binary(req, hash, now, &mut out);
-                self.conn_mut(idx).expect("checked above").out = out;
-            } else {
-                let mut reply = self.pool.take();
-                self.shard.exec_binary(req, hash, now, &mut reply);
-                let conn = self
-                    .conns
-                    .get_mut(idx as usize)
-                    .and_then(Option::as_mut)
-                    .expect("checked above");
-                push_in_order(conn, &mut self.pool, reply);
-            }
+            let conn = self.conns[idx as usize]
+                .as_mut()
+                .expect("dispatch on a live connection");
+            let shard = &mut self.shard;
+            compose_reply(conn, &mut self.pool, |out| {
+                shard.exec_binary(req, hash, now, out)
+            });
             self.mark_dirty(idx);
             return;
         }

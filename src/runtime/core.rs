@@ -983,13 +983,10 @@ impl Core {
             let conn = self.conns[idx as usize]
                 .as_mut()
                 .expect("dispatch on a live connection");
-            if let Some(out) = conn.ready_buf() {
-                self.shard.exec_one(req, hash, now, out);
-            } else {
-                let mut buf = self.pool.take();
-                self.shard.exec_one(req, hash, now, &mut buf);
-                conn.push_ready(buf, &mut self.pool);
-            }
+            let shard = &mut self.shard;
+            compose_reply(conn, &mut self.pool, |out| {
+                shard.exec_one(req, hash, now, out)
+            });
             self.mark_dirty(idx);
             return;
         }
@@ -1096,22 +1093,10 @@ impl Core {
             let conn = self.conns[idx as usize]
                 .as_mut()
                 .expect("dispatch on a live connection");
-            if let Some(out) = conn.ready_buf() {
-                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, end, out);
-            } else {
-                let mut buf = self.pool.take();
-                exec_gets(
-                    &mut self.shard,
-                    verb,
-                    touch_to,
-                    single,
-                    keys,
-                    now,
-                    end,
-                    &mut buf,
-                );
-                conn.push_ready(buf, &mut self.pool);
-            }
+            let shard = &mut self.shard;
+            compose_reply(conn, &mut self.pool, |out| {
+                exec_gets(shard, verb, touch_to, single, keys, now, end, out)
+            });
             self.mark_dirty(idx);
             return;
         }
@@ -1225,9 +1210,9 @@ impl Core {
         writes: bool,
         run: impl FnOnce(&mut Shard, Instant32, &mut Vec<u8>),
     ) -> bool {
-        // Whatever this core asked of `owner` must have been done first: a connection's
+        // A `watch` is fed by each shard's owner, which logs what its shard does: ask it. And
+        // whatever this core asked of `owner` must have been done first: a connection's
         // earlier set of the key, say, may still wait in `owner`'s queue.
-        // A `watch` is fed by each shard's owner, which logs what its shard does: ask it.
         if !self.shared.config.borrow_idle_shards
             || (writes && self.shared.log.is_some())
             || self.shared.watch.mask() != 0
@@ -1251,13 +1236,7 @@ impl Core {
             if shard.log.mask != 0 || shard.log.has_staged() {
                 return false;
             }
-            if let Some(out) = conn.ready_buf() {
-                run(shard, now, out);
-            } else {
-                let mut buf = pool.take();
-                run(shard, now, &mut buf);
-                conn.push_ready(buf, pool);
-            }
+            compose_reply(conn, pool, |out| run(shard, now, out));
             true
         });
         if done != Some(true) {
@@ -1920,15 +1899,30 @@ fn on_failure_of(env: &Envelope, op: &RemoteOp) -> OnFailure {
 
 /// Appends a reply in order: straight to `out` when nothing waits, else as a ready slot.
 pub(super) fn push_reply(conn: &mut Conn, pool: &mut BufPool, reply: &[u8]) {
-    if reply.is_empty() {
-        return;
+    if !reply.is_empty() {
+        compose_reply(conn, pool, |out| out.extend_from_slice(reply));
     }
+}
+
+/// Composes a reply that is complete now, in order: in place where the connection's ready
+/// output can take it, else in a pooled buffer queued as a ready slot (none for an empty
+/// reply, such as a quiet or `noreply` success).
+#[inline(always)]
+pub(super) fn compose_reply(
+    conn: &mut Conn,
+    pool: &mut BufPool,
+    compose: impl FnOnce(&mut Vec<u8>),
+) {
     if let Some(out) = conn.ready_buf() {
-        out.extend_from_slice(reply);
+        compose(out);
     } else {
         let mut buf = pool.take();
-        buf.extend_from_slice(reply);
-        conn.push_ready(buf, pool);
+        compose(&mut buf);
+        if buf.is_empty() {
+            pool.give(buf);
+        } else {
+            conn.push_ready(buf, pool);
+        }
     }
 }
 
