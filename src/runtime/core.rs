@@ -1093,10 +1093,16 @@ impl Core {
             let conn = self.conns[idx as usize]
                 .as_mut()
                 .expect("dispatch on a live connection");
-            let shard = &mut self.shard;
-            compose_reply(conn, &mut self.pool, |out| {
-                exec_gets(shard, verb, touch_to, single, keys, now, end, out)
-            });
+            // Not through `compose_reply`: its closure around `exec_gets` is not inlined,
+            // which costs the hottest path about 1% (callgrind, get90-p1).
+            if let Some(out) = conn.ready_buf() {
+                exec_gets(&mut self.shard, verb, touch_to, single, keys, now, end, out);
+            } else {
+                let mut buf = self.pool.take();
+                let shard = &mut self.shard;
+                exec_gets(shard, verb, touch_to, single, keys, now, end, &mut buf);
+                conn.push_ready(buf, &mut self.pool);
+            }
             self.mark_dirty(idx);
             return;
         }
