@@ -39,6 +39,25 @@ pub enum OnOff {
     Off,
 }
 
+/// The scheduling policy shard threads run under (`--sched-policy`, `runtime::sched`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SchedPolicy {
+    /// `SCHED_BATCH`: a waking shard does not preempt the thread running on its CPU.
+    Batch,
+    /// `SCHED_OTHER`, Linux's default.
+    Normal,
+}
+
+impl SchedPolicy {
+    /// The flag's value for this policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedPolicy::Batch => "batch",
+            SchedPolicy::Normal => "normal",
+        }
+    }
+}
+
 /// Which networking backend the executors use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IoBackendChoice {
@@ -250,6 +269,12 @@ pub struct Args {
     /// sends them to the owner. See README, "The request path".
     #[arg(long = "borrow-idle-shards", value_enum, default_value_t = OnOff::On)]
     pub borrow_idle_shards: OnOff,
+    /// Shard threads' scheduling policy: `batch` (SCHED_BATCH: a shard that wakes lets the
+    /// thread running on its CPU go on until it blocks, as a client on the same host does after
+    /// writing its requests) or `normal` (SCHED_OTHER, where it preempts it). A real-time or
+    /// idle policy set from outside (`chrt`) is kept. See tuning/README.md.
+    #[arg(long = "sched-policy", value_enum, default_value_t = SchedPolicy::Batch)]
+    pub sched_policy: SchedPolicy,
     /// CPUs to pin shards to, e.g. `0-3,6` (one per shard, in order); default: all, in order.
     #[arg(long = "cpus")]
     pub cpus: Option<String>,
@@ -316,6 +341,8 @@ pub struct Config {
     pub io_backend: IoBackendChoice,
     /// `--borrow-idle-shards`: whether a core may run a request on a sleeping owner's shard.
     pub borrow_idle_shards: bool,
+    /// `--sched-policy`: what shard threads switch to if they start under a normal policy.
+    pub sched_policy: SchedPolicy,
     pub shutdown_enabled: bool,
     pub pidfile: Option<String>,
     /// `-u`: the user to switch to when started as root.
@@ -560,6 +587,7 @@ impl Config {
             verbosity: a.verbose,
             io_backend: a.io_backend,
             borrow_idle_shards: a.borrow_idle_shards == OnOff::On,
+            sched_policy: a.sched_policy,
             shutdown_enabled: a.enable_shutdown,
             pidfile: a.pidfile,
             user: a.user.filter(|u| !u.is_empty()),
@@ -1301,6 +1329,15 @@ mod tests {
                 "127.0.0.2:999".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn shard_threads_run_under_batch_unless_told_normal() {
+        assert_eq!(cfg(&[]).unwrap().sched_policy, SchedPolicy::Batch);
+        let normal = cfg(&["--sched-policy", "normal"]).unwrap();
+        assert_eq!(normal.sched_policy, SchedPolicy::Normal);
+        assert_eq!(normal.sched_policy.name(), "normal");
+        assert!(cfg(&["--sched-policy", "fifo"]).is_err());
     }
 
     #[test]

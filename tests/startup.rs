@@ -719,3 +719,108 @@ fn a_port_in_use_fails_startup_with_memcached_status() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("failed to listen on UNIX socket"), "{err}");
 }
+
+/// The scheduling policy of each of `pid`'s threads named `shard-*` (field 41 of
+/// /proc/<pid>/task/<tid>/stat), and of its main thread.
+fn shard_policies(pid: u32) -> (Vec<u32>, u32) {
+    let policy = |tid: &str| -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).expect("stat");
+        // Fields after the command name, which is in parentheses; the first is field 3.
+        let rest = &stat[stat.rfind(')').expect("comm") + 1..];
+        rest.split_whitespace()
+            .nth(41 - 3)
+            .expect("policy")
+            .parse()
+            .expect("number")
+    };
+    let mut shards = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let tid = entry
+            .expect("task")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let comm =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        if comm.starts_with("shard-") {
+            shards.push(policy(&tid));
+        }
+    }
+    (shards, policy(&pid.to_string()))
+}
+
+/// Starts corecache with its first thread under `policy` (as `chrt` would), then `args`.
+fn start_under_policy(policy: libc::c_int, args: &[&str]) -> TestServer {
+    use std::os::unix::process::CommandExt;
+    TestServer::start_corecache_with(args, |cmd| {
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // sched_setscheduler, a system call, with a `sched_param` on its own stack.
+        unsafe {
+            cmd.pre_exec(move || {
+                let param = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, policy, &param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    })
+}
+
+type PolicyCase = (
+    Option<libc::c_int>,
+    &'static [&'static str],
+    u32,
+    u32,
+    &'static str,
+);
+
+/// `--sched-policy`: shard threads run under SCHED_BATCH by default and SCHED_OTHER with
+/// `normal` (also when started under SCHED_BATCH); a policy set from outside that is neither,
+/// SCHED_IDLE here, is kept. The other threads keep what they started with. `stats settings`
+/// names the answering shard's policy.
+#[test]
+fn shard_threads_run_under_the_sched_policy() {
+    if skip_in_memcached_mode("--sched-policy is corecache's") {
+        return;
+    }
+    const OTHER: u32 = libc::SCHED_OTHER as u32;
+    const BATCH: u32 = libc::SCHED_BATCH as u32;
+    const IDLE: u32 = libc::SCHED_IDLE as u32;
+    for backend in ["epoll", "uring"] {
+        // (policy started under, flags, shard threads' policy, main thread's, `stats settings`)
+        let cases: [PolicyCase; 4] = [
+            (None, &[], BATCH, OTHER, "batch"),
+            (None, &["--sched-policy", "normal"], OTHER, OTHER, "normal"),
+            (
+                Some(libc::SCHED_BATCH),
+                &["--sched-policy", "normal"],
+                OTHER,
+                BATCH,
+                "normal",
+            ),
+            (Some(libc::SCHED_IDLE), &[], IDLE, IDLE, "idle"),
+        ];
+        for (start, extra, shard, main, shown) in cases {
+            let mut args = vec!["-t", "2", "--io-backend", backend];
+            args.extend_from_slice(extra);
+            eprintln!("=== config: {} (started under {start:?})", args.join(" "));
+            let server = match start {
+                Some(policy) => start_under_policy(policy, &args),
+                None => TestServer::start_corecache(&args),
+            };
+            let (shards, main_thread) = shard_policies(server.pid());
+            assert_eq!(shards, vec![shard; 2], "{args:?}");
+            assert_eq!(main_thread, main, "{args:?}");
+            assert_eq!(
+                server.stats_sub("settings")["sched_policy"],
+                shown,
+                "{args:?}"
+            );
+            // And it serves.
+            let mut c = server.connect();
+            c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+            c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+        }
+    }
+}

@@ -26,6 +26,7 @@ pub mod memfile;
 pub mod mesh;
 pub mod park;
 pub mod process;
+pub mod sched;
 pub mod stats;
 pub mod tls;
 pub mod udp;
@@ -658,6 +659,15 @@ fn executor(
     let cfg = &shared.config;
     if let Some(Some(cpu)) = cfg.shard_cpus.get(i) {
         core_affinity::set_for_current(core_affinity::CoreId { id: *cpu });
+    }
+    // A policy that cannot be set (a seccomp filter, say) is reported once and not fatal: the
+    // shard serves the same, with more context switches when clients share its CPU.
+    match sched::apply(cfg.sched_policy) {
+        Err(e) if i == 0 => eprintln!("corecache: {e}"),
+        Ok(policy) if i == 0 && cfg.verbosity > 1 => {
+            eprintln!("corecache: shard threads run under {}", sched::name(policy))
+        }
+        _ => {}
     }
     let shard_bytes = cfg.memory_bytes_max / usize::from(cfg.shard_count);
     let page_size = page_bytes(shard_bytes);

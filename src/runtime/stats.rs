@@ -876,6 +876,13 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
                 None => compose::stat_str(out, "memory_file", "(null)"),
             }
             compose::stat_str(out, "io_backend", shared.backend_name());
+            // The policy of the shard thread answering: `--sched-policy`, or one set from
+            // outside that it keeps.
+            compose::stat_str(
+                out,
+                "sched_policy",
+                super::sched::name(super::sched::current()),
+            );
             compose::stat_str(out, "corecache_version", env!("CARGO_PKG_VERSION"));
             if let Some(log) = &cfg.log {
                 compose::stat_str(out, "log_dir", &log.dir.to_string_lossy());
