@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Servers on their defaults, with libmemcached's memcaslap on the same host and nothing pinned:
 # what a user who tries corecache on a small machine sees first. Compares corecache's default
-# (one shard per CPU) with --borrow-idle-shards on and off, corecache -t 1, and memcached's
-# default, under memcaslap's own mix (90% get, 10% set, values up to 1 KiB).
+# (one shard per CPU) with some of its settings changed, and memcached's default, under
+# memcaslap's own mix (90% get, 10% set, values up to 1 KiB).
+#
+# Servers (--servers picks and orders them): `default` (corecache on its defaults), `normal`
+# (--sched-policy normal: shard threads under SCHED_OTHER), `borrow-off`
+# (--borrow-idle-shards off), `t1` (-t 1), `memcached` (its defaults) and `memcached-batch`
+# (memcached under `chrt -b 0`, SCHED_BATCH, for the same scheduling as corecache's default).
 #
 # Each client shape (memcaslap -T threads -c connections) runs every server once per
 # repetition, in turn (A B C D A B C D ...), each on a freshly started server. For every run it
@@ -11,7 +16,7 @@
 # ratio of each corecache column's median ops/s to memcached's.
 #
 # Usage: tuning/same-host.sh [--reps N] [--duration S] [--shapes "T:C T:C ..."] [--binary]
-#        [--out DIR]   (--binary: memcaslap -B, the binary protocol)
+#        [--servers "NAME ..."] [--out DIR]   (--binary: memcaslap -B, the binary protocol)
 # Environment: CORECACHE (default target/release/corecache), CORECACHE_ARGS (more flags for
 # every corecache run, e.g. "--io-backend epoll"), MEMCACHED (default: on PATH), MEMCASLAP
 # (default: on PATH). Both come from Debian (memcached, libmemcached-tools).
@@ -25,6 +30,7 @@ DURATION=3
 SHAPES="1:8 1:50 2:64 4:200"
 OUT_DIR=tuning/results
 PROTOCOL=()
+SERVERS=(default normal borrow-off t1 memcached)
 while [[ $# -gt 0 ]]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -32,7 +38,8 @@ while [[ $# -gt 0 ]]; do
         --shapes) SHAPES=$2; shift 2 ;;
         --out) OUT_DIR=$2; shift 2 ;;
         --binary) PROTOCOL=(-B); shift ;;
-        *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        --servers) read -r -a SERVERS <<<"$2"; shift 2 ;;
+        *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 
@@ -43,15 +50,21 @@ MEMCASLAP=${MEMCASLAP:-$(command -v memcaslap || true)}
 [[ -n $MEMCACHED && -n $MEMCASLAP ]] || {
     echo "needs memcached and memcaslap: apt-get install memcached libmemcached-tools" >&2; exit 1; }
 
-SERVERS=(borrow-on borrow-off t1 memcached)
 server_cmd() {
     case $1 in
-        borrow-on) echo "$CORECACHE --borrow-idle-shards on ${CORECACHE_ARGS:-}" ;;
+        default) echo "$CORECACHE ${CORECACHE_ARGS:-}" ;;
+        normal) echo "$CORECACHE --sched-policy normal ${CORECACHE_ARGS:-}" ;;
         borrow-off) echo "$CORECACHE --borrow-idle-shards off ${CORECACHE_ARGS:-}" ;;
         t1) echo "$CORECACHE -t 1 ${CORECACHE_ARGS:-}" ;;
         memcached) echo "$MEMCACHED -u ${USER:-root}" ;;
+        memcached-batch) echo "chrt -b 0 $MEMCACHED -u ${USER:-root}" ;;
+        *) return 1 ;;
     esac
 }
+for server in "${SERVERS[@]}"; do
+    server_cmd "$server" >/dev/null || { echo "unknown server $server" >&2; exit 2; }
+done
+[[ " ${SERVERS[*]} " == *" memcached "* ]] || { echo "--servers must include memcached" >&2; exit 2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 csw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ {s += $2} END {print s+0}'; }
@@ -123,7 +136,7 @@ EOF
 {
     echo "# Same host, defaults, memcaslap (tuning/same-host.sh)"
     echo
-    echo "- command: \`tuning/same-host.sh --reps $REPS --duration $DURATION --shapes \"$SHAPES\"${PROTOCOL[@]+ --binary}\`"
+    echo "- command: \`tuning/same-host.sh --reps $REPS --duration $DURATION --shapes \"$SHAPES\" --servers \"${SERVERS[*]}\"${PROTOCOL[@]+ --binary}\`"
     echo "- git $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
     echo "- kernel $(uname -r), CPU $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) CPUs"
     echo "- memcached $("$MEMCACHED" -V | awk '{print $2}'), nothing pinned, servers on their defaults${CORECACHE_ARGS:+ (corecache also with: $CORECACHE_ARGS)}"
