@@ -720,6 +720,69 @@ fn a_port_in_use_fails_startup_with_memcached_status() {
     assert!(err.contains("failed to listen on UNIX socket"), "{err}");
 }
 
+/// A second server on the port a running one listens on fails to start, as memcached does,
+/// instead of sharing the port with it (corecache's listeners use SO_REUSEPORT, which would let
+/// the kernel split new connections between the two caches). The first keeps serving.
+#[test]
+fn a_second_server_on_a_running_ones_port_fails() {
+    let first = TestServer::start(&["-t", "2"]);
+    let mut c = first.connect();
+    c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+    let port = first.addr().port().to_string();
+    let mut second = common::server_command();
+    second.args(["-U", "0", "-t", "2", "-l", "127.0.0.1", "-p", &port]);
+    let (status, err) = exit_of_refused(second);
+    assert_eq!(status.code(), Some(71), "{status:?}");
+    assert!(err.contains("Address already in use"), "{err}");
+    // Every new connection still reaches the first server.
+    for _ in 0..16 {
+        let mut c = first.connect();
+        c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    }
+    if memcached_mode() {
+        // memcached's UDP socket has SO_REUSEADDR, which lets a second one bind it.
+        return;
+    }
+    let first_udp = TestServer::start_udp(&["-t", "2"]);
+    let udp_port = first_udp.udp_addr().port().to_string();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_corecache"));
+    second.args(["-t", "2", "-l", "127.0.0.1", "-p", "0", "-U", &udp_port]);
+    let (status, err) = exit_of_refused(second);
+    assert_eq!(status.code(), Some(71), "{status:?}");
+    assert!(err.contains("Address already in use"), "{err}");
+}
+
+/// Runs a server expected to refuse to start: its exit status and stderr. One that is still
+/// running after [`common::STARTUP_TIMEOUT`] is killed and the test fails.
+fn exit_of_refused(mut cmd: Command) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the server");
+    let deadline = Instant::now() + common::STARTUP_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on a port another one holds");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    (status, err)
+}
+
 /// The scheduling policy of each of `pid`'s threads named `shard-*` (field 41 of
 /// /proc/<pid>/task/<tid>/stat), and of its main thread.
 fn shard_policies(pid: u32) -> (Vec<u32>, u32) {

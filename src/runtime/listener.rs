@@ -71,6 +71,7 @@ pub fn bind_group(
     count: usize,
     backlog: i32,
 ) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    claim_port(addr, libc::SOCK_STREAM)?;
     let mut out = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -97,6 +98,7 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// the kernel allows, as memcached sizes its UDP sockets). With port 0 the first socket picks
 /// the port and the others join it. Returns the sockets and the address actually bound.
 pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<(Vec<UdpSocket>, SocketAddr)> {
+    claim_port(addr, libc::SOCK_DGRAM)?;
     let mut out = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -113,6 +115,29 @@ pub fn bind_udp_group(addr: SocketAddr, count: usize) -> io::Result<(Vec<UdpSock
         out.push(socket);
     }
     Ok((out, bound))
+}
+
+/// Fails with `EADDRINUSE` if any socket already holds `addr` (port 0: nothing to check).
+///
+/// SO_REUSEPORT lets every socket of the same user join a group, another process's included: a
+/// second corecache started on a running one's port would bind, and the kernel would spread new
+/// connections (or datagrams) across both caches, so that a client's `set` and its next `get`
+/// could reach different ones. A socket bound first without SO_REUSEPORT conflicts with any
+/// existing holder of the address, as memcached's single socket does. SO_REUSEADDR on the TCP
+/// probe, as on the listeners, lets a restart bind over connections left in TIME_WAIT.
+fn claim_port(addr: SocketAddr, kind: libc::c_int) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let fd = new_socket(family(addr), kind)?;
+    if kind == libc::SOCK_STREAM {
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    }
+    if addr.is_ipv6() {
+        set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    bind(&fd, addr)
+    // The probe closes here; the group binds next.
 }
 
 /// The send buffer asked for each UDP socket: memcached's `MAX_SENDBUF_SIZE`.
@@ -495,6 +520,40 @@ mod tests {
         let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         let err = bind_udp_group(other.local_addr().unwrap(), 1).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+    }
+
+    /// A second group on a port a group already holds is refused, TCP and UDP: the kernel
+    /// would let it join (same user), and two processes would split one port's clients.
+    #[test]
+    fn a_held_port_is_not_joined_by_a_second_group() {
+        let (_tcp, held) = bind_group("127.0.0.1:0".parse().unwrap(), 2, 16).unwrap();
+        let err = bind_group(held, 2, 16).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+        let (_udp, held) = bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let err = bind_udp_group(held, 2).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err}");
+        // A free port given explicitly binds the whole group.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (group, bound) = bind_group(free, 2, 16).unwrap();
+        assert_eq!((group.len(), bound), (2, free));
+        // So does a port whose last connection is in TIME_WAIT (a restart).
+        let client = std::net::TcpStream::connect(free).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let server_side = loop {
+            if let Some((c, _)) = group.iter().find_map(|l| l.accept().ok()) {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing accepted");
+            std::thread::yield_now();
+        };
+        drop(server_side); // the server closes first: TIME_WAIT is on its side
+        drop(client);
+        drop(group);
+        let (again, _) = bind_group(free, 2, 16).unwrap();
+        assert_eq!(again.len(), 2);
     }
 
     #[test]
