@@ -271,10 +271,11 @@ pub struct Args {
     pub borrow_idle_shards: OnOff,
     /// Shard threads' scheduling policy: `batch` (SCHED_BATCH: a shard that wakes lets the
     /// thread running on its CPU go on until it blocks, as a client on the same host does after
-    /// writing its requests) or `normal` (SCHED_OTHER, where it preempts it). A real-time or
-    /// idle policy set from outside (`chrt`) is kept. See tuning/README.md.
-    #[arg(long = "sched-policy", value_enum, default_value_t = SchedPolicy::Batch)]
-    pub sched_policy: SchedPolicy,
+    /// writing its requests) or `normal` (SCHED_OTHER, where it preempts it). Default: the
+    /// policy the process starts with. A real-time or idle policy set from outside (`chrt`) is
+    /// kept either way. See tuning/README.md.
+    #[arg(long = "sched-policy", value_enum)]
+    pub sched_policy: Option<SchedPolicy>,
     /// CPUs to pin shards to, e.g. `0-3,6` (one per shard, in order); default: all, in order.
     #[arg(long = "cpus")]
     pub cpus: Option<String>,
@@ -341,8 +342,9 @@ pub struct Config {
     pub io_backend: IoBackendChoice,
     /// `--borrow-idle-shards`: whether a core may run a request on a sleeping owner's shard.
     pub borrow_idle_shards: bool,
-    /// `--sched-policy`: what shard threads switch to if they start under a normal policy.
-    pub sched_policy: SchedPolicy,
+    /// `--sched-policy`: what shard threads switch to if they start under a normal policy;
+    /// `None` leaves them as they start.
+    pub sched_policy: Option<SchedPolicy>,
     pub shutdown_enabled: bool,
     pub pidfile: Option<String>,
     /// `-u`: the user to switch to when started as root.
@@ -1332,11 +1334,14 @@ mod tests {
     }
 
     #[test]
-    fn shard_threads_run_under_batch_unless_told_normal() {
-        assert_eq!(cfg(&[]).unwrap().sched_policy, SchedPolicy::Batch);
+    fn shard_threads_keep_their_policy_unless_told() {
+        assert_eq!(cfg(&[]).unwrap().sched_policy, None);
+        let batch = cfg(&["--sched-policy", "batch"]).unwrap();
+        assert_eq!(batch.sched_policy, Some(SchedPolicy::Batch));
         let normal = cfg(&["--sched-policy", "normal"]).unwrap();
-        assert_eq!(normal.sched_policy, SchedPolicy::Normal);
-        assert_eq!(normal.sched_policy.name(), "normal");
+        assert_eq!(normal.sched_policy, Some(SchedPolicy::Normal));
+        assert_eq!(SchedPolicy::Batch.name(), "batch");
+        assert_eq!(SchedPolicy::Normal.name(), "normal");
         assert!(cfg(&["--sched-policy", "fifo"]).is_err());
     }
 

@@ -852,17 +852,15 @@ fn shard_threads_run_under_the_sched_policy() {
     const IDLE: u32 = libc::SCHED_IDLE as u32;
     for backend in ["epoll", "uring"] {
         // (policy started under, flags, shard threads' policy, main thread's, `stats settings`)
-        let cases: [PolicyCase; 4] = [
-            (None, &[], BATCH, OTHER, "batch"),
-            (None, &["--sched-policy", "normal"], OTHER, OTHER, "normal"),
-            (
-                Some(libc::SCHED_BATCH),
-                &["--sched-policy", "normal"],
-                OTHER,
-                BATCH,
-                "normal",
-            ),
-            (Some(libc::SCHED_IDLE), &[], IDLE, IDLE, "idle"),
+        const TO_NORMAL: &[&str] = &["--sched-policy", "normal"];
+        const TO_BATCH: &[&str] = &["--sched-policy", "batch"];
+        let cases: [PolicyCase; 6] = [
+            (None, &[], OTHER, OTHER, "normal"),
+            (None, TO_BATCH, BATCH, OTHER, "batch"),
+            (None, TO_NORMAL, OTHER, OTHER, "normal"),
+            (Some(libc::SCHED_BATCH), &[], BATCH, BATCH, "batch"),
+            (Some(libc::SCHED_BATCH), TO_NORMAL, OTHER, BATCH, "normal"),
+            (Some(libc::SCHED_IDLE), TO_BATCH, IDLE, IDLE, "idle"),
         ];
         for (start, extra, shard, main, shown) in cases {
             let mut args = vec!["-t", "2", "--io-backend", backend];

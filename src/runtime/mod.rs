@@ -661,10 +661,10 @@ fn executor(
         core_affinity::set_for_current(core_affinity::CoreId { id: *cpu });
     }
     // A policy that cannot be set (a seccomp filter, say) is reported once and not fatal: the
-    // shard serves the same, with more context switches when clients share its CPU.
-    match sched::apply(cfg.sched_policy) {
-        Err(e) if i == 0 => eprintln!("corecache: {e}"),
-        Ok(policy) if i == 0 && cfg.verbosity > 1 => {
+    // shard serves the same under the policy it has.
+    match cfg.sched_policy.map(sched::apply) {
+        Some(Err(e)) if i == 0 => eprintln!("corecache: {e}"),
+        Some(Ok(policy)) if i == 0 && cfg.verbosity > 1 => {
             eprintln!("corecache: shard threads run under {}", sched::name(policy))
         }
         _ => {}

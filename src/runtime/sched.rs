@@ -6,9 +6,10 @@
 //! before it has written its next request: one context switch per request each way, and replies
 //! that go out one at a time. Under `SCHED_BATCH` a waking shard waits for the running thread to
 //! block or for the scheduler tick, then serves everything that arrived meanwhile. A shard alone
-//! on its CPU runs the same either way. The cost is the tick's wait when the CPU is busy with
-//! something that does not block, such as a CPU-bound neighbour; `tuning/README.md` has the
-//! figures on both sides.
+//! on its CPU runs the same either way. The cost is the tick's wait whenever the CPU is busy
+//! with something that does not block at once: a CPU-bound neighbour, or a client thread's
+//! longer stretches of work. That shows in the latency tail, so the default leaves the policy
+//! the process starts with; `tuning/README.md` has the figures on both sides.
 //!
 //! Only the two policies an unprivileged process may choose between are switched: a thread that
 //! starts under a real-time policy or `SCHED_IDLE` (set from outside, with `chrt` or a service
