@@ -4,10 +4,10 @@
 # (one shard per CPU) with some of its settings changed, and memcached's default, under
 # memcaslap's own mix (90% get, 10% set, values up to 1 KiB).
 #
-# Servers (--servers picks and orders them): `default` (corecache on its defaults), `normal`
-# (--sched-policy normal: shard threads under SCHED_OTHER), `borrow-off`
+# Servers (--servers picks and orders them): `default` (corecache on its defaults), `batch`
+# (--sched-policy batch: shard threads under SCHED_BATCH), `borrow-off`
 # (--borrow-idle-shards off), `t1` (-t 1), `memcached` (its defaults) and `memcached-batch`
-# (memcached under `chrt -b 0`, SCHED_BATCH, for the same scheduling as corecache's default).
+# (memcached under `chrt -b 0`, SCHED_BATCH, for the same scheduling as corecache's `batch`).
 #
 # Each client shape (memcaslap -T threads -c connections) runs every server once per
 # repetition, in turn (A B C D A B C D ...), each on a freshly started server. For every run it
@@ -30,7 +30,7 @@ DURATION=3
 SHAPES="1:8 1:50 2:64 4:200"
 OUT_DIR=tuning/results
 PROTOCOL=()
-SERVERS=(default normal borrow-off t1 memcached)
+SERVERS=(default batch borrow-off t1 memcached)
 while [[ $# -gt 0 ]]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -53,7 +53,7 @@ MEMCASLAP=${MEMCASLAP:-$(command -v memcaslap || true)}
 server_cmd() {
     case $1 in
         default) echo "$CORECACHE ${CORECACHE_ARGS:-}" ;;
-        normal) echo "$CORECACHE --sched-policy normal ${CORECACHE_ARGS:-}" ;;
+        batch) echo "$CORECACHE --sched-policy batch ${CORECACHE_ARGS:-}" ;;
         borrow-off) echo "$CORECACHE --borrow-idle-shards off ${CORECACHE_ARGS:-}" ;;
         t1) echo "$CORECACHE -t 1 ${CORECACHE_ARGS:-}" ;;
         memcached) echo "$MEMCACHED -u ${USER:-root}" ;;
