@@ -697,13 +697,10 @@ fn the_port_file_names_the_bound_port() {
 fn a_port_in_use_fails_startup_with_memcached_status() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = common::server_command()
-        .args(["-U", "0", "-l", "127.0.0.1", "-p", &port])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the server");
-    assert_eq!(out.status.code(), Some(71), "{:?}", out.status);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut server = common::server_command();
+    server.args(["-U", "0", "-l", "127.0.0.1", "-p", &port]);
+    let (status, err) = exit_of_refused(server);
+    assert_eq!(status.code(), Some(71), "{status:?}");
     assert!(err.contains("Address already in use"), "{err}");
     if memcached_mode() {
         return;
