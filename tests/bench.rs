@@ -267,6 +267,17 @@ fn check_counts(extra: &[&str]) -> Option<(Counters, String)> {
         "bench totals vs server stats deltas for {extra:?}\n{json}"
     );
     assert_eq!(json_number(&json, "errors", "total"), 0.0, "{json}");
+    // The measured window's steal time, from /proc/stat: every Linux host has cpu0's counter.
+    assert!(json_number(&json, "host", "steal_ms") >= 0.0);
+    assert!(
+        json.contains("\"steal_ms_by_cpu\":{\"0\":"),
+        "steal per cpu: {json}"
+    );
+    let table = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        table.contains("\nhost      steal "),
+        "the table's host line: {table}"
+    );
     Some((delta, json))
 }
 

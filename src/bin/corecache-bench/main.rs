@@ -4,6 +4,7 @@
 //! scheduled send time, so a stalled server cannot hide its stalls). See `--help`.
 
 mod engine;
+mod host;
 mod report;
 mod workload;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use engine::{Client, Plan, Progress, Protocol};
+use host::{Steal, StealDelta};
 use report::{json_string, Stats};
 use workload::{KeyDist, KeyFormat, Mix, ValueSize};
 
@@ -158,7 +160,7 @@ fn run(args: &Args) -> Result<bool, String> {
             prefill_start.elapsed().as_secs_f64()
         );
     }
-    report_progress(args, &plan, &progress, &handles);
+    let steal = report_progress(args, &plan, &progress, &handles);
     let mut total = Stats::new();
     for handle in handles {
         let stats = handle
@@ -179,10 +181,13 @@ fn run(args: &Args) -> Result<bool, String> {
             "closed loop".to_string()
         }
     );
-    let table = report::table(&total, &header);
+    let table = report::table(&total, &header, steal.as_ref());
     if args.json {
         eprint!("{table}");
-        println!("{}", report::json(&total, &config_json(args)));
+        println!(
+            "{}",
+            report::json(&total, &config_json(args), steal.as_ref())
+        );
     } else {
         print!("{table}");
     }
@@ -212,14 +217,19 @@ fn wait_ready(args: &Args, progress: &Progress, handles: &[std::thread::JoinHand
     }
 }
 
-/// Prints one line per second on stderr until the threads finish.
+/// Prints one line per second on stderr until the threads finish. Returns the steal time of
+/// the measured window (sampled within a loop turn, 50 ms, of its ends), where the host has
+/// steal counters.
 fn report_progress(
     args: &Args,
     plan: &Plan,
     progress: &Progress,
     handles: &[std::thread::JoinHandle<Stats>],
-) {
+) -> Option<StealDelta> {
     let start = Instant::now();
+    let (measure_from, measure_to) = (plan.warmup, plan.warmup + plan.duration);
+    let mut steal_from = None;
+    let mut steal_to = None;
     // Prefill requests are counted in `ops` too; start from where they left it.
     let mut last = (
         progress.ops.load(Ordering::Relaxed),
@@ -230,6 +240,13 @@ fn report_progress(
     while handles.iter().any(|h| !h.is_finished()) {
         let next = start + Duration::from_secs(u64::from(tick));
         let now = Instant::now();
+        let since = now - start;
+        if steal_from.is_none() && since >= measure_from {
+            steal_from = Steal::sample();
+        }
+        if steal_to.is_none() && since >= measure_to {
+            steal_to = Steal::sample();
+        }
         if now < next {
             std::thread::sleep((next - now).min(Duration::from_millis(50)));
             continue;
@@ -267,6 +284,9 @@ fn report_progress(
         }
         last = (ops, keys, hits);
     }
+    // The threads may end (an error, the drain done) before the window's end was sampled.
+    let steal_to = steal_to.or_else(Steal::sample)?;
+    Some(steal_from?.until(&steal_to, host::ticks_per_sec()))
 }
 
 fn plan_of(args: &Args) -> Result<Plan, String> {

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::host::{self, StealDelta};
+
 /// The operation types reported separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -187,7 +189,7 @@ fn us(ns: u64) -> f64 {
 }
 
 /// The human table.
-pub fn table(s: &Stats, header: &str) -> String {
+pub fn table(s: &Stats, header: &str, steal: Option<&StealDelta>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
     let _ = writeln!(
@@ -262,11 +264,14 @@ pub fn table(s: &Stats, header: &str) -> String {
         s.prefill_sets,
         s.read_through_sets
     );
+    if let Some(steal) = steal {
+        let _ = writeln!(out, "host      {}", host::describe(steal));
+    }
     out
 }
 
 /// The same numbers as JSON. `config` is a JSON object describing the run.
-pub fn json(s: &Stats, config: &str) -> String {
+pub fn json(s: &Stats, config: &str, steal: Option<&StealDelta>) -> String {
     let mut out = String::new();
     let _ = write!(out, "{{\"config\":{config},");
     let _ = write!(
@@ -329,7 +334,7 @@ pub fn json(s: &Stats, config: &str) -> String {
     let _ = write!(
         out,
         "\"server_totals\":{{\"get_commands\":{},\"cmd_get\":{},\"get_hits\":{},\
-         \"get_misses\":{},\"cmd_set\":{},\"prefill_sets\":{},\"read_through_sets\":{}}}}}",
+         \"get_misses\":{},\"cmd_set\":{},\"prefill_sets\":{},\"read_through_sets\":{}}},",
         s.wire_gets,
         s.wire_keys,
         s.wire_hits,
@@ -337,6 +342,12 @@ pub fn json(s: &Stats, config: &str) -> String {
         s.wire_sets,
         s.prefill_sets,
         s.read_through_sets
+    );
+    // Where /proc/stat cannot be read, `null`.
+    let _ = write!(
+        out,
+        "\"host\":{}}}",
+        steal.map_or_else(|| "null".to_string(), host::json)
     );
     out
 }
@@ -379,11 +390,20 @@ mod tests {
         assert_eq!(a.measured_errors, [1, 0, 0]);
         assert_eq!(a.wire_sets, 5);
         assert!((a.hit_ratio() - 0.5).abs() < 1e-9);
-        let t = table(&a, "run");
+        let t = table(&a, "run", None);
         assert!(t.contains("get") && t.contains("set") && !t.contains("multiget"));
-        let j = json(&a, "{}");
-        assert!(j.starts_with("{\"config\":{}") && j.ends_with("}}"));
+        let j = json(&a, "{}", None);
+        assert!(j.starts_with("{\"config\":{}") && j.ends_with(",\"host\":null}"));
         assert!(j.contains("\"cmd_set\":5"));
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+        let mut steal = StealDelta::default();
+        steal.ms_by_cpu.insert(1, 110);
+        let t = table(&a, "run", Some(&steal));
+        assert!(t.ends_with(
+            "host      steal 110 ms in the measured window (cpu1 110 ms): the \
+             hypervisor did not run these CPUs for that long, and latency on them includes it\n"
+        ));
+        let j = json(&a, "{}", Some(&steal));
+        assert!(j.ends_with(",\"host\":{\"steal_ms\":110,\"steal_ms_by_cpu\":{\"1\":110}}}"));
     }
 }
