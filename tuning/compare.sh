@@ -157,7 +157,7 @@ run_one() {
     stop_server
     if [[ -z $json ]]; then cat "$WORK/bench.err" >&2; die "bench produced no JSON ($scenario $label)"; fi
     # Server CPU covers the whole bench invocation, so divide by every request it served.
-    local requests cpu_us_op cpu_exact rss_item ops p50 p99 p999 hit errors
+    local requests cpu_us_op cpu_exact rss_item ops p50 p99 p999 hit errors steal
     requests=$(( $(json_in "$json" server_totals get_commands) + $(json_in "$json" server_totals cmd_set) ))
     cpu_us_op=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.3f", n ? t * 1e6 / hz / n : 0 }')
     cpu_exact=$(awk -v t=$((ns1 - ns0)) -v n="$requests" 'BEGIN { printf "%.3f", n ? t / 1e3 / n : 0 }')
@@ -166,8 +166,11 @@ run_one() {
     p50=$(json_op "$json" "$MAIN_OP" p50); p99=$(json_op "$json" "$MAIN_OP" p99); p999=$(json_op "$json" "$MAIN_OP" p99_9)
     hit=$(json_top "$json" hit_ratio)
     errors=$(( $(json_in "$json" errors total) + $(json_top "$json" drops) ))
-    printf '%s %s %s %s %s %s %s %s %s %s %s %s\n' "$scenario" "$side" "$label" "$ops" "$p50" "$p99" "$p999" \
-        "$cpu_us_op" "$hit" "$rss_item" "$errors" "$cpu_exact" >>"$WORK/rows"
+    # Time the hypervisor did not run this machine's CPUs in the measured window: a run whose
+    # tail holds a stall of that length lost it to the host, not to the server.
+    steal=$(json_in "$json" host steal_ms)
+    printf '%s %s %s %s %s %s %s %s %s %s %s %s %s\n' "$scenario" "$side" "$label" "$ops" "$p50" "$p99" "$p999" \
+        "$cpu_us_op" "$hit" "$rss_item" "$errors" "$cpu_exact" "${steal:--}" >>"$WORK/rows"
     {
         echo "### $label, repetition $rep"
         echo
@@ -181,7 +184,7 @@ run_one() {
         echo '```'
         echo
     } >>"$WORK/$scenario.runs.md"
-    log "$scenario rep $rep $label: $ops ops/s, $MAIN_OP p99 ${p99} µs, ${cpu_us_op} µs cpu/req, hit $hit, errors $errors"
+    log "$scenario rep $rep $label: $ops ops/s, $MAIN_OP p99 ${p99} µs, ${cpu_us_op} µs cpu/req, hit $hit, errors $errors, steal ${steal:--} ms"
 }
 
 host_info() {
@@ -217,8 +220,8 @@ for scenario in $SCENARIOS; do
     done
 done
 
-header="| scenario | server | ops/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | CPU µs/req (sched) | hit ratio | RSS B/item | errors |"
-rule="|---|---|---|---|---|---|---|---|---|---|---|"
+header="| scenario | server | ops/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | CPU µs/req (sched) | hit ratio | RSS B/item | errors | steal ms |"
+rule="|---|---|---|---|---|---|---|---|---|---|---|---|"
 table() {
     echo "$header"
     echo "$rule"
@@ -227,14 +230,14 @@ table() {
         for side in A B; do
             if [[ $side == A ]]; then label=$A_LABEL; else label=$B_LABEL; fi
             printf '| %s | %s |' "$scenario" "$label"
-            for col in 4 5 6 7 8 12 9 10 11; do printf ' %s |' "$(summarize "$scenario" "$side" "$col")"; done
+            for col in 4 5 6 7 8 12 9 10 11 13; do printf ' %s |' "$(summarize "$scenario" "$side" "$col")"; done
             echo
         done
         printf '| %s | %s/%s |' "$scenario" "$A_LABEL" "$B_LABEL"
         for col in 4 5 6 7 8 12 9 10; do
             printf ' %s |' "$(ratio "$(median "$scenario" A "$col")" "$(median "$scenario" B "$col")")"
         done
-        echo ' |'
+        echo ' | |'
     done
 }
 
@@ -259,7 +262,8 @@ echo
 echo "$TABLE"
 echo "(medians [min-max] over $REPS runs; latencies of each scenario's main operation; CPU is"
 echo " server utime+stime per request over the whole bench run, and the same by the scheduler's"
-echo " clock (/proc/PID/task/*/schedstat); ratio rows divide medians)"
+echo " clock (/proc/PID/task/*/schedstat); steal is the time the hypervisor kept this machine's"
+echo " CPUs from running in the measured window (/proc/stat); ratio rows divide medians)"
 PAIRS=$(pair_ratios)
 echo "$PAIRS"
 

@@ -13,7 +13,8 @@
 # Runs alternate between the servers (A B C A B C ...), each on a fresh server; it prints and
 # writes (tuning/results/<stamp>-sched-policy.md) the medians [min-max] of get p50/p99/p99.9/max
 # and server CPU per request (the server's whole run, prefill and warm-up included, over the
-# measured requests: comparable within one table only).
+# measured requests: comparable within one table only), and the steal time the bench saw (a
+# run with a 100 ms tail and 100 ms of steal lost that time to the hypervisor, not the server).
 #
 # Usage: tuning/sched-policy.sh [--reps N] [--duration S] [--settings "same-host hogs burst"]
 # Environment: CORECACHE, BENCH (target/release/...), MEMCACHED (on PATH), RATE_SAME, RATE_HOGS,
@@ -69,7 +70,8 @@ run() {
 import json, sys
 d = json.loads(sys.argv[1]); g = d["ops_by_type"]["get"]["latency_us"]
 cpu = (int(sys.argv[3]) * 1e6 / int(sys.argv[4])) / max(d["ops"], 1)
-print(sys.argv[2], g["p50"], g["p99"], g["p99_9"], g["max"], f"{cpu:.2f}", d["errors"]["total"])
+steal = (d.get("host") or {}).get("steal_ms", -1)  # -1: no /proc/stat counters
+print(sys.argv[2], g["p50"], g["p99"], g["p99_9"], g["max"], f"{cpu:.2f}", d["errors"]["total"], steal)
 ' "$out" "$setting $server" $((t1 - t0)) "$HZ" | tee -a "$WORK/rows" >&2
 }
 
@@ -128,15 +130,18 @@ data = {}
 for line in open(sys.argv[1]):
     setting, server, *vals = line.split()
     data.setdefault((setting, server), []).append([float(v) for v in vals])
-print("get latency in us and server CPU us/request, medians [min-max]\n")
-print("| setting | server | p50 | p99 | p99.9 | max | CPU/req | errors |")
-print("|---|---|---|---|---|---|---|---|")
+print("get latency in us, server CPU us/request and steal ms (time the hypervisor did not run")
+print("this machine's CPUs in the measured window; a tail as long as that is the host's),")
+print("medians [min-max]\n")
+print("| setting | server | p50 | p99 | p99.9 | max | CPU/req | errors | steal ms |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (setting, server), rows in data.items():
     cells = []
-    for i in range(6):
+    for i in range(7):
         col = [r[i] for r in rows]
         m = statistics.median(col)
-        cells.append(f"{m:.0f}" if i == 5 else f"{m:.{0 if i < 4 else 2}f} [{min(col):.{0 if i < 4 else 2}f}-{max(col):.{0 if i < 4 else 2}f}]")
+        digits = 2 if i == 4 else 0
+        cells.append(f"{m:.0f}" if i == 5 else f"{m:.{digits}f} [{min(col):.{digits}f}-{max(col):.{digits}f}]")
     print(f"| {setting} | {server} | " + " | ".join(cells) + " |")
 EOF
 } >"$report"
