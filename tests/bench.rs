@@ -467,6 +467,43 @@ fn open_loop_latency_includes_server_stalls() {
     assert_eq!(json_number(&json, "", "drops"), 0.0, "{json}");
 }
 
+/// Without `--quiet`, a progress line per second on stderr, each with the phase, the second's
+/// ops/s and the steal time of that second.
+#[test]
+fn progress_lines_come_every_second_with_their_steal() {
+    let Some(command) = ServerCommand::from_env() else {
+        return;
+    };
+    let server = Server::start(&command, 64);
+    let addr = server.addr.to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_corecache-bench"))
+        .args(["--server", &addr, "--warmup", "1", "--duration", "1.2"])
+        .args(["--rate", "2000", "--connections", "2", "--keys", "100"])
+        .output()
+        .expect("run corecache-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('[')).collect();
+    assert!(lines.len() >= 2, "progress lines:\n{stderr}");
+    assert!(lines[0].contains(" warmup "), "{stderr}");
+    assert!(lines[1].contains(" run "), "{stderr}");
+    for line in &lines {
+        let ops: u64 = line
+            .split("ops/s")
+            .next()
+            .and_then(|head| head.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("ops/s in {line:?}"));
+        // A last line may fall in the drain, after the sending stopped.
+        assert!(ops > 0 || line.contains(" drain "), "{line}");
+        let steal = line
+            .rsplit_once("steal ")
+            .and_then(|(_, tail)| tail.strip_suffix(" ms"))
+            .unwrap_or_else(|| panic!("steal in {line:?}"));
+        assert!(steal.parse::<u64>().is_ok(), "{line}");
+    }
+}
+
 /// A server that never answers: the open-loop backlog stays bounded (drops are counted), the
 /// requests in flight end as timeouts, and the bench exits with status 2 rather than reporting
 /// a clean run.

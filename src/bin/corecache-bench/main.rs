@@ -237,6 +237,9 @@ fn report_progress(
         progress.hits.load(Ordering::Relaxed),
     );
     let mut tick = 1u32;
+    // Steal per second for the progress line: which second the host took, if it took any.
+    let ticks_per_sec = host::ticks_per_sec();
+    let mut steal_last = Steal::sample();
     while handles.iter().any(|h| !h.is_finished()) {
         let next = start + Duration::from_secs(u64::from(tick));
         let now = Instant::now();
@@ -266,9 +269,15 @@ fn report_progress(
         } else {
             "drain"
         };
+        let steal_now = Steal::sample();
+        let steal_ms = match (&steal_last, &steal_now) {
+            (Some(a), Some(b)) => format!("{}", a.until(b, ticks_per_sec).total_ms()),
+            _ => "-".to_string(),
+        };
+        steal_last = steal_now;
         if !args.quiet {
             eprintln!(
-                "[{:>4.0}s] {:<6} {:>10} ops/s  hit {}  errors {}  drops {}",
+                "[{:>4.0}s] {:<6} {:>10} ops/s  hit {}  errors {}  drops {}  steal {} ms",
                 elapsed.as_secs_f64(),
                 phase,
                 ops - last.0,
@@ -279,7 +288,8 @@ fn report_progress(
                     "-".to_string()
                 },
                 progress.errors.load(Ordering::Relaxed),
-                progress.drops.load(Ordering::Relaxed)
+                progress.drops.load(Ordering::Relaxed),
+                steal_ms
             );
         }
         last = (ops, keys, hits);
