@@ -18,7 +18,7 @@
 # Usage: tuning/same-host.sh [--reps N] [--duration S] [--shapes "T:C T:C ..."] [--binary]
 #        [--servers "NAME ..."] [--out DIR]   (--binary: memcaslap -B, the binary protocol)
 # Environment: CORECACHE (default target/release/corecache), CORECACHE_ARGS (more flags for
-# every corecache run, e.g. "--io-backend epoll"), MEMCACHED (default: on PATH), MEMCASLAP
+# every corecache run, e.g. "--io-backend epoll"), MEMCACHED (on PATH, else apt-get), MEMCASLAP
 # (default: on PATH). Both come from Debian (memcached, libmemcached-tools).
 set -euo pipefail
 
@@ -44,11 +44,13 @@ while [[ $# -gt 0 ]]; do
 done
 
 CORECACHE=${CORECACHE:-target/release/corecache}
-MEMCACHED=${MEMCACHED:-$(command -v memcached || true)}
 MEMCASLAP=${MEMCASLAP:-$(command -v memcaslap || true)}
-[[ -x $CORECACHE ]] || { echo "no $CORECACHE: cargo build --release" >&2; exit 1; }
-[[ -n $MEMCACHED && -n $MEMCASLAP ]] || {
-    echo "needs memcached and memcaslap: apt-get install memcached libmemcached-tools" >&2; exit 1; }
+TOOL=same-host
+# shellcheck source=tuning/servers.sh
+source "$ROOT/tuning/servers.sh" # free_port, cpu_ticks, find_memcached, die
+[[ -x $CORECACHE ]] || die "no $CORECACHE: cargo build --release"
+find_memcached
+[[ -n $MEMCASLAP ]] || die "needs memcaslap: apt-get install libmemcached-tools"
 
 server_cmd() {
     case $1 in
@@ -66,9 +68,7 @@ for server in "${SERVERS[@]}"; do
 done
 [[ " ${SERVERS[*]} " == *" memcached "* ]] || { echo "--servers must include memcached" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 csw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/ {s += $2} END {print s+0}'; }
-ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -83,9 +83,9 @@ for rep in $(seq "$REPS"); do
             $(server_cmd "$server") -p "$port" -l 127.0.0.1 >/dev/null 2>&1 &
             pid=$!
             for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.02; done
-            t0=$(ticks "$pid") c0=$(csw "$pid")
+            t0=$(cpu_ticks "$pid") c0=$(csw "$pid")
             out=$("$MEMCASLAP" -s 127.0.0.1:"$port" -t "${DURATION}s" -T "$threads" -c "$conns" ${PROTOCOL[@]+"${PROTOCOL[@]}"} 2>&1 || true)
-            t1=$(ticks "$pid") c1=$(csw "$pid")
+            t1=$(cpu_ticks "$pid") c1=$(csw "$pid")
             kill "$pid"; wait "$pid" 2>/dev/null || true
             ops=$(awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "Ops:") print $(i+1)}' <<<"$out" | tail -1)
             tps=$(awk '/^Run time/ {for (i = 1; i <= NF; i++) if ($i == "TPS:") print $(i+1)}' <<<"$out" | tail -1)

@@ -17,8 +17,8 @@
 # run with a 100 ms tail and 100 ms of steal lost that time to the hypervisor, not the server).
 #
 # Usage: tuning/sched-policy.sh [--reps N] [--duration S] [--settings "same-host hogs burst"]
-# Environment: CORECACHE, BENCH (target/release/...), MEMCACHED (on PATH), RATE_SAME, RATE_HOGS,
-# RATE_BURST, SERVER_CPU, CLIENT_CPU.
+# Environment: CORECACHE, BENCH (target/release/...), MEMCACHED (on PATH, else apt-get),
+# RATE_SAME, RATE_HOGS, RATE_BURST, SERVER_CPU, CLIENT_CPU.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -30,26 +30,27 @@ while [[ $# -gt 0 ]]; do
         --reps) REPS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --settings) SETTINGS=$2; shift 2 ;;
-        *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 CORECACHE=${CORECACHE:-target/release/corecache}
 BENCH=${BENCH:-target/release/corecache-bench}
-MEMCACHED=${MEMCACHED:-$(command -v memcached || true)}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
-[[ -x $CORECACHE && -x $BENCH ]] || { echo "cargo build --release first" >&2; exit 1; }
-[[ -n $MEMCACHED ]] || { echo "needs memcached (apt-get install memcached)" >&2; exit 1; }
+TOOL=sched-policy
+# shellcheck source=tuning/servers.sh
+source "$ROOT/tuning/servers.sh" # free_port, cpu_ticks, find_memcached, die
+[[ -x $CORECACHE && -x $BENCH ]] || die "cargo build --release first"
+find_memcached
 
 WORK=$(mktemp -d)
 NEIGHBOURS=()
+# Replaces servers.sh's cleanup: this script starts its servers itself, and neighbours.
 cleanup() {
     for p in "${NEIGHBOURS[@]}"; do kill "$p" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 HZ=$(getconf CLK_TCK)
 
 # run SETTING SERVER PIN_SERVER PIN_BENCH RATE SERVER-COMMAND...
@@ -61,10 +62,10 @@ run() {
     $pin_server "$@" -p "$port" -l 127.0.0.1 >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.02; done
-    t0=$(ticks "$pid")
+    t0=$(cpu_ticks "$pid")
     out=$($pin_bench "$BENCH" --server 127.0.0.1:"$port" --json --quiet --threads 1 --connections 50 \
         --rate "$rate" --keys 10000 --prefill --warmup 1 --duration "$DURATION")
-    t1=$(ticks "$pid")
+    t1=$(cpu_ticks "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     python3 -c '
 import json, sys
