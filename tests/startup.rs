@@ -835,9 +835,9 @@ type PolicyCase = (
     &'static str,
 );
 
-/// `--sched-policy`: shard threads run under SCHED_BATCH by default and SCHED_OTHER with
-/// `normal` (also when started under SCHED_BATCH); a policy set from outside that is neither,
-/// SCHED_IDLE here, is kept. The other threads keep what they started with. `stats settings`
+/// `--sched-policy`: without it shard threads keep the policy the process started with;
+/// `batch` moves them from SCHED_OTHER to SCHED_BATCH and `normal` from SCHED_BATCH to
+/// SCHED_OTHER; a policy set from outside that is neither, SCHED_IDLE here, is kept. The other threads keep what they started with. `stats settings`
 /// names the answering shard's policy.
 #[test]
 fn shard_threads_run_under_the_sched_policy() {
