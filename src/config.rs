@@ -145,9 +145,10 @@ pub struct Args {
         value_parser = clap::value_parser!(i32).range(-1..=65535)
     )]
     pub port: Option<i32>,
-    /// Addresses to listen on, comma-separated; each may carry its own `:port`.
-    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
-    pub listen: String,
+    /// Addresses to listen on, comma-separated; each may carry its own `:port` [default:
+    /// 127.0.0.1].
+    #[arg(short = 'l', long = "listen")]
+    pub listen: Option<String>,
     /// Item memory in megabytes, split evenly across shards.
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
     pub memory_limit_mb: u64,
@@ -310,8 +311,9 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Per `listen` address: given as `notls:<ip>[:<port>]`, so it stays plain under `-Z`.
     pub listen_notls: Vec<bool>,
-    /// `-l` as typed (memcached names the whole list when it refuses one of them).
-    pub listen_arg: String,
+    /// `-l` as typed, if it was (memcached names the whole list when it refuses one of them,
+    /// and the port when no `-l` was given).
+    pub listen_arg: Option<String>,
     /// `-Z`: TLS on the TCP listeners (not on `notls:` ones, UNIX sockets or UDP).
     pub tls_enabled: bool,
     /// `-o ssl_*` as given (checked and used by `runtime::tls`).
@@ -433,6 +435,10 @@ pub const REQS_PER_EVENT_DEFAULT: u32 = 200;
 /// `-p` unless given (memcached's port).
 pub const PORT_DEFAULT: i32 = 11211;
 
+/// `-l` unless given. memcached listens on every interface by default; a cache has no
+/// access control of its own, so corecache stays on loopback until told otherwise.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1";
+
 /// The largest `-t`: shard ids are `u16` and the mesh has one queue per ordered pair of shards.
 pub const SHARD_COUNT_MAX: u16 = 256;
 
@@ -470,15 +476,16 @@ impl Config {
         let port = u16::try_from(tcp_port.max(0)).unwrap_or(0);
         // With a UNIX socket no TCP socket is opened, so `-l` only shows in `stats settings`
         // (as in memcached, which does not look at it then).
+        let listen_text = a.listen.as_deref().unwrap_or(LISTEN_DEFAULT);
         let (listen, listen_notls) = match unix_socket {
-            Some(_) => parse_listen(&a.listen, port).unwrap_or_default(),
-            None => parse_listen(&a.listen, port)?,
+            Some(_) => parse_listen(listen_text, port).unwrap_or_default(),
+            None => parse_listen(listen_text, port)?,
         };
         // UDP on the same addresses (`-U -1` picks a free port); none with `-U 0` or `-s`.
         // Datagrams are never TLS, `notls:` or not.
         let udp_listen = match (&unix_socket, a.udp_port) {
             (None, udp_port) if udp_port != 0 => {
-                parse_listen(&a.listen, u16::try_from(udp_port.max(0)).unwrap_or(0))?.0
+                parse_listen(listen_text, u16::try_from(udp_port.max(0)).unwrap_or(0))?.0
             }
             _ => Vec::new(),
         };
@@ -1331,6 +1338,9 @@ mod tests {
                 "127.0.0.2:999".parse().unwrap()
             ]
         );
+        // Kept as typed, for memcached's listen-failure message; absent when not given.
+        assert_eq!(c.listen_arg.as_deref(), Some("127.0.0.1,127.0.0.2:999"));
+        assert_eq!(cfg(&["-p", "0"]).unwrap().listen_arg, None);
     }
 
     #[test]

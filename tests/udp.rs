@@ -498,23 +498,21 @@ fn stats_show_the_udp_port_and_count_udp_traffic() {
     });
 }
 
-/// corecache only: a UDP port another socket holds fails startup with a one-line reason.
+/// A UDP port another socket holds fails startup with memcached's status and one-line reason.
 #[test]
 fn a_taken_udp_port_fails_startup() {
-    if skip_in_memcached_mode("corecache's own message") {
-        return;
-    }
     let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corecache"))
+    let out = common::server_command()
         .args(["-l", "127.0.0.1", "-p", "0", "-t", "2", "-U", &port])
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     // sysexits' EX_OSERR, as for a TCP port in use.
     assert_eq!(out.status.code(), Some(71), "{:?}", out.status);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("cannot listen on UDP 127.0.0.1:{port}")) && err.contains("in use"),
+        err.contains("failed to listen on one of interface(s) 127.0.0.1: Address already in use\n"),
         "{err}"
     );
     assert!(out.stdout.is_empty(), "nothing announced");

@@ -30,6 +30,7 @@ use std::io::Read;
 
 use super::connection::AuthWait;
 use super::core::{push_reply, Core, PARSE_BUDGET};
+use super::strerror;
 use crate::protocol::auth::{
     auth_line, credentials, AuthLine, AuthTable, AUTH_BLOCK_MAX, CLIENT_ERROR_AUTH_FAILURE,
     CLIENT_ERROR_BAD_TERMINATION, CLIENT_ERROR_BAD_TOKEN, CLIENT_ERROR_UNAUTHENTICATED,
@@ -56,15 +57,6 @@ pub fn load(path: &str) -> Result<AuthTable, String> {
     let _ = file.take(FILE_READ_MAX).read_to_end(&mut data);
     AuthTable::parse(&data, size)
         .map_err(|_| format!("Authfile [{path}] has a malformed entry. Should be 'user:password'"))
-}
-
-/// The C library's words for an error (`strerror`), without Rust's `(os error N)`.
-fn strerror(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 impl Core {

@@ -295,11 +295,31 @@ impl From<String> for StartupError {
 }
 
 /// A socket that cannot be listened on.
+/// The C library's words for an error (`strerror`), without Rust's `(os error N)`: what
+/// memcached prints after a failed call.
+pub(crate) fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 fn listen_failure(message: String) -> StartupError {
     StartupError {
         message,
         exit_code: EX_OSERR,
     }
+}
+
+/// A TCP or UDP socket that could not be bound, in memcached's words: the `-l` list as given,
+/// or the port when there was none, then the C library's reason.
+fn bind_failure(config: &Config, transport: &str, port: i32, e: &std::io::Error) -> StartupError {
+    let what = match &config.listen_arg {
+        Some(list) => format!("one of interface(s) {list}"),
+        None => format!("{transport} port {port}"),
+    };
+    listen_failure(format!("failed to listen on {what}: {}", strerror(e)))
 }
 
 /// Starts every executor, prints `listening` lines, and serves until SIGTERM or SIGINT.
@@ -337,7 +357,7 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
     if !config.tls_enabled && config.unix_socket.is_none() && config.listen_notls.contains(&true) {
         return Err(listen_failure(format!(
             "'notls' option is valid only when SSL is enabled; failed to listen on one of interface(s) {}",
-            config.listen_arg
+            config.listen_arg.as_deref().unwrap_or(crate::config::LISTEN_DEFAULT)
         )));
     }
 
@@ -352,7 +372,7 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
     };
     for (i, &addr) in tcp.iter().enumerate() {
         let (group, actual) = listener::bind_group(addr, shard_count, config.listen_backlog)
-            .map_err(|e| listen_failure(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| bind_failure(&config, "TCP", config.port, &e))?;
         let speaks_tls =
             config.tls_enabled && !config.listen_notls.get(i).copied().unwrap_or(false);
         for (core, l) in group.into_iter().enumerate() {
@@ -365,7 +385,7 @@ pub fn run(mut config: Config) -> Result<(), StartupError> {
     let mut udp_bound = Vec::new();
     for &addr in &config.udp_listen {
         let (group, actual) = listener::bind_udp_group(addr, shard_count)
-            .map_err(|e| listen_failure(format!("cannot listen on UDP {addr}: {e}")))?;
+            .map_err(|e| bind_failure(&config, "UDP", config.udp_port, &e))?;
         for (core, s) in group.into_iter().enumerate() {
             per_core_udp[core].push(s);
         }
@@ -440,7 +460,12 @@ fn serve(
     if let Some(path) = &config.unix_socket {
         // Still one thread: the umask swap around bind(2) affects no one else.
         let group = listener::bind_unix(path, config.unix_mask, shard_count, config.listen_backlog)
-            .map_err(|e| listen_failure(format!("failed to listen on UNIX socket: {path}: {e}")))?;
+            .map_err(|e| {
+                listen_failure(format!(
+                    "failed to listen on UNIX socket: {path}: {}",
+                    strerror(&e)
+                ))
+            })?;
         for (core, l) in group.into_iter().enumerate() {
             per_core[core].push(Listener::Unix(l));
         }

@@ -52,7 +52,7 @@ use rustls::{
 
 use super::connection::Conn;
 use super::core::Core;
-use super::StartupError;
+use super::{strerror, StartupError};
 use crate::clock::{Instant32, START};
 use crate::config::TlsOptions;
 
@@ -217,14 +217,6 @@ fn read_file(s: &TlsSettings, path: &str) -> Result<Vec<u8>, String> {
         return Err(format!("larger than {FILE_BYTES_MAX} bytes"));
     }
     Ok(data)
-}
-
-fn strerror(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 /// The certificates of a PEM file, at least one.
