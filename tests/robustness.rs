@@ -188,6 +188,64 @@ fn client_that_never_reads_cannot_grow_memory() {
     });
 }
 
+/// Connections that once carried large values keep no large buffers while idle: 100 clients
+/// each store a 300 KB value (text `set` or meta `ms`, sent in pieces) and read a 500 KB one,
+/// then stay connected. What the server holds for their input and replies afterwards (its
+/// `stats`) is a few megabytes, not the 80 MB it would be if each connection kept the buffers
+/// those values grew (memcached reads values straight into items and keeps none either).
+#[test]
+fn idle_connections_keep_no_large_buffers() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let big = vec![b'g'; 500_000];
+        store(&mut c, "big", &big);
+        let mut reply = b"VALUE big 0 500000\r\n".to_vec();
+        reply.extend_from_slice(&big);
+        reply.extend_from_slice(b"\r\nEND\r\n");
+        let value = vec![b's'; 300_000];
+        let mut idle = Vec::new();
+        for i in 0..100 {
+            let mut conn = server.connect();
+            let mut req = if i % 2 == 0 {
+                format!("set k{i} 0 0 {}\r\n", value.len()).into_bytes()
+            } else {
+                format!("ms k{i} {}\r\n", value.len()).into_bytes()
+            };
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n");
+            // In pieces, so the value arrives over several reads.
+            for piece in req.chunks(64 * 1024) {
+                conn.send(piece);
+            }
+            conn.read_exact_reply(if i % 2 == 0 { b"STORED\r\n" } else { b"HD\r\n" });
+            conn.roundtrip(b"get big\r\n", &reply);
+            idle.push(conn);
+        }
+        // Every value arrived whole.
+        let mut check = format!("VALUE k99 0 {}\r\n", value.len()).into_bytes();
+        check.extend_from_slice(&value);
+        check.extend_from_slice(b"\r\nEND\r\n");
+        c.roundtrip(b"get k99\r\n", &check);
+        let stats = server.stats();
+        let held = stat_u64(&stats, "read_buf_bytes") + stat_u64(&stats, "response_obj_bytes");
+        eprintln!(
+            "idle: read_buf_bytes {} (free {}), response_obj_bytes {}",
+            stat_u64(&stats, "read_buf_bytes"),
+            stat_u64(&stats, "read_buf_bytes_free"),
+            stat_u64(&stats, "response_obj_bytes")
+        );
+        assert!(
+            held < 8 * MB,
+            "{held} bytes of buffers held for idle connections"
+        );
+        // The free input bytes are at most one large buffer per shard.
+        let shards: u64 = args[1].parse().unwrap();
+        assert!(stat_u64(&stats, "read_buf_bytes_free") <= shards * 2 * MB);
+        drop(idle);
+    });
+}
+
 /// One `get` naming a 1 MB value 400 times asks for 400 MB of reply (a get line may hold a
 /// megabyte of keys). The server answers it as the client reads instead of building the whole
 /// reply first: memory stays bounded while the client does not read, and every value arrives

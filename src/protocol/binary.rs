@@ -378,6 +378,13 @@ fn store_op(opcode: u8) -> StoreOp {
     }
 }
 
+/// The whole length of the frame `buf` starts with, once its header is complete (what
+/// `body_len` says; a hint of how much input to make room for, bounded by the caller).
+pub fn pending_len(buf: &[u8]) -> Option<usize> {
+    let h = parse_header(buf)?;
+    HEADER_LEN.checked_add(usize::try_from(h.body_len).ok()?)
+}
+
 /// Parses one frame from the start of `buf`: the request and the bytes it used.
 pub fn parse<'a>(
     buf: &'a [u8],
@@ -707,6 +714,15 @@ mod tests {
             request(opcode::STAT, 11, 0, &[], b"items", &[]),
             request(opcode::QUITQ, 12, 0, &[], &[], &[]),
         ]
+    }
+
+    #[test]
+    fn pending_len_is_the_header_and_its_body() {
+        let mut frame = vec![0u8; HEADER_LEN];
+        frame[0] = 0x80;
+        frame[8..12].copy_from_slice(&70_000u32.to_be_bytes());
+        assert_eq!(pending_len(&frame), Some(HEADER_LEN + 70_000));
+        assert_eq!(pending_len(&frame[..HEADER_LEN - 1]), None);
     }
 
     #[test]

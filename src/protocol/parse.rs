@@ -71,6 +71,26 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Request<'a>, usize),
     parse_line(buf, line, line_len, limits)
 }
 
+/// The whole length (command line, data block and its CRLF) of the storage request `buf`
+/// starts with, once its command line is complete: a text `set`, `add`, `replace`, `append`,
+/// `prepend` or `cas`, or a meta `ms`. Only a hint of how much input to make room for while
+/// the data block arrives: the request is not checked, and the caller bounds what it reserves.
+pub fn pending_len(buf: &[u8]) -> Option<usize> {
+    let newline = find_byte(buf, b'\n')?;
+    let end = match newline.checked_sub(1) {
+        Some(cr) if buf.get(cr) == Some(&b'\r') => cr,
+        _ => newline,
+    };
+    let tokens = Tokens::collect(Tokenizer::new(buf.get(..end)?));
+    let bytes = match tokens.get(0) {
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => tokens.get(4),
+        b"ms" => tokens.get(2),
+        _ => return None,
+    };
+    let bytes = usize::try_from(strtol_i32(bytes)?).ok()?;
+    newline.checked_add(1)?.checked_add(bytes)?.checked_add(2)
+}
+
 /// The first `needle` in `haystack`, eight bytes at a time (SWAR; `naive_find_byte` in the tests
 /// is the reference).
 pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
@@ -999,6 +1019,21 @@ mod tests {
 
     /// Asserts a rejection that consumes the whole buffer, keeps the connection and swallows
     /// nothing.
+    #[test]
+    fn pending_len_reads_the_block_length_of_storage_requests() {
+        assert_eq!(pending_len(b"set k 0 0 100000\r\nabc"), Some(18 + 100_002));
+        assert_eq!(pending_len(b"cas k 0 0 5 7 noreply\r\n"), Some(23 + 7));
+        assert_eq!(pending_len(b"append k 0 0 3\n"), Some(15 + 5));
+        assert_eq!(pending_len(b"ms k 70000 T0\r\nxy"), Some(15 + 70_002));
+        // No whole line yet, no storage command, or no usable length: no hint.
+        assert_eq!(pending_len(b"set k 0 0 100000"), None);
+        assert_eq!(pending_len(b"get k\r\n"), None);
+        assert_eq!(pending_len(b"set k 0 0 -1\r\n"), None);
+        assert_eq!(pending_len(b"set k 0 0 x\r\n"), None);
+        assert_eq!(pending_len(b"ms k\r\n"), None);
+        assert_eq!(pending_len(b"\r\n"), None);
+    }
+
     #[test]
     fn http_requests_are_hung_up_on_without_a_reply() {
         for line in [

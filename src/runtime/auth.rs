@@ -157,7 +157,7 @@ impl Core {
             push_reply(conn, &mut self.pool, reply);
             self.mark_dirty(idx);
         }
-        self.finish_input(idx, rbuf, pos, |_, _| held_back);
+        self.finish_input(idx, rbuf, pos, 0, |_, _| held_back);
         self.conn(idx)
             .is_some_and(|c| c.auth.is_none() && !c.closing && !c.rbuf.is_empty())
     }

@@ -57,6 +57,8 @@ impl Core {
         let mut limits = self.limits_for(udp);
         let sasl = self.shared.config.sasl_pwdb.is_some();
         let mut requests = 0;
+        // The length of the incomplete frame left at the end, when its header is in.
+        let mut want = 0;
         while pos < rbuf.len() {
             if pos >= PARSE_BUDGET || requests >= self.reqs_per_event {
                 self.conn_yields += 1;
@@ -94,7 +96,10 @@ impl Core {
                         self.udp_dispatched(idx);
                     }
                 }
-                Err(BinaryError::Incomplete) => break,
+                Err(BinaryError::Incomplete) => {
+                    want = binary::pending_len(&rbuf[pos..]).unwrap_or(0);
+                    break;
+                }
                 Err(BinaryError::Invalid(rej)) => {
                     requests += 1;
                     if udp {
@@ -126,7 +131,7 @@ impl Core {
         }
         // A whole frame left unparsed (budget or backpressure) must be come back to, even
         // after EOF; a partial one never completes once the peer has stopped sending.
-        self.finish_input(idx, rbuf, pos, |rest, conn| {
+        self.finish_input(idx, rbuf, pos, want, |rest, conn| {
             !rest.is_empty()
                 && conn.swallow == 0
                 && !conn.closing

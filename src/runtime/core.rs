@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admin;
-use super::connection::{BufPool, Conn, GetRest, Slot, SlotKind, GET_RUN_KEYS};
+use super::connection::{
+    BufPool, Conn, GetRest, LargeBufs, Slot, SlotKind, BUF_KEEP_BYTES, GET_RUN_KEYS,
+};
 use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -22,7 +24,7 @@ use super::udp::Udp;
 use super::Shared;
 use crate::clock::Instant32;
 use crate::protocol::meta::MetaVerb;
-use crate::protocol::parse::{find_byte, parse};
+use crate::protocol::parse::{find_byte, parse, pending_len};
 use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
 use crate::router::{key_hash, shard_of};
 use crate::shard::Shard;
@@ -34,6 +36,10 @@ const INBOUND_PER_TURN: usize = 16;
 /// Bytes parsed from one connection per turn before moving on (fairness between clients).
 /// Requests are bounded too, by `-R` (`Core::reqs_per_event`).
 pub(super) const PARSE_BUDGET: usize = 256 * 1024;
+/// Input left incomplete is looked at for the length of the request it begins (so that a large
+/// value's buffer is sized once) only from this many bytes: a small request cut short by a
+/// read costs no second look.
+const PENDING_HINT_MIN: usize = 1024;
 
 /// What a backend should do with a connection after feeding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +95,8 @@ pub struct Core {
     crawl_slice_at: Option<Instant>,
     /// Reply buffers for slots.
     pub(super) pool: BufPool,
+    /// Input buffers large values grew, for the next large values (see [`LargeBufs`]).
+    large_rbufs: LargeBufs,
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
     warm_previous: Vec<u64>,
     warm_spare: Vec<u64>,
@@ -308,6 +316,7 @@ impl Core {
             last_crawl: Instant32(0),
             crawl_slice_at: None,
             pool: BufPool::default(),
+            large_rbufs: LargeBufs::default(),
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
             metadumps: Vec::new(),
@@ -339,10 +348,11 @@ impl Core {
     }
 
     /// Memory of this core's connection buffers for `stats`: (input buffers, their bytes,
-    /// reply buffers, their bytes), counting only buffers that hold an allocation. Reply
-    /// buffers are the connections' output, their slots' and the pool's.
-    pub fn buffer_stats(&self) -> [u64; 4] {
-        let mut held = [0u64; 4];
+    /// reply buffers, their bytes, bytes of input buffers no connection holds), counting only
+    /// buffers that hold an allocation. Input buffers are the connections' and the core's
+    /// spare large one; reply buffers are the connections' output, their slots' and the pool's.
+    pub fn buffer_stats(&self) -> [u64; 5] {
+        let mut held = [0u64; 5];
         let mut count = |i: usize, capacity: usize| {
             if capacity > 0 {
                 held[i] += 1;
@@ -356,6 +366,9 @@ impl Core {
                 count(2, slot.buf.capacity());
             }
         }
+        held[0] += self.large_rbufs.count() as u64;
+        held[1] += self.large_rbufs.bytes() as u64;
+        held[4] = self.large_rbufs.bytes() as u64;
         let (pooled, pooled_bytes) = self.pool.held();
         held[2] += pooled;
         held[3] += pooled_bytes;
@@ -505,6 +518,14 @@ impl Core {
             if c.tls.is_some() {
                 return self.input_tls(idx, data);
             }
+            let len = c.rbuf.len() + data.len();
+            if len > c.rbuf.capacity() && len > BUF_KEEP_BYTES {
+                if let Some(mut large) = self.large_rbufs.take(len) {
+                    large.extend_from_slice(&c.rbuf);
+                    let small = std::mem::replace(&mut c.rbuf, large);
+                    self.large_rbufs.give(small);
+                }
+            }
             c.rbuf.extend_from_slice(data);
         }
         self.bytes_read += data.len() as u64;
@@ -647,6 +668,8 @@ impl Core {
         // Whether input was left unparsed for a reason other than "incomplete": a budget or
         // backpressure. Such input must be come back to; an incomplete request at EOF is not.
         let mut held_back = false;
+        // The length of the incomplete request left at the end, when known and large.
+        let mut want = 0;
         let mut requests = 0;
         // memcached's reply stack: requests of this pass whose replies are not flushed yet.
         let mut stacked = false;
@@ -708,7 +731,13 @@ impl Core {
                         break;
                     }
                 }
-                Err(ParseError::Incomplete) => break,
+                Err(ParseError::Incomplete) => {
+                    // Maybe a large data block on its way: make room for all of it at once.
+                    if rbuf.len() - pos >= PENDING_HINT_MIN {
+                        want = pending_len(&rbuf[pos..]).unwrap_or(0);
+                    }
+                    break;
+                }
                 Err(ParseError::Invalid(rej)) => {
                     requests += 1;
                     stacked = true;
@@ -736,7 +765,7 @@ impl Core {
                 }
             }
         }
-        self.finish_input(idx, rbuf, pos, |_, _| held_back)
+        self.finish_input(idx, rbuf, pos, want, |_, _| held_back)
     }
 
     /// Answers the next run of a long retrieval: `input` starts with the rest of its keys.
@@ -784,27 +813,50 @@ impl Core {
 
     /// Ends a parse pass (text or binary): drops the `pos` bytes parsed, gives the rest back to
     /// the connection, and records whether it was held back (must be come back to, even after
-    /// EOF) as `held_back` decides from the remaining bytes.
+    /// EOF) as `held_back` decides from the remaining bytes. `want` is the length of the
+    /// incomplete request the rest begins, when known (else 0): a large one gets room for all
+    /// of it now, rather than a buffer that doubles (and copies) as its data arrives.
     pub(super) fn finish_input(
         &mut self,
         idx: u32,
         mut rbuf: Vec<u8>,
         pos: usize,
+        want: usize,
         held_back: impl FnOnce(&[u8], &Conn) -> bool,
     ) -> ConnAction {
         rbuf.drain(..pos.min(rbuf.len()));
+        let want = want.min(self.rbuf_max);
+        if want > BUF_KEEP_BYTES && want > rbuf.capacity() {
+            if let Some(mut large) = self.large_rbufs.take(want) {
+                large.extend_from_slice(&rbuf);
+                let small = std::mem::replace(&mut rbuf, large);
+                self.large_rbufs.give(small);
+            } else {
+                rbuf.reserve_exact(want - rbuf.len());
+            }
+        }
         let now = self.now.0;
         let Some(conn) = self.conn_mut(idx) else {
             return ConnAction::Close;
         };
         conn.last_cmd = now;
         conn.held_back = held_back(&rbuf, conn);
-        conn.rbuf = rbuf;
-        if conn.rbuf.capacity() > 2 * PARSE_BUDGET && conn.rbuf.len() < PARSE_BUDGET / 4 {
-            conn.rbuf.shrink_to(PARSE_BUDGET / 4);
+        // A buffer a large value grew is not kept once that value is parsed: the core keeps
+        // it for the next large value if it has room (see `LargeBufs`).
+        let mut released = None;
+        if rbuf.capacity() > BUF_KEEP_BYTES && rbuf.is_empty() {
+            released = Some(rbuf);
+        } else {
+            conn.rbuf = rbuf;
+            if conn.rbuf.capacity() > BUF_KEEP_BYTES && conn.rbuf.len() <= BUF_KEEP_BYTES / 2 {
+                conn.rbuf.shrink_to(BUF_KEEP_BYTES);
+            }
         }
         if conn.closing {
             self.mark_dirty(idx);
+        }
+        if let Some(rbuf) = released {
+            self.large_rbufs.give(rbuf);
         }
         ConnAction::Keep
     }

@@ -33,12 +33,13 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
     let st = core.shard.store().stats();
     match kind {
         StatsKind::General => {
-            let [read_bufs, read_bytes, reply_bufs, reply_bytes] = core.buffer_stats();
+            let [read_bufs, read_bytes, reply_bufs, reply_bytes, read_free] = core.buffer_stats();
             for (name, v) in [
                 ("response_obj_count", reply_bufs),
                 ("response_obj_bytes", reply_bytes),
                 ("read_buf_count", read_bufs),
                 ("read_buf_bytes", read_bytes),
+                ("read_buf_bytes_free", read_free),
                 ("cmd_get", st.cmd_get),
                 ("cmd_set", st.cmd_set),
                 ("cmd_touch", st.cmd_touch),
@@ -485,6 +486,7 @@ const INPUTS: &[&str] = &[
     "response_obj_bytes",
     "read_buf_count",
     "read_buf_bytes",
+    "read_buf_bytes_free",
     "bytes_read",
     "bytes_written",
     "slabs_moved",
@@ -522,13 +524,13 @@ fn general(shared: &Shared, now: Instant32, sums: &[(String, u64)], out: &mut Ve
         compose::stat(out, name, load(v) + plus);
     }
     // Buffer memory. Allocation failure aborts the process, so there is never an `oom` to
-    // count; input buffers belong to their connections, so none wait free.
+    // count. The free input bytes are each core's spare large input buffer.
     compose::stat(out, "response_obj_oom", 0);
     compose::stat(out, "response_obj_count", get("response_obj_count"));
     compose::stat(out, "response_obj_bytes", get("response_obj_bytes"));
     compose::stat(out, "read_buf_count", get("read_buf_count"));
     compose::stat(out, "read_buf_bytes", get("read_buf_bytes"));
-    compose::stat(out, "read_buf_bytes_free", 0);
+    compose::stat(out, "read_buf_bytes_free", get("read_buf_bytes_free"));
     compose::stat(out, "read_buf_oom", 0);
     compose::stat(
         out,

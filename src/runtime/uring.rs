@@ -20,13 +20,15 @@ use super::backend::{
     is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
     TOO_MANY_CONNECTIONS,
 };
-use super::connection::{should_close, Stalled};
+use super::connection::{should_close, Stalled, BUF_KEEP_BYTES};
 use super::core::Core;
 use super::listener::Listener;
 use crate::config::Config;
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 1024;
+/// Most emptied reply buffers kept for the next flush (see `Loop::spare`).
+const SPARE_BUFS_MAX: usize = 64;
 /// Completion queue entries per ring.
 const CQ_ENTRIES: u32 = 8192;
 /// Provided receive buffers per core (a power of two) and the size of each: 1 MiB in all.
@@ -188,6 +190,8 @@ struct Loop {
     /// for their capacity.
     taken: Vec<u32>,
     group_ends: VecDeque<usize>,
+    /// Emptied reply buffers a connection takes as its next `out` when its current one goes
+    /// to the kernel: at most [`SPARE_BUFS_MAX`], none over [`BUF_KEEP_BYTES`].
     spare: Vec<Vec<u8>>,
     buffers_returned: bool,
     wakes: Vec<u16>,
@@ -749,7 +753,7 @@ impl Loop {
     }
 
     fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.spare.len() < 64 && buf.capacity() <= 1 << 20 {
+        if self.spare.len() < SPARE_BUFS_MAX && buf.capacity() <= BUF_KEEP_BYTES {
             buf.clear();
             self.spare.push(buf);
         }
