@@ -350,7 +350,8 @@ impl Core {
     /// Memory of this core's connection buffers for `stats`: (input buffers, their bytes,
     /// reply buffers, their bytes, bytes of input buffers no connection holds), counting only
     /// buffers that hold an allocation. Input buffers are the connections' and the core's
-    /// spare large one; reply buffers are the connections' output, their slots' and the pool's.
+    /// reserve of large ones; reply buffers are the connections' output, their slots' and the
+    /// pool's.
     pub fn buffer_stats(&self) -> [u64; 5] {
         let mut held = [0u64; 5];
         let mut count = |i: usize, capacity: usize| {
