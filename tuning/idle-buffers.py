@@ -11,50 +11,19 @@ Each server runs with one thread and -m 1024 -c 4096; the table is printed and, 
 written there with the command, git revision, kernel and CPU model.
 """
 import argparse
-import os
 import platform
 import socket
 import subprocess
 import time
 
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+from servers import rss_bytes, start_corecache, start_memcached
 
 
 def start(server, corecache):
+    flags = ["-t", "1", "-m", "1024", "-c", "4096"]
     if server == "memcached":
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        cmd = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1",
-               "-m", "1024", "-c", "4096"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]
-        p = subprocess.Popen(cmd)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return p, port
-            except OSError:
-                time.sleep(0.02)
-        p.kill()
-        raise RuntimeError("memcached did not start")
-    backend = server.split("-", 1)[1]
-    p = subprocess.Popen([corecache, "-l", "127.0.0.1", "-p", "0", "-U", "0", "-t", "1",
-                          "-m", "1024", "-c", "4096", "--io-backend", backend],
-                         stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline().strip()
-    if not line.startswith("listening "):
-        p.kill()
-        raise RuntimeError(f"corecache did not start: {line!r}")
-    return p, int(line.rsplit(":", 1)[1])
+        return start_memcached(flags)
+    return start_corecache(corecache, flags + ["--io-backend", server.split("-", 1)[1]])
 
 
 def read_exactly(sock, n):

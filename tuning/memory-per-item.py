@@ -16,45 +16,17 @@ import subprocess
 import sys
 import time
 
+from servers import rss_bytes, start_corecache, start_memcached
+
 BATCH = 100  # keys per pipelined write / multi-get
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+def start_corecache_one(path, memory):
+    return start_corecache(path, ["-t", "1", "-m", str(memory), "--cpus", "1"])
 
 
-def start_corecache(path, memory):
-    p = subprocess.Popen([path, "-l", "127.0.0.1", "-p", "0", "-t", "1", "-m", str(memory),
-                          "--cpus", "1"], stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline().strip()
-    if not line.startswith("listening "):
-        p.kill()
-        raise RuntimeError(f"corecache did not start: {line!r}")
-    return p, int(line.rsplit(":", 1)[1])
-
-
-def start_memcached(memory):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    cmd = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1", "-m", str(memory)]
-    if os.geteuid() == 0:
-        cmd += ["-u", "nobody"]
-    p = subprocess.Popen(["taskset", "-c", "1"] + cmd)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p, port
-        except OSError:
-            time.sleep(0.02)
-    p.kill()
-    raise RuntimeError("memcached did not start")
+def start_memcached_one(memory):
+    return start_memcached(["-t", "1", "-m", str(memory)], cpus=1)
 
 
 def recv_until(sock, buf, marker, count):
@@ -132,9 +104,9 @@ def main():
     a = ap.parse_args()
     rows = []
     for _ in range(a.reps):
-        rows.append(measure("corecache", lambda: start_corecache(a.corecache, a.memory),
+        rows.append(measure("corecache", lambda: start_corecache_one(a.corecache, a.memory),
                             a.items, a.value_size, a.memory))
-        rows.append(measure("memcached", lambda: start_memcached(a.memory),
+        rows.append(measure("memcached", lambda: start_memcached_one(a.memory),
                             a.items, a.value_size, a.memory))
     lines = ["| server | items read back | curr_items | evictions | VmRSS MiB | RSS bytes/item |",
              "| --- | --- | --- | --- | --- | --- |"]
