@@ -60,6 +60,38 @@ pub fn store_cmd_name(verb: StoreVerb) -> &'static str {
     }
 }
 
+/// Writes a retrieval hit's `VALUE` block (`compose::value`'s bytes) for
+/// [`Shard::exec_get_key_to`].
+pub trait ValueOut {
+    /// Appends the block to `out`, or sends what of it it can elsewhere first and appends the
+    /// rest: either way the client receives exactly `compose::value`'s bytes, in order.
+    fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        key: &[u8],
+        client_flags: u32,
+        data: &[u8],
+        cas: Option<u64>,
+    );
+}
+
+/// Copies every block into the reply buffer.
+pub struct CopyValue;
+
+impl ValueOut for CopyValue {
+    #[inline(always)]
+    fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        key: &[u8],
+        client_flags: u32,
+        data: &[u8],
+        cas: Option<u64>,
+    ) {
+        compose::value(out, key, client_flags, data, cas);
+    }
+}
+
 impl Shard {
     /// See [`Store::prefetch_bucket`].
     pub fn prefetch_bucket(&self, key_hash: u64) {
@@ -240,15 +272,33 @@ impl Shard {
         now: Instant32,
         out: &mut Vec<u8>,
     ) {
+        self.exec_get_key_to(verb, touch_to, key, key_hash, now, out, &mut CopyValue);
+    }
+
+    /// [`Shard::exec_get_key`], with the `VALUE` block of a hit written by `values` (which
+    /// may send a large one to the client straight from the item instead of copying it).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn exec_get_key_to(
+        &mut self,
+        verb: GetVerb,
+        touch_to: Option<Instant32>,
+        key: &[u8],
+        key_hash: u64,
+        now: Instant32,
+        out: &mut Vec<u8>,
+        values: &mut impl ValueOut,
+    ) {
         if verb.touches() && self.recorder.is_some() {
             self.logged(key, key_hash, now, |s| {
-                s.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out)
+                s.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out, values)
             });
             return;
         }
-        self.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out);
+        self.exec_get_key_unlogged(verb, touch_to, key, key_hash, now, out, values);
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn exec_get_key_unlogged(
         &mut self,
@@ -258,6 +308,7 @@ impl Shard {
         key_hash: u64,
         now: Instant32,
         out: &mut Vec<u8>,
+        values: &mut impl ValueOut,
     ) {
         let item = if verb.touches() {
             self.store.touch(key, key_hash, touch_to, now)
@@ -278,7 +329,7 @@ impl Shard {
         }
         if let Some(item) = item {
             let cas = verb.with_cas().then_some(item.cas);
-            compose::value(out, item.key, item.client_flags, item.value, cas);
+            values.value(out, item.key, item.client_flags, item.value, cas);
         }
     }
 

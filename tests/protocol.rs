@@ -382,6 +382,84 @@ fn all_byte_values_roundtrip() {
     });
 }
 
+/// Large values, which corecache sends straight from their items while nothing else waits on
+/// the connection, arrive byte for byte in every retrieval form (single and multi-key, with
+/// cas, `gat`, after a small reply in the same batch), and `bytes_written` counts exactly the
+/// bytes the client received.
+#[test]
+fn large_values_arrive_whole_and_are_counted() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        let sizes = [40_000usize, 300_000, 1_000_000 - 100];
+        let values: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| ((j * 7 + i) % 251) as u8).collect())
+            .collect();
+        for (i, v) in values.iter().enumerate() {
+            let mut req = format!("set big{i} {i} 0 {}\r\n", v.len()).into_bytes();
+            req.extend_from_slice(v);
+            req.extend_from_slice(b"\r\n");
+            c.roundtrip(&req, b"STORED\r\n");
+        }
+        let block = |i: usize, cas: Option<&str>| {
+            let mut b = format!("VALUE big{i} {i} {}", values[i].len()).into_bytes();
+            if let Some(cas) = cas {
+                b.extend_from_slice(format!(" {cas}").as_bytes());
+            }
+            b.extend_from_slice(b"\r\n");
+            b.extend_from_slice(&values[i]);
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        let (before, first_stats) = c.stats_raw("");
+        let mut received = 0;
+        for i in 0..values.len() {
+            let want = [block(i, None), b"END\r\n".to_vec()].concat();
+            c.roundtrip(format!("get big{i}\r\n").as_bytes(), &want);
+            received += want.len();
+        }
+        // Several keys, a miss among them.
+        let want = [
+            block(2, None),
+            block(0, None),
+            block(1, None),
+            b"END\r\n".to_vec(),
+        ]
+        .concat();
+        c.roundtrip(b"get big2 nothing big0 big1\r\n", &want);
+        received += want.len();
+        // A small reply first in the same batch: the large one queues behind it.
+        let want = [b"END\r\n".to_vec(), block(1, None), b"END\r\n".to_vec()].concat();
+        c.roundtrip(b"get nothing\r\nget big1\r\n", &want);
+        received += want.len();
+        // With cas, and gat.
+        c.send(b"gets big1\r\n");
+        let head = format!("VALUE big1 1 {} ", values[1].len());
+        let got = c.read_n(head.len()).unwrap();
+        assert_eq!(got, head.as_bytes());
+        let mut cas = Vec::new();
+        loop {
+            let b = c.read_n(1).unwrap();
+            if b == b"\r" {
+                break;
+            }
+            cas.extend_from_slice(&b);
+        }
+        let cas = String::from_utf8(cas).unwrap();
+        let rest = [b"\n".to_vec(), values[1].clone(), b"\r\nEND\r\n".to_vec()].concat();
+        assert!(c.read_n(rest.len()).unwrap() == rest, "gets big1");
+        received += block(1, Some(&cas)).len() + 5;
+        let want = [block(0, None), b"END\r\n".to_vec()].concat();
+        c.roundtrip(b"gat 0 big0\r\n", &want);
+        received += want.len();
+        let (after, _) = c.stats_raw("");
+        let written = stat_u64(&after, "bytes_written") - stat_u64(&before, "bytes_written");
+        assert_eq!(written as usize, first_stats.len() + received);
+    });
+}
+
 /// Item size accounting as memcached 1.6 does it: header 48 bytes + 8 for cas (unless -C) +
 /// 4 for client flags (only when they are non-zero) + key + 1 + value + 2 must fit in `-I`
 /// (default 1 MiB). So with flags 0 the largest value is `item_size_max - 59 - key_len` (with

@@ -111,18 +111,24 @@ pub fn decimal(out: &mut Vec<u8>, n: u64) {
 /// `VALUE <key> <client_flags> <bytes>[ <cas>]\r\n<data>\r\n`: one hit of a retrieval reply.
 pub fn value(out: &mut Vec<u8>, key: &[u8], client_flags: u32, data: &[u8], cas: Option<u64>) {
     out.reserve(key.len().saturating_add(data.len()).saturating_add(64));
+    value_head(out, key, client_flags, data.len(), cas);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The line of a `VALUE` block, before its data: `VALUE <key> <flags> <bytes>[ <cas>]\r\n`.
+#[inline(always)]
+pub fn value_head(out: &mut Vec<u8>, key: &[u8], client_flags: u32, len: usize, cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
     decimal(out, u64::from(client_flags));
     out.push(b' ');
-    decimal(out, data.len() as u64);
+    decimal(out, len as u64);
     if let Some(cas) = cas {
         out.push(b' ');
         decimal(out, cas);
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

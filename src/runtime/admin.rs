@@ -802,7 +802,7 @@ pub(super) mod tests {
             let mut cores = cores(shard_count);
             // About 3.5 MiB of lines in all: many steps per shard.
             let keys = fill(&mut cores, 25_000);
-            let idx = cores[0].open("test".into(), false).unwrap();
+            let idx = cores[0].open("test".into(), false, -1).unwrap();
             cores[0].input_only(idx, b"lru_crawler metadump all\r\nversion\r\n");
             cores[0].process(idx);
             // What follows the dump waits for it, unparsed.
@@ -862,13 +862,13 @@ pub(super) mod tests {
         let mut cores = cores(2);
         let keys = fill(&mut cores, 8_000);
         // On core 1, so the first step (shard 0) goes over the mesh.
-        let idx = cores[1].open("first".into(), false).unwrap();
+        let idx = cores[1].open("first".into(), false, -1).unwrap();
         cores[1].input_only(idx, b"lru_crawler metadump all\r\n");
         cores[1].process(idx);
         cores[1].turn_end(); // the step to shard 0 is in flight
         cores[1].close(idx);
         // The connection's index is taken again at once; the old step's answer is dropped.
-        let again = cores[1].open("second".into(), false).unwrap();
+        let again = cores[1].open("second".into(), false, -1).unwrap();
         assert_eq!(again, idx);
         cores[0].poll_mesh();
         cores[0].turn_end();

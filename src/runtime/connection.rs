@@ -12,11 +12,14 @@ use crate::storage::{ClassSet, WalkCursor};
 /// the client drains them (a client that never reads cannot grow server memory).
 pub const OUT_HIGH_WATER: usize = 1 << 20;
 
-/// Capacity a connection's input or reply buffer keeps once it is empty. A buffer a large value
-/// grew is released when emptied, so connections that once carried large values cost little
-/// while idle (500 connections that each read a 500 KB value held 240 MB until they closed).
-/// The uring loop's spare reply buffers and the slot-buffer pool keep nothing larger either.
+/// Capacity a connection's input or reply buffer keeps once it is empty, unless large values
+/// are still coming through it; a connection idle for [`IDLE_SWEEP_SECS`] keeps no more
+/// either. So connections that once carried large values cost little while idle (500
+/// connections that each read a 500 KB value held 240 MB until they closed). The uring
+/// loop's spare reply buffers and the slot-buffer pool keep nothing larger.
 pub const BUF_KEEP_BYTES: usize = 64 * 1024;
+/// Seconds without a command after which a connection's large buffers are released.
+pub const IDLE_SWEEP_SECS: u32 = 2;
 
 /// Most replies that may wait for other shards on one connection (`pipeline_depth_max`).
 pub const SLOTS_MAX: usize = 1024;
@@ -125,6 +128,10 @@ pub enum AuthWait {
 #[derive(Debug)]
 pub struct Conn {
     pub generation: u32,
+    /// The connection's socket, for large values written straight from their items
+    /// ([`super::direct`]); -1 where there is none (UDP, `watch` streams, tests). The backend
+    /// owns it and closes it only as it drops the connection.
+    pub fd: std::os::fd::RawFd,
     /// Bytes received and not yet parsed.
     pub rbuf: Vec<u8>,
     /// Bytes still to discard from the input (a rejected data block).
@@ -198,6 +205,7 @@ impl Conn {
     pub fn new(generation: u32, peer: String) -> Conn {
         Conn {
             generation,
+            fd: -1,
             rbuf: Vec::new(),
             swallow: 0,
             out: Vec::new(),
@@ -295,11 +303,14 @@ impl Conn {
     pub fn advance_sent(&mut self, n: usize) {
         self.out_sent += n;
         if self.out_sent >= self.out.len() {
+            let sent = self.out.len();
             self.out.clear();
             self.out_sent = 0;
             self.out_sealed = 0;
-            // Do not keep a large reply's buffer on a connection that may now stay idle.
-            if self.out.capacity() > BUF_KEEP_BYTES {
+            // A large buffer stays while large replies keep coming (freeing and regrowing it
+            // for each would page-fault it in again every time); otherwise, and once the
+            // connection has been idle a while (`Core::sweep_idle_buffers`), it goes.
+            if self.out.capacity() > BUF_KEEP_BYTES && sent < BUF_KEEP_BYTES / 2 {
                 self.out = Vec::new();
             }
         }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use super::admin;
 use super::connection::{
     BufPool, Conn, GetRest, LargeBufs, Slot, SlotKind, BUF_KEEP_BYTES, GET_RUN_KEYS,
+    IDLE_SWEEP_SECS,
 };
+use super::direct::DirectSend;
 use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -27,7 +29,7 @@ use crate::protocol::meta::MetaVerb;
 use crate::protocol::parse::{find_byte, parse, pending_len};
 use crate::protocol::{compose, GetVerb, Keys, Limits, ParseError, Request, StatsGroup};
 use crate::router::{key_hash, shard_of};
-use crate::shard::Shard;
+use crate::shard::{CopyValue, Shard, ValueOut};
 use crate::storage::ClassSet;
 
 /// Envelopes taken from each inbound queue per turn (bounds one turn's work).
@@ -97,6 +99,8 @@ pub struct Core {
     pub(super) pool: BufPool,
     /// Input buffers large values grew, for the next large values (see [`LargeBufs`]).
     large_rbufs: LargeBufs,
+    /// The second of the last [`Core::sweep_idle_buffers`].
+    swept_at: u32,
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
     warm_previous: Vec<u64>,
     warm_spare: Vec<u64>,
@@ -154,11 +158,38 @@ fn exec_gets(
     end: bool,
     out: &mut Vec<u8>,
 ) {
+    exec_gets_to(
+        shard,
+        verb,
+        touch_to,
+        single,
+        keys,
+        now,
+        end,
+        out,
+        &mut CopyValue,
+    );
+}
+
+/// [`exec_gets`], with hits written by `values` (see [`Shard::exec_get_key_to`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn exec_gets_to(
+    shard: &mut Shard,
+    verb: GetVerb,
+    touch_to: Option<Instant32>,
+    single: Option<(&[u8], u64)>,
+    keys: Keys<'_>,
+    now: Instant32,
+    end: bool,
+    out: &mut Vec<u8>,
+    values: &mut impl ValueOut,
+) {
     match single {
-        Some((k, h)) => shard.exec_get_key(verb, touch_to, k, h, now, out),
+        Some((k, h)) => shard.exec_get_key_to(verb, touch_to, k, h, now, out, values),
         None => {
             for k in keys.iter() {
-                shard.exec_get_key(verb, touch_to, k, key_hash(k), now, out);
+                shard.exec_get_key_to(verb, touch_to, k, key_hash(k), now, out, values);
             }
         }
     }
@@ -317,6 +348,7 @@ impl Core {
             crawl_slice_at: None,
             pool: BufPool::default(),
             large_rbufs: LargeBufs::default(),
+            swept_at: 0,
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
             metadumps: Vec::new(),
@@ -378,9 +410,10 @@ impl Core {
 
     // ---- connections ----
 
-    /// Registers an accepted connection, with a TLS session when it came from a TLS listener;
-    /// `None` if it must be refused (`-c` reached, or its TLS session could not start).
-    pub fn open(&mut self, peer: String, tls: bool) -> Option<u32> {
+    /// Registers an accepted connection on socket `fd` (which the backend keeps open until it
+    /// drops the connection), with a TLS session when it came from a TLS listener; `None` if
+    /// it must be refused (`-c` reached, or its TLS session could not start).
+    pub fn open(&mut self, peer: String, tls: bool, fd: std::os::fd::RawFd) -> Option<u32> {
         let session = match tls {
             true => Some(self.tls_session()?),
             false => None,
@@ -398,6 +431,7 @@ impl Core {
         let auth = self.shared.auth.is_some();
         if let Some(conn) = self.conn_mut(idx) {
             conn.cfd = cfd;
+            conn.fd = fd;
             conn.tls = session;
             if auth {
                 conn.auth = Some(super::connection::AuthWait::Line);
@@ -842,14 +876,19 @@ impl Core {
         };
         conn.last_cmd = now;
         conn.held_back = held_back(&rbuf, conn);
-        // A buffer a large value grew is not kept once that value is parsed: the core keeps
-        // it for the next large value if it has room (see `LargeBufs`).
+        // A buffer a large value grew is kept while large values keep coming (this pass
+        // parsed one, or one is arriving), else released: the core keeps it for the next
+        // large value if it has room (see `LargeBufs`).
+        let large_pass = pos >= BUF_KEEP_BYTES / 2 || want > BUF_KEEP_BYTES;
         let mut released = None;
-        if rbuf.capacity() > BUF_KEEP_BYTES && rbuf.is_empty() {
+        if rbuf.capacity() > BUF_KEEP_BYTES && !large_pass && rbuf.is_empty() {
             released = Some(rbuf);
         } else {
             conn.rbuf = rbuf;
-            if conn.rbuf.capacity() > BUF_KEEP_BYTES && conn.rbuf.len() <= BUF_KEEP_BYTES / 2 {
+            if conn.rbuf.capacity() > BUF_KEEP_BYTES
+                && !large_pass
+                && conn.rbuf.len() <= BUF_KEEP_BYTES / 2
+            {
                 conn.rbuf.shrink_to(BUF_KEEP_BYTES);
             }
         }
@@ -1148,7 +1187,23 @@ impl Core {
                 .expect("dispatch on a live connection");
             // Not through `compose_reply`: its closure around `exec_gets` is not inlined,
             // which costs the hottest path about 1% (callgrind, get90-p1).
-            if let Some(out) = conn.ready_buf() {
+            if let Some(fd) = conn.direct_fd() {
+                // Nothing ahead of this reply: large hits may go out from their items now.
+                let mut direct = DirectSend::new(fd);
+                let (shard, out) = (&mut self.shard, &mut conn.out);
+                exec_gets_to(
+                    shard,
+                    verb,
+                    touch_to,
+                    single,
+                    keys,
+                    now,
+                    end,
+                    out,
+                    &mut direct,
+                );
+                self.bytes_written += direct.sent;
+            } else if let Some(out) = conn.ready_buf() {
                 exec_gets(&mut self.shard, verb, touch_to, single, keys, now, end, out);
             } else {
                 let mut buf = self.pool.take();
@@ -1575,6 +1630,28 @@ impl Core {
     pub fn turn_begin(&mut self) {
         self.now = self.shared.now();
         self.watch_refresh();
+        if self.now.0 != self.swept_at {
+            self.swept_at = self.now.0;
+            self.sweep_idle_buffers();
+        }
+    }
+
+    /// Once a second: connections without a command for [`IDLE_SWEEP_SECS`] give up empty
+    /// input and reply buffers larger than [`BUF_KEEP_BYTES`] (kept while large values were
+    /// coming through). Input buffers go to the core's reserve, when it has room.
+    fn sweep_idle_buffers(&mut self) {
+        let now = self.now.0;
+        for conn in self.conns.iter_mut().flatten() {
+            if now.saturating_sub(conn.last_cmd) < IDLE_SWEEP_SECS {
+                continue;
+            }
+            if conn.out.is_empty() && conn.out.capacity() > BUF_KEEP_BYTES {
+                conn.out = Vec::new();
+            }
+            if conn.rbuf.is_empty() && conn.rbuf.capacity() > BUF_KEEP_BYTES {
+                self.large_rbufs.give(std::mem::take(&mut conn.rbuf));
+            }
+        }
     }
 
     /// Handles every envelope that other cores sent; returns how many arrived.

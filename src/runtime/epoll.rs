@@ -135,6 +135,15 @@ impl Write for Stream {
     }
 }
 
+impl std::os::fd::AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 impl Stream {
     /// The socket to register with the poller, whichever kind it is.
     fn source(&mut self) -> &mut dyn Source {
@@ -346,7 +355,7 @@ impl Loop {
                 Err(e) if is_connection_accept_error(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let Some(idx) = core.open(peer, tls) else {
+            let Some(idx) = core.open(peer, tls, std::os::fd::AsRawFd::as_raw_fd(&stream)) else {
                 let _ = stream.write(TOO_MANY_CONNECTIONS);
                 continue;
             };

@@ -19,6 +19,7 @@ pub mod binary;
 pub mod cluster;
 pub mod connection;
 pub mod core;
+pub mod direct;
 pub mod durable;
 pub mod epoll;
 pub mod listener;

@@ -626,7 +626,7 @@ impl Loop {
         let unix = self.listeners.get(li).is_some_and(Listener::is_unix);
         let peer = if unix { String::new() } else { peer_name(&fd) };
         let tls = self.listeners.get(li).is_some_and(Listener::is_tls);
-        let Some(idx) = core.open(peer, tls) else {
+        let Some(idx) = core.open(peer, tls, fd.as_raw_fd()) else {
             // SAFETY: writes a static byte string to the socket we own; best effort.
             unsafe {
                 libc::write(
@@ -737,10 +737,20 @@ impl Loop {
             }
             return self.submit_send(idx, buf, off);
         }
+        let recv_armed = c.recv_armed;
+        let mut buf = buf;
         if let Some(cc) = core.conn_mut(idx) {
             cc.inflight = 0;
+            // A large buffer goes back to its connection while large replies keep coming
+            // (see `Conn::advance_sent`); the spares keep no large ones.
+            if buf.len() >= BUF_KEEP_BYTES / 2
+                && cc.out.is_empty()
+                && cc.out.capacity() < buf.capacity()
+            {
+                buf.clear();
+                std::mem::swap(&mut cc.out, &mut buf);
+            }
         }
-        let recv_armed = c.recv_armed;
         self.recycle(buf);
         // Input held back, or not read while output was high, may resume now: come back to the
         // connection next turn. Otherwise (the common case) there is nothing to parse, and
