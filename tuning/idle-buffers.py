@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Memory idle connections keep after carrying large values: N connections each read (or
 store) one V-byte value and then stay open; report the server's RSS growth and its buffer
-`stats` (read_buf_bytes, read_buf_bytes_free, response_obj_bytes), for corecache on both
-backends and for memcached.
+`stats` (read_buf_bytes, read_buf_bytes_free, response_obj_bytes) 3.5 s later, for
+corecache on both backends and for memcached.
 
 Usage: tuning/idle-buffers.py [--conns 500] [--value-size 500000] [--op get|set|both]
                               [--corecache target/release/corecache] [--out FILE]
@@ -73,7 +73,8 @@ def run(server, args):
                 c.sendall(b"get big\r\n")
                 read_exactly(c, reply_len)
             conns.append(c)
-        time.sleep(0.5)
+        # Idle connections give up large buffers within 2-3 s (a sweep once a second).
+        time.sleep(3.5)
         after = rss_bytes(p.pid)
         st = stats(admin)
         for c in conns:

@@ -12,11 +12,13 @@ use crate::storage::{ClassSet, WalkCursor};
 /// the client drains them (a client that never reads cannot grow server memory).
 pub const OUT_HIGH_WATER: usize = 1 << 20;
 
-/// Capacity a connection's input or reply buffer keeps once it is empty, unless large values
-/// are still coming through it; a connection idle for [`IDLE_SWEEP_SECS`] keeps no more
-/// either. So connections that once carried large values cost little while idle (500
-/// connections that each read a 500 KB value held 240 MB until they closed). The uring
-/// loop's spare reply buffers and the slot-buffer pool keep nothing larger.
+/// Capacity a connection's input or reply buffer keeps once it is empty; a connection idle for
+/// [`IDLE_SWEEP_SECS`] keeps no more in any buffer. So connections that once carried large
+/// values cost little while idle (500 connections that each read a 500 KB value held 240 MB
+/// until they closed). Larger emptied buffers go to the core's bounded reserves
+/// ([`LargeBufs`]), from which the next large value takes one, so a stream of large values
+/// does not allocate (and page-fault) a fresh buffer for each. The uring loop's spare reply
+/// buffers and the slot-buffer pool keep nothing larger.
 pub const BUF_KEEP_BYTES: usize = 64 * 1024;
 /// Seconds without a command after which a connection's large buffers are released.
 pub const IDLE_SWEEP_SECS: u32 = 2;
@@ -299,21 +301,20 @@ impl Conn {
         &self.out[self.out_sent..]
     }
 
-    /// Records that `n` more bytes were written; recycles the buffer once all are.
-    pub fn advance_sent(&mut self, n: usize) {
+    /// Records that `n` more bytes were written; recycles the buffer once all are. An emptied
+    /// buffer larger than [`BUF_KEEP_BYTES`] is not kept: it is returned, for the core's
+    /// reserve of large reply buffers.
+    pub fn advance_sent(&mut self, n: usize) -> Option<Vec<u8>> {
         self.out_sent += n;
         if self.out_sent >= self.out.len() {
-            let sent = self.out.len();
             self.out.clear();
             self.out_sent = 0;
             self.out_sealed = 0;
-            // A large buffer stays while large replies keep coming (freeing and regrowing it
-            // for each would page-fault it in again every time); otherwise, and once the
-            // connection has been idle a while (`Core::sweep_idle_buffers`), it goes.
-            if self.out.capacity() > BUF_KEEP_BYTES && sent < BUF_KEEP_BYTES / 2 {
-                self.out = Vec::new();
+            if self.out.capacity() > BUF_KEEP_BYTES {
+                return Some(std::mem::take(&mut self.out));
             }
         }
+        None
     }
 
     /// Where a reply that is complete now goes, in order: `out` when nothing waits before it,
@@ -478,14 +479,15 @@ impl BufPool {
     }
 }
 
-/// Most bytes of large input buffers a core keeps for reuse ([`LargeBufs`]).
-const LARGE_BUFS_BYTES_MAX: usize = 8 << 20;
+/// Most bytes of large input buffers, and of large reply buffers, a core keeps for reuse
+/// ([`LargeBufs`]).
+const LARGE_BUFS_BYTES_MAX: usize = 4 << 20;
 
-/// Input buffers that large values grew (over [`BUF_KEEP_BYTES`]), released by their
-/// connections once the value was parsed, for the next connection a large value arrives on.
-/// Idle connections then hold none, while a few connections streaming large sets do not
-/// allocate (and page-fault) a fresh buffer for every value. At most
-/// [`LARGE_BUFS_BYTES_MAX`] bytes in all; a buffer that does not fit is freed.
+/// Input or reply buffers that large values grew (over [`BUF_KEEP_BYTES`]), released by their
+/// connections once emptied, for the next large value on any connection. Idle connections
+/// then hold none, while connections streaming large values do not allocate (and page-fault)
+/// a fresh buffer for every value. At most [`LARGE_BUFS_BYTES_MAX`] bytes in all; a buffer
+/// that does not fit is freed.
 #[derive(Debug, Default)]
 pub struct LargeBufs {
     bufs: Vec<Vec<u8>>,
@@ -645,9 +647,9 @@ mod large_bufs_tests {
             large.give(Vec::with_capacity(1 << 20));
         }
         assert!(large.bytes() <= LARGE_BUFS_BYTES_MAX);
-        assert_eq!(large.bytes(), 300_000 + 7 * (1 << 20));
+        assert_eq!(large.bytes(), 300_000 + 3 * (1 << 20));
         large.give(Vec::with_capacity(LARGE_BUFS_BYTES_MAX + 1));
-        assert_eq!(large.count(), 8);
+        assert_eq!(large.count(), 4);
     }
 }
 

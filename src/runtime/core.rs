@@ -15,7 +15,7 @@ use super::connection::{
     BufPool, Conn, GetRest, LargeBufs, Slot, SlotKind, BUF_KEEP_BYTES, GET_RUN_KEYS,
     IDLE_SWEEP_SECS,
 };
-use super::direct::DirectSend;
+use super::direct::LargeValues;
 use super::durable::{LogWait, OnFailure, Target};
 use super::mesh::{
     ConnRef, Endpoint, Envelope, Outbox, RemoteOp, RemoteReply, RemoteRequest, StatsKind,
@@ -99,6 +99,8 @@ pub struct Core {
     pub(super) pool: BufPool,
     /// Input buffers large values grew, for the next large values (see [`LargeBufs`]).
     large_rbufs: LargeBufs,
+    /// The same for reply buffers.
+    large_out: LargeBufs,
     /// The second of the last [`Core::sweep_idle_buffers`].
     swept_at: u32,
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
@@ -348,6 +350,7 @@ impl Core {
             crawl_slice_at: None,
             pool: BufPool::default(),
             large_rbufs: LargeBufs::default(),
+            large_out: LargeBufs::default(),
             swept_at: 0,
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
@@ -399,6 +402,8 @@ impl Core {
                 count(2, slot.buf.capacity());
             }
         }
+        held[2] += self.large_out.count() as u64;
+        held[3] += self.large_out.bytes() as u64;
         held[0] += self.large_rbufs.count() as u64;
         held[1] += self.large_rbufs.bytes() as u64;
         held[4] = self.large_rbufs.bytes() as u64;
@@ -876,19 +881,14 @@ impl Core {
         };
         conn.last_cmd = now;
         conn.held_back = held_back(&rbuf, conn);
-        // A buffer a large value grew is kept while large values keep coming (this pass
-        // parsed one, or one is arriving), else released: the core keeps it for the next
-        // large value if it has room (see `LargeBufs`).
-        let large_pass = pos >= BUF_KEEP_BYTES / 2 || want > BUF_KEEP_BYTES;
+        // A buffer a large value grew is not kept once that value is parsed: the core keeps
+        // it for the next large value if it has room (see `LargeBufs`).
         let mut released = None;
-        if rbuf.capacity() > BUF_KEEP_BYTES && !large_pass && rbuf.is_empty() {
+        if rbuf.capacity() > BUF_KEEP_BYTES && rbuf.is_empty() {
             released = Some(rbuf);
         } else {
             conn.rbuf = rbuf;
-            if conn.rbuf.capacity() > BUF_KEEP_BYTES
-                && !large_pass
-                && conn.rbuf.len() <= BUF_KEEP_BYTES / 2
-            {
+            if conn.rbuf.capacity() > BUF_KEEP_BYTES && conn.rbuf.len() <= BUF_KEEP_BYTES / 2 {
                 conn.rbuf.shrink_to(BUF_KEEP_BYTES);
             }
         }
@@ -1187,9 +1187,10 @@ impl Core {
                 .expect("dispatch on a live connection");
             // Not through `compose_reply`: its closure around `exec_gets` is not inlined,
             // which costs the hottest path about 1% (callgrind, get90-p1).
-            if let Some(fd) = conn.direct_fd() {
-                // Nothing ahead of this reply: large hits may go out from their items now.
-                let mut direct = DirectSend::new(fd);
+            if conn.slots.is_empty() {
+                // Straight into `out`: large hits may go out from their items now if nothing
+                // is ahead of them, or be copied into a buffer from the reserve.
+                let mut values = LargeValues::new(conn.direct_fd(), &mut self.large_out);
                 let (shard, out) = (&mut self.shard, &mut conn.out);
                 exec_gets_to(
                     shard,
@@ -1200,9 +1201,9 @@ impl Core {
                     now,
                     end,
                     out,
-                    &mut direct,
+                    &mut values,
                 );
-                self.bytes_written += direct.sent;
+                self.bytes_written += values.sent;
             } else if let Some(out) = conn.ready_buf() {
                 exec_gets(&mut self.shard, verb, touch_to, single, keys, now, end, out);
             } else {
@@ -1636,9 +1637,15 @@ impl Core {
         }
     }
 
+    /// Keeps an emptied large reply buffer for the next large reply, if the reserve has room.
+    pub fn give_large_out(&mut self, buf: Vec<u8>) {
+        self.large_out.give(buf);
+    }
+
     /// Once a second: connections without a command for [`IDLE_SWEEP_SECS`] give up empty
-    /// input and reply buffers larger than [`BUF_KEEP_BYTES`] (kept while large values were
-    /// coming through). Input buffers go to the core's reserve, when it has room.
+    /// input and reply buffers larger than [`BUF_KEEP_BYTES`] (a reply buffer that grew while
+    /// replies waited behind another shard's, say). They go to the core's reserves, when
+    /// they have room.
     fn sweep_idle_buffers(&mut self) {
         let now = self.now.0;
         for conn in self.conns.iter_mut().flatten() {
@@ -1646,7 +1653,7 @@ impl Core {
                 continue;
             }
             if conn.out.is_empty() && conn.out.capacity() > BUF_KEEP_BYTES {
-                conn.out = Vec::new();
+                self.large_out.give(std::mem::take(&mut conn.out));
             }
             if conn.rbuf.is_empty() && conn.rbuf.capacity() > BUF_KEEP_BYTES {
                 self.large_rbufs.give(std::mem::take(&mut conn.rbuf));

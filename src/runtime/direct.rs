@@ -7,8 +7,8 @@
 //! 300 KB values corecache spent 1.41x memcached's CPU per request
 //! (`tuning/results/20261124-large-values.md`).
 //!
-//! So while a connection has nothing else on its way out ([`Conn::direct_fd`]), a hit of at
-//! least [`DIRECT_VALUE_MIN`] bytes is written at once with one non-blocking `sendmsg` of its
+//! So while a connection has nothing else on its way out ([`Conn::direct_fd`]), a text
+//! retrieval's hit of at least [`DIRECT_VALUE_MIN`] bytes is written at once with one non-blocking `sendmsg` of its
 //! line, its data (from the item) and its CRLF. What the socket does not take is copied into
 //! the reply buffer as before, and goes out with the rest of the turn's replies. The kernel has
 //! copied the bytes by the time `sendmsg` returns, so the item need not outlive the call, and
@@ -19,7 +19,7 @@
 
 use std::os::fd::RawFd;
 
-use super::connection::Conn;
+use super::connection::{Conn, LargeBufs, BUF_KEEP_BYTES};
 use crate::protocol::compose;
 use crate::shard::ValueOut;
 
@@ -30,21 +30,28 @@ use crate::shard::ValueOut;
 /// CPU per request at 50 KB values, 1.09x at 100 KB, 0.91x at 200 KB, 0.90x at 300 KB.
 pub const DIRECT_VALUE_MIN: usize = 192 * 1024;
 
-/// Writes large values to one connection's socket (see the module doc).
-pub struct DirectSend {
-    fd: RawFd,
+/// Writes one connection's retrieval hits into its `out`: large values straight to its socket
+/// when [`Conn::direct_fd`] allowed it (see the module doc), and others too large for the
+/// buffer into one from the core's reserve of large reply buffers, instead of a fresh one.
+pub struct LargeValues<'a> {
+    fd: Option<RawFd>,
+    reserve: &'a mut LargeBufs,
     /// Bytes the socket took here.
     pub sent: u64,
 }
 
-impl DirectSend {
-    /// For a connection [`Conn::direct_fd`] allows it for.
-    pub fn new(fd: RawFd) -> DirectSend {
-        DirectSend { fd, sent: 0 }
+impl<'a> LargeValues<'a> {
+    pub fn new(fd: Option<RawFd>, reserve: &'a mut LargeBufs) -> LargeValues<'a> {
+        LargeValues {
+            fd,
+            reserve,
+            sent: 0,
+        }
     }
 }
 
-impl ValueOut for DirectSend {
+impl ValueOut for LargeValues<'_> {
+    #[inline(always)]
     fn value(
         &mut self,
         out: &mut Vec<u8>,
@@ -53,13 +60,42 @@ impl ValueOut for DirectSend {
         data: &[u8],
         cas: Option<u64>,
     ) {
-        // Anything already in `out` must reach the client first: then copy, as usual.
-        if data.len() < DIRECT_VALUE_MIN || !out.is_empty() {
-            return compose::value(out, key, client_flags, data, cas);
+        if data.len() > BUF_KEEP_BYTES / 2 {
+            self.large(out, key, client_flags, data, cas);
+        } else {
+            compose::value(out, key, client_flags, data, cas);
         }
+    }
+}
+
+impl LargeValues<'_> {
+    #[inline(never)]
+    fn large(
+        &mut self,
+        out: &mut Vec<u8>,
+        key: &[u8],
+        client_flags: u32,
+        data: &[u8],
+        cas: Option<u64>,
+    ) {
+        // Anything already in `out` must reach the client first: then copy, as usual.
+        let fd = self
+            .fd
+            .filter(|_| data.len() >= DIRECT_VALUE_MIN && out.is_empty());
+        let Some(fd) = fd else {
+            let need = out.len() + key.len() + data.len() + 64;
+            if need > out.capacity() && need > BUF_KEEP_BYTES {
+                if let Some(mut buf) = self.reserve.take(need) {
+                    buf.extend_from_slice(out);
+                    let small = std::mem::replace(out, buf);
+                    self.reserve.give(small);
+                }
+            }
+            return compose::value(out, key, client_flags, data, cas);
+        };
         compose::value_head(out, key, client_flags, data.len(), cas);
         let head = out.len();
-        let n = send_parts(self.fd, &[out.as_slice(), data, b"\r\n"]);
+        let n = send_parts(fd, &[out.as_slice(), data, b"\r\n"]);
         self.sent += n as u64;
         // Whatever was not taken goes into `out`, from where the socket stopped.
         if n < head {
@@ -133,7 +169,8 @@ mod tests {
     fn a_large_value_goes_out_whole_without_the_buffer() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let data = vec![b'x'; DIRECT_VALUE_MIN];
-        let mut direct = DirectSend::new(a.as_raw_fd());
+        let mut reserve = LargeBufs::default();
+        let mut direct = LargeValues::new(Some(a.as_raw_fd()), &mut reserve);
         let mut out = Vec::new();
         direct.value(&mut out, b"k", 5, &data, Some(9));
         let want = expected(&data);
@@ -149,7 +186,8 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         // A value larger than the socket's buffer: part goes now, the rest stays in `out`.
         let data: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
-        let mut direct = DirectSend::new(a.as_raw_fd());
+        let mut reserve = LargeBufs::default();
+        let mut direct = LargeValues::new(Some(a.as_raw_fd()), &mut reserve);
         let mut out = Vec::new();
         direct.value(&mut out, b"k", 5, &data, Some(9));
         let want = expected(&data);
@@ -168,7 +206,8 @@ mod tests {
     #[test]
     fn a_closed_peer_or_a_small_value_leaves_everything_in_the_buffer() {
         let (a, b) = UnixStream::pair().unwrap();
-        let mut direct = DirectSend::new(a.as_raw_fd());
+        let mut reserve = LargeBufs::default();
+        let mut direct = LargeValues::new(Some(a.as_raw_fd()), &mut reserve);
         let mut out = Vec::new();
         let small = vec![b's'; DIRECT_VALUE_MIN - 1];
         direct.value(&mut out, b"k", 5, &small, Some(9));
@@ -179,5 +218,23 @@ mod tests {
         direct.value(&mut out, b"k", 5, &data, Some(9));
         assert_eq!(direct.sent, 0);
         assert_eq!(out, expected(&data));
+    }
+
+    #[test]
+    fn a_large_value_that_is_copied_takes_a_buffer_from_the_reserve() {
+        let mut reserve = LargeBufs::default();
+        reserve.give(Vec::with_capacity(1 << 20));
+        let mut values = LargeValues::new(None, &mut reserve);
+        let mut out = b"END\r\n".to_vec();
+        let data = vec![b'x'; 500_000];
+        values.value(&mut out, b"k", 5, &data, Some(9));
+        assert_eq!(out.capacity(), 1 << 20, "the reserve's buffer");
+        assert_eq!(out, [b"END\r\n".to_vec(), expected(&data)].concat());
+        assert_eq!(values.sent, 0);
+        assert_eq!(
+            reserve.count(),
+            0,
+            "the small buffer it replaced is not kept"
+        );
     }
 }

@@ -455,11 +455,12 @@ impl Loop {
         let mut counted = c.seal();
         let mut written = 0u64;
         let mut failed = false;
+        let mut emptied = None;
         while !c.unsent().is_empty() {
             match stream.write(c.unsent()) {
                 Ok(0) => break,
                 Ok(n) => {
-                    c.advance_sent(n);
+                    emptied = c.advance_sent(n);
                     written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -473,6 +474,9 @@ impl Loop {
         let close = failed || should_close(c);
         counted += c.sent_counted(written);
         core.bytes_written += counted;
+        if let Some(buf) = emptied {
+            core.give_large_out(buf);
+        }
         if close {
             self.drop_conn(core, idx);
             return;

@@ -738,20 +738,15 @@ impl Loop {
             return self.submit_send(idx, buf, off);
         }
         let recv_armed = c.recv_armed;
-        let mut buf = buf;
         if let Some(cc) = core.conn_mut(idx) {
             cc.inflight = 0;
-            // A large buffer goes back to its connection while large replies keep coming
-            // (see `Conn::advance_sent`); the spares keep no large ones.
-            if buf.len() >= BUF_KEEP_BYTES / 2
-                && cc.out.is_empty()
-                && cc.out.capacity() < buf.capacity()
-            {
-                buf.clear();
-                std::mem::swap(&mut cc.out, &mut buf);
-            }
         }
-        self.recycle(buf);
+        // The spares keep no large buffers; the core's reserve does, up to its bound.
+        if buf.capacity() > BUF_KEEP_BYTES {
+            core.give_large_out(buf);
+        } else {
+            self.recycle(buf);
+        }
         // Input held back, or not read while output was high, may resume now: come back to the
         // connection next turn. Otherwise (the common case) there is nothing to parse, and
         // replies that queued while this send was in flight only need a flush.

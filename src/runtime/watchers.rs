@@ -289,7 +289,7 @@ mod tests {
         // Room for two lines and their slack.
         let room = 2 * line_len + LINE_SLACK_BYTES;
         assert_eq!(write_records(&mut conn, &lines, room), (2, 8));
-        conn.advance_sent(conn.out.len());
+        let _ = conn.advance_sent(conn.out.len());
         assert_eq!(write_records(&mut conn, &staged(1), room), (1, 0));
         let text = String::from_utf8(conn.out.clone()).unwrap();
         assert!(text.starts_with("skipped=8\nts="), "{text}");
