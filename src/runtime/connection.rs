@@ -302,19 +302,26 @@ impl Conn {
     }
 
     /// Records that `n` more bytes were written; recycles the buffer once all are. An emptied
-    /// buffer larger than [`BUF_KEEP_BYTES`] is not kept: it is returned, for the core's
-    /// reserve of large reply buffers.
+    /// buffer larger than [`BUF_KEEP_BYTES`] is not kept unless more output is on its way
+    /// ([`Conn::streaming`]): it is returned, for the core's reserve of large reply buffers.
     pub fn advance_sent(&mut self, n: usize) -> Option<Vec<u8>> {
         self.out_sent += n;
         if self.out_sent >= self.out.len() {
             self.out.clear();
             self.out_sent = 0;
             self.out_sealed = 0;
-            if self.out.capacity() > BUF_KEEP_BYTES {
+            if self.out.capacity() > BUF_KEEP_BYTES && !self.streaming() {
                 return Some(std::mem::take(&mut self.out));
             }
         }
         None
+    }
+
+    /// Whether more output is on its way without a new request: replies waiting for other
+    /// shards, the next run of a long retrieval, a metadump. Such a connection keeps its
+    /// large reply buffer for that output.
+    pub fn streaming(&self) -> bool {
+        !self.slots.is_empty() || self.get_rest.is_some() || self.metadump_slots > 0
     }
 
     /// Where a reply that is complete now goes, in order: `out` when nothing waits before it,

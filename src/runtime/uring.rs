@@ -738,8 +738,19 @@ impl Loop {
             return self.submit_send(idx, buf, off);
         }
         let recv_armed = c.recv_armed;
+        let mut buf = buf;
         if let Some(cc) = core.conn_mut(idx) {
             cc.inflight = 0;
+            // A connection with more output on its way keeps a large buffer for it (see
+            // `Conn::advance_sent`).
+            if buf.capacity() > BUF_KEEP_BYTES
+                && cc.streaming()
+                && cc.out.is_empty()
+                && cc.out.capacity() < buf.capacity()
+            {
+                buf.clear();
+                std::mem::swap(&mut cc.out, &mut buf);
+            }
         }
         // The spares keep no large buffers; the core's reserve does, up to its bound.
         if buf.capacity() > BUF_KEEP_BYTES {
