@@ -715,7 +715,7 @@ impl Loop {
         let Some(c) = self.live(idx, generation) else {
             return Ok(());
         };
-        let Some((buf, mut off)) = c.send.take() else {
+        let Some((mut buf, mut off)) = c.send.take() else {
             return Ok(());
         };
         if c.closing {
@@ -738,7 +738,6 @@ impl Loop {
             return self.submit_send(idx, buf, off);
         }
         let recv_armed = c.recv_armed;
-        let mut buf = buf;
         if let Some(cc) = core.conn_mut(idx) {
             cc.inflight = 0;
             // A connection with more output on its way keeps a large buffer for it (see
