@@ -222,7 +222,7 @@ fn serve(listener: TcpListener, canned: bool) -> io::Result<()> {
                     let more = cqueue::more(cqe.flags());
                     if stale(&conns) {
                         if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                            bufs.push(bid);
+                            bufs.release(bid, res, cqe.flags());
                         }
                         continue;
                     }
@@ -234,7 +234,7 @@ fn serve(listener: TcpListener, canned: bool) -> io::Result<()> {
                             c.input.extend_from_slice(bufs.get(bid, res as usize));
                             dirty.push(idx);
                         }
-                        bufs.push(bid);
+                        bufs.release(bid, res, cqe.flags());
                     }
                     if res == 0 || (res < 0 && res != -libc::ENOBUFS) {
                         c.closing = true;

@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{escape, for_each_config, memcached_mode, stat_u64, Client, TestServer};
+use common::{
+    escape, for_each_config, memcached_mode, start_each_receive_ring, stat_u64, Client, TestServer,
+};
 use corecache::protocol::binary::{opcode, request, response, Status};
 use corecache::router::{key_hash, shard_of};
 
@@ -315,6 +317,36 @@ fn get_set_and_their_quiet_forms() {
             b"Not found",
         );
         roundtrip(&mut c, &with_opaque, &expected);
+    });
+}
+
+/// Large binary sets arriving in pieces, a get behind each in the same write, on every receive
+/// path (see `start_each_receive_ring`).
+#[test]
+fn large_sets_arrive_whole_in_pieces() {
+    for_each_config(|args| {
+        for server in start_each_receive_ring(args) {
+            let mut c = connect(&server);
+            for (i, n) in [300_000usize, 1_000_000].into_iter().enumerate() {
+                let key = format!("big{i}");
+                let value: Vec<u8> = (0..n).map(|j| ((j * 11 + i) % 251) as u8).collect();
+                let mut bytes = req(opcode::SET, &flags_exp(7, 0), key.as_bytes(), &value);
+                bytes.extend_from_slice(&req(opcode::GET, &[], key.as_bytes(), &[]));
+                // The header alone, then odd-sized pieces.
+                let mut at = 0;
+                for piece in std::iter::once(24).chain(std::iter::repeat(9_999)) {
+                    let end = (at + piece).min(bytes.len());
+                    c.send(&bytes[at..end]);
+                    at = end;
+                    if at == bytes.len() {
+                        break;
+                    }
+                }
+                let r = read_resp(&mut c);
+                assert_eq!((r.opcode, r.status, r.opaque), (opcode::SET, 0, OPAQUE));
+                c.read_exact_reply(&hit(opcode::GET, r.cas, 7, b"", &value));
+            }
+        }
     });
 }
 

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    assert_bytes_eq, escape, for_each_config, memcached_mode, stat_u64, Client, TestServer,
+    assert_bytes_eq, escape, for_each_config, memcached_mode, start_each_receive_ring, stat_u64,
+    Client, TestServer,
 };
 
 /// Conformance steps, run in order on ONE connection: (request, expected reply).
@@ -458,6 +459,69 @@ fn large_values_arrive_whole_and_are_counted() {
         let written = stat_u64(&after, "bytes_written") - stat_u64(&before, "bytes_written");
         assert_eq!(written as usize, first_stats.len() + received);
     });
+}
+
+/// Large values stored whole, in pieces, and with more requests behind them in the same write
+/// (text `set`, meta `ms`), on every receive path (see `start_each_receive_ring`): each reads
+/// back byte for byte, and `bytes_read` counts every byte received.
+#[test]
+fn large_sets_arrive_whole_in_any_pieces() {
+    for_each_config(|args| {
+        for server in start_each_receive_ring(args) {
+            large_sets_check(&server);
+        }
+    });
+}
+
+fn large_sets_check(server: &TestServer) {
+    let mut c = server.connect();
+    let (before, _) = c.stats_raw("");
+    let mut received = 0;
+    let block = |key: &str, flags: usize, v: &[u8]| {
+        let mut b = format!("VALUE {key} {flags} {}\r\n", v.len()).into_bytes();
+        b.extend_from_slice(v);
+        b.extend_from_slice(b"\r\nEND\r\n");
+        b
+    };
+    for (i, n) in [40_000usize, 300_000, 1_000_000 - 100]
+        .into_iter()
+        .enumerate()
+    {
+        let v: Vec<u8> = (0..n).map(|j| ((j * 13 + i * 7) % 251) as u8).collect();
+        let with_value =
+            |line: String, after: &[u8]| [line.as_bytes(), &v, b"\r\n", after].concat();
+        // Whole, in one write.
+        let req = with_value(format!("set w{i} {i} 0 {n}\r\n"), b"");
+        c.roundtrip(&req, b"STORED\r\n");
+        received += req.len();
+        // In pieces: the command line and a little data, then odd-sized chunks.
+        let req = with_value(format!("set p{i} {i} 0 {n}\r\n"), b"");
+        let mut at = 0;
+        for piece in std::iter::once(100).chain(std::iter::repeat(7_777)) {
+            let end = (at + piece).min(req.len());
+            c.send(&req[at..end]);
+            at = end;
+            if at == req.len() {
+                break;
+            }
+        }
+        c.read_exact_reply(b"STORED\r\n");
+        received += req.len();
+        // Meta, with a small set and a get of the large value behind it in the same write.
+        let after = format!("set s{i} 0 0 1\r\nx\r\nget m{i}\r\n");
+        let req = with_value(format!("ms m{i} {n} F{i}\r\n"), after.as_bytes());
+        let want = [&b"HD\r\nSTORED\r\n"[..], &block(&format!("m{i}"), i, &v)].concat();
+        c.roundtrip(&req, &want);
+        received += req.len();
+        for key in [format!("w{i}"), format!("p{i}")] {
+            let req = format!("get {key}\r\n");
+            c.roundtrip(req.as_bytes(), &block(&key, i, &v));
+            received += req.len();
+        }
+    }
+    let (after, _) = c.stats_raw("");
+    let read = stat_u64(&after, "bytes_read") - stat_u64(&before, "bytes_read");
+    assert_eq!(read as usize, received + b"stats\r\n".len(), "bytes_read");
 }
 
 /// Item size accounting as memcached 1.6 does it: header 48 bytes + 8 for cas (unless -C) +

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    escape, for_each_config, memcached_mode, skip_in_memcached_mode, stat_u64, wait_until, Client,
-    Rng, TestServer,
+    escape, for_each_config, memcached_mode, skip_in_memcached_mode, start_each_receive_ring,
+    stat_u64, wait_until, Client, Rng, TestServer,
 };
 
 const MB: u64 = 1 << 20;
@@ -939,6 +939,48 @@ fn binary_and_udp_garbage_never_kill_the_server() {
             answered_total > 8 * 32 * 48,
             "only {answered_total} reply bytes"
         );
+    });
+}
+
+/// A client that stops inside a large value and closes costs nothing: its connection goes (it
+/// is not kept waiting for the rest), nothing is stored, and others are served. One that
+/// stops inside a large value and stays does not hold up a SIGTERM. On every receive path (see
+/// `start_each_receive_ring`).
+#[test]
+fn clients_that_stop_inside_a_large_value_hold_nothing() {
+    for_each_config(|args| {
+        for mut server in start_each_receive_ring(args) {
+            let mut b = server.connect();
+            b.roundtrip(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n");
+            let before = b.stats_sub("");
+            let conns = stat_u64(&before, "curr_connections");
+            let line = b"set big 0 0 500000\r\n";
+            let mut a = server.connect();
+            a.send(&[&line[..], &[b'v'; 100_000]].concat());
+            // Once the server has the command line, more of the value, then the close.
+            let seen = wait_until(Duration::from_secs(5), || {
+                let now = b.stats_sub("");
+                stat_u64(&now, "bytes_read") >= stat_u64(&before, "bytes_read") + 4096
+            });
+            assert!(seen, "the server read none of the value");
+            a.send(&[b'v'; 100_000]);
+            drop(a);
+            let gone = wait_until(Duration::from_secs(5), || {
+                stat_u64(&b.stats_sub(""), "curr_connections") == conns
+            });
+            assert!(
+                gone,
+                "the connection that stopped inside a value stayed open"
+            );
+            b.roundtrip(b"get big\r\n", b"END\r\n");
+            b.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nx\r\nEND\r\n");
+            let mut c = server.connect();
+            c.send(&[&line[..], &[b'v'; 200_000]].concat());
+            let started = Instant::now();
+            let status = server.terminate(Duration::from_secs(5));
+            eprintln!("exit after SIGTERM: {status} in {:?}", started.elapsed());
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+        }
     });
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::admin;
 use super::connection::{
     BufPool, Conn, GetRest, LargeBufs, Slot, SlotKind, BUF_KEEP_BYTES, GET_RUN_KEYS,
-    IDLE_SWEEP_SECS,
+    IDLE_SWEEP_SECS, LARGE_INPUT_MIN,
 };
 use super::direct::LargeValues;
 use super::durable::{LogWait, OnFailure, Target};
@@ -571,6 +571,53 @@ impl Core {
         self.bytes_read += data.len() as u64;
     }
 
+    /// The bytes still to come of the large request at the front of the connection's input,
+    /// when the backend is to receive them straight into the room reserved for them
+    /// ([`LARGE_INPUT_MIN`]): a plain stream connection that may read, whose input buffer
+    /// holds the start of a request of at least that length and has room for all of it.
+    pub fn large_input_rest(&self, idx: u32) -> Option<usize> {
+        let c = self.conn(idx)?;
+        if c.want < LARGE_INPUT_MIN
+            || c.tls.is_some()
+            || c.udp.is_some()
+            || c.watch.is_some()
+            || c.swallow > 0
+            || c.eof
+            || !c.may_parse()
+            || c.rbuf.capacity() < c.want
+        {
+            return None;
+        }
+        let rest = c.want.checked_sub(c.rbuf.len())?;
+        (rest > 0).then_some(rest)
+    }
+
+    /// Lends the connection's input buffer to the backend, to receive the rest of a large
+    /// request into (`Some(rest)` from [`Core::large_input_rest`]); the backend gives it back
+    /// with [`Core::input_returned`]. Meanwhile the connection holds an empty buffer, and
+    /// nothing else may receive for it.
+    pub fn lend_input(&mut self, idx: u32) -> Option<(Vec<u8>, usize)> {
+        let rest = self.large_input_rest(idx)?;
+        let c = self.conn_mut(idx)?;
+        Some((std::mem::take(&mut c.rbuf), rest))
+    }
+
+    /// Takes back a buffer lent by [`Core::lend_input`], with `got` bytes received into it.
+    pub fn input_returned(&mut self, idx: u32, mut buf: Vec<u8>, got: usize) {
+        self.bytes_read += got as u64;
+        if let Some(c) = self.conn_mut(idx) {
+            // Nothing receives for the connection while its buffer is lent, so its stand-in
+            // is empty; keep any bytes in order all the same.
+            buf.extend_from_slice(&c.rbuf);
+            c.rbuf = buf;
+        }
+    }
+
+    /// Counts bytes a backend received straight into a connection's input buffer.
+    pub fn input_received(&mut self, got: usize) {
+        self.bytes_read += got as u64;
+    }
+
     /// Warms the cache for the requests waiting in a group of these connections' input,
     /// before they run; returns how many of `idxs` the group took (at least one when any).
     ///
@@ -880,6 +927,7 @@ impl Core {
             return ConnAction::Close;
         };
         conn.last_cmd = now;
+        conn.want = want;
         conn.held_back = held_back(&rbuf, conn);
         // A buffer a large value grew is not kept once that value is parsed: the core keeps
         // it for the next large value if it has room (see `LargeBufs`).

@@ -19,7 +19,7 @@ use super::backend::{
     is_accept_shortage, ListenPause, ACCEPT_RETRY, DRAIN_ON_SHUTDOWN, IDLE_WAIT,
     TOO_MANY_CONNECTIONS,
 };
-use super::connection::{should_close, Stalled};
+use super::connection::{recv_spare, should_close, Stalled};
 use super::core::Core;
 use super::listener::Listener;
 
@@ -388,14 +388,26 @@ impl Loop {
             let Some(stream) = self.streams.get_mut(idx as usize).and_then(Option::as_mut) else {
                 return;
             };
-            let room = core
-                .rbuf_max()
-                .saturating_sub(core.conn(idx).map_or(0, |c| c.rbuf.len()));
-            let n = room.min(self.scratch.len());
+            // The rest of a large request goes straight into the room reserved for it; other
+            // input through the scratch buffer, which needs no room kept on the connection.
+            let large = core.large_input_rest(idx);
+            let n = match large {
+                Some(rest) => rest,
+                None => core
+                    .rbuf_max()
+                    .saturating_sub(core.conn(idx).map_or(0, |c| c.rbuf.len()))
+                    .min(self.scratch.len()),
+            };
             if n == 0 {
                 break;
             }
-            match stream.read(&mut self.scratch[..n]) {
+            let read = match (large, core.conn_mut(idx)) {
+                (Some(_), Some(c)) => {
+                    recv_spare(std::os::fd::AsRawFd::as_raw_fd(stream), &mut c.rbuf, n)
+                }
+                _ => stream.read(&mut self.scratch[..n]),
+            };
+            match read {
                 Ok(0) => {
                     if let Some(c) = core.conn_mut(idx) {
                         c.read_ready = false;
@@ -405,7 +417,11 @@ impl Loop {
                 }
                 Ok(got) => {
                     total += got;
-                    core.input_only(idx, &self.scratch[..got]);
+                    if large.is_some() {
+                        core.input_received(got);
+                    } else {
+                        core.input_only(idx, &self.scratch[..got]);
+                    }
                     if got < n && core.conn(idx).is_some_and(|c| !c.read_hup) {
                         // A short read took everything queued: bytes (or a FIN) arriving later
                         // raise a new edge, so reading on would only return EAGAIN, a wasted

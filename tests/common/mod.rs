@@ -119,6 +119,20 @@ pub fn for_each_config(mut body: impl FnMut(&[&str])) {
     }
 }
 
+/// Starts a server for `args` (a [`for_each_config`] config) and, for io_uring, a second one
+/// with the receive buffer ring that kernels before 6.12 get (whole 4 KiB buffers, not
+/// incrementally consumed ones): the receive paths differ for large values.
+pub fn start_each_receive_ring(args: &[&str]) -> Vec<TestServer> {
+    let mut servers = vec![TestServer::start(args)];
+    if !memcached_mode() && args.contains(&"uring") {
+        eprintln!("=== and with whole receive buffers");
+        servers.push(TestServer::start_corecache_with(args, |cmd| {
+            cmd.env("CORECACHE_TEST_WHOLE_BUFS", "1");
+        }));
+    }
+    servers
+}
+
 /// Renders bytes for assertion messages: printable ASCII as is, `\r` `\n` `\t` `\\` escaped,
 /// everything else `\xNN`. Long inputs are shortened in the middle.
 pub fn escape(bytes: &[u8]) -> String {
