@@ -392,7 +392,7 @@ impl Loop {
             // input through the scratch buffer, which needs no room kept on the connection.
             let large = core.large_input_rest(idx);
             let n = match large {
-                Some(rest) => rest,
+                Some(rest) => rest.min(READ_PER_TURN),
                 None => core
                     .rbuf_max()
                     .saturating_sub(core.conn(idx).map_or(0, |c| c.rbuf.len()))
