@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOL=ab-cpu
 # shellcheck source=tuning/servers.sh
-source tuning/servers.sh # free_port, cpu_ticks
+source tuning/servers.sh # free_port, cpu_ticks, cpu_per_request
 reps=3
 duration=5
 out=
@@ -40,7 +40,6 @@ bench=${BENCH:-target/release/corecache-bench}
 [[ -x $bench ]] || die "$bench missing: cargo build --release"
 server_cpu=${SERVER_CPU:-1}
 client_cpu=${CLIENT_CPU:-0}
-hz=$(getconf CLK_TCK)
 names=()
 commands=()
 for v in "$@"; do
@@ -74,15 +73,7 @@ run() {
     wait "$pid" 2>/dev/null || true
     SERVER_PID=
     grep -q "errors    0 total" "$WORK/bench.out" || { cat "$WORK/bench.out" >&2; die "errors"; }
-    python3 - "$WORK/bench.out" "$t0" "$t1" "$hz" <<'EOF'
-import re, sys
-text = open(sys.argv[1]).read()
-m = re.search(r"should see: cmd_get \+(\d+).*cmd_set \+(\d+)", text)
-ops = re.search(r"= (\d+) ops/s", text)
-requests = int(m.group(1)) + int(m.group(2))
-cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-print(f"{cpu * 1e6 / requests:.3f} {ops.group(1)}")
-EOF
+    cpu_per_request "$WORK/bench.out" "$t0" "$t1"
 }
 
 : >"$WORK/runs"

@@ -26,11 +26,10 @@ bench=${BENCH:-target/release/corecache-bench}
 floor=${FLOOR:-target/release/examples/loopback_floor}
 TOOL=floor
 # shellcheck source=tuning/servers.sh
-source tuning/servers.sh # free_port, cpu_ticks, find_memcached, median
+source tuning/servers.sh # free_port, cpu_ticks, cpu_per_request, find_memcached, median
 find_memcached
 [[ -x $floor ]] || die "$floor missing: cargo build --release --example loopback_floor"
 start_work
-hz=$(getconf CLK_TCK)
 
 measure() { # measure KIND: prints microseconds of server CPU per request
     local kind=$1 port pid
@@ -56,15 +55,7 @@ measure() { # measure KIND: prints microseconds of server CPU per request
     t1=$(cpu_ticks "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true; SERVER_PID=
     grep -q "errors    0 total" "$WORK/bench.out" || { cat "$WORK/bench.out" >&2; die "$kind: errors"; }
-    python3 - "$WORK/bench.out" "$t0" "$t1" "$hz" <<'EOF'
-import re, sys
-text = open(sys.argv[1]).read()
-m = re.search(r"should see: cmd_get \+(\d+).*cmd_set \+(\d+)", text)
-ops = re.search(r"= (\d+) ops/s", text)
-requests = int(m.group(1)) + int(m.group(2))
-cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-print(f"{cpu * 1e6 / requests:.2f} {ops.group(1)}")
-EOF
+    cpu_per_request "$WORK/bench.out" "$t0" "$t1"
 }
 
 declare -A us ops

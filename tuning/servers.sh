@@ -150,3 +150,18 @@ summarize() { # summarize SCENARIO SIDE COLUMN
 median() { summarize "$@" | awk '{ print $1 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-") print "-"; else printf "%.2f", a / b }'; }
 
+# cpu_per_request BENCH_OUTPUT T0 T1: prints "microseconds-per-request ops/s" from a
+# corecache-bench output and the server's CPU ticks (cpu_ticks) before and after it ran.
+# Requests are everything the bench sent (prefill, warm-up and measured window, from its
+# "server should see" line), so every server's are counted the same way.
+cpu_per_request() {
+    python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+m = re.search(r"should see: cmd_get \+(\d+).*cmd_set \+(\d+)", text)
+ops = re.search(r"= (\d+) ops/s", text)
+requests = int(m.group(1)) + int(m.group(2))
+cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+print(f"{cpu * 1e6 / requests:.3f} {ops.group(1)}")
+EOF
+}
