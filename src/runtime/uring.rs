@@ -1083,18 +1083,11 @@ impl Loop {
         if large && !c.recv_armed {
             return self.arm_large_recv(core, idx);
         }
-        if large && !c.cancel_sent {
-            c.cancel_sent = true;
-            let target = ud(K_RECV, c.generation, idx);
-            let e = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(ud(K_CANCEL, 0, idx));
-            return self.push(&e);
-        }
-        if wants && !c.recv_armed {
+        if wants && !large && !c.recv_armed {
             return self.arm_recv(idx);
         }
-        if !wants && c.recv_armed && !c.cancel_sent {
+        // The ring's receive ends when the connection may not read, and for the switch.
+        if (large || !wants) && c.recv_armed && !c.cancel_sent {
             c.cancel_sent = true;
             let target = ud(K_RECV, c.generation, idx);
             let e = opcode::AsyncCancel::new(target)
