@@ -333,15 +333,7 @@ fn large_sets_arrive_whole_in_pieces() {
                 let mut bytes = req(opcode::SET, &flags_exp(7, 0), key.as_bytes(), &value);
                 bytes.extend_from_slice(&req(opcode::GET, &[], key.as_bytes(), &[]));
                 // The header alone, then odd-sized pieces.
-                let mut at = 0;
-                for piece in std::iter::once(24).chain(std::iter::repeat(9_999)) {
-                    let end = (at + piece).min(bytes.len());
-                    c.send(&bytes[at..end]);
-                    at = end;
-                    if at == bytes.len() {
-                        break;
-                    }
-                }
+                c.send_in_pieces(&bytes, 24, 9_999);
                 let r = read_resp(&mut c);
                 assert_eq!((r.opcode, r.status, r.opaque), (opcode::SET, 0, OPAQUE));
                 c.read_exact_reply(&hit(opcode::GET, r.cas, 7, b"", &value));

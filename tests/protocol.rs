@@ -496,15 +496,7 @@ fn large_sets_check(server: &TestServer) {
         received += req.len();
         // In pieces: the command line and a little data, then odd-sized chunks.
         let req = with_value(format!("set p{i} {i} 0 {n}\r\n"), b"");
-        let mut at = 0;
-        for piece in std::iter::once(100).chain(std::iter::repeat(7_777)) {
-            let end = (at + piece).min(req.len());
-            c.send(&req[at..end]);
-            at = end;
-            if at == req.len() {
-                break;
-            }
-        }
+        c.send_in_pieces(&req, 100, 7_777);
         c.read_exact_reply(b"STORED\r\n");
         received += req.len();
         // Meta, with a small set and a get of the large value behind it in the same write.

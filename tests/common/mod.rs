@@ -1048,6 +1048,18 @@ impl<S: Read + Write> Client<S> {
             .unwrap_or_else(|e| panic!("send {}: {e}", escape(&bytes[..bytes.len().min(80)])));
     }
 
+    /// Writes `bytes` as separate writes: the first `first` bytes, then `each` at a time.
+    #[track_caller]
+    pub fn send_in_pieces(&mut self, bytes: &[u8], first: usize, each: usize) {
+        let (head, mut rest) = bytes.split_at(first.min(bytes.len()));
+        self.send(head);
+        while !rest.is_empty() {
+            let (piece, after) = rest.split_at(each.clamp(1, rest.len()));
+            self.send(piece);
+            rest = after;
+        }
+    }
+
     /// Reads more bytes into the buffer. Ok(0) = EOF.
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
         self.fill_at_most(deadline, 64 * 1024)
