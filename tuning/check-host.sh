@@ -136,6 +136,11 @@ if [[ $KERNEL_MAJOR -gt 5 || ( $KERNEL_MAJOR -eq 5 && ${KERNEL_MINOR:-0} -ge 12 
 elif [[ $MEMLOCK_HARD != unlimited && $MEMLOCK_HARD -lt 65536 ]]; then
     would "raise the hard memlock limit to at least 64 MiB (LimitMEMLOCK= or limits.conf): before 5.12 io_uring rings count against it, and corecache falls back to epoll when they cannot be created"
 else ok "memlock hard limit is enough for io_uring rings"; fi
+if [[ $KERNEL_MAJOR -gt 6 || ( $KERNEL_MAJOR -eq 6 && ${KERNEL_MINOR:-0} -ge 12 ) ]]; then
+    ok "kernel >= 6.12 consumes io_uring receive buffers incrementally (large values arrive 64 KiB per completion)"
+else
+    info "kernel before 6.12: io_uring receives into whole 4 KiB buffers; values of 50 KB to 1 MB cost 1.3-1.6x the CPU they cost on 6.12 (tuning/results/20261124-large-sets.md)"
+fi
 URING=$(sysctl_value kernel.io_uring_disabled)
 case $URING in
     0|"?") ok "io_uring is allowed (kernel.io_uring_disabled=${URING})" ;;
