@@ -401,11 +401,16 @@ impl Loop {
             if n == 0 {
                 break;
             }
-            let read = match (large, core.conn_mut(idx)) {
-                (Some(_), Some(c)) => {
-                    recv_spare(std::os::fd::AsRawFd::as_raw_fd(stream), &mut c.rbuf, n)
+            let (read, direct) = match (large, core.conn_mut(idx)) {
+                (Some(_), Some(c)) => (
+                    recv_spare(std::os::fd::AsRawFd::as_raw_fd(stream), &mut c.rbuf, n),
+                    true,
+                ),
+                _ => {
+                    let scratch = &mut self.scratch;
+                    let n = n.min(scratch.len());
+                    (stream.read(&mut scratch[..n]), false)
                 }
-                _ => stream.read(&mut self.scratch[..n]),
             };
             match read {
                 Ok(0) => {
@@ -417,7 +422,7 @@ impl Loop {
                 }
                 Ok(got) => {
                     total += got;
-                    if large.is_some() {
+                    if direct {
                         core.input_received(got);
                     } else {
                         core.input_only(idx, &self.scratch[..got]);
