@@ -182,6 +182,9 @@ impl Store {
         let units_max = (memory_bytes_max / self.slabs.page_size).clamp(1, PAGE_COUNT_MAX - 1);
         self.cfg.memory_bytes_max = memory_bytes_max;
         self.slabs.units_max = units_max;
+        if self.slabs.units_used > units_max {
+            self.slabs.drop_spare_huge();
+        }
         if self.slabs.units_used <= units_max {
             return 0;
         }
@@ -280,7 +283,10 @@ impl Store {
                 self.unlink_loc(loc, why);
             }
             if self.slabs.pages[page_id as usize].vacant {
-                return; // a huge item's page goes away with its item
+                // A huge item's page went with its item, its memory to the spare: the page's
+                // budget is what is wanted back.
+                self.slabs.drop_spare_huge();
+                return;
             }
         }
         self.slabs.release_page(page_id);

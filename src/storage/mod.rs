@@ -1005,6 +1005,8 @@ impl Store {
             .filter(|&class| {
                 !self.slabs.classes[class].pages.is_empty()
                     || self.class_counters[class] != ClassCounters::default()
+                    || (class == usize::from(self.slabs.huge_class())
+                        && self.slabs.spare_huge_units() > 0)
             })
             .map(|class| self.class_stats(class as u8))
             .collect();
@@ -1029,6 +1031,7 @@ impl Store {
         let mut chunks_per_page = u64::from(class_ref.chunks_per_page);
         let mut chunk_size = class_ref.chunk_size as u64;
         let mut used_chunks = class_ref.used_chunks as u64;
+        let mut free_chunks = self.slabs.free_chunks(class) as u64;
         if class == self.slabs.huge_class() {
             // Shown as memcached shows an item larger than its largest chunk: in page-sized
             // chunks, one a page, as many as the budget units the items are charged (a huge
@@ -1040,6 +1043,10 @@ impl Store {
                 .sum();
             (chunk_size, chunks_per_page) = (self.slabs.page_size as u64, 1);
             (total_pages, used_chunks) = (units, units);
+            // The spare allocation reads as free chunks, as an emptied page would.
+            let spare = self.slabs.spare_huge_units() as u64;
+            total_pages += spare;
+            free_chunks += spare;
         }
         ClassStats {
             slab_class: class,
@@ -1048,7 +1055,7 @@ impl Store {
             total_pages,
             total_chunks: total_pages * chunks_per_page,
             used_chunks,
-            free_chunks: self.slabs.free_chunks(class) as u64,
+            free_chunks,
             free_chunks_end: self.slabs.uncarved_chunks(class) as u64,
             mem_requested: class_ref.mem_requested as u64,
             number: class_ref.used_chunks as u64,

@@ -11,7 +11,9 @@
 //!   They add some 20 classes, and each class in use holds at least a page, so a shard with
 //!   few pages goes without them (`fine_bytes_max` 0: growth by the factor from the start).
 //! * The **huge** class (the last id) holds items larger than a page: each gets its own exact
-//!   allocation, charged `ceil(bytes / page_size)` page units against the same budget.
+//!   allocation, charged `ceil(bytes / page_size)` page units against the same budget. The last
+//!   one freed is kept as a spare for the next (memcached's classes likewise keep the pages
+//!   their items leave): it stays charged, and is given up as soon as the budget runs short.
 //!
 //! Invariants (checked by `Store::check_invariants`): `units_used` is the sum of live pages'
 //! units and never exceeds `units_max`; every page is in exactly its class's `pages`; a page is in
@@ -91,6 +93,10 @@ pub struct Slabs {
     /// Pages handed back by `slabs reassign <class> 0` and not taken since: memcached's global
     /// page pool. New pages come out of it first; the rest of the budget never held a page.
     pool_pages: usize,
+    /// The memory of the huge item freed last and the units it is still charged: the next huge
+    /// item of the same charge takes it instead of allocating (and zeroing) as much again,
+    /// which an overwrite of a large value would otherwise pay on every `set`.
+    spare_huge: Option<(PageBuf, u32)>,
     /// Where page memory comes from (declared after `pages`, so it drops after them).
     arena: PageArena,
 }
@@ -166,6 +172,7 @@ impl Slabs {
             pages: Vec::new(),
             vacant_page_ids: Vec::new(),
             pool_pages: 0,
+            spare_huge: None,
             units_used: 0,
             units_max,
             page_size,
@@ -234,7 +241,7 @@ impl Slabs {
             page.in_partial = false;
             self.classes[class_index].partial.pop();
         }
-        if self.units_free() == 0 {
+        if !self.reserve(1) {
             return None;
         }
         let page_id = self.new_page(class, 1, self.page_size);
@@ -252,7 +259,7 @@ impl Slabs {
     /// Gives `class` a fresh page now, if the budget has a page's worth (`slabs reassign`).
     /// The huge class takes its pages per item, so it gets nothing ahead.
     pub fn add_page(&mut self, class: u8) -> bool {
-        if class == self.huge_class() || self.units_free() == 0 {
+        if class == self.huge_class() || !self.reserve(1) {
             return false;
         }
         let page_id = self.new_page(class, 1, self.page_size);
@@ -272,12 +279,48 @@ impl Slabs {
         }
     }
 
-    fn alloc_huge(&mut self, total_bytes: usize) -> Option<Loc> {
-        let units = self.units_for(self.huge_class(), total_bytes);
+    /// Whether `units` of budget are free, giving up the spare huge allocation if that makes
+    /// the difference.
+    fn reserve(&mut self, units: usize) -> bool {
         if self.units_free() < units {
-            return None;
+            self.drop_spare_huge();
         }
-        let page_id = self.new_page(self.huge_class(), units as u32, total_bytes);
+        self.units_free() >= units
+    }
+
+    /// Frees the spare huge allocation, if any, and returns its units to the budget.
+    pub fn drop_spare_huge(&mut self) {
+        if let Some((buf, units)) = self.spare_huge.take() {
+            self.units_used -= units as usize;
+            drop(buf);
+        }
+    }
+
+    /// Budget units the spare huge allocation holds (0 without one).
+    pub fn spare_huge_units(&self) -> usize {
+        self.spare_huge
+            .as_ref()
+            .map_or(0, |(_, units)| *units as usize)
+    }
+
+    fn alloc_huge(&mut self, total_bytes: usize) -> Option<Loc> {
+        let class = self.huge_class();
+        let units = self.units_for(class, total_bytes);
+        let page_id = match self.spare_huge.take() {
+            // Same charge and room enough: the spare is already paid for.
+            Some((buf, spare_units))
+                if spare_units as usize == units && buf.len() >= total_bytes =>
+            {
+                self.place_page(class, spare_units, buf)
+            }
+            spare => {
+                self.spare_huge = spare;
+                if !self.reserve(units) {
+                    return None;
+                }
+                self.new_page(class, units as u32, total_bytes)
+            }
+        };
         let page = &mut self.pages[page_id as usize];
         page.carved = 1;
         Some(Loc {
@@ -286,12 +329,19 @@ impl Slabs {
         })
     }
 
+    /// Charges `units` and lists a page of fresh memory of `bytes` in `class`.
     fn new_page(&mut self, class: u8, units: u32, bytes: usize) -> u32 {
         self.pool_pages = self.pool_pages().saturating_sub(units as usize);
         self.units_used += units as usize;
         assert!(self.units_used <= self.units_max);
+        let buf = self.arena.alloc(bytes);
+        self.place_page(class, units, buf)
+    }
+
+    /// Lists a page of `buf`, whose `units` are already charged, in `class`.
+    fn place_page(&mut self, class: u8, units: u32, buf: PageBuf) -> u32 {
         let page = Page {
-            buf: self.arena.alloc(bytes),
+            buf,
             class,
             units,
             carved: 0,
@@ -315,11 +365,14 @@ impl Slabs {
         page_id
     }
 
-    /// Returns a chunk whose item has been unlinked. A huge item's page is released.
+    /// Returns a chunk whose item has been unlinked. A huge item's page goes, and its memory
+    /// becomes the spare (the one spare before it is freed).
     pub fn free(&mut self, loc: Loc) {
         let class = self.pages[loc.page as usize].class;
         if class == self.huge_class() {
-            self.release_page(loc.page);
+            let (buf, units) = self.vacate_page(loc.page);
+            self.drop_spare_huge();
+            self.spare_huge = Some((buf, units));
             return;
         }
         let chunk_size = self.classes[usize::from(class)].chunk_size;
@@ -338,15 +391,21 @@ impl Slabs {
     /// Takes a page away from its class and returns its units to the budget. Every item in it
     /// must already be unlinked.
     pub fn release_page(&mut self, page_id: u32) {
+        let (buf, units) = self.vacate_page(page_id);
+        self.units_used -= units as usize;
+        self.arena.release(buf);
+    }
+
+    /// Takes a page out of its class and hands back its memory and the units it is charged
+    /// (still counted in `units_used`).
+    fn vacate_page(&mut self, page_id: u32) -> (PageBuf, u32) {
         let page = &mut self.pages[page_id as usize];
         assert!(!page.vacant, "releasing a vacant page");
         let class = usize::from(page.class);
-        self.units_used -= page.units as usize;
+        let units = page.units;
         page.vacant = true;
-        let buf = std::mem::take(&mut page.buf);
-        self.arena.release(buf);
-        let page = &mut self.pages[page_id as usize];
         page.in_partial = false;
+        let buf = std::mem::take(&mut page.buf);
         let class = &mut self.classes[class];
         let index = class
             .pages
@@ -362,6 +421,7 @@ impl Slabs {
             class.hand_page = 0;
         }
         self.vacant_page_ids.push(page_id);
+        (buf, units)
     }
 
     pub fn chunk_size_of(&self, loc: Loc) -> usize {
@@ -399,9 +459,11 @@ impl Slabs {
         self.pages[loc.page as usize].class
     }
 
-    /// Bytes of page memory held (normal pages count whole; huge items their allocation).
+    /// Bytes of page memory held (normal pages count whole; huge items and the spare their
+    /// allocation).
     pub fn page_bytes(&self) -> usize {
-        self.pages.iter().map(|page| page.buf.len()).sum()
+        let spare = self.spare_huge.as_ref().map_or(0, |(buf, _)| buf.len());
+        self.pages.iter().map(|page| page.buf.len()).sum::<usize>() + spare
     }
 
     /// Chunks of the class's pages not carved out yet.
@@ -433,7 +495,11 @@ impl Slabs {
             .filter(|p| !p.vacant)
             .map(|p| p.units as usize)
             .sum();
-        assert_eq!(units, self.units_used, "units_used drifted");
+        assert_eq!(
+            units + self.spare_huge_units(),
+            self.units_used,
+            "units_used drifted"
+        );
         assert!(self.units_used <= self.units_max, "over budget");
         let mut free_seen = 0;
         for (class_id, class) in self.classes.iter().enumerate() {

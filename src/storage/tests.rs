@@ -686,7 +686,108 @@ fn large_item_round_trips() {
     assert_eq!(get(&mut store, "big", T0).unwrap().len(), value.len() + 4);
     assert!(store.delete(b"big", test_hash(b"big"), T0));
     store.check_invariants();
-    assert_eq!(store.stats().total_malloced, 0, "huge allocation released");
+    // The allocation stays as the spare, shown as the class's free chunks.
+    let stats = store.stats();
+    let huge = stats.classes.last().expect("the huge class is listed");
+    assert_eq!(huge.slab_class, store.slabs.huge_class());
+    assert_eq!(
+        (
+            huge.total_pages,
+            huge.used_chunks,
+            huge.free_chunks,
+            huge.number
+        ),
+        (2, 0, 2, 0)
+    );
+    assert!(stats.total_malloced > 1 << 20, "{}", stats.total_malloced);
+}
+
+/// The spare huge allocation: reused by the next huge item of the same charge, replaced by a
+/// later one, and given up (never evicting for it) when pages, a smaller limit or a page move
+/// want its budget.
+#[test]
+fn the_huge_spare_is_reused_and_never_costs_an_eviction() {
+    // 8 units of 64 KiB; huge items of 100,000 bytes are charged 2.
+    let page = 64 << 10;
+    let mut cfg = config(8 * page, page);
+    cfg.item_size_max = 1 << 20;
+    let mut store = Store::new(cfg);
+    let value = |fill: u8, len: usize| vec![fill; len];
+    set(&mut store, "a", &value(b'a', 100_000), None, T0);
+    let one = store.stats().total_malloced;
+    assert!((100_000..110_000).contains(&one), "{one}");
+    // The first overwrite allocates afresh and keeps the old item's memory as the spare; from
+    // then on each overwrite takes the spare and leaves its own: memory stays at two items'.
+    set(&mut store, "a", &value(b'b', 100_000), None, T0);
+    assert_eq!(store.stats().total_malloced, 2 * one);
+    for round in 0..5u8 {
+        set(&mut store, "a", &value(b'c' + round, 100_000), None, T0);
+        assert_eq!(store.stats().total_malloced, 2 * one, "round {round}");
+        assert_eq!(get(&mut store, "a", T0), Some(value(b'c' + round, 100_000)));
+    }
+    // A smaller value of the same charge reuses it too and reads back exactly.
+    set(&mut store, "a", &value(b'x', 70_000), None, T0);
+    assert_eq!(store.stats().total_malloced, 2 * one);
+    assert_eq!(get(&mut store, "a", T0), Some(value(b'x', 70_000)));
+    // A larger charge (3 units) cannot: fresh memory; the item it replaces becomes the spare
+    // and the spare before it is freed.
+    set(&mut store, "a", &value(b'y', 150_000), None, T0);
+    let header = one - 100_000;
+    assert_eq!(store.stats().total_malloced, 150_000 + header + one);
+    assert_eq!(get(&mut store, "a", T0), Some(value(b'y', 150_000)));
+    // Deleting leaves the last freed one as the spare (3 units); the earlier spare is freed.
+    assert!(store.delete(b"a", test_hash(b"a"), T0));
+    store.check_invariants();
+    assert_eq!(store.stats().total_malloced, 150_000 + header);
+    assert_eq!(store.slabs.spare_huge_units(), 3);
+    // Small items filling all 8 units take the spare's budget instead of evicting each other.
+    let small = value(b's', 1000);
+    let mut count = 0;
+    while store.stats().total_malloced < (8 * page) as u64 && count < 10_000 {
+        set(&mut store, &key_of(count), &small, None, T0);
+        count += 1;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.evictions, 0, "{count} items");
+    assert_eq!(store.slabs.spare_huge_units(), 0);
+    let small = stats
+        .classes
+        .iter()
+        .find(|c| c.number > 0)
+        .expect("a class");
+    assert_eq!((small.total_pages, small.number), (8, count as u64));
+    let small = value(b's', 1000);
+    for i in 0..count {
+        assert_eq!(get(&mut store, &key_of(i), T0), Some(small.clone()), "{i}");
+    }
+}
+
+#[test]
+fn a_smaller_limit_and_page_moves_take_the_huge_spare_first() {
+    let page = 64 << 10;
+    let mut cfg = config(8 * page, page);
+    cfg.item_size_max = 1 << 20;
+    let mut store = Store::new(cfg);
+    let big = vec![b'b'; 100_000];
+    set(&mut store, "big", &big, None, T0);
+    set(&mut store, "small", b"v", None, T0);
+    assert!(store.delete(b"big", test_hash(b"big"), T0));
+    assert_eq!(store.slabs.spare_huge_units(), 2);
+    // 2 units left: the small item's page and one more; the spare goes, not the small item.
+    store.set_memory_limit(2 * page, T0);
+    store.check_invariants();
+    assert_eq!(store.slabs.spare_huge_units(), 0);
+    assert_eq!(get(&mut store, "small", T0), Some(b"v".to_vec()));
+    assert_eq!(store.stats().evictions, 0);
+    // A huge item evicted by a page move gives its whole budget back, spare included.
+    store.set_memory_limit(8 * page, T0);
+    set(&mut store, "big", &big, None, T0);
+    let huge_page = store.slabs.classes[usize::from(store.slabs.huge_class())].pages[0];
+    store.evict_page(huge_page, T0);
+    store.check_invariants();
+    assert_eq!(store.slabs.spare_huge_units(), 0);
+    assert_eq!(store.slabs.units_used, 1, "only the small item's page");
+    assert_eq!(get(&mut store, "big", T0), None);
 }
 
 #[test]
