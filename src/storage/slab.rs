@@ -412,13 +412,19 @@ impl Slabs {
             .iter()
             .position(|&p| p == page_id)
             .expect("page listed in its class");
-        class.pages.swap_remove(index);
+        // Kept in the order pages came (not swap_remove): the CLOCK hand sweeps them oldest
+        // first, and for the huge class, one item a page, that order is the eviction order.
+        // Moving the newest page into the hole under the hand evicted the newest items first.
+        class.pages.remove(index);
         class.partial.retain(|&p| p != page_id);
-        if class.hand_page >= class.pages.len() || class.hand_page == index {
+        if index < class.hand_page {
+            class.hand_page -= 1;
+        } else if index == class.hand_page {
             class.hand_chunk = 0;
         }
         if class.hand_page >= class.pages.len() {
             class.hand_page = 0;
+            class.hand_chunk = 0;
         }
         self.vacant_page_ids.push(page_id);
         (buf, units)

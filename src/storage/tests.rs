@@ -762,6 +762,33 @@ fn the_huge_spare_is_reused_and_never_costs_an_eviction() {
     }
 }
 
+/// Items larger than a page are evicted oldest first, as any class's: each is one page, and the
+/// CLOCK hand sweeps a class's pages in the order they came.
+#[test]
+fn huge_items_are_evicted_oldest_first() {
+    let page = 64 << 10;
+    let mut cfg = config(8 * page, page);
+    cfg.item_size_max = 1 << 20;
+    let mut store = Store::new(cfg);
+    // 2 units each: four fit, and each new one evicts the oldest.
+    let value = vec![b'v'; 100_000];
+    for i in 0..12 {
+        set(&mut store, &key_of(i), &value, None, T0);
+        let present: Vec<usize> = (0..=i)
+            .filter(|&k| {
+                let key = key_of(k);
+                // A look in the table, not a read: no second chance given.
+                store
+                    .lookup(key.as_bytes(), test_hash(key.as_bytes()))
+                    .is_some()
+            })
+            .collect();
+        let expected: Vec<usize> = (i.saturating_sub(3)..=i).collect();
+        assert_eq!(present, expected, "after storing {i}");
+    }
+    assert_eq!(store.stats().evictions, 8);
+}
+
 #[test]
 fn a_smaller_limit_and_page_moves_take_the_huge_spare_first() {
     let page = 64 << 10;
