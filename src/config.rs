@@ -397,6 +397,9 @@ pub struct Config {
     pub lru_tune: LruTuneSettings,
     /// `-o track_sizes`: `stats sizes` counts items from startup (as `stats sizes_enable`).
     pub track_sizes: bool,
+    /// `-o hashpower=N` (12 to 32; 0 when not given): the hash tables start with 2^N slots in
+    /// all, split across the shards ([`HASHPOWER_DEFAULT`] when not given).
+    pub hashpower_init: u8,
     /// Notices for stderr at startup (ignored `-o` suboptions).
     pub notices: Vec<String>,
     pub limits: Limits,
@@ -622,6 +625,7 @@ impl Config {
             slab_automove: extended.slab_automove,
             lru_tune: extended.lru_tune,
             track_sizes: extended.track_sizes,
+            hashpower_init: extended.hashpower_init,
             notices: extended.notices,
             limits,
             cluster_nodes: a.cluster_nodes,
@@ -838,6 +842,8 @@ pub struct Extended {
     pub slab_automove: u8,
     pub lru_tune: LruTuneSettings,
     pub track_sizes: bool,
+    /// `hashpower`: 0 when not given.
+    pub hashpower_init: u8,
     /// `watcher_logbuf_size` and `worker_logbuf_size`, in bytes (given in KB).
     pub watcher_logbuf_bytes: usize,
     pub worker_logbuf_bytes: usize,
@@ -883,6 +889,7 @@ impl Default for Extended {
             slab_automove: 1,
             lru_tune: LruTuneSettings::default(),
             track_sizes: false,
+            hashpower_init: 0,
             watcher_logbuf_bytes: 256 * 1024,
             worker_logbuf_bytes: 64 * 1024,
             tls: TlsOptions::default(),
@@ -936,6 +943,13 @@ impl Default for CrawlerSettings {
     }
 }
 
+/// The hash tables' slots in all at startup are 2^this, as memcached's table starts (its
+/// `HASHPOWER_DEFAULT`), unless `-o hashpower` says otherwise.
+pub const HASHPOWER_DEFAULT: u8 = 16;
+/// The range `-o hashpower` takes, as memcached's.
+pub const HASHPOWER_MIN: u8 = 12;
+pub const HASHPOWER_MAX: u8 = 32;
+
 /// memcached's default `lru_crawler_sleep`.
 pub const CRAWLER_SLEEP_US_DEFAULT: u32 = 100;
 pub use crate::protocol::CRAWLER_SLEEP_US_MAX;
@@ -947,7 +961,6 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
         "no_maxconns_fast",
         "over-limit connections are always answered and closed",
     ),
-    ("hashpower", "the hash table grows incrementally"),
     ("no_hashexpand", "the hash table grows incrementally"),
     ("tail_repair_time", "no item refcounts to repair"),
     ("lru_maintainer", "CLOCK eviction, no LRU maintainer"),
@@ -985,8 +998,9 @@ const EXTENDED_IGNORED: &[(&str, &str)] = &[
 /// Prefixes of suboption families that are ignored as a whole: extstore.
 const EXTENDED_IGNORED_PREFIXES: &[(&str, &str)] = &[("ext_", "no external storage")];
 
-/// Parses memcached's `-o` lists. Honoured: `idle_timeout=<secs>`, `maxconns_fast` (corecache's
-/// only over-limit behaviour), `hash_algorithm=xxh3` (corecache's hash), `lru_crawler`,
+/// Parses memcached's `-o` lists. Honoured: `idle_timeout=<secs>`, `hashpower=<12-32>`,
+/// `maxconns_fast` (corecache's only over-limit behaviour), `hash_algorithm=xxh3` (corecache's
+/// hash), `lru_crawler`,
 /// `no_lru_crawler`, `lru_crawler_sleep=<us>`, `lru_crawler_tocrawl=<n>`, `slab_automove=<0-2>`
 /// (refused out of range with memcached's messages). `hash_algorithm=`
 /// `murmur3|jenkins` is accepted with a notice (the hash table's hash is internal; corecache
@@ -1056,6 +1070,23 @@ pub fn parse_extended(lists: &[String]) -> Result<Extended, String> {
             "no_lru_crawler" => out.crawler.enabled = false,
             "no_slab_automove" => out.slab_automove = 0,
             "track_sizes" => out.track_sizes = true,
+            // memcached reads the value with atoi and takes 12 to 32.
+            "hashpower" => {
+                let v = value.ok_or("Missing numeric argument for hashpower")?;
+                let power = crate::protocol::parse::atoi(v.as_bytes());
+                if power < i32::from(HASHPOWER_MIN) {
+                    return Err(format!(
+                        "Initial hashtable multiplier of {power} is too low"
+                    ));
+                }
+                if power > i32::from(HASHPOWER_MAX) {
+                    return Err(format!(
+                        "Initial hashtable multiplier of {power} is too high; choose a value \
+                         based on \"STAT hash_power_level\" from a running instance"
+                    ));
+                }
+                out.hashpower_init = power as u8;
+            }
             // memcached's 1.4 defaults: no crawler, no automove (the rest of what it turns off,
             // corecache does not have).
             "no_modern" => {
@@ -1697,6 +1728,16 @@ mod tests {
         let e = ext(&["maxconns_fast,hash_algorithm=xxh3", "idle_timeout=3"]).unwrap();
         assert_eq!(e.idle_timeout_secs, 3);
         assert!(e.notices.is_empty());
+        // hashpower: memcached's range, read with atoi; honoured, so no notice.
+        for (given, power) in [("12", 12), ("20", 20), ("32", 32), ("17x", 17)] {
+            let e = ext(&[&format!("hashpower={given}")]).unwrap();
+            assert_eq!((e.hashpower_init, e.notices.len()), (power, 0), "{given}");
+        }
+        assert_eq!(ext(&["idle_timeout=1"]).unwrap().hashpower_init, 0);
+        for (given, why) in [("11", "too low"), ("-1", "too low"), ("33", "too high")] {
+            let err = ext(&[&format!("hashpower={given}")]).unwrap_err();
+            assert!(err.contains(why), "{given}: {err}");
+        }
         let e = ext(&["modern,hot_lru_pct=20,ext_path=/x:1G,hash_algorithm=murmur3"]).unwrap();
         assert_eq!(e.notices.len(), 1, "{:?}", e.notices);
         for name in ["modern", "hot_lru_pct", "ext_path", "murmur3"] {

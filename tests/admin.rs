@@ -1601,3 +1601,41 @@ fn dump_and_watch_refuse_to_follow_stacked_replies_as_memcached_does() {
         }
     });
 }
+
+/// The hash table starts as memcached's does, at 2^16 slots in all (`hash_power_level` 16), or
+/// at 2^N with `-o hashpower=N`, split over the shards; `stats settings` shows the N asked
+/// for (0 when none was). Filling past it grows it. (corecache also takes 12, which memcached
+/// refuses unless its item lock table is smaller.)
+#[test]
+fn the_hash_table_starts_at_memcacheds_hash_power() {
+    for (args, level, init) in [
+        (&[][..], "16", "0"),
+        (&["-o", "hashpower=20"][..], "20", "20"),
+        (&["-t", "3", "-o", "hashpower=13"][..], "13", "13"),
+        (&["-t", "3"][..], "16", "0"),
+    ] {
+        let server = TestServer::start(args);
+        assert_eq!(server.stats()["hash_power_level"], level, "{args:?}");
+        assert_eq!(
+            server.stats_sub("settings")["hashpower_init"],
+            init,
+            "{args:?}"
+        );
+    }
+    // memcached wants a table larger than its item lock table (2^12 slots at -t 4).
+    let server = TestServer::start(&["-o", "hashpower=13"]);
+    let mut c = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..14_000 {
+        batch.extend_from_slice(format!("set k{i} 0 0 1 noreply\r\nv\r\n").as_bytes());
+    }
+    c.send(&batch);
+    c.roundtrip(b"get k13999\r\n", b"VALUE k13999 0 1\r\nv\r\nEND\r\n");
+    // memcached grows its table in a background thread.
+    let level = || server.stats()["hash_power_level"].parse::<u32>().unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || level() > 13),
+        "hash_power_level {} after 14,000 keys",
+        level()
+    );
+}

@@ -175,6 +175,33 @@ fn graceful_stop_saves_and_the_next_start_restores() {
     });
 }
 
+/// The hash table comes back as large as it was (`hash_power_level`), items or not, as
+/// memcached restores its hash power: a start with `-o hashpower=18` and no items, saved and
+/// started again without the option, reads 18.
+#[test]
+fn a_restart_restores_the_hash_power() {
+    for_each_config(|args| {
+        let mf = MemFile::new("hashpower");
+        let file = mf.arg();
+        let base = with_file(args, &file);
+        let mut server = TestServer::start(&[&base[..], &["-o", "hashpower=18"]].concat());
+        assert_eq!(server.stats()["hash_power_level"], "18");
+        let mut c = server.connect();
+        set(&mut c, "one", 0, 0, b"v");
+        drop(c);
+        graceful_stop(&mut server);
+        let mut server = TestServer::start(&base);
+        assert_eq!(server.stats()["hash_power_level"], "18");
+        let mut c = server.connect();
+        assert_eq!(gets(&mut c, "one").map(|g| g.0), Some(b"v".to_vec()));
+        drop(c);
+        // Without a save, the next start is back at the default.
+        server.terminate(STOP_TIMEOUT);
+        let server = TestServer::start(&base);
+        assert_eq!(server.stats()["hash_power_level"], "16");
+    });
+}
+
 /// `shutdown graceful` (with `-A`) saves as SIGUSR1 does; `shutdown` saves nothing.
 #[test]
 fn shutdown_graceful_saves_and_shutdown_does_not() {

@@ -611,6 +611,23 @@ fn unserved_flags_and_unknown_suboptions_are_refused() {
             "warm_lru_pct must be > 1 and < 80",
         ),
         (&["-o", "hot_lru_pct"], "Missing hot_lru_pct argument"),
+        // memcached's range for the hash table's starting size (read with atoi).
+        (
+            &["-o", "hashpower=11"],
+            "Initial hashtable multiplier of 11 is too low",
+        ),
+        (
+            &["-o", "hashpower=x"],
+            "Initial hashtable multiplier of 0 is too low",
+        ),
+        (
+            &["-o", "hashpower=33"],
+            "Initial hashtable multiplier of 33 is too high",
+        ),
+        (
+            &["-o", "hashpower"],
+            "Missing numeric argument for hashpower",
+        ),
         (&["-o", "warm_max_factor=0"], "warm_max_factor must be > 0"),
         (&["-o", "hot_max_factor=-1"], "hot_max_factor must be > 0"),
         (

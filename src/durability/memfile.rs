@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use super::record::{FILE_HEADER_BYTES, RECORD_HEADER_BYTES};
+use crate::config::HASHPOWER_MAX;
 
 /// The format version this build writes and restores.
 pub const MEMFILE_VERSION: u64 = 1;
@@ -35,6 +36,10 @@ pub struct Meta {
     pub records: u64,
     /// `PATH`'s length.
     pub bytes: u64,
+    /// `hash_power_level` when the save began (the base-2 logarithm of every shard's hash
+    /// slots together): the restore starts the tables that large, as memcached's restart
+    /// restores its hash power. 0 when the file does not say.
+    pub hash_power: u8,
 }
 
 /// `PATH.meta` for `PATH`.
@@ -48,8 +53,14 @@ impl Meta {
     /// The file's text.
     pub fn encode(&self) -> String {
         format!(
-            "T{TAG}\nKversion {}\nKstop_time {}\nKshard_count {}\nKrecords {}\nKbytes {}\n",
-            self.version, self.stop_unix, self.shard_count, self.records, self.bytes
+            "T{TAG}\nKversion {}\nKstop_time {}\nKshard_count {}\nKrecords {}\nKbytes {}\n\
+             Khash_power {}\n",
+            self.version,
+            self.stop_unix,
+            self.shard_count,
+            self.records,
+            self.bytes,
+            self.hash_power
         )
     }
 
@@ -68,6 +79,7 @@ impl Meta {
         let mut shard_count = None;
         let mut records = None;
         let mut bytes = None;
+        let mut hash_power = 0;
         for line in lines {
             let Some((key, value)) = line.strip_prefix('K').and_then(|kv| kv.split_once(' '))
             else {
@@ -87,6 +99,12 @@ impl Meta {
                 }
                 "records" => records = Some(number()?),
                 "bytes" => bytes = Some(number()?),
+                "hash_power" => {
+                    hash_power = u8::try_from(number()?)
+                        .ok()
+                        .filter(|&p| p <= HASHPOWER_MAX)
+                        .ok_or("invalid hash_power")?;
+                }
                 _ => {}
             }
         }
@@ -97,6 +115,7 @@ impl Meta {
             shard_count: shard_count.ok_or("no shard_count in metadata")?,
             records: need(records, "records")?,
             bytes: need(bytes, "bytes")?,
+            hash_power,
         })
     }
 
@@ -139,6 +158,7 @@ mod tests {
             shard_count: 4,
             records: 12,
             bytes: 4096,
+            hash_power: 17,
         }
     }
 
@@ -164,9 +184,17 @@ mod tests {
             "Tcorecache\nKversion one\nKstop_time 1\nKshard_count 1\nKrecords 0\nKbytes 32\n",
             "Tcorecache\nKversion 1\nKstop_time 1\nKshard_count 70000\nKrecords 0\nKbytes 32\n",
             "Tcorecache\nKversion 1\nKstop_time 1\nKshard_count 1\nKrecords 0\n",
+            "Tcorecache\nKversion 1\nKstop_time 1\nKshard_count 1\nKrecords 0\nKbytes 32\n\
+             Khash_power 33\n",
         ] {
             assert!(Meta::parse(text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_file_without_hash_power_restores_tables_at_their_start_size() {
+        let text = "Tcorecache\nKversion 1\nKstop_time 1\nKshard_count 1\nKrecords 0\nKbytes 32\n";
+        assert_eq!(Meta::parse(text).map(|m| m.hash_power), Ok(0));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::Shared;
+use crate::config::HASHPOWER_MAX;
 use crate::durability::memfile::{meta_path, Meta, MEMFILE_VERSION, META_BYTES_MAX};
 use crate::durability::record::{self, FileKind, FILE_HEADER_BYTES};
 use crate::durability::replay;
@@ -54,6 +55,8 @@ pub struct MemfileShared {
 struct Save {
     out: BufWriter<File>,
     records: u64,
+    /// Hash slots of the shards saved so far.
+    hash_slots: u64,
     /// The first write that failed (the save is then abandoned).
     error: Option<String>,
 }
@@ -139,6 +142,7 @@ impl MemfileShared {
         *self.lock() = Some(Save {
             out,
             records: 0,
+            hash_slots: 0,
             error: None,
         });
         Ok(())
@@ -170,6 +174,7 @@ impl MemfileShared {
             buf.clear();
         }
         save.records += records;
+        save.hash_slots += shard.store().hash_slots() as u64;
     }
 
     /// After every executor has saved: the end record, `PATH` synced, then `PATH.meta`.
@@ -193,7 +198,10 @@ impl MemfileShared {
             return Err(e);
         }
         let Save {
-            mut out, records, ..
+            mut out,
+            records,
+            hash_slots,
+            ..
         } = save;
         let stop_unix = unix_now();
         let mut end = Vec::new();
@@ -208,6 +216,10 @@ impl MemfileShared {
             shard_count,
             records,
             bytes,
+            hash_power: hash_slots
+                .checked_ilog2()
+                .unwrap_or(0)
+                .min(HASHPOWER_MAX.into()) as u8,
         };
         let final_path = meta_path(&self.path);
         let mut tmp = final_path.clone().into_os_string();
@@ -258,6 +270,13 @@ pub fn restore_into(shard: &mut Shard, me: u16, shared: &Shared) -> Result<(), S
     let share = meta.records / u64::from(count.max(1));
     let share = usize::try_from(share + share / 16 + 64).unwrap_or(usize::MAX);
     shard.store_mut().reserve_items(share);
+    // And at least as large as the tables were (memcached restores its hash power even when
+    // its items are gone). Only a hint: a table that cannot have it grows as keys come.
+    if meta.hash_power > 0 {
+        let _ = shard
+            .store_mut()
+            .reserve_hash_slots((1usize << meta.hash_power) / usize::from(count.max(1)));
+    }
     let mut file = File::open(&mf.path).map_err(err)?;
     file.seek(SeekFrom::Start(FILE_HEADER_BYTES as u64))
         .map_err(err)?;

@@ -710,6 +710,19 @@ fn executor(
         evictions_enabled: cfg.evictions_enabled,
     };
     let mut shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);
+    // memcached's table starts with 2^hashpower buckets; corecache's shards share that many
+    // slots.
+    let power = match cfg.hashpower_init {
+        0 => crate::config::HASHPOWER_DEFAULT,
+        power => power,
+    };
+    if !shard
+        .store_mut()
+        .reserve_hash_slots((1usize << power) / usize::from(cfg.shard_count))
+    {
+        let _ = ready.send(Err(String::from("Failed to init hashtable.")));
+        return;
+    }
     shard.prefix_stats = PrefixStats::new(cfg.stat_key_prefix, cfg.detail_enabled);
     shard.log = crate::watch::EventLog::new(cfg.worker_logbuf_bytes, Arc::clone(&shared.watch.gid));
     shard.store_mut().set_automove(cfg.slab_automove);

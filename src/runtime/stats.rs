@@ -799,8 +799,7 @@ pub fn local_group(core: &Core, group: StatsGroup<'_>, out: &mut Vec<u8>) {
             );
             compose::stat(out, "item_size_max", cfg.item_size_max as u64);
             compose::stat_str(out, "maxconns_fast", "yes");
-            // The table grows incrementally from its own start size (`-o hashpower` ignored).
-            compose::stat(out, "hashpower_init", 0);
+            compose::stat(out, "hashpower_init", u64::from(cfg.hashpower_init));
             compose::stat_str(out, "slab_reassign", "yes");
             compose::stat(
                 out,

@@ -580,6 +580,17 @@ impl Store {
         self.table.reserve(items);
     }
 
+    /// Sizes the empty hash table to at least `slots` home slots (see
+    /// [`table::Table::reserve_slots`]); false when that memory cannot be had.
+    pub fn reserve_hash_slots(&mut self, slots: usize) -> bool {
+        self.table.reserve_slots(slots)
+    }
+
+    /// Home slots of the hash table (`hash_power_level` counts them over every shard).
+    pub fn hash_slots(&self) -> usize {
+        self.table.home_slots()
+    }
+
     /// The time of a delayed `flush_all` not yet due (a snapshot records it).
     pub fn flush_pending(&self) -> Option<Instant32> {
         self.flush_pending
@@ -999,7 +1010,7 @@ impl Store {
         stats.slab_global_page_pool = self.slabs.pool_pages() as u64;
         stats.limit_maxbytes = (self.slabs.units_max * self.slabs.page_size) as u64;
         stats.hash_bytes = self.table.bytes() as u64;
-        stats.hash_slots = self.table.home_slots() as u64;
+        stats.hash_slots = self.hash_slots() as u64;
         stats.hash_is_expanding = self.table.is_migrating();
         stats.classes = (0..self.slabs.classes.len())
             .filter(|&class| {

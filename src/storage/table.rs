@@ -83,7 +83,20 @@ struct LineSlots {
 impl LineSlots {
     /// `len` empty slots, the first at a 64-byte boundary.
     fn empty(len: usize) -> LineSlots {
-        let raw = vec![EMPTY; len + SLOTS_PER_BUCKET - 1];
+        LineSlots::aligned(vec![EMPTY; len + SLOTS_PER_BUCKET - 1], len)
+    }
+
+    /// [`LineSlots::empty`], or `None` when the memory cannot be had (a table sized by a
+    /// setting, not by the keys it holds).
+    fn try_empty(len: usize) -> Option<LineSlots> {
+        let mut raw = Vec::new();
+        raw.try_reserve_exact(len.checked_add(SLOTS_PER_BUCKET - 1)?)
+            .ok()?;
+        raw.resize(len + SLOTS_PER_BUCKET - 1, EMPTY);
+        Some(LineSlots::aligned(raw, len))
+    }
+
+    fn aligned(raw: Vec<u64>, len: usize) -> LineSlots {
         let line = SLOTS_PER_BUCKET * std::mem::size_of::<u64>();
         let past_line = raw.as_ptr() as usize % line;
         let start = (line - past_line) % line / std::mem::size_of::<u64>();
@@ -116,8 +129,22 @@ struct Buckets {
 
 impl Buckets {
     fn new(home_count: usize) -> Buckets {
+        Buckets::with_slots(
+            LineSlots::empty((home_count + OVERFLOW_BUCKETS) * SLOTS_PER_BUCKET),
+            home_count,
+        )
+    }
+
+    fn try_new(home_count: usize) -> Option<Buckets> {
+        let len = home_count
+            .checked_add(OVERFLOW_BUCKETS)?
+            .checked_mul(SLOTS_PER_BUCKET)?;
+        Some(Buckets::with_slots(LineSlots::try_empty(len)?, home_count))
+    }
+
+    fn with_slots(slots: LineSlots, home_count: usize) -> Buckets {
         Buckets {
-            slots: LineSlots::empty((home_count + OVERFLOW_BUCKETS) * SLOTS_PER_BUCKET),
+            slots,
             home_count,
             live: 0,
             tombstones: 0,
@@ -353,13 +380,28 @@ impl Table {
     /// filling it in bulk (a restore) never migrates: growth would re-read every item's key
     /// to rehash it. Does nothing to a table holding keys or already that large.
     pub fn reserve(&mut self, items: usize) {
-        if !self.is_empty() || self.old.is_some() {
-            return;
+        // A table sized by the keys about to be stored: their memory is had already.
+        let _ = self.reserve_buckets(home_count_for(items));
+    }
+
+    /// Sizes an empty table to at least `slots` home slots (`-o hashpower`, or the size a
+    /// restart restores). Like [`Table::reserve`], nothing once it holds keys. False, with the
+    /// table as it was, when that much memory cannot be allocated.
+    pub fn reserve_slots(&mut self, slots: usize) -> bool {
+        self.reserve_buckets(slots.div_ceil(SLOTS_PER_BUCKET))
+    }
+
+    fn reserve_buckets(&mut self, home_count: usize) -> bool {
+        if !self.is_empty() || self.old.is_some() || home_count <= self.cur.home_count {
+            return true;
         }
-        let home_count = home_count_for(items);
-        if home_count > self.cur.home_count {
-            self.cur = Buckets::new(home_count);
-            self.cursor = 0;
+        match Buckets::try_new(home_count) {
+            Some(buckets) => {
+                self.cur = buckets;
+                self.cursor = 0;
+                true
+            }
+            None => false,
         }
     }
 
@@ -551,6 +593,30 @@ mod tests {
         assert_eq!(table.home_slots(), home);
         let mut small = Table::new();
         small.reserve(10);
+        assert_eq!(small.home_slots(), HOME_BUCKETS_MIN * SLOTS_PER_BUCKET);
+    }
+
+    #[test]
+    fn reserved_slots_size_an_empty_table_only() {
+        let mut table = Table::new();
+        assert!(table.reserve_slots(1 << 16));
+        assert_eq!(table.home_slots(), 1 << 16);
+        // Rounded up to whole buckets; never shrunk.
+        table.reserve_slots((1 << 17) + 1);
+        assert_eq!(table.home_slots(), (1 << 17) + SLOTS_PER_BUCKET);
+        table.reserve_slots(10);
+        assert_eq!(table.home_slots(), (1 << 17) + SLOTS_PER_BUCKET);
+        let mut hash_of = |loc: Loc| mix(id_of(loc));
+        table.insert(mix(1), loc_of(1), &mut hash_of);
+        table.reserve_slots(1 << 20);
+        assert_eq!(table.home_slots(), (1 << 17) + SLOTS_PER_BUCKET);
+        // Below the smallest table: the smallest table.
+        let mut small = Table::new();
+        small.reserve_slots(8);
+        assert_eq!(small.home_slots(), HOME_BUCKETS_MIN * SLOTS_PER_BUCKET);
+        // More than can be allocated: refused, the table unchanged.
+        assert!(!small.reserve_slots(usize::MAX / 4));
+        assert!(!small.reserve_slots(1 << 60));
         assert_eq!(small.home_slots(), HOME_BUCKETS_MIN * SLOTS_PER_BUCKET);
     }
 
