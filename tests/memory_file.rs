@@ -176,7 +176,7 @@ fn graceful_stop_saves_and_the_next_start_restores() {
 }
 
 /// The hash table comes back as large as it was (`hash_power_level`), items or not, as
-/// memcached restores its hash power: a start with `-o hashpower=18` and no items, saved and
+/// memcached restores its hash power: a start with `-o hashpower=18` and one item, saved and
 /// started again without the option, reads 18.
 #[test]
 fn a_restart_restores_the_hash_power() {

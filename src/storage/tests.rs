@@ -702,16 +702,21 @@ fn large_item_round_trips() {
     assert!(stats.total_malloced > 1 << 20, "{}", stats.total_malloced);
 }
 
+/// Eight budget units of 64 KiB pages, items up to 1 MiB: a 100,000-byte item is huge and
+/// charged 2 units. Returns the store and its page size.
+fn huge_store() -> (Store, usize) {
+    let page = 64 << 10;
+    let mut cfg = config(8 * page, page);
+    cfg.item_size_max = 1 << 20;
+    (Store::new(cfg), page)
+}
+
 /// The spare huge allocation: reused by the next huge item of the same charge, replaced by a
 /// later one, and given up (never evicting for it) when pages, a smaller limit or a page move
 /// want its budget.
 #[test]
 fn the_huge_spare_is_reused_and_never_costs_an_eviction() {
-    // 8 units of 64 KiB; huge items of 100,000 bytes are charged 2.
-    let page = 64 << 10;
-    let mut cfg = config(8 * page, page);
-    cfg.item_size_max = 1 << 20;
-    let mut store = Store::new(cfg);
+    let (mut store, page) = huge_store();
     let value = |fill: u8, len: usize| vec![fill; len];
     set(&mut store, "a", &value(b'a', 100_000), None, T0);
     let one = store.stats().total_malloced;
@@ -766,10 +771,7 @@ fn the_huge_spare_is_reused_and_never_costs_an_eviction() {
 /// CLOCK hand sweeps a class's pages in the order they came.
 #[test]
 fn huge_items_are_evicted_oldest_first() {
-    let page = 64 << 10;
-    let mut cfg = config(8 * page, page);
-    cfg.item_size_max = 1 << 20;
-    let mut store = Store::new(cfg);
+    let (mut store, _) = huge_store();
     // 2 units each: four fit, and each new one evicts the oldest.
     let value = vec![b'v'; 100_000];
     for i in 0..12 {
@@ -791,10 +793,7 @@ fn huge_items_are_evicted_oldest_first() {
 
 #[test]
 fn a_smaller_limit_and_page_moves_take_the_huge_spare_first() {
-    let page = 64 << 10;
-    let mut cfg = config(8 * page, page);
-    cfg.item_size_max = 1 << 20;
-    let mut store = Store::new(cfg);
+    let (mut store, page) = huge_store();
     let big = vec![b'b'; 100_000];
     set(&mut store, "big", &big, None, T0);
     set(&mut store, "small", b"v", None, T0);
