@@ -1639,3 +1639,39 @@ fn the_hash_table_starts_at_memcacheds_hash_power() {
         level()
     );
 }
+
+/// A new connection finds itself on the last line of `stats conns`, whichever core took it:
+/// ids follow the order connections came in, as memcached's descriptors usually do, and
+/// memcached's own t/watcher_connid.t takes its id from there. Its `watch` lines carry that id.
+#[test]
+fn a_new_connection_lists_last_in_stats_conns() {
+    for_each_config(|args| {
+        let server = TestServer::start(args);
+        let mut watcher = server.connect();
+        watcher.roundtrip(b"watch fetchers\r\n", b"OK\r\n");
+        let mut held = Vec::new();
+        for round in 0..8 {
+            let stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+            let me = format!("tcp:{}", stream.local_addr().expect("local address"));
+            let mut c = Client::from_stream(stream);
+            let (_, raw) = c.stats_raw("conns");
+            let text = String::from_utf8(raw).expect("ascii");
+            let last = text
+                .lines()
+                .rfind(|l| l.contains(":addr "))
+                .expect("a connection listed");
+            assert!(last.ends_with(&me), "round {round}: {last:?} is not {me}");
+            let id = last
+                .strip_prefix("STAT ")
+                .and_then(|l| l.split(':').next())
+                .expect("an id");
+            c.roundtrip(b"get nothing\r\n", b"END\r\n");
+            let line = String::from_utf8(watcher.read_line()).expect("ascii");
+            assert!(
+                line.contains(&format!(" cfd={id} ")),
+                "{line:?}: not cfd={id}"
+            );
+            held.push(c);
+        }
+    });
+}

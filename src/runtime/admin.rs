@@ -676,6 +676,7 @@ pub(super) mod tests {
             clock_offset_secs: AtomicU32::new(0),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
+            conn_serial_next: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             verbosity: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),

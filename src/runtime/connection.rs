@@ -180,7 +180,8 @@ pub struct Conn {
     /// is parsed during a dump ([`Conn::may_parse`]).
     pub metadump_slots: u32,
     /// Its id in `stats conns`, which is the `cfd` of its `watch` lines (memcached uses the
-    /// descriptor for both; corecache's ids are unique across cores instead).
+    /// descriptor for both; corecache's ids are unique across cores and follow the order
+    /// connections came in: `stats::conn_id`).
     pub cfd: i32,
     /// Why it closes, for `watch connevents` (normal unless something else is recorded).
     pub close_reason: crate::watch::CloseReason,

@@ -431,8 +431,9 @@ impl Core {
             return None;
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let serial = shared.conn_serial_next.fetch_add(1, Ordering::Relaxed);
         let idx = self.insert_conn(Conn::new(0, peer));
-        let cfd = stats::conn_id(self, idx);
+        let cfd = stats::conn_id(self, serial);
         let auth = self.shared.auth.is_some();
         if let Some(conn) = self.conn_mut(idx) {
             conn.cfd = cfd;

@@ -85,6 +85,9 @@ pub struct Shared {
     pub clock_offset_secs: AtomicU32,
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
+    /// The next connection's serial number, server-wide: its `stats conns` id follows from it
+    /// (`stats::conn_id`). Not a statistic, so `stats reset` leaves it.
+    pub conn_serial_next: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub verbosity: AtomicU32,
     pub shutdown: AtomicBool,
@@ -515,6 +518,7 @@ fn serve(
         clock_offset_secs: AtomicU32::new(0),
         curr_connections: AtomicU64::new(0),
         total_connections: AtomicU64::new(0),
+        conn_serial_next: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         verbosity: AtomicU32::new(u32::from(config.verbosity)),
         shutdown: AtomicBool::new(false),

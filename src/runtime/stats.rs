@@ -169,14 +169,19 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
     }
 }
 
-/// The `stats conns` id of this core's connection `idx` (also the `cfd` of its `watch` lines).
-/// Ids are unique across cores: the listening sockets take the first (as shard 0 lists them),
-/// then each core's UDP sockets and connections, by index, times the shard count plus the
-/// core's number.
-pub(super) fn conn_id(core: &Core, idx: u32) -> i32 {
+/// The `stats conns` id of the connection with server-wide serial number `serial` (also the
+/// `cfd` of its `watch` lines). The listening sockets take the first ids (as shard 0 lists
+/// them), then each core's UDP sockets, by number, times the shard count plus the core's
+/// number; connections follow in the order they came, whichever core took them. memcached's
+/// ids are descriptors, which a newer connection usually finds higher too: clients (and
+/// memcached's own tests) take the last line of `stats conns` for their own connection. Ids
+/// wrap round to the first connection id after 2^31 connections.
+pub(super) fn conn_id(core: &Core, serial: u64) -> i32 {
     // The socket count, not `addrs()`: no allocation or getsockname per accepted connection.
-    let first = listener_count(core) + core.udp.socket_count();
-    id_of(core, first as u64 + u64::from(idx))
+    let sockets = (listener_count(core) + core.udp.socket_count()) as u64;
+    let first = sockets * u64::from(core.shard_count);
+    let span = (i32::MAX as u64).saturating_sub(first).max(1);
+    i32::try_from(first + serial % span).unwrap_or(i32::MAX)
 }
 
 /// The `stats conns` id of this core's UDP socket number `socket` (the `cfd` of the `watch`
@@ -233,7 +238,7 @@ fn conns_part(core: &Core, out: &mut Vec<u8>) {
         if c.udp.is_some() {
             continue; // a datagram being answered: shown as its socket's line above
         }
-        let id = conn_id(core, idx);
+        let id = c.cfd;
         compose::stat_str(out, &format!("{id}:addr"), &peer_addr(&c.peer, unix_socket));
         compose::stat_str(out, &format!("{id}:listen_addr"), listen);
         compose::stat_str(out, &format!("{id}:state"), conn_state(c));
