@@ -43,6 +43,8 @@ pub fn prefetch_line(ptr: *const u8) {
 }
 
 const EMPTY: u64 = 0;
+// `LineSlots::try_empty` relies on zeroed memory reading as empty slots.
+const _: () = assert!(EMPTY == 0);
 const TOMBSTONE: u64 = 1;
 const BITS_24: u64 = (1 << 24) - 1;
 
@@ -87,12 +89,23 @@ impl LineSlots {
     }
 
     /// [`LineSlots::empty`], or `None` when the memory cannot be had (a table sized by a
-    /// setting, not by the keys it holds).
+    /// setting, not by the keys it holds). The memory comes zeroed from the allocator, as
+    /// `vec![0; n]`'s does, so pages never touched cost nothing: writing the zeros here would
+    /// make a table of `-o hashpower=31` resident at once.
     fn try_empty(len: usize) -> Option<LineSlots> {
-        let mut raw = Vec::new();
-        raw.try_reserve_exact(len.checked_add(SLOTS_PER_BUCKET - 1)?)
-            .ok()?;
-        raw.resize(len + SLOTS_PER_BUCKET - 1, EMPTY);
+        let total = len.checked_add(SLOTS_PER_BUCKET - 1)?;
+        let layout = std::alloc::Layout::array::<u64>(total).ok()?;
+        // SAFETY: `layout` has a non-zero size (`total` is at least SLOTS_PER_BUCKET - 1 > 0
+        // slots of 8 bytes). `alloc_zeroed` returns null or memory for `total` u64s, all
+        // zero bytes, which is a valid u64 (EMPTY).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u64>();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` was allocated by the global allocator with the layout of `total`
+        // u64s (what a Vec of capacity `total` uses), is initialised for all of them, and is
+        // owned by nothing else: the Vec takes it over and frees it with the same layout.
+        let raw = unsafe { Vec::from_raw_parts(ptr, total, total) };
         Some(LineSlots::aligned(raw, len))
     }
 
