@@ -16,7 +16,7 @@
 //!   their items leave): it stays charged, and is given up as soon as the budget runs short.
 //!
 //! Invariants (checked by `Store::check_invariants`): `units_used` is the sum of live pages'
-//! units and never exceeds `units_max`; every page is in exactly its class's `pages`; a page is in
+//! units and the spare's, and never exceeds `units_max`; every page is in exactly its class's `pages`; a page is in
 //! its class's `partial` list iff it has a free or uncarved chunk.
 
 use super::item;
