@@ -1640,31 +1640,46 @@ fn the_hash_table_starts_at_memcacheds_hash_power() {
     );
 }
 
-/// A new connection finds itself on the last line of `stats conns`, whichever core took it:
-/// ids follow the order connections came in, as memcached's descriptors usually do, and
-/// memcached's own t/watcher_connid.t takes its id from there. Its `watch` lines carry that id.
+/// A new connection's `stats conns` id is above every id listed before it came, whichever core
+/// took it: ids follow the order connections came in, as memcached's descriptors usually do,
+/// so a client finds itself on the last line (memcached's own t/watcher_connid.t takes its id
+/// from there). Its `watch` lines carry that id.
 #[test]
 fn a_new_connection_lists_last_in_stats_conns() {
+    let ids_and_addrs = |text: &str| -> Vec<(u64, String)> {
+        text.lines()
+            .filter_map(|l| {
+                let (id, addr) = l.strip_prefix("STAT ")?.split_once(":addr ")?;
+                Some((id.parse().ok()?, addr.to_string()))
+            })
+            .collect()
+    };
     for_each_config(|args| {
         let server = TestServer::start(args);
         let mut watcher = server.connect();
         watcher.roundtrip(b"watch fetchers\r\n", b"OK\r\n");
+        let mut observer = server.connect();
         let mut held = Vec::new();
         for round in 0..8 {
+            let (_, before) = observer.stats_raw("conns");
+            let before = ids_and_addrs(&String::from_utf8(before).expect("ascii"));
             let stream = std::net::TcpStream::connect(server.addr()).expect("connect");
             let me = format!("tcp:{}", stream.local_addr().expect("local address"));
             let mut c = Client::from_stream(stream);
-            let (_, raw) = c.stats_raw("conns");
-            let text = String::from_utf8(raw).expect("ascii");
-            let last = text
-                .lines()
-                .rfind(|l| l.contains(":addr "))
-                .expect("a connection listed");
-            assert!(last.ends_with(&me), "round {round}: {last:?} is not {me}");
-            let id = last
-                .strip_prefix("STAT ")
-                .and_then(|l| l.split(':').next())
-                .expect("an id");
+            let (_, now) = c.stats_raw("conns");
+            let text = String::from_utf8(now).expect("ascii");
+            let (id, _) = ids_and_addrs(&text)
+                .into_iter()
+                .find(|(_, addr)| *addr == me)
+                .unwrap_or_else(|| panic!("{me} not listed: {text}"));
+            // memcached's ids are descriptors, which a lower one freed meanwhile breaks (its
+            // "usually"); corecache's order holds always.
+            for (earlier, addr) in before.iter().filter(|_| !server.is_memcached()) {
+                assert!(
+                    id > *earlier,
+                    "{args:?} round {round}: {me} has id {id}, below {addr}'s {earlier}"
+                );
+            }
             c.roundtrip(b"get nothing\r\n", b"END\r\n");
             let line = String::from_utf8(watcher.read_line()).expect("ascii");
             assert!(
