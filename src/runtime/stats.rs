@@ -172,10 +172,11 @@ pub fn shard_part(core: &Core, kind: StatsKind, out: &mut Vec<u8>) {
 /// The `stats conns` id of the connection with server-wide serial number `serial` (also the
 /// `cfd` of its `watch` lines). The listening sockets take the first ids (as shard 0 lists
 /// them), then each core's UDP sockets, by number, times the shard count plus the core's
-/// number; connections follow in the order they came, whichever core took them. memcached's
-/// ids are descriptors, which a newer connection usually finds higher too: clients (and
-/// memcached's own tests) take the last line of `stats conns` for their own connection. Ids
-/// wrap round to the first connection id after 2^31 connections.
+/// number; connections follow in the order their cores open them, whichever core that is (two
+/// connecting at once may be opened in either order). memcached's ids are descriptors, which a
+/// newer connection usually finds higher too: clients (and memcached's own tests) take the last
+/// line of `stats conns` for their own connection. Ids wrap round to the first connection id
+/// after 2^31 connections.
 pub(super) fn conn_id(core: &Core, serial: u64) -> i32 {
     // The socket count, not `addrs()`: no allocation or getsockname per accepted connection.
     let sockets = (listener_count(core) + core.udp.socket_count()) as u64;
