@@ -354,25 +354,18 @@ fn restore_under_other_settings() {
         assert_eq!((got.0, got.1), (value(1000, i as u8), i));
     }
     assert_eq!(server.stats()["curr_items"], keys.to_string());
-    assert!(
-        server
-            .stderr_text()
-            .contains(&format!("restored {keys} items")),
-        "{}",
-        server.stderr_text()
-    );
+    let restored = format!("restored {keys} items");
+    let report = server.stderr_holding(&restored);
+    assert!(report.contains(&restored), "{report}");
     assert!(!mf.0.exists(), "the memory file is removed once restored");
     graceful_stop(&mut server);
     // Less memory, with evictions off: some items are not stored, and the report says so.
     let server = TestServer::start_corecache(&with_file(&["-t", "1", "-m", "2", "-M"], &mf.arg()));
     let items: u64 = server.stats()["curr_items"].parse().unwrap();
     assert!(items > 0 && items < keys as u64, "{items}");
-    let report = server.stderr_text();
-    let refused = keys as u64 - items;
-    assert!(
-        report.contains(&format!("{refused} not stored")),
-        "{report}"
-    );
+    let refused = format!("{} not stored", keys as u64 - items);
+    let report = server.stderr_holding(&refused);
+    assert!(report.contains(&refused), "{report}");
 }
 
 /// A data file that does not match its metadata (cut short, or not a save at all) is not

@@ -471,10 +471,10 @@ fn descriptor_shortage_pauses_accepting_and_recovers() {
     const CLIENTS: usize = 150;
     for_each_config(|args| {
         let server = TestServer::start_corecache_with_nofile(args, NOFILE);
+        let err = server.stderr_holding("open-file limit 64");
         assert!(
-            server.stderr_text().contains("open-file limit 64"),
-            "no warning about the open-file limit: {}",
-            server.stderr_text()
+            err.contains("open-file limit 64"),
+            "no warning about the open-file limit: {err}"
         );
         let mut waiting: Vec<(usize, TcpStream)> = (0..CLIENTS)
             .map(|i| {

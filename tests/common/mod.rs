@@ -852,6 +852,16 @@ impl TestServer {
         String::from_utf8_lossy(&err).into_owned()
     }
 
+    /// Everything the server wrote to stderr, once it holds `text` (or 10 s passed). A line
+    /// the server wrote before its `listening` line may still be on its way through the
+    /// drain thread when the test gets to it, so a test looking for one waits here.
+    pub fn stderr_holding(&self, text: &str) -> String {
+        wait_until(Duration::from_secs(10), || {
+            self.stderr_text().contains(text)
+        });
+        self.stderr_text()
+    }
+
     /// Kills corecache with SIGKILL (a crash: it writes and syncs nothing more), reaps it, and
     /// starts a new one with the same arguments (so, with `--log-dir`, on the same log). Returns
     /// once the new one serves, which is after it has replayed the log.
