@@ -23,6 +23,7 @@ fn store(memory_bytes_max: usize) -> Store {
         large_pages: false,
         chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
         fine_class_bytes_max: corecache::storage::slab::FINE_CLASS_BYTES_MAX,
+        growth_steps: 1,
         evictions_enabled: true,
     })
 }

@@ -422,6 +422,9 @@ fn run(ops: &[Op], memory_bytes_max: usize, tight: bool) -> StoreStats {
         large_pages: false,
         chunk_bytes_smallest: corecache::storage::slab::CHUNK_BYTES_SMALLEST,
         fine_class_bytes_max: corecache::storage::slab::FINE_CLASS_BYTES_MAX,
+        // The class layouts the server picks: two classes per growth factor for the roomy
+        // runs (256 pages), one for the tight ones.
+        growth_steps: if tight { 1 } else { 2 },
         evictions_enabled: true,
     });
     let mut model = Model {

@@ -439,6 +439,35 @@ fn slab_min_size_sets_the_smallest_chunk() {
     }
 }
 
+/// A shard whose share of `-m` holds 256 pages takes two slab classes per growth factor above
+/// the 8-byte steps: a 1 KB value's item (1,045 bytes) gets a 1,096-byte chunk there, where a
+/// 64-page shard's classes (one per factor from 24 bytes) give it 1,184.
+#[test]
+fn a_large_shard_splits_each_growth_step() {
+    if memcached_mode() {
+        return; // memcached's classes do not depend on -m
+    }
+    for (memory_mb, chunk) in [("64", 1184), ("256", 1096)] {
+        let server = TestServer::start(&["-t", "1", "-m", memory_mb]);
+        let mut c = server.connect();
+        let mut set = b"set k1024 0 0 1024\r\n".to_vec();
+        set.extend_from_slice(&[b'v'; 1024]);
+        set.extend_from_slice(b"\r\n");
+        c.roundtrip(&set, b"STORED\r\n");
+        let slabs = c.stats_sub("slabs");
+        let used = slabs
+            .iter()
+            .find(|(k, v)| k.ends_with(":used_chunks") && *v == "1")
+            .map(|(k, _)| k.split(':').next().unwrap().to_string())
+            .expect("a used chunk");
+        assert_eq!(
+            stat_u64(&slabs, &format!("{used}:chunk_size")),
+            chunk,
+            "-m {memory_mb}"
+        );
+    }
+}
+
 #[test]
 fn protocol_flag_restricts_connections() {
     let get_a = [

@@ -719,6 +719,7 @@ pub(super) mod tests {
                     large_pages: false,
                     chunk_bytes_smallest: cfg.chunk_bytes_smallest,
                     fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
+                    growth_steps: 1,
                     evictions_enabled: cfg.evictions_enabled,
                 };
                 let shard = Shard::new(ShardId(i as u16), store_cfg, shared.epoch);

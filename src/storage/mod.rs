@@ -65,6 +65,9 @@ pub struct StoreConfig {
     /// Chunk sizes step by 8 bytes below this size, then grow by `slab_growth_factor`
     /// ([`slab::FINE_CLASS_BYTES_MAX`]; 0: they grow by the factor from the smallest chunk).
     pub fine_class_bytes_max: usize,
+    /// Classes per growth factor above the fine steps: 1 (each class `slab_growth_factor`
+    /// above the one below), or more for finer classes (see [`slab::class_sizes`]).
+    pub growth_steps: u32,
     /// `-M` turns this off: making room may reclaim dead items and move empty pages, never
     /// evict a live item; a store that finds no room fails with [`StoreError::OutOfMemory`].
     pub evictions_enabled: bool,
@@ -219,6 +222,7 @@ impl Store {
             cfg.slab_growth_factor,
             cfg.chunk_bytes_smallest,
             cfg.fine_class_bytes_max,
+            cfg.growth_steps,
             cfg.memory_bytes_max,
         )
         .with_large_pages(cfg.large_pages);

@@ -161,6 +161,7 @@ mod tests {
             large_pages: false,
             chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
             fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
+            growth_steps: 1,
             evictions_enabled: true,
         })
     }

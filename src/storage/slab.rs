@@ -10,6 +10,9 @@
 //!   page). Fine steps near small sizes keep chunk waste under 8 bytes where most items live.
 //!   They add some 20 classes, and each class in use holds at least a page, so a shard with
 //!   few pages goes without them (`fine_bytes_max` 0: growth by the factor from the start).
+//!   A shard with many pages also splits each growth step in `growth_steps` (the factor's
+//!   `growth_steps`-th root per class): twice the classes above the fine steps, and half the
+//!   chunk waste of items larger than them.
 //! * The **huge** class (the last id) holds items larger than a page: each gets its own exact
 //!   allocation, charged `ceil(bytes / page_size)` page units against the same budget. The last
 //!   one freed is kept as a spare for the next (memcached's classes likewise keep the pages
@@ -102,28 +105,43 @@ pub struct Slabs {
 }
 
 /// The chunk sizes of the normal classes for a page size, growth factor, smallest chunk (`-n`;
-/// [`CHUNK_BYTES_SMALLEST`] by default) and the size below which they step by 8 bytes.
+/// [`CHUNK_BYTES_SMALLEST`] by default), the size below which they step by 8 bytes, and the
+/// classes per growth factor above it (`growth_steps`).
+///
+/// With one step per factor each size is the one below times the factor, rounded up to 8
+/// bytes (memcached's rule). With more, size `k` above the fine steps is the first of them
+/// times the factor to the power `k / growth_steps`, rounded up to 8 bytes: taken from that
+/// base, the roundings do not compound into a wider ratio.
 pub fn class_sizes(
     page_size: usize,
     slab_growth_factor: f64,
     chunk_smallest: usize,
     fine_bytes_max: usize,
+    growth_steps: u32,
 ) -> Vec<usize> {
     assert!(page_size >= chunk_smallest, "page_size too small");
     assert!(slab_growth_factor > 1.0, "slab_growth_factor must exceed 1");
+    assert!(growth_steps >= 1, "at least one class per growth factor");
     assert!(
         chunk_smallest >= CHUNK_BYTES_SMALLEST,
         "smallest chunk below the minimum"
     );
     assert_eq!(chunk_smallest % 8, 0, "chunk sizes are 8-byte aligned");
+    let step_factor = slab_growth_factor.powf(1.0 / f64::from(growth_steps));
     let mut sizes = Vec::new();
     let mut size = chunk_smallest;
+    // The first size grown by the factor, and how many steps above it `size` is.
+    let mut base: Option<(usize, i32)> = None;
     while size < page_size && sizes.len() < CLASS_COUNT_MAX - 2 {
         sizes.push(size);
         let grown = if size < fine_bytes_max {
             size + 8
-        } else {
+        } else if growth_steps == 1 {
             ((size as f64 * slab_growth_factor) as usize).next_multiple_of(8)
+        } else {
+            let (from, k) = *base.get_or_insert((size, 0));
+            base = Some((from, k + 1));
+            ((from as f64 * step_factor.powi(k + 1)).ceil() as usize).next_multiple_of(8)
         };
         size = grown.max(size + 8);
     }
@@ -138,17 +156,20 @@ impl Slabs {
             slab_growth_factor,
             CHUNK_BYTES_SMALLEST,
             FINE_CLASS_BYTES_MAX,
+            1,
             memory_bytes_max,
         )
     }
 
-    /// [`Slabs::new`] with classes starting at `chunk_smallest` bytes (`-n`) and stepping by 8
-    /// bytes below `fine_bytes_max`.
+    /// [`Slabs::new`] with classes starting at `chunk_smallest` bytes (`-n`), stepping by 8
+    /// bytes below `fine_bytes_max`, and `growth_steps` classes per growth factor above it
+    /// (see [`class_sizes`]).
     pub fn with_classes(
         page_size: usize,
         slab_growth_factor: f64,
         chunk_smallest: usize,
         fine_bytes_max: usize,
+        growth_steps: u32,
         memory_bytes_max: usize,
     ) -> Slabs {
         let sizes = class_sizes(
@@ -156,6 +177,7 @@ impl Slabs {
             slab_growth_factor,
             chunk_smallest,
             fine_bytes_max,
+            growth_steps,
         );
         let mut classes: Vec<SlabClass> = sizes
             .iter()
@@ -579,7 +601,7 @@ mod tests {
 
     #[test]
     fn class_sizes_are_fine_then_grow() {
-        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX);
+        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 1);
         assert_eq!(&sizes[..4], &[24, 32, 40, 48]);
         assert!(
             sizes.contains(&128),
@@ -597,9 +619,9 @@ mod tests {
     /// classes, each at most a factor wider than the one below.
     #[test]
     fn class_sizes_without_fine_steps_grow_from_the_start() {
-        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, 0);
+        let sizes = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, 0, 1);
         assert_eq!(&sizes[..8], &[24, 32, 40, 56, 72, 96, 120, 152]);
-        let fine = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX);
+        let fine = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 1);
         assert!(
             sizes.len() + 20 <= fine.len(),
             "{} vs {}",
@@ -613,17 +635,53 @@ mod tests {
         }
     }
 
+    /// Two steps per factor: the fine steps are unchanged, then every class is at most the
+    /// factor's square root (plus the 8-byte rounding) above the one below, every other class
+    /// comes within rounding of one factor step, and there are about twice as many above 256.
+    #[test]
+    fn class_sizes_split_each_growth_step_when_asked() {
+        let one = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 1);
+        let two = class_sizes(1 << 20, 1.25, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 2);
+        let fine = one.iter().filter(|&&s| s <= FINE_CLASS_BYTES_MAX).count();
+        assert_eq!(&one[..fine], &two[..fine]);
+        assert_eq!(two[fine - 1], FINE_CLASS_BYTES_MAX);
+        let (above_one, above_two) = (one.len() - fine, two.len() - fine);
+        assert!(
+            (2 * above_one - 4..=2 * above_one + 2).contains(&above_two),
+            "{above_one} then {above_two}"
+        );
+        assert!(two.len() < CLASS_COUNT_MAX);
+        assert_eq!(*two.last().unwrap(), 1 << 20);
+        let root = 1.25f64.sqrt();
+        for pair in two[fine - 1..two.len() - 1].windows(2) {
+            assert!(pair[1] > pair[0] && pair[1] % 8 == 0, "{pair:?}");
+            assert!(pair[1] as f64 <= pair[0] as f64 * root + 8.0, "{pair:?}");
+        }
+        // Taken from the base, k steps are the factor to the k/2 (rounded up to 8 bytes).
+        for (k, &size) in two[fine - 1..two.len() - 1].iter().enumerate() {
+            let exact = 256.0 * root.powi(k as i32);
+            assert!(
+                size as f64 >= exact && (size as f64) < exact + 8.0,
+                "{k}: {size}"
+            );
+        }
+        // A 1,050-byte item (1 KB value): 1,240-byte chunks with one step, 1,096 with two.
+        let chunk_for = |sizes: &[usize], bytes| *sizes.iter().find(|&&s| s >= bytes).unwrap();
+        assert_eq!(chunk_for(&one, 1050), 1240);
+        assert_eq!(chunk_for(&two, 1050), 1096);
+    }
+
     /// `-n`: the classes start at the smallest chunk asked for and keep their shape above it.
     #[test]
     fn class_sizes_follow_the_smallest_chunk() {
-        let sizes = class_sizes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX);
+        let sizes = class_sizes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX, 1);
         assert_eq!(&sizes[..3], &[64, 72, 80]);
-        let slabs = Slabs::with_classes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX, 4 << 20);
+        let slabs = Slabs::with_classes(1 << 20, 1.25, 64, FINE_CLASS_BYTES_MAX, 1, 4 << 20);
         assert_eq!(
             slabs.classes[usize::from(slabs.class_for(1))].chunk_size,
             64
         );
-        let big = class_sizes(1 << 20, 1.25, 1000, FINE_CLASS_BYTES_MAX);
+        let big = class_sizes(1 << 20, 1.25, 1000, FINE_CLASS_BYTES_MAX, 1);
         assert_eq!(big[0], 1000);
         assert!(big[1] >= 1250);
     }

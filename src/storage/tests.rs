@@ -25,6 +25,7 @@ fn config(memory_bytes_max: usize, page_size: usize) -> StoreConfig {
         large_pages: false,
         chunk_bytes_smallest: crate::storage::slab::CHUNK_BYTES_SMALLEST,
         fine_class_bytes_max: crate::storage::slab::FINE_CLASS_BYTES_MAX,
+        growth_steps: 1,
         evictions_enabled: true,
     }
 }
