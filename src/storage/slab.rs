@@ -111,8 +111,36 @@ pub struct Slabs {
 /// With one step per factor each size is the one below times the factor, rounded up to 8
 /// bytes (memcached's rule). With more, size `k` above the fine steps is the first of them
 /// times the factor to the power `k / growth_steps`, rounded up to 8 bytes: taken from that
-/// base, the roundings do not compound into a wider ratio.
+/// base, the roundings do not compound into a wider ratio. A split that would run out of
+/// class ids before the page size (a small `-f`) is not taken: every item above the last
+/// class would fall into the page-sized one.
 pub fn class_sizes(
+    page_size: usize,
+    slab_growth_factor: f64,
+    chunk_smallest: usize,
+    fine_bytes_max: usize,
+    growth_steps: u32,
+) -> Vec<usize> {
+    let sizes = class_sizes_capped(
+        page_size,
+        slab_growth_factor,
+        chunk_smallest,
+        fine_bytes_max,
+        growth_steps,
+    );
+    if growth_steps > 1 && sizes.len() >= CLASS_COUNT_MAX - 1 {
+        return class_sizes_capped(
+            page_size,
+            slab_growth_factor,
+            chunk_smallest,
+            fine_bytes_max,
+            1,
+        );
+    }
+    sizes
+}
+
+fn class_sizes_capped(
     page_size: usize,
     slab_growth_factor: f64,
     chunk_smallest: usize,
@@ -669,6 +697,22 @@ mod tests {
         let chunk_for = |sizes: &[usize], bytes| *sizes.iter().find(|&&s| s >= bytes).unwrap();
         assert_eq!(chunk_for(&one, 1050), 1240);
         assert_eq!(chunk_for(&two, 1050), 1096);
+    }
+
+    /// A factor so small that two steps per factor would use every class id long before the
+    /// page size keeps one step per factor.
+    #[test]
+    fn a_split_that_runs_out_of_class_ids_is_not_taken() {
+        let one = class_sizes(1 << 20, 1.05, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 1);
+        let two = class_sizes(1 << 20, 1.05, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 2);
+        assert_eq!(one, two);
+        assert!(one.len() < CLASS_COUNT_MAX);
+        // The class below the page is within reach of it, not a jump from a few KiB.
+        assert!(one[one.len() - 2] > 512 * 1024, "{}", one[one.len() - 2]);
+        // -f 1.2 leaves room for the split.
+        let one = class_sizes(1 << 20, 1.2, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 1);
+        let two = class_sizes(1 << 20, 1.2, CHUNK_BYTES_SMALLEST, FINE_CLASS_BYTES_MAX, 2);
+        assert!(two.len() > one.len() && two.len() < CLASS_COUNT_MAX - 1);
     }
 
     /// `-n`: the classes start at the smallest chunk asked for and keep their shape above it.
