@@ -106,6 +106,9 @@ pub struct Core {
     /// Key hashes of the group whose buckets [`Core::warm_group`] asked for last.
     warm_previous: Vec<u64>,
     warm_spare: Vec<u64>,
+    /// The same for keys of sleeping shards this core may borrow, with their owners.
+    warm_previous_borrowed: Vec<(u16, u64)>,
+    warm_spare_borrowed: Vec<(u16, u64)>,
     /// Connections with a `lru_crawler metadump` under way, each listed once (so at most one
     /// entry per connection); [`admin::metadump_pump`] moves them on and forgets the finished.
     pub(super) metadumps: Vec<ConnRef>,
@@ -354,6 +357,8 @@ impl Core {
             swept_at: 0,
             warm_previous: Vec::new(),
             warm_spare: Vec::new(),
+            warm_previous_borrowed: Vec::new(),
+            warm_spare_borrowed: Vec::new(),
             metadumps: Vec::new(),
             watchers: Vec::new(),
             udp: Udp::default(),
@@ -625,14 +630,22 @@ impl Core {
     /// A lookup of a random key misses the cache twice, on its bucket and then on its item,
     /// and each miss costs more than parsing and answering the request. Run one request at a
     /// time, the misses happen one after another. Instead the loop calls this once per group,
-    /// ahead of processing: each call asks for the buckets of the group's local keys (up to
-    /// [`WARM_GROUP_KEYS`]) and for the items of the previous group's keys, whose buckets have
-    /// arrived by then. Called two groups ahead of processing, both kinds of line have a
-    /// group's worth of work to arrive in. Requests are scanned from the start of each
+    /// ahead of processing: each call asks for the buckets of the group's local keys and of
+    /// its keys of sleeping shards, which this core borrows to run them (up to
+    /// [`WARM_GROUP_KEYS`] in all), and for the items of the previous group's keys, whose
+    /// buckets have arrived by then. Called two groups ahead of processing, both kinds of line
+    /// have a group's worth of work to arrive in. Requests are scanned from the start of each
     /// connection's input while they are common keyed text commands ([`leading_key`]).
     pub fn warm_group(&mut self, idxs: &[u32]) -> usize {
         let mut hashes = std::mem::take(&mut self.warm_spare);
         hashes.clear();
+        let mut borrowed = std::mem::take(&mut self.warm_spare_borrowed);
+        borrowed.clear();
+        // Keys of a sleeping shard are likely run here, on its borrowed store (`borrow`), and
+        // miss the cache as local ones would; they are warmed too, under the same borrow.
+        let may_borrow = self.shard_count > 1
+            && self.shared.config.borrow_idle_shards
+            && self.shared.watch.mask() == 0;
         let mut taken = 0;
         let mut scanned = 0;
         'conns: for &idx in idxs {
@@ -642,18 +655,21 @@ impl Core {
             };
             let mut input = c.rbuf.as_slice();
             while let Some((key, next)) = leading_key(input) {
-                // Requests for other shards are scanned but not warmed: bound the scan too.
+                // Requests for awake shards are scanned but not warmed: bound the scan too.
                 scanned += 1;
                 if scanned > WARM_GROUP_SCAN_MAX {
                     break 'conns;
                 }
                 let h = key_hash(key);
-                if shard_of(h, self.shard_count).0 == self.me {
+                let owner = shard_of(h, self.shard_count).0;
+                if owner == self.me {
                     self.shard.prefetch_bucket(h);
                     hashes.push(h);
-                    if hashes.len() == WARM_GROUP_KEYS {
-                        break 'conns;
-                    }
+                } else if may_borrow && self.mesh.is_sleeping(owner) {
+                    borrowed.push((owner, h));
+                }
+                if hashes.len() + borrowed.len() == WARM_GROUP_KEYS {
+                    break 'conns;
                 }
                 let Some(rest) = input.get(next..) else {
                     break;
@@ -664,8 +680,34 @@ impl Core {
         for &h in &self.warm_previous {
             self.shard.prefetch_items(h);
         }
+        self.warm_borrowed(&mut borrowed, Shard::prefetch_bucket);
+        let previous = std::mem::take(&mut self.warm_previous_borrowed);
+        self.warm_borrowed_items(previous);
         self.warm_spare = std::mem::replace(&mut self.warm_previous, hashes);
+        self.warm_spare_borrowed = std::mem::replace(&mut self.warm_previous_borrowed, borrowed);
         taken
+    }
+
+    /// Warms keys of sleeping shards (sorted here by owner) with `warm`, taking each owner's
+    /// parked shard once; an owner that woke meanwhile is skipped (its keys then go to it).
+    fn warm_borrowed(&self, keys: &mut [(u16, u64)], warm: fn(&Shard, u64)) {
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort_unstable_by_key(|&(owner, _)| owner);
+        for run in keys.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(parking) = self.shared.parking.get(usize::from(run[0].0)) {
+                parking.try_with(|shard| run.iter().for_each(|&(_, h)| warm(shard, h)));
+            }
+        }
+    }
+
+    /// The items of borrowed keys whose buckets were warmed a group ago; the list's buffer
+    /// is kept for reuse.
+    fn warm_borrowed_items(&mut self, mut keys: Vec<(u16, u64)>) {
+        self.warm_borrowed(&mut keys, Shard::prefetch_items);
+        keys.clear();
+        self.warm_previous_borrowed = keys;
     }
 
     /// Processes these connections' buffered input in order, warming the cache ahead of it
@@ -701,6 +743,7 @@ impl Core {
             self.process(idx);
             if let Err(e) = after(self, idx) {
                 self.warm_previous.clear();
+                self.warm_previous_borrowed.clear();
                 return Err(e);
             }
         }
@@ -713,6 +756,8 @@ impl Core {
             self.shard.prefetch_items(h);
         }
         self.warm_previous.clear();
+        let previous = std::mem::take(&mut self.warm_previous_borrowed);
+        self.warm_borrowed_items(previous);
     }
 
     /// Records that the peer closed its sending side.
